@@ -1,0 +1,1 @@
+"""The pure core: models, the rule language, indicators and the engine. No I/O."""

@@ -1,0 +1,202 @@
+"""Values shared by every floor: quotes, candles, rules, rule state and alerts.
+
+Everything here is a frozen dataclass or an Enum so it can be compared, hashed, stored and sent
+between layers without surprises. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, date, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+
+class RuleError(ValueError):
+    """A user-facing error: its message is fit to show in chat as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One observation of a symbol. `bid`/`ask` are None where the source has no book."""
+
+    symbol: str
+    last: float
+    ts: datetime
+    bid: float | None = None
+    ask: float | None = None
+    source: str = ""
+
+    @property
+    def price(self) -> float:
+        """The price rules compare: the last trade, else the mid of the book."""
+        if math.isfinite(self.last) and self.last > 0:
+            return self.last
+        if self.bid is not None and self.ask is not None:
+            return (self.bid + self.ask) / 2
+        return self.last
+
+    @property
+    def spread_pct(self) -> float | None:
+        """(ask - bid) / mid in percent, or None when the quote carries no book."""
+        if self.bid is None or self.ask is None:
+            return None
+        mid = (self.bid + self.ask) / 2
+        if not mid > 0:
+            return None
+        return (self.ask - self.bid) / mid * 100
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One daily (or other timeframe) bar; `day` is the bar's calendar date in UTC."""
+
+    day: date
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None = None
+
+
+class Condition(Enum):
+    """What a rule watches. The value is the keyword people type."""
+
+    ABOVE = "above"
+    RESISTANCE = "resistance"
+    BELOW = "below"
+    SUPPORT = "support"
+    BREAKOUT = "breakout"
+    BREAKDOWN = "breakdown"
+    UP = "up"
+    DOWN = "down"
+    MOVE = "move"
+    SPREAD_PCT = "spread_pct"
+    SPREAD_MULT = "spread_mult"
+
+    @property
+    def is_level(self) -> bool:
+        return self in _LEVEL
+
+    @property
+    def is_change(self) -> bool:
+        return self in _CHANGE
+
+    @property
+    def is_channel(self) -> bool:
+        return self in (Condition.BREAKOUT, Condition.BREAKDOWN)
+
+    @property
+    def is_spread(self) -> bool:
+        return self in (Condition.SPREAD_PCT, Condition.SPREAD_MULT)
+
+    @property
+    def direction(self) -> Direction:
+        if self in (Condition.ABOVE, Condition.RESISTANCE, Condition.BREAKOUT, Condition.UP):
+            return Direction.UP
+        if self in (Condition.BELOW, Condition.SUPPORT, Condition.BREAKDOWN, Condition.DOWN):
+            return Direction.DOWN
+        if self is Condition.MOVE:
+            return Direction.EITHER
+        return Direction.WIDER
+
+
+_LEVEL = frozenset({Condition.ABOVE, Condition.RESISTANCE, Condition.BELOW, Condition.SUPPORT})
+_CHANGE = frozenset({Condition.UP, Condition.DOWN, Condition.MOVE})
+
+
+class Direction(Enum):
+    """Which way a rule fires; renderers colour by it (up green, down red, spread amber)."""
+
+    UP = "up"
+    DOWN = "down"
+    EITHER = "either"
+    WIDER = "wider"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A parsed rule. `other` is set for two-symbol rules (`A/B ...`): ratio levels and rotation.
+
+    `value` is a price or ratio for level rules, a percentage for change and `spread > X%` rules,
+    and a multiple of the baseline for `spread > Kx`. `days` is N for breakout/breakdown and
+    `window` the W of change rules.
+    """
+
+    symbol: str
+    condition: Condition
+    value: float = 0.0
+    other: str | None = None
+    days: int | None = None
+    window: timedelta | None = None
+    confirm: int = 1
+    cooldown: timedelta | None = None
+    once: bool = False
+    expires: date | None = None
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Every symbol whose quote the rule needs."""
+        return (self.symbol,) if self.other is None else (self.symbol, self.other)
+
+    @property
+    def pair(self) -> str:
+        """The subject as people write it: `XAG` or `XAU/XAG`."""
+        return self.symbol if self.other is None else f"{self.symbol}/{self.other}"
+
+    def expired(self, now: datetime) -> bool:
+        """A rule expires at the end of its `expires` day (UTC)."""
+        return self.expires is not None and now.astimezone(UTC).date() > self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """Everything the engine remembers about one rule between observations.
+
+    `armed` is None until the first good observation: a new rule learns where the price is
+    before it can fire, so a level that is already crossed waits for a real crossing.
+    `streak` counts consecutive observations with the condition true (for `confirm N`).
+    """
+
+    armed: bool | None = None
+    streak: int = 0
+    last_fired: datetime | None = None
+    fired_count: int = 0
+    done: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO text) for storage."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RuleState:
+        """Inverse of `to_dict`; unknown keys are ignored so old rows keep loading."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("last_fired") is not None:
+            kwargs["last_fired"] = datetime.fromisoformat(kwargs["last_fired"])
+        return replace(cls(), **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A decided fire: everything a message about it needs, and nothing platform-specific."""
+
+    rule_text: str
+    symbol: str
+    condition: Condition
+    direction: Direction
+    price: float
+    reference: float | None
+    observed: float
+    time: datetime
+    message: str
+
+    @property
+    def kind(self) -> str:
+        return self.condition.value

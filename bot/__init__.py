@@ -1,0 +1,1 @@
+"""The chat side: the platform-neutral command layer, rendering and platform adapters."""

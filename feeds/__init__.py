@@ -1,0 +1,1 @@
+"""Price sources: the Feed protocol, ccxt, yfinance and replay feeds, the symbol catalogue."""

@@ -1,0 +1,60 @@
+"""The Feed protocol and the one error family every feed raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from alerts.models import Candle, Quote
+
+
+class FeedError(Exception):
+    """A feed failed. Library errors are wrapped in a subclass, raised `from` the original."""
+
+    def __init__(self, message: str, symbol: str | None = None) -> None:
+        super().__init__(message)
+        self.symbol = symbol
+
+
+class TransientFeedError(FeedError):
+    """Worth retrying with backoff: network, timeouts, rate limits, venue down."""
+
+
+class PermanentFeedError(FeedError):
+    """Retrying will not help: unknown symbol, bad credentials, unsupported call."""
+
+
+@dataclass(slots=True)
+class FeedHealth:
+    """What `/status` and `/healthz` show about a feed: last success and last failure."""
+
+    last_ok: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    consecutive_failures: int = 0
+    requests: int = 0
+
+
+class Feed(Protocol):
+    """A source of quotes and candle history, spoken to in its own (native) symbols.
+
+    `quotes` returns what it could parse, keyed by native symbol, with `Quote.symbol` set to
+    the native symbol; sanity screening happens in one place after it (alerts.indicators.Market).
+    It never raises for one bad symbol; a whole-request failure raises a FeedError.
+    """
+
+    name: str
+    health: FeedHealth
+
+    async def quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        """One tick: the current quote of each symbol it could get (one batched request)."""
+        ...
+
+    async def candles(self, symbol: str, timeframe: str, since: datetime) -> list[Candle]:
+        """History bars from `since` (timeframe like `1d`), oldest first."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

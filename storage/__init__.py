@@ -1,0 +1,1 @@
+"""Persistence: aiosqlite connection, migrations and repositories (no SQL elsewhere)."""

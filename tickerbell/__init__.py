@@ -1,0 +1,1 @@
+"""Tickerbell: the application (settings, service, delivery, CLI); the composition root."""

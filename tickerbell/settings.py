@@ -1,0 +1,44 @@
+"""One typed settings object, read once from the environment and `.env`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting Tickerbell reads; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKERBELL_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
+    telegram_api_base_url: str = Field(
+        "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
+    )
+    discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
+
+    db: Path = Path("tickerbell.db")
+    log_level: str = "INFO"
+
+    exchange: str = "binance"
+    quote_currency: str = "USDT"
+    exchange_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    metals: Literal["futures", "spot"] = "futures"
+
+    poll_crypto_seconds: float = 10.0
+    poll_yahoo_seconds: float = 60.0
+    max_quote_age_seconds: float = 600.0
+    max_jump_pct: float = 15.0
+    hysteresis_pct: float = 0.25
+
+    rules_per_chat: int = 50
+
+    @property
+    def max_quote_age(self) -> timedelta:
+        return timedelta(seconds=self.max_quote_age_seconds)
