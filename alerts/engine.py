@@ -74,10 +74,14 @@ def _threshold(rule: Rule, obs: Observation) -> float:
 
 def _test(cond: Condition, value: float, threshold: float, band: float) -> tuple[bool, bool]:
     """Return (condition true, far enough back to re-arm)."""
-    if cond in (Condition.ABOVE, Condition.RESISTANCE, Condition.BREAKOUT):
+    if cond in (Condition.ABOVE, Condition.RESISTANCE):
         return value >= threshold, value < threshold * (1 - band)
-    if cond in (Condition.BELOW, Condition.SUPPORT, Condition.BREAKDOWN):
+    if cond in (Condition.BELOW, Condition.SUPPORT):
         return value <= threshold, value > threshold * (1 + band)
+    if cond is Condition.BREAKOUT:  # touching the old high is not a new high
+        return value > threshold, value < threshold * (1 - band)
+    if cond is Condition.BREAKDOWN:
+        return value < threshold, value > threshold * (1 + band)
     points = band * 100
     if cond is Condition.UP:
         return value >= threshold, value < threshold - points
