@@ -14,7 +14,11 @@ class Settings(BaseSettings):
     """Every setting Tickerbell reads; `.env.example` documents each one."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TICKERBELL_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="TICKERBELL_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
     )
 
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
