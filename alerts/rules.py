@@ -1,0 +1,367 @@
+"""The rule language: chat text such as `XAG above 50 cooldown 1h` to a Rule and back.
+
+`parse` reads `SUBJECT CONDITION [OPTIONS...]` (case-insensitive, whitespace separated) and
+`format` writes the canonical text, so `parse(format(rule)) == rule` for every rule `parse` can
+return. Any bad input raises RuleError with a short message that quotes the offending token and
+ends with a valid example after "e.g. ". See DESIGN.md, "The rule language".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import replace
+from datetime import date, timedelta
+from decimal import Decimal
+
+from alerts.models import Condition, Rule, RuleError
+
+_EG_LEVEL = "XAG above 50"
+_EG_PAIR = "XAU/XAG below 80"
+_EG_CHANNEL = "BTC breakout 20d"
+_EG_CHANGE = "BTC up 6% 1d"
+_EG_DOWN = "ETH down 10% 4h"
+_EG_SPREAD = "BTC spread > 0.5%"
+_EG_OPTION = {
+    "confirm": "XAG above 50 confirm 3",
+    "cooldown": "BTC below 85000 cooldown 1h",
+    "once": "XAG above 50 once",
+    "expires": "XAG above 50 expires 2026-12-31",
+}
+
+EXAMPLES: tuple[str, ...] = (
+    _EG_LEVEL,
+    "XAU below 2300",
+    "XAG resistance 52",
+    "XAU support 2250",
+    _EG_CHANNEL,
+    "ETH breakdown 55d",
+    _EG_CHANGE,
+    _EG_DOWN,
+    "XAG move 3% 15m",
+    _EG_SPREAD,
+    "binance:SOL/USDT spread > 3x",
+    _EG_PAIR,
+    "XAU/BTC up 10% 30d",
+    "BTC below 85000 confirm 3 cooldown 1h once expires 2026-12-31",
+)
+
+_LEVELS = {
+    c.value: c for c in (Condition.ABOVE, Condition.RESISTANCE, Condition.BELOW, Condition.SUPPORT)
+}
+_CHANNELS = {c.value: c for c in (Condition.BREAKOUT, Condition.BREAKDOWN)}
+_CHANGES = {c.value: c for c in (Condition.UP, Condition.DOWN, Condition.MOVE)}
+_CONDITIONS = (*_LEVELS, *_CHANNELS, *_CHANGES, "spread")
+_OPTIONS = tuple(_EG_OPTION)
+
+_MAX_NUMBER = Decimal(10) ** 15
+_MAX_DAYS = 3650
+_MAX_MINUTES = _MAX_DAYS * 24 * 60
+_MAX_PART = 32  # longest venue or ticker accepted; real ones are far shorter
+_MAX_QUOTED = 30
+_UNIT_MINUTES = {"m": 1, "min": 1, "h": 60, "hr": 60, "d": 24 * 60, "w": 7 * 24 * 60}
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
+
+_NUMBER = re.compile(
+    r"\$?([0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?|[0-9]+(?:\.[0-9]*)?|\.[0-9]+)([kKmMbB]?)"
+)
+_PLAIN = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
+_DAYS = re.compile(r"([0-9]+)d?")
+_DURATION = re.compile(r"([0-9]+)(m|min|h|hr|d|w)")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_VENUE = re.compile(r"[A-Za-z0-9]+")
+_TICKER = re.compile(r"[A-Za-z0-9^=._-]+")
+
+
+def parse(text: str) -> Rule:
+    """Read one rule; raise RuleError naming the bad token, with an example, on any mistake."""
+    tokens = text.replace(">", " > ").split()  # `spread>0.5%` and `spread >0.5%` read as `> 0.5%`
+    if not tokens:
+        raise _error("empty rule", _EG_LEVEL)
+    if _key(tokens[0]) in _CONDITIONS and (len(tokens) == 1 or _key(tokens[1]) not in _CONDITIONS):
+        raise _error(f"missing symbol before {_q(tokens[0])}", _EG_LEVEL)
+    symbol, other = _parse_subject(tokens[0])
+    if len(tokens) == 1:
+        raise _error(f"missing condition after {_q(tokens[0])}", _EG_LEVEL)
+    rule, rest = _parse_condition(symbol, other, tokens[1], tokens[2:])
+    return _parse_options(rule, rest)
+
+
+def format(rule: Rule) -> str:
+    """Write a rule as canonical text (inverse of `parse`)."""
+    cond = rule.condition
+    words = [rule.pair]
+    if cond.is_level:
+        words += [cond.value, _number_text(rule.value)]
+    elif cond.is_channel:
+        if rule.days is None:
+            raise _error(f"{_q(cond.value)} rule without a number of days", _EG_CHANNEL)
+        words += [cond.value, f"{rule.days}d"]
+    elif cond.is_change:
+        if rule.window is None:
+            raise _error(f"{_q(cond.value)} rule without a window", _EG_CHANGE)
+        words += [cond.value, f"{_number_text(rule.value)}%", format_duration(rule.window)]
+    else:
+        unit = "%" if cond is Condition.SPREAD_PCT else "x"
+        words += ["spread", ">", f"{_number_text(rule.value)}{unit}"]
+    if rule.confirm != 1:
+        words += ["confirm", str(rule.confirm)]
+    if rule.cooldown is not None:
+        words += ["cooldown", format_duration(rule.cooldown)]
+    if rule.once:
+        words.append("once")
+    if rule.expires is not None:
+        words += ["expires", rule.expires.isoformat()]
+    return " ".join(words)
+
+
+def parse_number(token: str) -> float:
+    """Read a positive price such as `50`, `.5`, `50k`, `1.2m`, `2b`, `$50,000.25`."""
+    match = _NUMBER.fullmatch(token)
+    if match is None:
+        raise _error(f"{_q(token)} is not a price", _EG_LEVEL)
+    base = Decimal(match[1].replace(",", ""))
+    # Bound before multiplying so absurdly long digit strings cannot overflow Decimal.
+    value = base * _SUFFIX[match[2].lower()] if base <= _MAX_NUMBER else base
+    if value > _MAX_NUMBER:
+        raise _error(f"{_q(token)} is too large (max 1e15)", _EG_LEVEL)
+    number = float(value)
+    if not number > 0:
+        raise _error(f"{_q(token)} must be more than 0", _EG_LEVEL)
+    return number
+
+
+def parse_duration(token: str) -> timedelta:
+    """Read a duration such as `15m`, `90min`, `4h`, `2hr`, `1d`, `2w` (1 minute to 3650 days)."""
+    return _duration(token, _EG_CHANGE)
+
+
+def format_duration(td: timedelta) -> str:
+    """Write a duration in the largest of d, h, m that divides it evenly: 7d, 2h, 90m."""
+    minutes, rest = divmod(td, timedelta(minutes=1))
+    if rest or minutes < 1:
+        raise _error(f"{_q(str(td))} is not a positive whole number of minutes", _EG_CHANGE)
+    for unit, size in (("d", 24 * 60), ("h", 60)):
+        if minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
+
+
+def _parse_subject(token: str) -> tuple[str, str | None]:
+    """The symbol and, for a pair, the other symbol of a subject token."""
+    parts = token.split("/")
+    symbols: list[str] = []
+    i = 0
+    while i < len(parts):
+        venue, colon, ticker = parts[i].rpartition(":")
+        quote = None
+        # A venue other than yf names an exchange pair: its ticker may carry `/QUOTE`.
+        if colon and venue.lower() != "yf" and i + 1 < len(parts) and ":" not in parts[i + 1]:
+            i += 1
+            quote = parts[i]
+        ok = (not colon or _is_venue(venue)) and _is_ticker(ticker)
+        if not ok or (quote is not None and not _is_ticker(quote)):
+            raise _error(f"{_q(token)} is not a valid symbol or pair", _EG_LEVEL)
+        symbol = ticker.upper() if quote is None else f"{ticker}/{quote}".upper()
+        symbols.append(f"{venue.lower()}:{symbol}" if colon else symbol)
+        i += 1
+    if len(symbols) > 2:
+        raise _error(f"{_q(token)} names more than two symbols", _EG_PAIR)
+    if len(symbols) == 2 and symbols[0] == symbols[1]:
+        raise _error(f"{_q(token)} compares a symbol with itself", _EG_PAIR)
+    return symbols[0], symbols[1] if len(symbols) == 2 else None
+
+
+def _is_venue(text: str) -> bool:
+    return len(text) <= _MAX_PART and _VENUE.fullmatch(text) is not None
+
+
+def _is_ticker(text: str) -> bool:
+    return (
+        len(text) <= _MAX_PART
+        and _TICKER.fullmatch(text) is not None
+        and any(c.isalnum() for c in text)
+    )
+
+
+def _parse_condition(
+    symbol: str, other: str | None, word: str, args: list[str]
+) -> tuple[Rule, list[str]]:
+    """The rule built from the condition `word` and its arguments, and the words left over."""
+    keyword = _key(word)
+    if keyword in _LEVELS:
+        example = _EG_LEVEL if other is None else _EG_PAIR
+        if not args:
+            raise _error(f"missing price after {_q(keyword)}", example)
+        value = parse_number(args[0])
+        return Rule(symbol=symbol, condition=_LEVELS[keyword], value=value, other=other), args[1:]
+    if keyword in _CHANGES:
+        cond = _CHANGES[keyword]
+        if not args:
+            raise _error(f"missing percent after {_q(keyword)}", _EG_CHANGE)
+        value = _change_percent(args[0], cond)
+        if len(args) < 2:
+            raise _error(f"missing window after {_q(args[0])}", _EG_CHANGE)
+        window = parse_duration(args[1])
+        rule = Rule(symbol=symbol, condition=cond, value=value, other=other, window=window)
+        return rule, args[2:]
+    if keyword not in _CONDITIONS:
+        fallback = f"unknown condition {_q(word)} (try {', '.join(_CONDITIONS)})"
+        raise _unknown("condition", word, _CONDITIONS, fallback, _EG_LEVEL)
+    example = _EG_CHANNEL if keyword in _CHANNELS else _EG_SPREAD
+    if other is not None:
+        pair = _q(f"{symbol}/{other}")
+        raise _error(f"{_q(keyword)} needs a single symbol, not the pair {pair}", example)
+    if keyword in _CHANNELS:
+        if not args:
+            raise _error(f"missing days after {_q(keyword)}", example)
+        days = _parse_days(args[0])
+        return Rule(symbol=symbol, condition=_CHANNELS[keyword], days=days), args[1:]
+    if not args or _key(args[0]) not in (">", "above"):
+        got = f", not {_q(args[0])}" if args else ""
+        raise _error(f"expected '>' after 'spread'{got}", example)
+    if len(args) < 2:
+        raise _error("missing threshold after 'spread >'", example)
+    cond, value = _spread(args[1])
+    return Rule(symbol=symbol, condition=cond, value=value), args[2:]
+
+
+def _duration(token: str, example: str) -> timedelta:
+    match = _DURATION.fullmatch(_key(token))
+    if match is None:
+        raise _error(f"{_q(token)} is not a duration like 15m, 4h, 1d or 2w", example)
+    minutes = _int(match[1]) * _UNIT_MINUTES[match[2]]
+    if not 1 <= minutes <= _MAX_MINUTES:
+        raise _error(f"{_q(token)} is out of range (1m to 3650d)", example)
+    return timedelta(minutes=minutes)
+
+
+def _parse_days(token: str) -> int:
+    match = _DAYS.fullmatch(_key(token))
+    days = _int(match[1]) if match else 0
+    if not 1 <= days <= _MAX_DAYS:
+        raise _error(f"{_q(token)} is not a number of days from 1d to 3650d", _EG_CHANNEL)
+    return days
+
+
+def _change_percent(token: str, cond: Condition) -> float:
+    value = _plain(token.removesuffix("%"))
+    if value is None:
+        raise _error(f"{_q(token)} is not a percentage", _EG_CHANGE)
+    if cond is Condition.DOWN and not 0 < value < 100:
+        message = f"{_q(token)} is out of range for 'down' (over 0, under 100%)"
+        raise _error(message, _EG_DOWN)
+    if not 0 < value <= 1000:
+        raise _error(f"{_q(token)} is out of range (over 0, at most 1000%)", _EG_CHANGE)
+    return value
+
+
+def _spread(token: str) -> tuple[Condition, float]:
+    """The condition and threshold of `0.5%` (percent of mid) or `3x` (times the baseline)."""
+    unit = token[-1:].lower()
+    value = _plain(token[:-1]) if unit in ("%", "x") else None
+    if value is None:
+        if _plain(token) is not None:
+            what = "% (percent of the mid price) or x (times the usual spread)"
+            raise _error(f"{_q(token)} needs a unit: {what}", _EG_SPREAD)
+        raise _error(f"{_q(token)} is not a spread threshold like 0.5% or 3x", _EG_SPREAD)
+    if unit == "%":
+        if not 0 < value <= 100:
+            raise _error(f"{_q(token)} is out of range (over 0%, at most 100%)", _EG_SPREAD)
+        return Condition.SPREAD_PCT, value
+    if not 1 < value <= 1000:
+        raise _error(f"{_q(token)} is out of range (over 1x, at most 1000x)", _EG_SPREAD)
+    return Condition.SPREAD_MULT, value
+
+
+def _parse_options(rule: Rule, words: list[str]) -> Rule:
+    """`rule` with the options in `words` applied."""
+    seen: set[str] = set()
+    i = 0
+    while i < len(words):
+        key = _key(words[i])
+        if key not in _OPTIONS:
+            options = "confirm N, cooldown 1h, once, expires YYYY-MM-DD"
+            fallback = f"unexpected {_q(words[i])} after the rule (options: {options})"
+            raise _unknown("option", words[i], _OPTIONS, fallback, _EG_OPTION["cooldown"])
+        if key in seen:
+            raise _error(f"{_q(key)} given twice", _EG_OPTION[key])
+        seen.add(key)
+        if key == "once":
+            rule = replace(rule, once=True)
+            i += 1
+            continue
+        if i + 1 == len(words):
+            raise _error(f"missing value after {_q(key)}", _EG_OPTION[key])
+        value = words[i + 1]
+        if key == "confirm":
+            rule = replace(rule, confirm=_parse_confirm(value))
+        elif key == "cooldown":
+            rule = replace(rule, cooldown=_duration(value, _EG_OPTION["cooldown"]))
+        else:
+            rule = replace(rule, expires=_parse_date(value))
+        i += 2
+    return rule
+
+
+def _parse_confirm(token: str) -> int:
+    count = _int(token) if _DIGITS.fullmatch(token) else 0
+    if not 1 <= count <= 100:
+        message = f"confirm {_q(token)} is not a whole number from 1 to 100"
+        raise _error(message, _EG_OPTION["confirm"])
+    return count
+
+
+def _parse_date(token: str) -> date:
+    if _DATE.fullmatch(token):
+        try:
+            return date.fromisoformat(token)
+        except ValueError:
+            pass
+    raise _error(f"expires {_q(token)} is not a date (YYYY-MM-DD)", _EG_OPTION["expires"])
+
+
+def _number_text(x: float) -> str:
+    """Plain decimal text that reads back as exactly `x`: no exponent, no trailing `.0`."""
+    text = f"{Decimal(repr(x)):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _plain(text: str) -> float | None:
+    """The value of a plain decimal like `6`, `0.5` or `.5`; None for anything else."""
+    return float(text) if _PLAIN.fullmatch(text) else None
+
+
+def _int(digits: str) -> int:
+    """int() of ASCII digits, capped so that absurdly long input stays cheap."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 12 else 10**12
+
+
+def _key(token: str) -> str:
+    """A token lowercased for matching keywords; non-ASCII tokens never match one."""
+    return token.lower() if token.isascii() else token
+
+
+def _q(token: str) -> str:
+    """A user token quoted for a message: at most 30 characters, control characters as `?`."""
+    if len(token) > _MAX_QUOTED:
+        token = token[: _MAX_QUOTED - 1] + "…"
+    return "'" + "".join(c if c.isprintable() else "?" for c in token) + "'"
+
+
+def _unknown(
+    kind: str, token: str, words: tuple[str, ...], fallback: str, example: str
+) -> RuleError:
+    """A did-you-mean error when `token` is close to one of `words`, else `fallback`."""
+    close = difflib.get_close_matches(_key(token), words, n=1)
+    if close:
+        return _error(f"unknown {kind} {_q(token)} — did you mean {_q(close[0])}?", example)
+    return _error(fallback, example)
+
+
+def _error(message: str, example: str) -> RuleError:
+    """A RuleError in house style: the message, then a valid example after `e.g. `."""
+    end = " " if message.endswith("?") else ". "
+    return RuleError(f"{message}{end}e.g. {example}")
