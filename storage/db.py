@@ -1,0 +1,459 @@
+"""The SQLite store: one aiosqlite connection, migrations, and every query Tickerbell makes.
+
+Pragmas: WAL (readers never block the writer), a 5 s busy timeout (the CLI may write while the
+service runs), and `synchronous=FULL`. In WAL mode NORMAL can lose the last commits on a power
+cut or OS crash (not on a process crash); a decided alert must survive both, and we commit only
+a few times per tick, so the extra fsync is cheap. All writes go through one lock, so a tick's
+states and alerts land in one transaction and never interleave with a chat command's write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from alerts.models import Alert, Condition, Direction, Quote, RuleState
+from storage.migrations import MIGRATIONS
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LimitReached(Exception):
+    """A chat already has as many rules as it may."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A place alerts go: a Telegram chat, a Discord channel, or the console."""
+
+    id: int
+    platform: str
+    chat_id: str
+    kind: str
+    active: bool
+    muted_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRule:
+    """A rule row: canonical text plus its saved engine state (None before the first tick)."""
+
+    id: int
+    chat: int
+    text: str
+    created_by: str
+    created_at: datetime
+    state: RuleState | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One decided alert waiting for (or done with) delivery to one chat."""
+
+    id: int
+    rule: int | None
+    chat: Chat
+    alert: Alert
+    attempts: int
+
+
+def alert_to_json(alert: Alert) -> str:
+    """Serialise an alert for the outbox."""
+    return json.dumps(
+        {
+            "rule_text": alert.rule_text,
+            "symbol": alert.symbol,
+            "condition": alert.condition.value,
+            "direction": alert.direction.value,
+            "price": alert.price,
+            "reference": alert.reference,
+            "observed": alert.observed,
+            "time": alert.time.isoformat(),
+            "message": alert.message,
+        }
+    )
+
+
+def alert_from_json(text: str) -> Alert:
+    """Inverse of `alert_to_json`."""
+    data: dict[str, Any] = json.loads(text)
+    return Alert(
+        rule_text=data["rule_text"],
+        symbol=data["symbol"],
+        condition=Condition(data["condition"]),
+        direction=Direction(data["direction"]),
+        price=data["price"],
+        reference=data["reference"],
+        observed=data["observed"],
+        time=datetime.fromisoformat(data["time"]),
+        message=data["message"],
+    )
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+class Store:
+    """Repository over one SQLite database. Open with `async with Store.open(path) as store`."""
+
+    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._write = asyncio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path | str, clock: Clock = utcnow) -> AsyncIterator[Store]:
+        """Open (creating if needed), migrate, and close on exit."""
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            for pragma in (
+                "journal_mode=WAL",
+                "busy_timeout=5000",
+                "synchronous=FULL",
+                "foreign_keys=ON",
+            ):
+                await conn.execute(f"PRAGMA {pragma}")
+            store = cls(conn, clock)
+            await store._migrate()
+            yield store
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One serialised write transaction: all of it lands, or none of it."""
+        async with self._write:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        await self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+        )
+        version = await self.schema_version()
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            async with self.transaction() as conn:
+                for statement in _statements(script):
+                    await conn.execute(statement)
+                await conn.execute("DELETE FROM schema_version")
+                await conn.execute("INSERT INTO schema_version VALUES (?)", (number,))
+
+    async def schema_version(self) -> int:
+        """The number of the last migration applied."""
+        row = await self._one("SELECT max(version) FROM schema_version")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        async with self._conn.execute(sql, tuple(args)) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        async with self._conn.execute(sql, tuple(args)) as cur:
+            return list(await cur.fetchall())
+
+    # --- chats ---
+
+    async def chat(self, platform: str, chat_id: str, kind: str = "private") -> Chat:
+        """The chat with this platform id, created on first sight."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO chats (platform, chat_id, kind, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (platform, chat_id) DO NOTHING",
+                (platform, chat_id, kind, _ts(self._clock())),
+            )
+        found = await self.find_chat(platform, chat_id)
+        assert found is not None
+        return found
+
+    async def find_chat(self, platform: str, chat_id: str) -> Chat | None:
+        """The chat if it exists, without creating it."""
+        row = await self._one(
+            "SELECT id, platform, chat_id, kind, active, muted_until FROM chats"
+            " WHERE platform = ? AND chat_id = ?",
+            (platform, chat_id),
+        )
+        return _chat(row) if row else None
+
+    async def get_chat(self, chat: int) -> Chat:
+        row = await self._one(
+            "SELECT id, platform, chat_id, kind, active, muted_until FROM chats WHERE id = ?",
+            (chat,),
+        )
+        return _chat(row)
+
+    async def set_chat_active(self, chat: int, active: bool) -> None:
+        async with self.transaction() as conn:
+            await conn.execute("UPDATE chats SET active = ? WHERE id = ?", (int(active), chat))
+
+    async def set_muted(self, chat: int, until: datetime | None) -> None:
+        async with self.transaction() as conn:
+            await conn.execute("UPDATE chats SET muted_until = ? WHERE id = ?", (_ts(until), chat))
+
+    async def move_chat(self, platform: str, old_id: str, new_id: str) -> None:
+        """A chat changed its id (a Telegram group became a supergroup): keep its rules."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE chats SET chat_id = ? WHERE platform = ? AND chat_id = ?",
+                (new_id, platform, old_id),
+            )
+
+    # --- rules ---
+
+    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
+        """Insert a rule (its canonical text); raise LimitReached past `limit` active rules."""
+        async with self.transaction() as conn:
+            async with conn.execute(
+                "SELECT count(*) FROM rules WHERE chat = ? AND active = 1", (chat,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None and row[0] >= limit:
+                raise LimitReached(f"this chat already has {row[0]} rules (the limit is {limit})")
+            cursor = await conn.execute(
+                "INSERT INTO rules (chat, text, created_by, created_at) VALUES (?, ?, ?, ?)",
+                (chat, text, created_by, _ts(self._clock())),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    async def remove_rule(self, chat: int, rule: int) -> bool:
+        """Deactivate one of this chat's rules; False when it has no such rule."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE rules SET active = 0 WHERE id = ? AND chat = ? AND active = 1",
+                (rule, chat),
+            )
+            return cursor.rowcount > 0
+
+    async def remove_all_rules(self, chat: int) -> int:
+        """Deactivate every rule of this chat; return how many."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE rules SET active = 0 WHERE chat = ? AND active = 1", (chat,)
+            )
+            return cursor.rowcount
+
+    async def rules(self, chat: int | None = None) -> list[StoredRule]:
+        """Active rules with their states: one chat's, or everyone's."""
+        sql = (
+            "SELECT r.id, r.chat, r.text, r.created_by, r.created_at, s.state FROM rules r"
+            " LEFT JOIN rule_state s ON s.rule = r.id WHERE r.active = 1"
+        )
+        args: tuple[Any, ...] = ()
+        if chat is not None:
+            sql += " AND r.chat = ?"
+            args = (chat,)
+        rows = await self._all(sql + " ORDER BY r.id", args)
+        return [
+            StoredRule(
+                id=row[0],
+                chat=row[1],
+                text=row[2],
+                created_by=row[3],
+                created_at=datetime.fromisoformat(row[4]),
+                state=RuleState.from_dict(json.loads(row[5])) if row[5] else None,
+            )
+            for row in rows
+        ]
+
+    async def rules_revision(self) -> int:
+        """A counter bumped by every change to the rules table (a cheap 'did anything change')."""
+        row = await self._one("SELECT value FROM meta WHERE key = 'rules_revision'")
+        return int(row[0])
+
+    # --- a tick: states and alerts together ---
+
+    async def commit_tick(
+        self, states: dict[int, RuleState], alerts: list[tuple[int | None, int, Alert]]
+    ) -> list[int]:
+        """Save changed rule states and enqueue (rule, chat, alert) in one transaction.
+
+        Alerts for a muted chat are recorded as `muted` and not delivered. Returns the ids
+        of the outbox rows waiting for delivery.
+        """
+        now = self._clock()
+        stamp = _ts(now)
+        queued: list[int] = []
+        async with self.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO rule_state (rule, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (rule) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                [(rule, json.dumps(state.to_dict()), stamp) for rule, state in states.items()],
+            )
+            for rule, chat, alert in alerts:
+                async with conn.execute(
+                    "SELECT muted_until, active FROM chats WHERE id = ?", (chat,)
+                ) as cur:
+                    row = await cur.fetchone()
+                muted_until = _dt(row[0]) if row else None
+                if muted_until is not None and muted_until > now:
+                    status = "muted"
+                else:
+                    status = "pending" if row and row[1] else "inactive"
+                cursor = await conn.execute(
+                    "INSERT INTO outbox (rule, chat, payload, created_at, status)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (rule, chat, alert_to_json(alert), stamp, status),
+                )
+                if status == "pending" and cursor.lastrowid is not None:
+                    queued.append(cursor.lastrowid)
+        return queued
+
+    # --- the outbox ---
+
+    async def pending(self, limit: int = 500) -> list[OutboxRow]:
+        """Undelivered rows that are due, oldest first (so each chat gets them in order)."""
+        rows = await self._all(
+            "SELECT o.id, o.rule, o.payload, o.attempts,"
+            " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until"
+            " FROM outbox o JOIN chats c ON c.id = o.chat"
+            " WHERE o.status = 'pending' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?)"
+            " ORDER BY o.id LIMIT ?",
+            (_ts(self._clock()), limit),
+        )
+        return [
+            OutboxRow(row[0], row[1], _chat(row[4:]), alert_from_json(row[2]), row[3])
+            for row in rows
+        ]
+
+    async def mark_delivered(self, row: int, message_id: str | None) -> None:
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET status = 'delivered', delivered_at = ?, message_id = ?,"
+                " attempts = attempts + 1 WHERE id = ?",
+                (_ts(self._clock()), message_id, row),
+            )
+
+    async def mark_retry(self, row: int, error: str, next_attempt: datetime) -> None:
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+                " WHERE id = ?",
+                (error[:500], _ts(next_attempt), row),
+            )
+
+    async def mark_failed(self, row: int, error: str) -> None:
+        """A permanent failure: the row stops being retried and keeps its error."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?"
+                " WHERE id = ?",
+                (error[:500], row),
+            )
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """Rows per status (pending, delivered, failed, muted, inactive)."""
+        rows = await self._all("SELECT status, count(*) FROM outbox GROUP BY status")
+        return {status: count for status, count in rows}
+
+    async def history(self, chat: int, limit: int = 20) -> list[tuple[str, Alert]]:
+        """A chat's recent alerts, newest first, with their delivery status."""
+        rows = await self._all(
+            "SELECT status, payload FROM outbox WHERE chat = ? ORDER BY id DESC LIMIT ?",
+            (chat, limit),
+        )
+        return [(status, alert_from_json(payload)) for status, payload in rows]
+
+    # --- subscriptions ---
+
+    async def subscribe(self, chat: int, symbol: str) -> bool:
+        """Subscribe a chat to a symbol's notable-move digest; False if it already was."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO subscriptions (chat, symbol, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (chat, symbol, _ts(self._clock())),
+            )
+            return cursor.rowcount > 0
+
+    async def unsubscribe(self, chat: int, symbol: str | None = None) -> int:
+        """Drop one subscription, or all of a chat's; return how many."""
+        async with self.transaction() as conn:
+            if symbol is None:
+                cursor = await conn.execute("DELETE FROM subscriptions WHERE chat = ?", (chat,))
+            else:
+                cursor = await conn.execute(
+                    "DELETE FROM subscriptions WHERE chat = ? AND symbol = ?", (chat, symbol)
+                )
+            return cursor.rowcount
+
+    async def subscriptions(self, chat: int | None = None) -> list[tuple[int, str]]:
+        """(chat, symbol) pairs: one chat's, or all."""
+        if chat is None:
+            return [tuple(r) for r in await self._all("SELECT chat, symbol FROM subscriptions")]
+        rows = await self._all("SELECT chat, symbol FROM subscriptions WHERE chat = ?", (chat,))
+        return [(r[0], r[1]) for r in rows]
+
+    # --- recent quotes ---
+
+    async def save_quotes(self, quotes: Iterable[Quote], keep_after: datetime) -> None:
+        """Record good quotes and drop those older than `keep_after` (retention)."""
+        rows = [(q.symbol, _ts(q.ts), q.last, q.bid, q.ask, q.source) for q in quotes]
+        async with self.transaction() as conn:
+            await conn.executemany(
+                "INSERT OR REPLACE INTO quotes (symbol, ts, last, bid, ask, source)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            await conn.execute("DELETE FROM quotes WHERE ts < ?", (_ts(keep_after),))
+
+    async def recent_quotes(self, symbol: str, limit: int = 1000) -> list[Quote]:
+        """A symbol's stored quotes, oldest first."""
+        rows = await self._all(
+            "SELECT symbol, ts, last, bid, ask, source FROM quotes WHERE symbol = ?"
+            " ORDER BY ts DESC LIMIT ?",
+            (symbol, limit),
+        )
+        return [
+            Quote(r[0], r[2], datetime.fromisoformat(r[1]), bid=r[3], ask=r[4], source=r[5])
+            for r in reversed(rows)
+        ]
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (triggers keep their inner semicolons)."""
+    out, buffer = [], ""
+    for part in script.split(";"):
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                out.append(buffer.strip())
+            buffer = ""
+    return out
+
+
+def _chat(row: Any) -> Chat:
+    return Chat(
+        id=row[0],
+        platform=row[1],
+        chat_id=row[2],
+        kind=row[3],
+        active=bool(row[4]),
+        muted_until=_dt(row[5]),
+    )

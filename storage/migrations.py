@@ -1,0 +1,74 @@
+"""Numbered schema migrations. Append new ones; never edit one that has shipped.
+
+Each migration runs in its own transaction together with the version bump, so a crash
+mid-migration leaves the database at the previous version.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: chats, subscriptions, rules, rule state, outbox, recent quotes
+    """
+    CREATE TABLE chats (
+        id INTEGER PRIMARY KEY,
+        platform TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'private',
+        active INTEGER NOT NULL DEFAULT 1,
+        muted_until TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (platform, chat_id)
+    );
+    CREATE TABLE subscriptions (
+        chat INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+        symbol TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (chat, symbol)
+    );
+    CREATE TABLE rules (
+        id INTEGER PRIMARY KEY,
+        chat INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX rules_by_chat ON rules (chat, active);
+    CREATE TABLE rule_state (
+        rule INTEGER PRIMARY KEY REFERENCES rules(id) ON DELETE CASCADE,
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        rule INTEGER REFERENCES rules(id) ON DELETE SET NULL,
+        chat INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        delivered_at TEXT,
+        message_id TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (status, chat, id);
+    CREATE TABLE quotes (
+        symbol TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        last REAL NOT NULL,
+        bid REAL,
+        ask REAL,
+        source TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (symbol, ts)
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('rules_revision', 0);
+    CREATE TRIGGER rules_insert AFTER INSERT ON rules
+        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rules_revision'; END;
+    CREATE TRIGGER rules_update AFTER UPDATE ON rules
+        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rules_revision'; END;
+    CREATE TRIGGER rules_delete AFTER DELETE ON rules
+        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rules_revision'; END;
+    """,
+)

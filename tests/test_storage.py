@@ -1,0 +1,144 @@
+"""The SQLite store on real files: migrations, pragmas, atomic ticks, the outbox life cycle."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alerts.models import Alert, Condition, Direction, Quote, RuleState
+from storage.db import LimitReached, Store, _statements
+from storage.migrations import MIGRATIONS
+
+T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def alert(price: float = 50.5) -> Alert:
+    return Alert(
+        "XAG above 50", "XAG", Condition.ABOVE, Direction.UP, price, 50.0, price, T0, "msg"
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store.open(tmp_path / "t.db", clock=Clock()) as s:
+        yield s
+
+
+async def test_pragmas_and_version(store: Store, tmp_path: Path) -> None:
+    assert await store.schema_version() == len(MIGRATIONS)
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_database_made_by_migration_1_opens_with_later_code(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in _statements(MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    conn.execute(
+        "INSERT INTO chats (platform, chat_id, created_at) VALUES ('telegram', '42', ?)",
+        (T0.isoformat(),),
+    )
+    conn.execute(
+        "INSERT INTO rules (chat, text, created_at) VALUES (1, 'XAG above 50', ?)",
+        (T0.isoformat(),),
+    )
+    conn.commit()
+    conn.close()
+    async with Store.open(path) as store:
+        assert await store.schema_version() == len(MIGRATIONS)
+        [rule] = await store.rules()
+        assert (rule.text, rule.state) == ("XAG above 50", None)
+
+
+async def test_rules_limit_and_revision(store: Store) -> None:
+    chat = await store.chat("telegram", "42")
+    assert await store.chat("telegram", "42") == chat  # created once
+    before = await store.rules_revision()
+    first = await store.add_rule(chat.id, "XAG above 50", "u1", limit=2)
+    await store.add_rule(chat.id, "BTC below 85000", "u1", limit=2)
+    with pytest.raises(LimitReached):
+        await store.add_rule(chat.id, "ETH above 5000", "u1", limit=2)
+    assert await store.rules_revision() == before + 2
+    assert await store.remove_rule(chat.id, first)
+    assert not await store.remove_rule(chat.id, first)
+    other = await store.chat("telegram", "43")
+    assert not await store.remove_rule(other.id, first + 1)  # not yours
+    assert [r.text for r in await store.rules(chat.id)] == ["BTC below 85000"]
+    assert await store.remove_all_rules(chat.id) == 1
+
+
+async def test_tick_is_one_transaction(store: Store) -> None:
+    chat = await store.chat("console", "console")
+    rule = await store.add_rule(chat.id, "XAG above 50", "cli", limit=50)
+    fired = RuleState(armed=False, last_fired=T0, fired_count=1)
+    with pytest.raises(sqlite3.IntegrityError):  # the second alert names no chat: all rolls back
+        await store.commit_tick({rule: fired}, [(rule, chat.id, alert()), (rule, 999, alert())])
+    assert (await store.rules())[0].state is None
+    assert await store.outbox_counts() == {}
+    queued = await store.commit_tick({rule: fired}, [(rule, chat.id, alert())])
+    assert len(queued) == 1
+    assert (await store.rules())[0].state == fired
+
+
+async def test_outbox_life_cycle(store: Store) -> None:
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    chat = await store.chat("console", "console")
+    rule = await store.add_rule(chat.id, "XAG above 50", "cli", limit=50)
+    await store.commit_tick({}, [(rule, chat.id, alert(50.5)), (rule, chat.id, alert(51.0))])
+    first, second = await store.pending()
+    assert first.alert == alert(50.5) and first.chat == chat
+    await store.mark_retry(first.id, "timeout", T0 + timedelta(seconds=30))
+    assert [r.id for r in await store.pending()] == [second.id]  # not due yet
+    clock.now = T0 + timedelta(seconds=31)
+    assert [r.id for r in await store.pending()] == [first.id, second.id]
+    await store.mark_delivered(first.id, "m1")
+    await store.mark_failed(second.id, "chat not found")
+    assert await store.outbox_counts() == {"delivered": 1, "failed": 1}
+    assert [status for status, _ in await store.history(chat.id)] == ["failed", "delivered"]
+
+
+async def test_muted_and_inactive_chats_are_not_queued(store: Store) -> None:
+    muted = await store.chat("telegram", "1")
+    gone = await store.chat("telegram", "2")
+    await store.set_muted(muted.id, T0 + timedelta(hours=1))
+    await store.set_chat_active(gone.id, False)
+    queued = await store.commit_tick({}, [(None, muted.id, alert()), (None, gone.id, alert())])
+    assert queued == []
+    assert await store.outbox_counts() == {"muted": 1, "inactive": 1}
+
+
+async def test_subscriptions_and_chat_move(store: Store) -> None:
+    chat = await store.chat("telegram", "-100")
+    assert await store.subscribe(chat.id, "XAG")
+    assert not await store.subscribe(chat.id, "XAG")
+    await store.move_chat("telegram", "-100", "-100200")
+    assert (await store.find_chat("telegram", "-100200")) is not None
+    assert await store.subscriptions(chat.id) == [(chat.id, "XAG")]
+    assert await store.unsubscribe(chat.id) == 1
+
+
+async def test_recent_quotes_with_retention(store: Store) -> None:
+    quotes = [
+        Quote("BTC", 100.0 + i, T0 + timedelta(minutes=i), 99.0, 101.0, "x") for i in range(5)
+    ]
+    await store.save_quotes(quotes, keep_after=T0 + timedelta(minutes=2))
+    assert [q.last for q in await store.recent_quotes("BTC")] == [102.0, 103.0, 104.0]
