@@ -20,6 +20,7 @@ from alerts.book import Fire, RuleBook
 from alerts.indicators import Market
 from alerts.models import Candle, Quote, Rule
 from alerts.sanity import Limits
+from feeds.base import FeedHealth
 
 SOURCE = "replay"
 _DATE_COLUMNS = ("date", "timestamp", "time", "datetime", "day")
@@ -145,3 +146,49 @@ def replay(
         for symbol, candle in step.closed:
             market.add_candles(symbol, [candle])
     return ReplayResult(fires, rejected)
+
+
+class ReplayFeed:
+    """A Feed that plays history as if live: each `quotes` call is the next moment of the data.
+
+    Its `clock` is the replayed time, so the service that polls it sees the market of that day
+    (staleness, N-day windows and cooldowns all run on replayed time). `finished` turns true
+    after the last moment.
+    """
+
+    name = SOURCE
+
+    def __init__(self, series: dict[str, list[Candle]], start: date | None = None) -> None:
+        self.health = FeedHealth()
+        self.finished = False
+        self._series = series
+        self._steps = list(steps(series, start))
+        self._next = 0
+        first = self._steps[0].time if self._steps else datetime.now(UTC)
+        self._now = first
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self._series)
+
+    def clock(self) -> datetime:
+        return self._now
+
+    async def quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        if self._next >= len(self._steps):
+            self.finished = True
+            return {}
+        step = self._steps[self._next]
+        self._next += 1
+        self._now = step.time
+        self.health.last_ok = step.time
+        wanted = set(symbols)
+        return {q.symbol: q for q in step.quotes if q.symbol in wanted}
+
+    async def candles(self, symbol: str, timeframe: str, since: datetime) -> list[Candle]:
+        """Completed bars of the replayed history before the replayed day."""
+        today = self._now.date()
+        return [c for c in self._series.get(symbol, []) if since.date() <= c.day < today]
+
+    async def close(self) -> None:
+        return None

@@ -258,6 +258,15 @@ class Store:
             )
             return cursor.rowcount
 
+    async def remove_rules_created_by(self, chat: int, created_by: str) -> int:
+        """Deactivate a chat's rules made by one author (the rules of a finished `run --rule`)."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE rules SET active = 0 WHERE chat = ? AND created_by = ? AND active = 1",
+                (chat, created_by),
+            )
+            return cursor.rowcount
+
     async def rules(self, chat: int | None = None) -> list[StoredRule]:
         """Active rules with their states: one chat's, or everyone's."""
         sql = (

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -15,9 +16,12 @@ from alerts import rules
 from alerts.models import Candle, Rule, RuleError
 from alerts.sanity import Limits
 from alerts.text import number
-from feeds.replay import ReplayError, read_candles, replay, symbol_from_name
-
-ALIASES = {"GOLD": "XAU", "SILVER": "XAG"}
+from feeds.catalogue import METAL_ALIASES
+from feeds.replay import ReplayError, ReplayFeed, read_candles, replay, symbol_from_name
+from storage.db import LimitReached, Store
+from tickerbell import app
+from tickerbell.app import setup_logging
+from tickerbell.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.handler(args))
-    except (RuleError, ReplayError) as err:
+    except (RuleError, ReplayError, LimitReached) as err:
         print(f"tickerbell: {err}", file=sys.stderr)
         return 2
 
@@ -64,6 +68,37 @@ def _parser() -> argparse.ArgumentParser:
         help="an isolated move larger than this is held until the next price confirms it",
     )
     rp.set_defaults(handler=_replay)
+
+    run = sub.add_parser(
+        "run",
+        help="run the bot (console output when no chat token is set)",
+        description="Run the live service: poll prices, evaluate rules, deliver alerts.",
+    )
+    run.add_argument("--rule", action="append", default=[], help="a rule for this run only")
+    run.add_argument(
+        "--feed", choices=("live", "replay"), default="live", help="where prices come from"
+    )
+    run.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="[SYM=]PATH",
+        help="history files for --feed replay",
+    )
+    run.add_argument("--speed", type=float, default=10.0, help="replay bars per second")
+    run.add_argument("--from", dest="start", type=date.fromisoformat, help="replay from this day")
+    run.set_defaults(handler=_run)
+
+    alert = sub.add_parser("alert", help="manage the console's alert rules")
+    alert_sub = alert.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = alert_sub.add_parser("add", help='add a rule, e.g. tickerbell alert add "XAG above 50"')
+    add.add_argument("rule", nargs="+")
+    add.set_defaults(handler=_alert_add)
+    remove = alert_sub.add_parser("remove", help="remove a rule by id (see `tickerbell alerts`)")
+    remove.add_argument("id", type=int)
+    remove.set_defaults(handler=_alert_remove)
+    alerts = sub.add_parser("alerts", help="list the console's alert rules")
+    alerts.set_defaults(handler=_alerts)
     return parser
 
 
@@ -84,7 +119,7 @@ def load_series(specs: Sequence[str]) -> dict[str, list[Candle]]:
 def canonical(symbol: str) -> str:
     """Upper-case with the metal aliases resolved (GOLD -> XAU)."""
     upper = symbol.strip().upper()
-    return ALIASES.get(upper, upper)
+    return METAL_ALIASES.get(upper, upper)
 
 
 def canonical_rule(rule: Rule) -> Rule:
@@ -128,6 +163,71 @@ def _replay(args: argparse.Namespace) -> int:
         text = rules.format(rule)
         print(f"   {counts[text]:>4}  {text}", file=summary)
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings()
+    setup_logging(settings.log_level)
+    replay_feed = None
+    if args.feed == "replay":
+        if not args.data:
+            raise ReplayError("--feed replay needs --data [SYM=]PATH")
+        replay_feed = ReplayFeed(load_series(args.data), args.start)
+    elif args.data:
+        raise ReplayError("--data is for --feed replay")
+    speed = args.speed if replay_feed else None
+    return asyncio.run(
+        app.run(settings, once_rules=args.rule, replay=replay_feed, replay_speed=speed)
+    )
+
+
+def _console(action: Callable[[Store, int], Awaitable[int]]) -> int:
+    async def go() -> int:
+        async with Store.open(Settings().db) as store:
+            console = await store.chat(*app.CONSOLE)
+            return await action(store, console.id)
+
+    return asyncio.run(go())
+
+
+def _alert_add(args: argparse.Namespace) -> int:
+    text = rules.format(canonical_rule(rules.parse(" ".join(args.rule))))
+
+    async def add(store: Store, chat: int) -> int:
+        rule_id = await store.add_rule(chat, text, "cli", Settings().rules_per_chat)
+        print(f"added #{rule_id}: {text}")
+        return 0
+
+    return _console(add)
+
+
+def _alert_remove(args: argparse.Namespace) -> int:
+    async def remove(store: Store, chat: int) -> int:
+        if await store.remove_rule(chat, args.id):
+            print(f"removed #{args.id}")
+            return 0
+        print(f"tickerbell: no rule #{args.id}; see `tickerbell alerts`", file=sys.stderr)
+        return 2
+
+    return _console(remove)
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    async def show(store: Store, chat: int) -> int:
+        stored = await store.rules(chat)
+        if not stored:
+            print('no rules yet; add one: tickerbell alert add "XAG above 50"')
+        for rule in stored:
+            state = rule.state
+            status = (
+                "new"
+                if state is None or state.armed is None
+                else ("armed" if state.armed else "fired, re-arms past the band")
+            )
+            print(f"#{rule.id:<5} {rule.text:<40} {status}")
+        return 0
+
+    return _console(show)
 
 
 if __name__ == "__main__":

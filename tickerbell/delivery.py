@@ -1,0 +1,157 @@
+"""Delivery: drain the outbox to the chat platforms, in order per chat, each platform isolated.
+
+A row is marked delivered only after its platform accepted it, so a crash between decision and
+delivery leaves it pending and it is sent after the restart (at most the one message in flight
+at the crash can arrive twice). Transient failures are retried with backoff; a permanent one
+(the chat is gone or blocked us) marks the row failed and the chat inactive. One platform that
+is down or slow never holds up another: each drains in its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from alerts.models import Alert
+from storage.db import Chat, OutboxRow, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE = 2.0
+RETRY_CAP = 600.0
+
+
+class Notifier(Protocol):
+    """A chat platform as delivery sees it. `name` matches `Chat.platform`."""
+
+    name: str
+
+    async def send(self, chat: Chat, alert: Alert) -> str | None:
+        """Deliver one alert; return the platform's message id. Raise DeliveryError on failure."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class DeliveryError(Exception):
+    """A send failed. `permanent` means retrying is pointless (chat gone, bot blocked)."""
+
+    def __init__(self, message: str, permanent: bool = False, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+class ConsoleNotifier:
+    """The console chat: prints each alert on stdout."""
+
+    name = "console"
+
+    def __init__(self, write: Callable[[str], None] | None = None) -> None:
+        self._write = write or (lambda line: print(line, flush=True))
+
+    async def send(self, chat: Chat, alert: Alert) -> str | None:
+        stamp = alert.time.strftime("%Y-%m-%d %H:%M:%S UTC")
+        self._write(f"[{stamp}] ALERT {alert.message}  ({alert.rule_text})")
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class Delivery:
+    """Drains pending outbox rows whenever woken (after a tick) and every `interval` seconds."""
+
+    def __init__(
+        self,
+        store: Store,
+        notifiers: Mapping[str, Notifier],
+        clock: Callable[[], datetime] = utcnow,
+        interval: float = 1.0,
+        on_result: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.notifiers = dict(notifiers)
+        self.clock = clock
+        self.interval = interval
+        self.on_result = on_result or (lambda platform, outcome: None)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._down: dict[str, str] = {}
+
+    def wake(self) -> None:
+        """Ask for a drain now (called after a tick committed alerts)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Drain until `stop()`; never raises out (a failed round is logged and retried)."""
+        while not self._stopping:
+            try:
+                await self.drain()
+            except Exception:
+                log.exception("delivery round failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """One round: every due row, grouped by platform, each platform in its own task."""
+        by_platform: dict[str, list[OutboxRow]] = {}
+        for row in await self.store.pending():
+            by_platform.setdefault(row.chat.platform, []).append(row)
+        await asyncio.gather(
+            *(self._drain_platform(name, rows) for name, rows in by_platform.items())
+        )
+
+    async def _drain_platform(self, platform: str, rows: list[OutboxRow]) -> None:
+        notifier = self.notifiers.get(platform)
+        if notifier is None:
+            return  # not configured in this run: rows wait for a run that has it
+        blocked: set[int] = set()  # a chat whose earlier row failed keeps its order
+        for row in rows:
+            if self._stopping:
+                return
+            if row.chat.id in blocked:
+                continue
+            if not row.chat.active:
+                await self.store.mark_failed(row.id, "chat inactive")
+                continue
+            try:
+                message_id = await notifier.send(row.chat, row.alert)
+            except DeliveryError as err:
+                blocked.add(row.chat.id)
+                await self._failed(platform, row, err)
+                continue
+            except Exception as err:  # an adapter bug must not stop delivery
+                log.exception("%s: unexpected error sending outbox row %s", platform, row.id)
+                blocked.add(row.chat.id)
+                await self._failed(platform, row, DeliveryError(repr(err)))
+                continue
+            await self.store.mark_delivered(row.id, message_id)
+            self.on_result(platform, "delivered")
+            if self._down.pop(platform, None) is not None:
+                log.info("%s: delivering again", platform)
+
+    async def _failed(self, platform: str, row: OutboxRow, err: DeliveryError) -> None:
+        if err.permanent:
+            log.warning(
+                "%s: chat %s unreachable (%s); deactivating it", platform, row.chat.chat_id, err
+            )
+            await self.store.mark_failed(row.id, str(err))
+            await self.store.set_chat_active(row.chat.id, False)
+            self.on_result(platform, "failed")
+            return
+        if platform not in self._down:
+            log.warning("%s: delivery failing (%s); retrying with backoff", platform, err)
+        self._down[platform] = str(err)
+        delay = max(err.retry_after, min(RETRY_CAP, RETRY_BASE * 2 ** min(row.attempts, 16)))
+        await self.store.mark_retry(row.id, str(err), self.clock() + timedelta(seconds=delay))
+        self.on_result(platform, "retry")

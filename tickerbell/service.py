@@ -1,0 +1,293 @@
+"""The live service: poll each feed on a schedule, evaluate rules, commit, and wake delivery.
+
+Each poll job fetches the quotes of every symbol some active rule needs from one feed, once;
+every rule of those symbols is evaluated against that one snapshot; the changed rule states
+and the decided alerts are written in one transaction; then delivery is woken. Rules are
+re-read from the database when its rules revision changes, so a rule added by a chat command
+or the CLI is live within one tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from alerts import rules
+from alerts.book import RuleBook
+from alerts.indicators import Market
+from alerts.models import Quote, Rule, RuleError
+from alerts.sanity import Limits
+from feeds.base import Feed, FeedError
+from feeds.catalogue import Instrument
+from storage.db import Store, utcnow
+from tickerbell.delivery import Delivery
+
+log = logging.getLogger(__name__)
+
+QUOTE_RETENTION = timedelta(days=2)
+RULES_REFRESH_SECONDS = 2.0
+
+
+class Resolver(Protocol):
+    """Maps a symbol to where its price comes from (feeds.catalogue.Catalogue, or replay's)."""
+
+    def resolve(self, text: str) -> Instrument: ...
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """Per-feed figures for /metrics and /healthz."""
+
+    polls: int = 0
+    failures: int = 0
+    last_good: datetime | None = None
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Stats:
+    """What the service counts; the metrics endpoint reads it."""
+
+    feeds: dict[str, FeedStats] = field(default_factory=dict)
+    alerts_decided: int = 0
+    deliveries: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def delivery(self, platform: str, outcome: str) -> None:
+        key = (platform, outcome)
+        self.deliveries[key] = self.deliveries.get(key, 0) + 1
+
+
+class Service:
+    """Owns the market memory, the rule book and the scheduler; one instance per process."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalogue: Resolver,
+        feed_for: Callable[[str], Feed],
+        delivery: Delivery,
+        *,
+        limits: Limits,
+        band: float,
+        poll_interval: Callable[[str], float],
+        clock: Callable[[], datetime] = utcnow,
+        stats: Stats | None = None,
+    ) -> None:
+        self.store = store
+        self.catalogue = catalogue
+        self.feed_for = feed_for
+        self.feeds: dict[str, Feed] = {}
+        self.delivery = delivery
+        self.limits = limits
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.stats = stats or Stats()
+        self.market = Market(limits)
+        self.book = RuleBook(band)
+        self.rule_chat: dict[int, int] = {}
+        self.instruments: dict[str, Instrument] = {}
+        self._revision = -1
+        self._history_day: dict[str, date] = {}
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._stopping = False
+        self._in_flight = 0
+
+    # --- rules ---
+
+    async def refresh_rules(self) -> None:
+        """Bring the rule book in line with the database when the rules changed."""
+        revision = await self.store.rules_revision()
+        if revision == self._revision:
+            return
+        stored = {r.id: r for r in await self.store.rules()}
+        for rule_id in set(self.book.rules) - set(stored):
+            self.book.remove(rule_id)
+            self.rule_chat.pop(rule_id, None)
+        for rule_id, row in stored.items():
+            if rule_id in self.book.rules:
+                continue
+            try:
+                rule = self.canonical(rules.parse(row.text))
+            except RuleError as err:
+                log.error("rule %s %r cannot be loaded: %s", rule_id, row.text, err)
+                continue
+            self.book.add(rule_id, rule, row.state)
+            self.rule_chat[rule_id] = row.chat
+        self._revision = revision
+        for source in {self.instrument(s).source for s in self.book.symbols()} - set(self.feeds):
+            self._add_feed(source)
+        log.info(
+            "watching %d rules over %s",
+            len(self.book),
+            ", ".join(sorted(self.book.symbols())) or "no symbols",
+        )
+
+    def canonical(self, rule: Rule) -> Rule:
+        """The rule with its symbols as the catalogue names them (GOLD -> XAU)."""
+        symbol = self.instrument(rule.symbol).symbol
+        other = self.instrument(rule.other).symbol if rule.other else None
+        return replace(rule, symbol=symbol, other=other)
+
+    def instrument(self, symbol: str) -> Instrument:
+        found = self.instruments.get(symbol)
+        if found is None:
+            found = self.instruments[symbol] = self.catalogue.resolve(symbol)
+        return found
+
+    # --- one tick ---
+
+    async def poll(self, source: str) -> None:
+        """One tick of one feed. Never raises: the scheduler must keep running."""
+        if self._stopping:
+            return
+        self._in_flight += 1
+        try:
+            await self._poll(source)
+        except Exception:
+            log.exception("poll of %s failed", source)
+        finally:
+            self._in_flight -= 1
+
+    async def _poll(self, source: str) -> None:
+        await self.refresh_rules()
+        feed = self.feeds[source]
+        wanted = [i for s in self.book.symbols() if (i := self.instrument(s)).source == source]
+        if not wanted:
+            return
+        stats = self.stats.feeds.setdefault(source, FeedStats())
+        stats.polls += 1
+        await self._load_history(feed, wanted)
+        try:
+            raw = await feed.quotes([i.native for i in wanted])
+        except FeedError:
+            stats.failures += 1
+            return  # the feed logged it once per outage and backs off
+        now = self.clock()
+        by_native = {i.native: i.symbol for i in wanted}
+        good: list[Quote] = []
+        for native, quote in raw.items():
+            symbol = by_native.get(native)
+            if symbol is None:
+                continue
+            quote = replace(quote, symbol=symbol)
+            problem = self.market.ingest(quote, now)
+            if problem is None:
+                good.append(quote)
+            else:
+                stats.rejected[problem.value] = stats.rejected.get(problem.value, 0) + 1
+                log.warning(
+                    "%s: rejected %s quote %s (%s)", source, symbol, quote.price, problem.value
+                )
+        if good:
+            stats.last_good = now
+        fires, changed = self.book.evaluate(self.market, {q.symbol for q in good}, now)
+        alerts = [(f.rule_id, self.rule_chat[f.rule_id], f.alert) for f in fires]
+        if changed or alerts:
+            await self.store.commit_tick(changed, alerts)
+        if good:
+            await self.store.save_quotes(good, keep_after=now - QUOTE_RETENTION)
+        if alerts:
+            self.stats.alerts_decided += len(alerts)
+            self.delivery.wake()
+
+    async def _load_history(self, feed: Feed, wanted: list[Instrument]) -> None:
+        """Daily candles for rules that look back in days, fetched at most once a day."""
+        today = self.clock().date()
+        for instrument in wanted:
+            if self._history_day.get(instrument.symbol) == today:
+                continue
+            days = self._days_needed(instrument.symbol)
+            if not days:
+                continue
+            # N bars of a market closed at weekends span about 7/5 N calendar days
+            since = self.clock() - timedelta(days=days * 7 // 5 + 10)
+            try:
+                candles = await feed.candles(instrument.native, "1d", since)
+            except FeedError as err:
+                log.warning("history for %s unavailable: %s", instrument.symbol, err)
+                continue
+            self.market.add_candles(instrument.symbol, candles)
+            self._history_day[instrument.symbol] = today
+
+    def _days_needed(self, symbol: str) -> int:
+        days = 0
+        for rule in self.book.rules.values():
+            if symbol not in rule.symbols:
+                continue
+            if rule.days:
+                days = max(days, rule.days)
+            if rule.window is not None and rule.window % timedelta(days=1) == timedelta(0):
+                days = max(days, rule.window.days)
+        return days
+
+    # --- life cycle ---
+
+    def _add_feed(self, source: str) -> None:
+        """Create the feed for a source the rules need and schedule its poll job."""
+        self.feeds[source] = self.feed_for(source)
+        seconds = self.poll_interval(source)
+        self._schedule(f"poll:{source}", self.poll, seconds, source)
+        log.info("polling %s every %gs", source, seconds)
+
+    def _schedule(self, job_id: str, func: Callable[..., Any], seconds: float, *args: Any) -> None:
+        self.scheduler.add_job(
+            func,
+            "interval",
+            args=list(args),
+            seconds=seconds,
+            id=job_id,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=30,
+            next_run_time=utcnow(),
+        )
+
+    async def start(self) -> None:
+        """Load the rules, then poll each needed feed on its own job; re-read rules on a timer."""
+        self.scheduler.start()
+        await self.refresh_rules()
+        self._schedule("rules", self._refresh_safely, RULES_REFRESH_SECONDS)
+
+    async def _refresh_safely(self) -> None:
+        try:
+            await self.refresh_rules()
+        except Exception:
+            log.exception("reloading rules failed")
+
+    async def close_feeds(self) -> None:
+        for feed in self.feeds.values():
+            try:
+                await feed.close()
+            except Exception:
+                log.exception("closing %s failed", feed.name)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop scheduling polls and let a poll that is running finish its commit."""
+        self._stopping = True
+        if not self.scheduler.running:
+            return
+        self.scheduler.pause()  # shutdown() cancels running jobs: let them finish first
+        for _ in range(int(timeout / 0.05)):
+            if not self._in_flight:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            log.warning("a poll was still running at shutdown")
+        self.scheduler.shutdown(wait=False)
+
+    def healthy(self) -> bool:
+        """True when some feed produced a good quote within the staleness limit."""
+        if self.limits.max_age is None:
+            return True
+        now = self.clock()
+        return any(
+            s.last_good is not None and now - s.last_good <= self.limits.max_age
+            for s in self.stats.feeds.values()
+        )
