@@ -1,0 +1,236 @@
+"""The live service in-process: ticks, restarts, outages and delivery isolation.
+
+The feed here is a scripted stand-in for a venue (the far side of the wire) with synthetic
+prices; everything of ours (catalogue, market, rule book, SQLite store, delivery) is real.
+Ticks are driven by calling `poll` directly, with a clock the test moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alerts.models import Alert, Candle, Quote
+from alerts.sanity import Limits
+from feeds.base import FeedHealth, TransientFeedError
+from feeds.catalogue import Catalogue
+from storage.db import Chat, Store
+from tickerbell.delivery import Delivery, DeliveryError
+from tickerbell.service import Service
+from tickerbell.settings import Settings
+
+T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float = 10) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class ScriptedVenue:
+    """A venue whose prices the test sets; `down` makes every request fail."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.name = "ccxt:binance"
+        self.health = FeedHealth()
+        self.clock = clock
+        self.prices: dict[str, float] = {}
+        self.down = False
+        self.requests = 0
+
+    async def quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        self.requests += 1
+        if self.down:
+            raise TransientFeedError("venue unreachable (scripted)")
+        now = self.clock()
+        return {s: Quote(s, self.prices[s], now) for s in symbols if s in self.prices}
+
+    async def candles(self, symbol: str, timeframe: str, since: datetime) -> list[Candle]:
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+class Recorder:
+    """A notifier that records what it was asked to send, or fails on demand."""
+
+    def __init__(self, name: str, failure: DeliveryError | None = None) -> None:
+        self.name = name
+        self.failure = failure
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, chat: Chat, alert: Alert) -> str | None:
+        if self.failure is not None:
+            raise self.failure
+        self.sent.append((chat.chat_id, alert.message))
+        return str(len(self.sent))
+
+    async def close(self) -> None:
+        return None
+
+
+@asynccontextmanager
+async def service(
+    db: Path, clock: Clock, venue: ScriptedVenue, *notifiers: Recorder
+) -> AsyncIterator[tuple[Service, Store, Delivery]]:
+    async with Store.open(db, clock=clock) as store:
+        delivery = Delivery(store, {n.name: n for n in notifiers}, clock=clock)
+        svc = Service(
+            store,
+            Catalogue(Settings()),
+            lambda source: venue,
+            delivery,
+            limits=Limits(max_age=timedelta(minutes=2)),
+            band=0.0025,
+            poll_interval=lambda source: 10.0,
+            clock=clock,
+        )
+        yield svc, store, delivery
+
+
+async def add_rule(store: Store, platform: str, chat_id: str, text: str) -> int:
+    chat = await store.chat(platform, chat_id)
+    return await store.add_rule(chat.id, text, "test", limit=50)
+
+
+async def test_tick_fires_once_and_delivers(tmp_path: Path) -> None:
+    clock, venue, tg = Clock(), ScriptedVenue(Clock()), Recorder("telegram")
+    venue.clock = clock
+    async with service(tmp_path / "a.db", clock, venue, tg) as (svc, store, delivery):
+        await add_rule(store, "telegram", "42", "BTC below 85000")
+        for price in (86000, 84900, 84800, 84700):
+            venue.prices["BTC/USDT"] = price
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        await delivery.drain()
+        assert tg.sent == [("42", "BTC fell below 85,000 (now 84,900)")]
+        assert venue.requests == 4  # one request per tick for the venue
+        assert svc.stats.alerts_decided == 1
+
+
+async def test_restart_neither_repeats_nor_loses(tmp_path: Path) -> None:
+    db, clock, tg = tmp_path / "b.db", Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    async with service(db, clock, venue, tg) as (svc, store, delivery):
+        await add_rule(store, "telegram", "1", "BTC below 85000")
+        await add_rule(store, "telegram", "2", "ETH above 5000")
+        venue.prices.update({"BTC/USDT": 86000.0, "ETH/USDT": 4900.0})
+        await svc.poll("ccxt:binance")
+        clock.tick()
+        venue.prices["BTC/USDT"] = 84000.0  # BTC fires before the restart
+        await svc.poll("ccxt:binance")
+        await delivery.drain()
+    assert tg.sent == [("1", "BTC fell below 85,000 (now 84,000)")]
+    # down for an hour: BTC stays below (no repeat), ETH crosses 5000 meanwhile (fires once)
+    clock.tick(3600)
+    venue.prices.update({"BTC/USDT": 83500.0, "ETH/USDT": 5100.0})
+    async with service(db, clock, venue, tg) as (svc, store, delivery):
+        for _ in range(3):
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        await delivery.drain()
+    assert tg.sent[1:] == [("2", "ETH rose above 5,000 (now 5,100)")]
+
+
+async def test_alert_decided_but_not_delivered_survives_restart(tmp_path: Path) -> None:
+    db, clock = tmp_path / "c.db", Clock()
+    venue = ScriptedVenue(clock)
+    async with service(db, clock, venue) as (svc, store, _):  # no notifier: nothing delivered
+        await add_rule(store, "telegram", "1", "BTC below 85000")
+        for price in (86000.0, 84000.0):
+            venue.prices["BTC/USDT"] = price
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        assert (await store.outbox_counts()) == {"pending": 1}
+    tg = Recorder("telegram")
+    async with service(db, clock, venue, tg) as (_, store, delivery):
+        await delivery.drain()
+        await delivery.drain()
+        assert tg.sent == [("1", "BTC fell below 85,000 (now 84,000)")]
+        assert (await store.outbox_counts()) == {"delivered": 1}
+
+
+async def test_outage_fires_nothing_and_health_follows(tmp_path: Path) -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    async with service(tmp_path / "d.db", clock, venue, tg) as (svc, store, delivery):
+        await add_rule(store, "telegram", "1", "BTC below 85000")
+        venue.prices["BTC/USDT"] = 86000.0
+        await svc.poll("ccxt:binance")
+        assert svc.healthy()
+        venue.down = True
+        for _ in range(30):  # five minutes of failures
+            clock.tick()
+            await svc.poll("ccxt:binance")
+        assert not svc.healthy()
+        assert svc.stats.feeds["ccxt:binance"].failures == 30
+        venue.down = False
+        venue.prices["BTC/USDT"] = 85500.0  # recovered, still above the level
+        clock.tick()
+        await svc.poll("ccxt:binance")
+        assert svc.healthy()
+        await delivery.drain()
+        assert tg.sent == []
+
+
+async def test_a_failing_platform_does_not_stop_the_others(tmp_path: Path) -> None:
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    broken = Recorder("discord", DeliveryError("503 from the platform"))
+    tg = Recorder("telegram")
+    async with service(tmp_path / "e.db", clock, venue, broken, tg) as (svc, store, delivery):
+        await add_rule(store, "discord", "c1", "BTC below 85000")
+        await add_rule(store, "telegram", "t1", "BTC below 85000")
+        for price in (86000.0, 84000.0):
+            venue.prices["BTC/USDT"] = price
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        await delivery.drain()
+        assert tg.sent == [("t1", "BTC fell below 85,000 (now 84,000)")]
+        counts = await store.outbox_counts()
+        assert counts == {"delivered": 1, "pending": 1}  # the discord row waits for a retry
+        clock.tick(3600)
+        broken.failure = None
+        await delivery.drain()
+        assert broken.sent == [("c1", "BTC fell below 85,000 (now 84,000)")]
+
+
+async def test_a_chat_that_blocked_the_bot_is_deactivated(tmp_path: Path) -> None:
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    gone = Recorder("telegram", DeliveryError("Forbidden: bot was blocked", permanent=True))
+    async with service(tmp_path / "f.db", clock, venue, gone) as (svc, store, delivery):
+        await add_rule(store, "telegram", "t1", "BTC below 85000")
+        for price in (86000.0, 84000.0):
+            venue.prices["BTC/USDT"] = price
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        await delivery.drain()
+        assert await store.outbox_counts() == {"failed": 1}
+        chat = await store.find_chat("telegram", "t1")
+        assert chat is not None and not chat.active
+
+
+@pytest.mark.parametrize("text", ["XAU above 5000", "ETH/BTC below 0.02"])
+async def test_rules_added_while_running_are_picked_up_within_a_tick(
+    tmp_path: Path, text: str
+) -> None:
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    async with service(tmp_path / "g.db", clock, venue) as (svc, store, _):
+        await svc.refresh_rules()
+        assert len(svc.book) == 0
+        await add_rule(store, "console", "console", text)
+        await svc.poll("ccxt:binance")
+        assert len(svc.book) == 1
