@@ -234,3 +234,30 @@ async def test_rules_added_while_running_are_picked_up_within_a_tick(
         await add_rule(store, "console", "console", text)
         await svc.poll("ccxt:binance")
         assert len(svc.book) == 1
+
+
+async def test_metrics_and_healthz_over_http(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tickerbell.metrics import make_app
+
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    async with service(tmp_path / "h.db", clock, venue) as (svc, store, _):
+        await add_rule(store, "telegram", "1", "BTC below 85000")
+        async with TestClient(TestServer(make_app(svc, store))) as client:
+            assert (await client.get("/healthz")).status == 503  # nothing polled yet
+            for price in (86000.0, 84000.0, 0.0):
+                venue.prices["BTC/USDT"] = price
+                await svc.poll("ccxt:binance")
+                clock.tick()
+            assert (await client.get("/healthz")).status == 200
+            text = await (await client.get("/metrics")).text()
+            assert 'tickerbell_polls_total{feed="ccxt:binance"} 3.0' in text
+            assert (
+                'tickerbell_quotes_rejected_total{feed="ccxt:binance",reason="not_positive"} 1.0'
+                in text
+            )
+            assert "tickerbell_alerts_decided_total 1.0" in text
+            assert 'tickerbell_outbox_rows{status="pending"} 1.0' in text
+            assert 'tickerbell_feed_age_seconds{feed="ccxt:binance"} 20.0' in text

@@ -22,6 +22,7 @@ from feeds.catalogue import METAL_ALIASES, Catalogue, Instrument
 from feeds.replay import SOURCE as REPLAY
 from feeds.replay import ReplayFeed
 from storage.db import Store, utcnow
+from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery, Notifier
 from tickerbell.service import Resolver, Service
 from tickerbell.settings import Settings
@@ -130,6 +131,12 @@ async def run(
         log.info("tickerbell starting: database %s, chats on %s", settings.db, ", ".join(by_name))
         delivery_task = asyncio.create_task(delivery.run())
         await service.start()
+        endpoint = None
+        if settings.metrics_port:
+            endpoint = await metrics.start(
+                service, store, settings.metrics_host, settings.metrics_port
+            )
+            log.info("metrics on %s:%s", settings.metrics_host, settings.metrics_port)
         watcher = asyncio.create_task(_stop_after_replay(replay, store, stop)) if replay else None
         await stop.wait()
         log.info("shutting down")
@@ -142,6 +149,8 @@ async def run(
         if watcher:
             watcher.cancel()
         await service.close_feeds()
+        if endpoint is not None:
+            await endpoint.cleanup()
         for notifier in by_name.values():
             with contextlib.suppress(Exception):
                 await notifier.close()

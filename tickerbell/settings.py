@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     rules_per_chat: int = 50
 
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
     @property
     def max_quote_age(self) -> timedelta:
         return timedelta(seconds=self.max_quote_age_seconds)

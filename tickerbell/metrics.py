@@ -1,0 +1,90 @@
+"""`/metrics` (Prometheus text) and `/healthz` over HTTP, off unless a port is set.
+
+`/healthz` answers 200 while some feed has produced a good quote within the staleness limit
+and 503 otherwise (all feeds failing, or everything stale), so a supervisor can restart or
+page on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from storage.db import Store
+from tickerbell.service import Service
+
+
+class _Snapshot(Collector):
+    """Reads the service's counters and an outbox count taken just before."""
+
+    def __init__(self, service: Service, outbox: dict[str, int]) -> None:
+        self.service = service
+        self.outbox = outbox
+
+    def collect(self) -> Iterator[Metric]:
+        stats, now = self.service.stats, self.service.clock()
+        polls = CounterMetricFamily("tickerbell_polls", "Polls per feed", labels=["feed"])
+        failures = CounterMetricFamily(
+            "tickerbell_poll_failures", "Failed polls per feed", labels=["feed"]
+        )
+        rejected = CounterMetricFamily(
+            "tickerbell_quotes_rejected",
+            "Quotes rejected by sanity checks",
+            labels=["feed", "reason"],
+        )
+        age = GaugeMetricFamily(
+            "tickerbell_feed_age_seconds", "Seconds since the last good quote", labels=["feed"]
+        )
+        for feed, fs in stats.feeds.items():
+            polls.add_metric([feed], fs.polls)
+            failures.add_metric([feed], fs.failures)
+            for reason, count in fs.rejected.items():
+                rejected.add_metric([feed, reason], count)
+            if fs.last_good is not None:
+                age.add_metric([feed], (now - fs.last_good).total_seconds())
+        yield from (polls, failures, rejected, age)
+        yield CounterMetricFamily(
+            "tickerbell_alerts_decided", "Alerts decided", value=stats.alerts_decided
+        )
+        deliveries = CounterMetricFamily(
+            "tickerbell_deliveries", "Delivery attempts by outcome", labels=["platform", "outcome"]
+        )
+        for (platform, outcome), count in stats.deliveries.items():
+            deliveries.add_metric([platform, outcome], count)
+        yield deliveries
+        outbox = GaugeMetricFamily("tickerbell_outbox_rows", "Outbox rows", labels=["status"])
+        for status, count in self.outbox.items():
+            outbox.add_metric([status], count)
+        yield outbox
+        yield GaugeMetricFamily("tickerbell_rules", "Active rules", value=len(self.service.book))
+
+
+def make_app(service: Service, store: Store) -> web.Application:
+    """The aiohttp application serving /metrics and /healthz."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        registry = CollectorRegistry()
+        registry.register(_Snapshot(service, await store.outbox_counts()))
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+    async def healthz(request: web.Request) -> web.Response:
+        if service.healthy():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="no feed has a fresh good quote\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def start(service: Service, store: Store, host: str, port: int) -> web.AppRunner:
+    """Serve the endpoints; the caller awaits `runner.cleanup()` on shutdown."""
+    runner = web.AppRunner(make_app(service, store), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
