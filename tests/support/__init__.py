@@ -1,0 +1,1 @@
+"""Programs and fakes the tests run (not collected as tests)."""
