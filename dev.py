@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     command, rest = argv[0], argv[1:]
     if command == "run":
-        return run(str(BIN / "tickerbell"), *(rest or ["--help"]))
+        return run(str(BIN / "tickerbell"), *(rest or ["run"]))
     for check in ([str(BIN / "ruff"), "check", "."], [str(BIN / "mypy")]):
         if run(*check) != 0:
             return 1

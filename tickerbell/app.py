@@ -41,6 +41,8 @@ def setup_logging(level: str) -> None:
     )
     for noisy in ("httpx", "httpcore", "apscheduler", "telegram.ext.Updater"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # yfinance logs every failed request itself; our feed logs each outage once
+    logging.getLogger("yfinance").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True, slots=True)

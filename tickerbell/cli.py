@@ -16,7 +16,7 @@ from alerts import rules
 from alerts.models import Candle, Rule, RuleError
 from alerts.sanity import Limits
 from alerts.text import number
-from feeds.catalogue import METAL_ALIASES
+from feeds.catalogue import METAL_ALIASES, Catalogue
 from feeds.replay import ReplayError, ReplayFeed, read_candles, replay, symbol_from_name
 from storage.db import LimitReached, Store
 from tickerbell import app
@@ -191,10 +191,14 @@ def _console(action: Callable[[Store, int], Awaitable[int]]) -> int:
 
 
 def _alert_add(args: argparse.Namespace) -> int:
-    text = rules.format(canonical_rule(rules.parse(" ".join(args.rule))))
+    settings = Settings()
+    rule = rules.parse(" ".join(args.rule))
+    catalogue = Catalogue(settings)
+    other = catalogue.resolve(rule.other).symbol if rule.other else None
+    text = rules.format(replace(rule, symbol=catalogue.resolve(rule.symbol).symbol, other=other))
 
     async def add(store: Store, chat: int) -> int:
-        rule_id = await store.add_rule(chat, text, "cli", Settings().rules_per_chat)
+        rule_id = await store.add_rule(chat, text, "cli", settings.rules_per_chat)
         print(f"added #{rule_id}: {text}")
         return 0
 

@@ -94,6 +94,7 @@ class Service:
         self.instruments: dict[str, Instrument] = {}
         self._revision = -1
         self._history_day: dict[str, date] = {}
+        self._history_failing: set[str] = set()
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
         self._in_flight = 0
@@ -210,8 +211,11 @@ class Service:
             try:
                 candles = await feed.candles(instrument.native, "1d", since)
             except FeedError as err:
-                log.warning("history for %s unavailable: %s", instrument.symbol, err)
+                if instrument.symbol not in self._history_failing:
+                    log.warning("history for %s unavailable: %s", instrument.symbol, err)
+                    self._history_failing.add(instrument.symbol)
                 continue
+            self._history_failing.discard(instrument.symbol)
             self.market.add_candles(instrument.symbol, candles)
             self._history_day[instrument.symbol] = today
 
