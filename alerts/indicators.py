@@ -91,7 +91,8 @@ class Market:
         last = self.history(symbol).last
         if last is None:
             return None
-        if self.limits.max_age is not None and now - last.ts > self.limits.max_age:
+        limit = self.limits.age_limit(last.source)
+        if limit is not None and now - last.ts > limit:
             return None
         return last
 

@@ -8,7 +8,8 @@ rejected with a reason; the caller counts it and evaluates nothing with it. A ju
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -27,10 +28,21 @@ class Reject(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Sanity limits. `max_age` None disables the staleness check (replay)."""
+    """Sanity limits. `max_age` None disables the staleness check (replay).
+
+    `source_max_age` overrides the age limit per quote source: Yahoo's futures quotes come
+    with an exchange delay that a crypto venue's never has.
+    """
 
     max_age: timedelta | None = timedelta(minutes=10)
     max_jump_pct: float = 15.0
+    source_max_age: Mapping[str, timedelta] = field(default_factory=dict)
+
+    def age_limit(self, source: str) -> timedelta | None:
+        """The staleness limit for quotes from `source`."""
+        if self.max_age is None:
+            return None
+        return self.source_max_age.get(source, self.max_age)
 
 
 def quote_problem(quote: Quote, now: datetime, max_age: timedelta | None) -> Reject | None:
@@ -77,7 +89,7 @@ class QuoteGuard:
 
     def check(self, quote: Quote, now: datetime) -> Reject | None:
         """None when the quote is good (and becomes the new reference), else the reason."""
-        problem = quote_problem(quote, now, self.limits.max_age)
+        problem = quote_problem(quote, now, self.limits.age_limit(quote.source))
         if problem is not None:
             return problem
         accepted, suspect = screen_jump(

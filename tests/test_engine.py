@@ -235,3 +235,13 @@ def test_state_is_plain_json() -> None:
     assert state.last_fired == T0 + STEP
     assert RuleState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
     assert RuleState.from_dict({"armed": True, "from_a_future_version": 1}) == RuleState(armed=True)
+
+
+def test_staleness_limit_per_source() -> None:
+    limits = Limits(max_age=timedelta(minutes=10), source_max_age={"yahoo": timedelta(minutes=30)})
+    market = Market(limits)
+    delayed = T0 - timedelta(minutes=15)  # a COMEX quote with the usual exchange delay
+    assert market.ingest(Quote("XAU", 4000.0, delayed, source="yahoo"), T0) is None
+    assert market.ingest(Quote("BTC", 90000.0, delayed, source="ccxt:binance"), T0) is not None
+    assert market.quote("XAU", T0) is not None
+    assert market.quote("XAU", T0 + timedelta(minutes=16)) is None

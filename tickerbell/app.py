@@ -118,7 +118,11 @@ async def run(
         by_name: dict[str, Notifier] = {"console": ConsoleNotifier()}
         by_name.update({n.name: n for n in notifiers})
         delivery = Delivery(store, by_name, clock=utcnow)
-        limits = Limits(max_age=settings.max_quote_age, max_jump_pct=settings.max_jump_pct)
+        limits = Limits(
+            max_age=settings.max_quote_age,
+            max_jump_pct=settings.max_jump_pct,
+            source_max_age=settings.max_quote_age_by_source,
+        )
         service = Service(
             store,
             catalogue,

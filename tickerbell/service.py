@@ -288,10 +288,9 @@ class Service:
 
     def healthy(self) -> bool:
         """True when some feed produced a good quote within the staleness limit."""
-        if self.limits.max_age is None:
-            return True
         now = self.clock()
-        return any(
-            s.last_good is not None and now - s.last_good <= self.limits.max_age
-            for s in self.stats.feeds.values()
-        )
+        for source, stats in self.stats.feeds.items():
+            limit = self.limits.age_limit(source)
+            if limit is None or (stats.last_good is not None and now - stats.last_good <= limit):
+                return True
+        return False

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     poll_crypto_seconds: float = 10.0
     poll_yahoo_seconds: float = 60.0
     max_quote_age_seconds: float = 600.0
+    max_quote_age_yahoo_seconds: float = 1800.0
     max_jump_pct: float = 15.0
     hysteresis_pct: float = 0.25
 
@@ -49,3 +50,7 @@ class Settings(BaseSettings):
     @property
     def max_quote_age(self) -> timedelta:
         return timedelta(seconds=self.max_quote_age_seconds)
+
+    @property
+    def max_quote_age_by_source(self) -> dict[str, timedelta]:
+        return {"yahoo": timedelta(seconds=self.max_quote_age_yahoo_seconds)}
