@@ -12,7 +12,7 @@ baselines and are evaluated on every observation of their symbols.
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +41,7 @@ class RuleBook:
         self._watch: dict[str, set[int]] = defaultdict(set)
         self._moving: dict[str, set[int]] = defaultdict(set)
         self._last_price: dict[str, float] = {}
+        self._symbol_refs: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -51,6 +52,7 @@ class RuleBook:
             self.remove(rule_id)
         self.rules[rule_id] = rule
         self.states[rule_id] = state or RuleState()
+        self._symbol_refs.update(rule.symbols)
         if self._indexed(rule):
             for line in self._lines(rule):
                 bisect.insort(self._thresholds[rule.symbol], (line, rule_id))
@@ -63,6 +65,8 @@ class RuleBook:
         """Forget a rule and its state."""
         rule = self.rules.pop(rule_id)
         self.states.pop(rule_id)
+        self._symbol_refs.subtract(rule.symbols)
+        self._symbol_refs += Counter()  # drop symbols no rule needs any more
         if self._indexed(rule):
             lines = self._thresholds[rule.symbol]
             for line in self._lines(rule):
@@ -74,7 +78,7 @@ class RuleBook:
 
     def symbols(self) -> set[str]:
         """Every symbol some rule needs a quote for."""
-        return {s for rule in self.rules.values() for s in rule.symbols}
+        return set(self._symbol_refs)
 
     def evaluate(
         self, market: Market, symbols: Iterable[str], now: datetime

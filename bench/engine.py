@@ -2,7 +2,7 @@
 
 Synthetic market (made-up prices): 50 symbols random-walking around 100 with 0.2% steps,
 level rules at uniformly random levels between 80 and 120, half `above`, half `below`.
-A tick moves every symbol once and evaluates what it touched. Run: .venv/bin/python bench/engine.py
+A tick moves every symbol once and evaluates what it touched. Run: .venv/bin/python -m bench.engine
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ class Backoff:
         """The nominal (jitter-free) delay in seconds after `failures` consecutive failures."""
         if failures <= 0:
             return 0.0
-        # min() before the power would overflow for huge counts; cap the exponent instead.
-        return min(self.cap, self.base * 2 ** min(failures - 1, 64))
+        # The exponent is capped so that a very long outage cannot overflow the float.
+        return min(self.cap, self.base * 2.0 ** min(failures - 1, 64))
 
     def failure(self, now: datetime, at_least: float = 0.0) -> datetime:
         """Record a failure at `now`; return when to try next (never before `at_least` seconds).

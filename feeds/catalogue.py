@@ -47,8 +47,11 @@ _YAHOO_TICKER = re.compile(r"[A-Z0-9^=.\-]{1,20}")
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
-    """A resolved symbol: `symbol` is the canonical name used in rules, `native` what the feed
-    is asked for, `source` which feed (`ccxt:<venue>` or `yahoo`)."""
+    """A resolved symbol: where a name people use in rules gets its price.
+
+    `symbol` is the canonical name used in rules (`XAU`, `binance:SOL/USDT`), `source` the feed
+    (`ccxt:<venue>` or `yahoo`), `native` what that feed is asked for (`GC=F`, `SOL/USDT`).
+    """
 
     symbol: str
     source: str

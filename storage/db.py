@@ -241,6 +241,30 @@ class Store:
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
+    async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
+        """Insert many (chat, canonical text, created_by) rules in one transaction (no limit)."""
+        stamp = _ts(self._clock())
+        async with self.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO rules (chat, text, created_by, created_at) VALUES (?, ?, ?, ?)",
+                [(chat, text, by, stamp) for chat, text, by in rows],
+            )
+
+    async def import_chats(self, platform: str, chat_ids: list[str], kind: str) -> list[Chat]:
+        """Create many chats in one transaction; return them all (new or existing)."""
+        async with self.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO chats (platform, chat_id, kind, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (platform, chat_id) DO NOTHING",
+                [(platform, chat_id, kind, _ts(self._clock())) for chat_id in chat_ids],
+            )
+        rows = await self._all(
+            "SELECT id, platform, chat_id, kind, active, muted_until FROM chats WHERE platform = ?",
+            (platform,),
+        )
+        wanted = set(chat_ids)
+        return [_chat(row) for row in rows if row[2] in wanted]
+
     async def remove_rule(self, chat: int, rule: int) -> bool:
         """Deactivate one of this chat's rules; False when it has no such rule."""
         async with self.transaction() as conn:
@@ -299,15 +323,14 @@ class Store:
 
     async def commit_tick(
         self, states: dict[int, RuleState], alerts: list[tuple[int | None, int, Alert]]
-    ) -> list[int]:
+    ) -> int:
         """Save changed rule states and enqueue (rule, chat, alert) in one transaction.
 
-        Alerts for a muted chat are recorded as `muted` and not delivered. Returns the ids
-        of the outbox rows waiting for delivery.
+        Alerts for a muted or inactive chat are recorded as such and not delivered. Returns
+        how many rows now wait for delivery.
         """
         now = self._clock()
         stamp = _ts(now)
-        queued: list[int] = []
         async with self.transaction() as conn:
             await conn.executemany(
                 "INSERT INTO rule_state (rule, state, updated_at) VALUES (?, ?, ?)"
@@ -315,24 +338,37 @@ class Store:
                 " updated_at = excluded.updated_at",
                 [(rule, json.dumps(state.to_dict()), stamp) for rule, state in states.items()],
             )
-            for rule, chat, alert in alerts:
-                async with conn.execute(
-                    "SELECT muted_until, active FROM chats WHERE id = ?", (chat,)
-                ) as cur:
-                    row = await cur.fetchone()
-                muted_until = _dt(row[0]) if row else None
-                if muted_until is not None and muted_until > now:
-                    status = "muted"
-                else:
-                    status = "pending" if row and row[1] else "inactive"
-                cursor = await conn.execute(
-                    "INSERT INTO outbox (rule, chat, payload, created_at, status)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (rule, chat, alert_to_json(alert), stamp, status),
-                )
-                if status == "pending" and cursor.lastrowid is not None:
-                    queued.append(cursor.lastrowid)
-        return queued
+            status = await self._delivery_status(conn, {chat for _, chat, _ in alerts}, now)
+            rows = [
+                (rule, chat, alert_to_json(alert), stamp, status.get(chat, "pending"))
+                for rule, chat, alert in alerts
+            ]
+            await conn.executemany(
+                "INSERT INTO outbox (rule, chat, payload, created_at, status)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        return sum(1 for row in rows if row[4] == "pending")
+
+    @staticmethod
+    async def _delivery_status(
+        conn: aiosqlite.Connection, chats: set[int], now: datetime
+    ) -> dict[int, str]:
+        """'muted' or 'inactive' for the chats that must not get alerts now."""
+        if not chats:
+            return {}
+        marks = ",".join("?" * len(chats))
+        async with conn.execute(
+            f"SELECT id, muted_until, active FROM chats WHERE id IN ({marks})", tuple(chats)
+        ) as cur:
+            rows = await cur.fetchall()
+        status: dict[int, str] = {}
+        for chat, muted_until, active in rows:
+            if muted_until is not None and datetime.fromisoformat(muted_until) > now:
+                status[chat] = "muted"
+            elif not active:
+                status[chat] = "inactive"
+        return status
 
     # --- the outbox ---
 

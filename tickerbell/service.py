@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -56,6 +57,7 @@ class Stats:
 
     feeds: dict[str, FeedStats] = field(default_factory=dict)
     alerts_decided: int = 0
+    last_tick: dict[str, float] = field(default_factory=dict)
     deliveries: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def delivery(self, platform: str, outcome: str) -> None:
@@ -95,6 +97,7 @@ class Service:
         self._revision = -1
         self._history_day: dict[str, date] = {}
         self._history_failing: set[str] = set()
+        self._days_needed: dict[str, int] = {}
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
         self._in_flight = 0
@@ -121,6 +124,7 @@ class Service:
             self.book.add(rule_id, rule, row.state)
             self.rule_chat[rule_id] = row.chat
         self._revision = revision
+        self._days_needed = self._history_days()
         for source in {self.instrument(s).source for s in self.book.symbols()} - set(self.feeds):
             self._add_feed(source)
         log.info(
@@ -164,6 +168,7 @@ class Service:
         stats = self.stats.feeds.setdefault(source, FeedStats())
         stats.polls += 1
         await self._load_history(feed, wanted)
+        started = time.perf_counter()
         try:
             raw = await feed.quotes([i.native for i in wanted])
         except FeedError:
@@ -187,12 +192,20 @@ class Service:
                 )
         if good:
             stats.last_good = now
+        fetched = time.perf_counter()
         fires, changed = self.book.evaluate(self.market, {q.symbol for q in good}, now)
         alerts = [(f.rule_id, self.rule_chat[f.rule_id], f.alert) for f in fires]
+        evaluated = time.perf_counter()
         if changed or alerts:
             await self.store.commit_tick(changed, alerts)
         if good:
             await self.store.save_quotes(good, keep_after=now - QUOTE_RETENTION)
+        committed = time.perf_counter()
+        self.stats.last_tick = {
+            "fetch": fetched - started,
+            "evaluate": evaluated - fetched,
+            "commit": committed - evaluated,
+        }
         if alerts:
             self.stats.alerts_decided += len(alerts)
             self.delivery.wake()
@@ -203,7 +216,7 @@ class Service:
         for instrument in wanted:
             if self._history_day.get(instrument.symbol) == today:
                 continue
-            days = self._days_needed(instrument.symbol)
+            days = self._days_needed.get(instrument.symbol, 0)
             if not days:
                 continue
             # N bars of a market closed at weekends span about 7/5 N calendar days
@@ -219,15 +232,16 @@ class Service:
             self.market.add_candles(instrument.symbol, candles)
             self._history_day[instrument.symbol] = today
 
-    def _days_needed(self, symbol: str) -> int:
-        days = 0
+    def _history_days(self) -> dict[str, int]:
+        """Per symbol, how many days of daily bars its rules look back (0: none)."""
+        days: dict[str, int] = {}
         for rule in self.book.rules.values():
-            if symbol not in rule.symbols:
-                continue
-            if rule.days:
-                days = max(days, rule.days)
+            need = rule.days or 0
             if rule.window is not None and rule.window % timedelta(days=1) == timedelta(0):
-                days = max(days, rule.window.days)
+                need = max(need, rule.window.days)
+            if need:
+                for symbol in rule.symbols:
+                    days[symbol] = max(days.get(symbol, 0), need)
         return days
 
     # --- life cycle ---
