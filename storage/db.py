@@ -336,7 +336,7 @@ class Store:
                 "INSERT INTO rule_state (rule, state, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (rule) DO UPDATE SET state = excluded.state,"
                 " updated_at = excluded.updated_at",
-                [(rule, json.dumps(state.to_dict()), stamp) for rule, state in states.items()],
+                ((rule, json.dumps(state.to_dict()), stamp) for rule, state in states.items()),
             )
             status = await self._delivery_status(conn, {chat for _, chat, _ in alerts}, now)
             rows = [
