@@ -96,14 +96,12 @@ async def main() -> None:
                 fired = service.stats.alerts_decided - decided
                 samples.append({**service.stats.last_tick, "total": total, "fired": fired})
             fired = statistics.median(s["fired"] for s in samples)
-            print(
-                f"median of {TICKS} ticks, each firing about {fired:,.0f} rules ({fired / RULES:.1%}):"
-            )
+            share = fired / RULES
+            print(f"median of {TICKS} ticks, each firing about {fired:,.0f} rules ({share:.1%}):")
             for name in ("fetch", "evaluate", "commit", "total"):
                 values = sorted(s[name] for s in samples)
-                print(
-                    f"  {name:<9} {statistics.median(values) * 1e3:8.1f} ms   (max {values[-1] * 1e3:.1f})"
-                )
+                median, worst = statistics.median(values) * 1e3, values[-1] * 1e3
+                print(f"  {name:<9} {median:8.1f} ms   (max {worst:.1f})")
             rate = statistics.median(s["fired"] / s["commit"] for s in samples)
             print(f"alerts committed per second: {rate:,.0f}")
             counts = await store.outbox_counts()
