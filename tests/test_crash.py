@@ -124,3 +124,20 @@ async def test_sigterm_stops_quickly_and_keeps_pending_rows(tmp_path: Path) -> N
         counts = await store.outbox_counts()
     assert counts.get("pending", 0) > 0
     assert counts["delivered"] + counts["pending"] == len(RULES)
+
+
+async def test_cli_run_over_replay_prints_alerts_on_the_console(tmp_path: Path) -> None:
+    csv = synthetic_csv(tmp_path / "xag.csv")
+    env = {**os.environ, "TICKERBELL_DB": str(tmp_path / "cli.db")}
+    env.pop("TELEGRAM_BOT_TOKEN", None)
+    env.pop("DISCORD_BOT_TOKEN", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tickerbell.cli", "run", "--feed", "replay",
+        "--data", f"XAG={csv}", "--rule", "XAG above 50", "--speed", "50",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    lines = out.decode().splitlines()
+    assert lines == ["[2026-01-03 00:00:00 UTC] ALERT XAG rose above 50 (now 51)  (XAG above 50)"]
+    assert "watching 1 rules over XAG" in err.decode()
