@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -322,7 +322,7 @@ class Store:
     # --- a tick: states and alerts together ---
 
     async def commit_tick(
-        self, states: dict[int, RuleState], alerts: list[tuple[int | None, int, Alert]]
+        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
     ) -> int:
         """Save changed rule states and enqueue (rule, chat, alert) in one transaction.
 

@@ -7,96 +7,13 @@ Ticks are driven by calling `poll` directly, with a clock the test moves.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.scripted import Clock, Recorder, ScriptedVenue, service
 
-from alerts.models import Alert, Candle, Quote
-from alerts.sanity import Limits
-from feeds.base import FeedHealth, TransientFeedError
-from feeds.catalogue import Catalogue
-from storage.db import Chat, Store
-from tickerbell.delivery import Delivery, DeliveryError
-from tickerbell.service import Service
-from tickerbell.settings import Settings
-
-T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 10) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class ScriptedVenue:
-    """A venue whose prices the test sets; `down` makes every request fail."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.name = "ccxt:binance"
-        self.health = FeedHealth()
-        self.clock = clock
-        self.prices: dict[str, float] = {}
-        self.down = False
-        self.requests = 0
-
-    async def quotes(self, symbols: list[str]) -> dict[str, Quote]:
-        self.requests += 1
-        if self.down:
-            raise TransientFeedError("venue unreachable (scripted)")
-        now = self.clock()
-        return {s: Quote(s, self.prices[s], now) for s in symbols if s in self.prices}
-
-    async def candles(self, symbol: str, timeframe: str, since: datetime) -> list[Candle]:
-        return []
-
-    async def close(self) -> None:
-        return None
-
-
-class Recorder:
-    """A notifier that records what it was asked to send, or fails on demand."""
-
-    def __init__(self, name: str, failure: DeliveryError | None = None) -> None:
-        self.name = name
-        self.failure = failure
-        self.sent: list[tuple[str, str]] = []
-
-    async def send(self, chat: Chat, alert: Alert) -> str | None:
-        if self.failure is not None:
-            raise self.failure
-        self.sent.append((chat.chat_id, alert.message))
-        return str(len(self.sent))
-
-    async def close(self) -> None:
-        return None
-
-
-@asynccontextmanager
-async def service(
-    db: Path, clock: Clock, venue: ScriptedVenue, *notifiers: Recorder
-) -> AsyncIterator[tuple[Service, Store, Delivery]]:
-    async with Store.open(db, clock=clock) as store:
-        delivery = Delivery(store, {n.name: n for n in notifiers}, clock=clock)
-        svc = Service(
-            store,
-            Catalogue(Settings()),
-            lambda source: venue,
-            delivery,
-            limits=Limits(max_age=timedelta(minutes=2)),
-            band=0.0025,
-            poll_interval=lambda source: 10.0,
-            clock=clock,
-        )
-        yield svc, store, delivery
+from storage.db import Store
+from tickerbell.delivery import DeliveryError
 
 
 async def add_rule(store: Store, platform: str, chat_id: str, text: str) -> int:

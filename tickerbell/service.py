@@ -210,13 +210,13 @@ class Service:
             self.stats.alerts_decided += len(alerts)
             self.delivery.wake()
 
-    async def _load_history(self, feed: Feed, wanted: list[Instrument]) -> None:
+    async def _load_history(self, feed: Feed, wanted: list[Instrument], days: int = 0) -> None:
         """Daily candles for rules that look back in days, fetched at most once a day."""
         today = self.clock().date()
         for instrument in wanted:
             if self._history_day.get(instrument.symbol) == today:
                 continue
-            days = self._days_needed.get(instrument.symbol, 0)
+            days = max(days, self._days_needed.get(instrument.symbol, 0))
             if not days:
                 continue
             # N bars of a market closed at weekends span about 7/5 N calendar days
@@ -243,6 +243,45 @@ class Service:
                 for symbol in rule.symbols:
                     days[symbol] = max(days.get(symbol, 0), need)
         return days
+
+    # --- what chat commands read (bot.commands.MarketView) ---
+
+    async def fresh_quote(self, symbol: str) -> Quote | None:
+        """The current quote; a symbol no rule watches is fetched once, now."""
+        now = self.clock()
+        quote = self.market.quote(symbol, now)
+        if quote is not None:
+            return quote
+        instrument = self.instrument(symbol)
+        feed = self.feeds.get(instrument.source)
+        if feed is None:
+            feed = self.feeds[instrument.source] = self.feed_for(instrument.source)
+        try:
+            raw = await feed.quotes([instrument.native])
+            await self._load_history(feed, [instrument], days=20)
+        except FeedError:
+            return None
+        if instrument.native in raw:
+            self.market.ingest(replace(raw[instrument.native], symbol=symbol), now)
+        return self.market.quote(symbol, now)
+
+    def feed_note(self, symbol: str) -> str:
+        """Where the price comes from and how fresh it is, for /status."""
+        instrument = self.instrument(symbol)
+        feed = self.feeds.get(instrument.source)
+        hist = self.market.history(symbol)
+        closed: set[str] = getattr(feed, "market_closed", set())
+        if instrument.native in closed:
+            return f"{instrument.source} {instrument.native}: market closed"
+        parts = [f"{instrument.source} {instrument.native}"]
+        if hist.last is not None:
+            age = (self.clock() - hist.last.ts).total_seconds()
+            parts.append(f"quote {age:.0f}s old")
+        if hist.last_reject is not None:
+            parts.append(f"last rejected quote: {hist.last_reject.value}")
+        if feed is not None and feed.health.last_error:
+            parts.append(f"last feed error: {feed.health.last_error[:80]}")
+        return ", ".join(parts)
 
     # --- life cycle ---
 

@@ -1,0 +1,317 @@
+"""The platform-neutral command layer: one place that parses a chat command, checks who may run
+it, does it, and answers with a `Reply` that each platform renders its own way.
+
+Every input gets a reply: a malformed or unknown command gets a short one saying what was wrong
+with a valid example, and nothing is written. Telegram, Discord and the console (`tickerbell
+cmd`) are thin adapters over `Commands.handle`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from alerts import rules
+from alerts.engine import evaluate
+from alerts.indicators import Market, observe
+from alerts.models import Quote, Rule, RuleError, RuleState
+from alerts.text import number, pct
+from storage.db import Chat, LimitReached, Store, StoredRule, utcnow
+
+WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a command, from where. `is_admin` is the adapter's answer for group chats."""
+
+    platform: str
+    chat_id: str
+    chat_kind: str = "private"
+    user_id: str = ""
+    is_admin: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A platform-neutral answer: a title, plain lines, an optional table, and whether it is
+    an error. Renderers escape and mark it up per platform."""
+
+    lines: tuple[str, ...]
+    title: str | None = None
+    table: tuple[tuple[str, ...], ...] = ()
+    ok: bool = True
+
+
+def error(message: str) -> Reply:
+    return Reply((message,), ok=False)
+
+
+class MarketView(Protocol):
+    """What commands need from the running service (tickerbell.service.Service provides it)."""
+
+    market: Market
+
+    def canonical(self, rule: Rule) -> Rule:
+        """The rule with its symbols resolved (raises RuleError for unknown symbols)."""
+        ...
+
+    async def fresh_quote(self, symbol: str) -> Quote | None:
+        """The symbol's current quote, fetched now if the service does not watch it."""
+        ...
+
+    def feed_note(self, symbol: str) -> str:
+        """One line on where the symbol's price comes from and how fresh it is."""
+        ...
+
+
+Handler = Callable[["Commands", Caller, list[str]], Awaitable[Reply]]
+_HANDLERS: dict[str, tuple[Handler, bool]] = {}
+
+
+def command(name: str, writes: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler; `writes` commands need an admin in group chats."""
+
+    def register(handler: Handler) -> Handler:
+        _HANDLERS[name] = (handler, writes)
+        return handler
+
+    return register
+
+
+class Commands:
+    """Answers chat commands for every platform."""
+
+    def __init__(
+        self,
+        store: Store,
+        view: MarketView,
+        *,
+        rules_per_chat: int = 50,
+        commands_per_minute: int = 20,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.view = view
+        self.rules_per_chat = rules_per_chat
+        self.commands_per_minute = commands_per_minute
+        self.clock = clock
+        self._recent: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
+
+    async def handle(self, caller: Caller, text: str) -> Reply:
+        """Answer one message. Never raises for any input."""
+        words = text.strip().split()
+        if not words or not words[0].startswith("/"):
+            return error("commands start with '/'. Try /help, e.g. /status BTC")
+        name = words[0][1:].split("@", 1)[0].lower()
+        found = _HANDLERS.get(name)
+        if found is None:
+            close = difflib.get_close_matches(name, list(_HANDLERS), n=1)
+            hint = f" — did you mean /{close[0]}?" if close else ""
+            return error(f"unknown command '/{name[:30]}'{hint} Try /help.")
+        if self._too_fast(caller):
+            return error(f"slow down: at most {self.commands_per_minute} commands a minute.")
+        handler, writes = found
+        if writes and caller.chat_kind in WRITE_KINDS and not caller.is_admin:
+            return error(
+                "only admins change alerts in a group; everyone can use /status and /alerts."
+            )
+        try:
+            return await handler(self, caller, words[1:])
+        except RuleError as err:
+            return error(str(err))
+
+    def _too_fast(self, caller: Caller) -> bool:
+        now = self.clock()
+        recent = self._recent[(caller.platform, caller.user_id or caller.chat_id)]
+        while recent and now - recent[0] > timedelta(minutes=1):
+            recent.popleft()
+        if len(recent) >= self.commands_per_minute:
+            return True
+        recent.append(now)
+        return False
+
+    async def _chat(self, caller: Caller) -> Chat:
+        return await self.store.chat(caller.platform, caller.chat_id, caller.chat_kind)
+
+    async def _rules(self, caller: Caller) -> list[StoredRule]:
+        chat = await self.store.find_chat(caller.platform, caller.chat_id)
+        return [] if chat is None else await self.store.rules(chat.id)
+
+
+HELP = (
+    "Commands:",
+    "/status SYM — price, day change, spread, nearest alerts (e.g. /status XAG)",
+    "/alert RULE — add an alert (e.g. /alert XAG above 50)",
+    "/alerts — this chat's alerts with ids",
+    "/remove ID — remove one (/remove all removes every alert)",
+    "/mute [DURATION] — pause alerts (e.g. /mute 2h); /unmute",
+    "/subscribe SYM|all — notable moves of a symbol; /unsubscribe [SYM]",
+    "",
+    "Rules:",
+    *(f"  {example}" for example in rules.EXAMPLES),
+    "Options: confirm N, cooldown 1h, once, expires 2026-12-31.",
+    "Symbols: BTC, ETH, XAU (gold), XAG (silver), binance:SOL/USDT, yf:^GSPC.",
+)
+
+
+@command("start")
+async def _start(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Greet and show the commands."""
+    return Reply(("I watch gold, silver and crypto and tell you when a rule fires.", *HELP))
+
+
+@command("help")
+async def _help(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """The commands and the rule language with examples."""
+    return Reply(HELP, title="Tickerbell help")
+
+
+@command("status")
+async def _status(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Price, day change, book, this chat's nearest levels, N-day range and feed freshness."""
+    if len(args) != 1:
+        return error("usage: /status SYM, e.g. /status BTC")
+    symbol = _symbol(cmds, args[0])
+    quote = await cmds.view.fresh_quote(symbol)
+    note = cmds.view.feed_note(symbol)
+    if quote is None:
+        return Reply((f"no price for {symbol} yet.", note), title=symbol)
+    now, market = cmds.clock(), cmds.view.market
+    price = quote.price
+    lines = []
+    ago = market.price_ago(symbol, timedelta(days=1), now)
+    day = f" ({pct((price / ago - 1) * 100)} today)" if ago else ""
+    lines.append(f"{number(price)}{day}")
+    if quote.bid is not None and quote.ask is not None and quote.spread_pct is not None:
+        lines.append(
+            f"bid {number(quote.bid)} / ask {number(quote.ask)}, "
+            f"spread {pct(quote.spread_pct, signed=False)}"
+        )
+    high, low = market.prior_high(symbol, 20, now.date()), market.prior_low(symbol, 20, now.date())
+    if high is not None and low is not None:
+        lines.append(f"20-day range {number(low)} – {number(high)}")
+    levels = []
+    for stored in await cmds._rules(caller):
+        rule = rules.parse(stored.text)
+        if rule.symbol == symbol and rule.other is None and rule.condition.is_level:
+            levels.append((abs(rule.value / price - 1), rule))
+    for _, rule in sorted(levels, key=lambda item: item[0])[:3]:
+        lines.append(f"alert {rules.format(rule)}: {pct((rule.value / price - 1) * 100)} away")
+    lines.append(note)
+    return Reply(tuple(lines), title=symbol)
+
+
+@command("alert", writes=True)
+async def _alert(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Add a rule; say so when its condition already holds."""
+    if not args:
+        return error("usage: /alert RULE, e.g. /alert XAG above 50")
+    rule = cmds.view.canonical(rules.parse(" ".join(args)))
+    text = rules.format(rule)
+    chat = await cmds._chat(caller)
+    try:
+        rule_id = await cmds.store.add_rule(chat.id, text, caller.user_id, cmds.rules_per_chat)
+    except LimitReached as err:
+        return error(f"{err}; remove one first, e.g. /remove 3 (see /alerts).")
+    lines = [f"Alert #{rule_id} set: {text}"]
+    now = cmds.clock()
+    obs = observe(rule, cmds.view.market, now)
+    if obs is not None:
+        state, _ = evaluate(rule, RuleState(), obs, now)
+        if state.armed is False:
+            lines.append(
+                f"That is already true now ({number(obs.value)}): it fires on the next crossing."
+            )
+    return Reply(tuple(lines))
+
+
+@command("alerts")
+async def _alerts(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """This chat's rules with ids and state."""
+    stored = await cmds._rules(caller)
+    if not stored:
+        return Reply(("No alerts yet. Add one, e.g. /alert XAG above 50",))
+    rows = tuple((f"#{r.id}", r.text, _state_text(r.state)) for r in stored)
+    return Reply((), title=f"{len(stored)} alerts", table=rows)
+
+
+def _state_text(state: RuleState | None) -> str:
+    if state is None or state.armed is None:
+        return "new"
+    if state.done:
+        return "done"
+    return "armed" if state.armed else "fired, waiting to re-arm"
+
+
+@command("remove", writes=True)
+async def _remove(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Remove one rule by id, or all of them after a confirmation."""
+    if [a.lower() for a in args] == ["all"]:
+        count = len(await cmds._rules(caller))
+        return Reply((f"This removes all {count} alerts here. Send /remove all confirm to do it.",))
+    if [a.lower() for a in args] == ["all", "confirm"]:
+        chat = await cmds.store.find_chat(caller.platform, caller.chat_id)
+        removed = 0 if chat is None else await cmds.store.remove_all_rules(chat.id)
+        return Reply((f"Removed {removed} alerts.",))
+    if len(args) != 1 or not args[0].lstrip("#").isdigit() or len(args[0]) > 12:
+        return error("usage: /remove ID (see /alerts), e.g. /remove 3")
+    rule_id = int(args[0].lstrip("#"))
+    chat = await cmds.store.find_chat(caller.platform, caller.chat_id)
+    if chat is None or not await cmds.store.remove_rule(chat.id, rule_id):
+        return error(f"no alert #{rule_id} here — see /alerts.")
+    return Reply((f"Removed alert #{rule_id}.",))
+
+
+@command("mute", writes=True)
+async def _mute(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Pause this chat's alerts for a while, or until /unmute."""
+    if len(args) > 1:
+        return error("usage: /mute [DURATION], e.g. /mute 2h")
+    until = FOREVER if not args else cmds.clock() + rules.parse_duration(args[0])
+    chat = await cmds._chat(caller)
+    await cmds.store.set_muted(chat.id, until)
+    when = "until you /unmute" if until == FOREVER else f"until {until:%Y-%m-%d %H:%M} UTC"
+    return Reply((f"Muted {when}. Alerts meanwhile are kept in the history, not sent.",))
+
+
+@command("unmute", writes=True)
+async def _unmute(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Resume alerts."""
+    if args:
+        return error("usage: /unmute (no arguments)")
+    chat = await cmds._chat(caller)
+    await cmds.store.set_muted(chat.id, None)
+    return Reply(("Alerts are on again.",))
+
+
+@command("subscribe", writes=True)
+async def _subscribe(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Follow a symbol's notable moves (or all watched symbols)."""
+    if len(args) != 1:
+        return error("usage: /subscribe SYM|all, e.g. /subscribe XAU")
+    symbol = "all" if args[0].lower() == "all" else _symbol(cmds, args[0])
+    chat = await cmds._chat(caller)
+    added = await cmds.store.subscribe(chat.id, symbol)
+    return Reply((f"Subscribed to {symbol}." if added else f"Already subscribed to {symbol}.",))
+
+
+@command("unsubscribe", writes=True)
+async def _unsubscribe(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Stop following one symbol, or all."""
+    if len(args) > 1:
+        return error("usage: /unsubscribe [SYM], e.g. /unsubscribe XAU")
+    chat = await cmds.store.find_chat(caller.platform, caller.chat_id)
+    symbol = None if not args or args[0].lower() == "all" else _symbol(cmds, args[0])
+    removed = 0 if chat is None else await cmds.store.unsubscribe(chat.id, symbol)
+    return Reply((f"Unsubscribed ({removed})." if removed else "No such subscription here.",))
+
+
+def _symbol(cmds: Commands, text: str) -> str:
+    """A symbol as the catalogue names it; the rule parser vets the token's characters."""
+    return cmds.view.canonical(rules.parse(f"{text} above 1")).symbol

@@ -1,0 +1,181 @@
+"""The command layer over a real service and store (scripted venue, synthetic prices)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.scripted import Clock, ScriptedVenue, service
+
+from alerts import rules
+from bot.commands import Caller, Commands, Reply
+from bot.render import plain, split_messages, telegram_html
+from storage.db import Store
+
+ME = Caller("telegram", "42", "private", "u1")
+GROUP_ADMIN = Caller("telegram", "-7", "supergroup", "u1", is_admin=True)
+GROUP_MEMBER = Caller("telegram", "-7", "supergroup", "u2", is_admin=False)
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[tuple[Commands, Store, ScriptedVenue, Clock]]:
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    venue.prices.update({"BTC/USDT": 86000.0, "ETH/USDT": 4000.0})
+    async with service(tmp_path / "cmd.db", clock, venue) as (svc, store, _):
+        yield (
+            Commands(store, svc, rules_per_chat=3, commands_per_minute=30, clock=clock),
+            store,
+            venue,
+            clock,
+        )
+
+
+async def say(cmds: Commands, text: str, caller: Caller = ME) -> str:
+    return plain(await cmds.handle(caller, text))
+
+
+async def test_alert_list_remove_round_trip(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, _, _, _ = env
+    assert (
+        await say(cmds, "/alert btc below 85k cooldown 60m")
+        == "Alert #1 set: BTC below 85000 cooldown 1h"
+    )
+    assert await say(cmds, "/alert@TickerbellBot GOLD above 5000") == "Alert #2 set: XAU above 5000"
+    listing = await say(cmds, "/alerts")
+    assert "#1  BTC below 85000 cooldown 1h  new" in listing and "#2  XAU above 5000" in listing
+    assert await say(cmds, "/remove 1") == "Removed alert #1."
+    assert await say(cmds, "/remove 1") == "no alert #1 here — see /alerts."
+    assert "removes all 1 alerts" in await say(cmds, "/remove all")
+    assert await say(cmds, "/remove all confirm") == "Removed 1 alerts."
+    assert await say(cmds, "/alerts") == "No alerts yet. Add one, e.g. /alert XAG above 50"
+
+
+async def test_alert_that_is_already_true_says_so(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, _, _, _ = env
+    await say(cmds, "/status BTC")  # fetches BTC once: 86,000
+    reply = await say(cmds, "/alert BTC above 80000")
+    assert reply.endswith("That is already true now (86,000): it fires on the next crossing.")
+
+
+async def test_status(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None:
+    cmds, _, _, _ = env
+    await say(cmds, "/alert BTC below 85000")
+    text = await say(cmds, "/status btc")
+    assert text.splitlines()[:2] == ["BTC", "86,000"]
+    assert "alert BTC below 85000: -1.16% away" in text
+    assert "ccxt:binance BTC/USDT, quote 0s old" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "commands start with '/'"),
+        ("hello", "commands start with '/'"),
+        ("/alrets", "did you mean /alerts?"),
+        ("/alert", "usage: /alert RULE, e.g. /alert XAG above 50"),
+        ("/alert XAG abov 50", "did you mean 'above'?"),
+        ("/alert BTX above 5", "unknown symbol 'BTX' — did you mean BTC"),
+        ("/status", "usage: /status SYM, e.g. /status BTC"),
+        ("/status BTC ETH", "usage: /status SYM"),
+        ("/remove", "usage: /remove ID"),
+        ("/remove abc", "usage: /remove ID"),
+        ("/remove 99999999999999999999", "usage: /remove ID"),
+        ("/mute 2x", "is not a duration"),
+        ("/mute 1h 2h", "usage: /mute [DURATION]"),
+        ("/subscribe", "usage: /subscribe SYM|all"),
+        ("/unmute now", "usage: /unmute"),
+    ],
+)
+async def test_malformed_commands_get_a_usage_reply(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], text: str, needle: str
+) -> None:
+    cmds, store, _, _ = env
+    reply = await cmds.handle(ME, text)
+    assert not reply.ok and needle in plain(reply)
+    assert await store.rules() == []
+
+
+async def test_rule_limit(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None:
+    cmds, _, _, _ = env
+    for level in (1, 2, 3):
+        await say(cmds, f"/alert ETH above {level}000")
+    assert "the limit is 3" in await say(cmds, "/alert ETH above 9000")
+
+
+async def test_group_permissions(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None:
+    cmds, store, _, _ = env
+    refused = await cmds.handle(GROUP_MEMBER, "/alert BTC below 85000")
+    assert not refused.ok and "only admins" in plain(refused)
+    assert await store.find_chat("telegram", "-7") is None  # nothing written
+    assert (await cmds.handle(GROUP_ADMIN, "/alert BTC below 85000")).ok
+    assert (await cmds.handle(GROUP_MEMBER, "/alerts")).ok
+    assert (await cmds.handle(GROUP_MEMBER, "/status BTC")).ok
+
+
+async def test_mute_subscribe(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None:
+    cmds, _, _, _ = env
+    assert await say(cmds, "/mute 2h") == (
+        "Muted until 2026-03-02 14:00 UTC. Alerts meanwhile are kept in the history, not sent."
+    )
+    assert await say(cmds, "/unmute") == "Alerts are on again."
+    assert await say(cmds, "/subscribe silver") == "Subscribed to XAG."
+    assert await say(cmds, "/subscribe XAG") == "Already subscribed to XAG."
+    assert await say(cmds, "/unsubscribe") == "Unsubscribed (1)."
+
+
+async def test_commands_per_minute(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None:
+    cmds, _, _, clock = env
+    for _ in range(30):
+        assert (await cmds.handle(ME, "/help")).ok
+    assert "slow down" in await say(cmds, "/help")
+    clock.tick(61)
+    assert (await cmds.handle(ME, "/help")).ok
+
+
+junk = st.one_of(
+    st.text(max_size=300),
+    st.text(min_size=1, max_size=50).map(lambda t: "/alert " + t * 200),  # up to 10k chars
+    st.lists(
+        st.sampled_from(
+            ["/alert", "/remove", "/status", "/mute", "/subscribe", "BTC", "XAG", "above", "1e308",
+             "99999999999999999999999", "<b>", "&amp;", "all", "confirm", "-5", "💥", "\x00", "50k"]
+        ),
+        max_size=8,
+    ).map(" ".join),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=junk)
+async def test_any_text_gets_a_reply_and_never_an_invalid_rule(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], text: str
+) -> None:
+    cmds, store, _, clock = env
+    clock.tick(3)  # stay under the per-minute limit
+    reply = await cmds.handle(ME, text)
+    assert isinstance(reply, Reply) and (reply.lines or reply.table)
+    for part in telegram_html(reply):
+        assert len(part) <= 4096
+    for stored in await store.rules():
+        assert rules.format(rules.parse(stored.text)) == stored.text
+
+
+def test_long_replies_split_on_line_boundaries() -> None:
+    rows = tuple((f"#{i}", "XAG above 50 " + "x" * 60, "armed") for i in range(200))
+    parts = telegram_html(Reply((), title="many", table=rows))
+    assert len(parts) > 1
+    for part in parts:
+        assert len(part) <= 4096
+        assert part.count("<pre>") == part.count("</pre>")
+    assert split_messages("a\nb", limit=10) == ["a\nb"]
+    assert telegram_html(Reply(("1 < 2 & 3 > 2",))) == ["1 &lt; 2 &amp; 3 &gt; 2"]
