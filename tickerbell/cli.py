@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -16,12 +16,18 @@ from alerts import rules
 from alerts.models import Candle, Rule, RuleError
 from alerts.sanity import Limits
 from alerts.text import number
+from bot.commands import Caller, Commands
+from bot.render import plain
 from feeds.catalogue import METAL_ALIASES, Catalogue
 from feeds.replay import ReplayError, ReplayFeed, read_candles, replay, symbol_from_name
-from storage.db import LimitReached, Store
+from storage.db import LimitReached, Store, utcnow
 from tickerbell import app
 from tickerbell.app import setup_logging
+from tickerbell.delivery import Delivery
+from tickerbell.service import Service
 from tickerbell.settings import Settings
+
+CONSOLE_CALLER = Caller("console", "console", "console", "console")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,10 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("rule", nargs="+")
     add.set_defaults(handler=_alert_add)
     remove = alert_sub.add_parser("remove", help="remove a rule by id (see `tickerbell alerts`)")
-    remove.add_argument("id", type=int)
+    remove.add_argument("id")
     remove.set_defaults(handler=_alert_remove)
     alerts = sub.add_parser("alerts", help="list the console's alert rules")
     alerts.set_defaults(handler=_alerts)
+    cmd = sub.add_parser(
+        "cmd", help='answer a chat command as the console chat, e.g. tickerbell cmd "/status BTC"'
+    )
+    cmd.add_argument("text", nargs="+")
+    cmd.set_defaults(handler=_cmd)
     return parser
 
 
@@ -181,57 +192,50 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def _console(action: Callable[[Store, int], Awaitable[int]]) -> int:
+def _console_command(text: str) -> int:
+    """Answer one command as the console chat, exactly as a chat user would get it."""
+    settings = Settings()
+
     async def go() -> int:
-        async with Store.open(Settings().db) as store:
-            console = await store.chat(*app.CONSOLE)
-            return await action(store, console.id)
+        async with Store.open(settings.db) as store:
+            service = Service(
+                store,
+                Catalogue(settings),
+                app.live_feed_factory(settings, utcnow),
+                Delivery(store, {}),
+                limits=Limits(
+                    max_age=settings.max_quote_age,
+                    max_jump_pct=settings.max_jump_pct,
+                    source_max_age=settings.max_quote_age_by_source,
+                ),
+                band=settings.hysteresis_pct / 100,
+                poll_interval=lambda source: settings.poll_crypto_seconds,
+            )
+            commands = Commands(store, service, rules_per_chat=settings.rules_per_chat)
+            try:
+                reply = await commands.handle(CONSOLE_CALLER, text)
+            finally:
+                await service.close_feeds()
+        print(plain(reply), file=sys.stdout if reply.ok else sys.stderr)
+        return 0 if reply.ok else 2
 
     return asyncio.run(go())
 
 
+def _cmd(args: argparse.Namespace) -> int:
+    return _console_command(" ".join(args.text))
+
+
 def _alert_add(args: argparse.Namespace) -> int:
-    settings = Settings()
-    rule = rules.parse(" ".join(args.rule))
-    catalogue = Catalogue(settings)
-    other = catalogue.resolve(rule.other).symbol if rule.other else None
-    text = rules.format(replace(rule, symbol=catalogue.resolve(rule.symbol).symbol, other=other))
-
-    async def add(store: Store, chat: int) -> int:
-        rule_id = await store.add_rule(chat, text, "cli", settings.rules_per_chat)
-        print(f"added #{rule_id}: {text}")
-        return 0
-
-    return _console(add)
+    return _console_command("/alert " + " ".join(args.rule))
 
 
 def _alert_remove(args: argparse.Namespace) -> int:
-    async def remove(store: Store, chat: int) -> int:
-        if await store.remove_rule(chat, args.id):
-            print(f"removed #{args.id}")
-            return 0
-        print(f"tickerbell: no rule #{args.id}; see `tickerbell alerts`", file=sys.stderr)
-        return 2
-
-    return _console(remove)
+    return _console_command(f"/remove {args.id}")
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    async def show(store: Store, chat: int) -> int:
-        stored = await store.rules(chat)
-        if not stored:
-            print('no rules yet; add one: tickerbell alert add "XAG above 50"')
-        for rule in stored:
-            state = rule.state
-            status = (
-                "new"
-                if state is None or state.armed is None
-                else ("armed" if state.armed else "fired, re-arms past the band")
-            )
-            print(f"#{rule.id:<5} {rule.text:<40} {status}")
-        return 0
-
-    return _console(show)
+    return _console_command("/alerts")
 
 
 if __name__ == "__main__":
