@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support.scripted import T0, Clock
 
 from alerts.models import Alert, Condition, Direction, Quote, RuleState
 from storage.db import LimitReached, Store, _statements
 from storage.migrations import MIGRATIONS
-
-T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
-
-
-class Clock:
-    """A clock tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def alert(price: float = 50.5) -> Alert:
