@@ -71,4 +71,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER rules_delete AFTER DELETE ON rules
         BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rules_revision'; END;
     """,
+    # 2: a subscription change is a change of what the service watches
+    """
+    CREATE TRIGGER subscriptions_insert AFTER INSERT ON subscriptions
+        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rules_revision'; END;
+    CREATE TRIGGER subscriptions_delete AFTER DELETE ON subscriptions
+        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rules_revision'; END;
+    """,
 )

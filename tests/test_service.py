@@ -7,11 +7,13 @@ Ticks are driven by calling `poll` directly, with a clock the test moves.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from support.scripted import Clock, Recorder, ScriptedVenue, service
 
+from alerts.models import Candle
 from storage.db import Store
 from tickerbell.delivery import DeliveryError
 
@@ -178,3 +180,33 @@ async def test_metrics_and_healthz_over_http(tmp_path: Path) -> None:
             assert "tickerbell_alerts_decided_total 1.0" in text
             assert 'tickerbell_outbox_rows{status="pending"} 1.0' in text
             assert 'tickerbell_feed_age_seconds{feed="ccxt:binance"} 20.0' in text
+
+
+async def test_subscribers_get_the_notable_move_digest(tmp_path: Path) -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    # synthetic history: 25 flat days at 80,000 up to yesterday
+    first = clock.now.date() - timedelta(days=25)
+    venue.history["BTC/USDT"] = [
+        Candle(first + timedelta(days=i), 80000.0, 80100.0, 79900.0, 80000.0) for i in range(25)
+    ]
+    async with service(tmp_path / "s.db", clock, venue, tg) as (svc, store, delivery):
+        one, two = [await store.chat("telegram", c) for c in ("1", "2")]
+        await store.chat("telegram", "3")  # not subscribed: hears nothing
+        await store.subscribe(one.id, "BTC")
+        await store.subscribe(two.id, "all")
+        for price in (80050.0, 82500.0, 82600.0):  # +3.1%: a big day move and a 20-day high
+            venue.prices["BTC/USDT"] = price
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        await delivery.drain()
+        messages = sorted(tg.sent)
+        assert messages == [
+            ("1", "BTC +3.12% over 1d (now 82,500, was 80,000)"),
+            ("1", "BTC broke above its 20-day high 80,100 (now 82,500)"),
+            ("2", "BTC +3.12% over 1d (now 82,500, was 80,000)"),
+            ("2", "BTC broke above its 20-day high 80,100 (now 82,500)"),
+        ]
+        await store.unsubscribe(one.id)
+        await svc.refresh_rules()
+        assert svc.digest_chats["BTC"] == {two.id}

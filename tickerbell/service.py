@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from alerts import rules
 from alerts.book import RuleBook
 from alerts.indicators import Market
-from alerts.models import Quote, Rule, RuleError
+from alerts.models import Alert, Quote, Rule, RuleError
 from alerts.sanity import Limits
 from feeds.base import Feed, FeedError
 from feeds.catalogue import Instrument
@@ -32,6 +32,9 @@ from tickerbell.delivery import Delivery
 log = logging.getLogger(__name__)
 
 QUOTE_RETENTION = timedelta(days=2)
+# What a `/subscribe SYM` chat hears about: a big day move and a 20-day high or low.
+DIGEST_RULES = ("move 3% 1d", "breakout 20d", "breakdown 20d")
+DIGEST_ALL = ("XAU", "XAG", "BTC", "ETH")  # what `/subscribe all` means
 RULES_REFRESH_SECONDS = 2.0
 
 
@@ -98,6 +101,8 @@ class Service:
         self._history_day: dict[str, date] = {}
         self._history_failing: set[str] = set()
         self._days_needed: dict[str, int] = {}
+        self._digest_ids: dict[tuple[str, str], int] = {}
+        self.digest_chats: dict[str, set[int]] = {}
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
         self._in_flight = 0
@@ -110,7 +115,7 @@ class Service:
         if revision == self._revision:
             return
         stored = {r.id: r for r in await self.store.rules()}
-        for rule_id in set(self.book.rules) - set(stored):
+        for rule_id in {i for i in self.book.rules if i > 0} - set(stored):
             self.book.remove(rule_id)
             self.rule_chat.pop(rule_id, None)
         for rule_id, row in stored.items():
@@ -123,6 +128,7 @@ class Service:
                 continue
             self.book.add(rule_id, rule, row.state)
             self.rule_chat[rule_id] = row.chat
+        await self._refresh_digest()
         self._revision = revision
         self._days_needed = self._history_days()
         for source in {self.instrument(s).source for s in self.book.symbols()} - set(self.feeds):
@@ -132,6 +138,30 @@ class Service:
             len(self.book),
             ", ".join(sorted(self.book.symbols())) or "no symbols",
         )
+
+    async def _refresh_digest(self) -> None:
+        """Keep one set of built-in digest rules per subscribed symbol, shared by its chats.
+
+        Digest rules have negative ids and keep their state in memory only: after a restart
+        they learn the market again, so they never repeat an alert (they may miss one that
+        happened while the service was down).
+        """
+        chats: dict[str, set[int]] = {}
+        for chat, symbol in await self.store.subscriptions():
+            for each in DIGEST_ALL if symbol == "all" else (symbol,):
+                chats.setdefault(each, set()).add(chat)
+        wanted = {(symbol, text) for symbol in chats for text in DIGEST_RULES}
+        for key, rule_id in list(self._digest_ids.items()):
+            if key not in wanted:
+                self.book.remove(rule_id)
+                del self._digest_ids[key]
+        for symbol, text in sorted(wanted - set(self._digest_ids)):
+            rule_id = -(len(self._digest_ids) + 1)
+            while rule_id in self.book.rules:
+                rule_id -= 1
+            self.book.add(rule_id, self.canonical(rules.parse(f"{symbol} {text}")))
+            self._digest_ids[(symbol, text)] = rule_id
+        self.digest_chats = chats
 
     def canonical(self, rule: Rule) -> Rule:
         """The rule with its symbols as the catalogue names them (GOLD -> XAU)."""
@@ -194,7 +224,14 @@ class Service:
             stats.last_good = now
         fetched = time.perf_counter()
         fires, changed = self.book.evaluate(self.market, {q.symbol for q in good}, now)
-        alerts = [(f.rule_id, self.rule_chat[f.rule_id], f.alert) for f in fires]
+        alerts: list[tuple[int | None, int, Alert]] = []
+        for fire in fires:
+            if fire.rule_id > 0:
+                alerts.append((fire.rule_id, self.rule_chat[fire.rule_id], fire.alert))
+            else:  # a digest rule: every subscriber of the symbol
+                subscribers = sorted(self.digest_chats.get(fire.alert.symbol, ()))
+                alerts.extend((None, chat, fire.alert) for chat in subscribers)
+        changed = {rule_id: state for rule_id, state in changed.items() if rule_id > 0}
         evaluated = time.perf_counter()
         if changed or alerts:
             await self.store.commit_tick(changed, alerts)

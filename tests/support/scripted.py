@@ -39,6 +39,7 @@ class ScriptedVenue:
         self.health = FeedHealth()
         self.clock = clock
         self.prices: dict[str, float] = {}
+        self.history: dict[str, list[Candle]] = {}
         self.down = False
         self.requests = 0
 
@@ -50,7 +51,7 @@ class ScriptedVenue:
         return {s: Quote(s, self.prices[s], now) for s in symbols if s in self.prices}
 
     async def candles(self, symbol: str, timeframe: str, since: datetime) -> list[Candle]:
-        return []
+        return [c for c in self.history.get(symbol, []) if c.day >= since.date()]
 
     async def close(self) -> None:
         return None
