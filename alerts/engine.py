@@ -98,7 +98,7 @@ def _alert(rule: Rule, obs: Observation) -> Alert:
         symbol=rule.pair,
         condition=rule.condition,
         direction=_direction(rule, obs),
-        price=obs.quote.price,
+        price=obs.price,
         reference=obs.reference,
         observed=obs.value,
         time=obs.time,

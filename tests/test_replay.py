@@ -172,3 +172,13 @@ def test_rule_without_data_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no data for BTC (have: XAG)" in capsys.readouterr().err
     assert main(["replay", "--data", str(good), "--rule", "XAG abov 5"]) == 2
     assert "did you mean 'above'" in capsys.readouterr().err
+
+
+@needs_data
+def test_replay_plot_writes_a_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    out = tmp_path / "silver.png"
+    args = ["replay", "--data", f"XAG={DATA / 'silver_sif_daily.csv'}", "--rule", "XAG above 50"]
+    assert main([*args, "--from", "2025-08-01", "--to", "2025-12-31", "--plot", str(out)]) == 0
+    assert Image.open(out).size == (1200, 700)

@@ -16,6 +16,7 @@ from alerts import rules
 from alerts.models import Candle, Rule, RuleError
 from alerts.sanity import Limits
 from alerts.text import number
+from bot import charts
 from bot.commands import Caller, Commands
 from bot.render import plain
 from feeds.catalogue import METAL_ALIASES, Catalogue
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="an isolated move larger than this is held until the next price confirms it",
     )
+    rp.add_argument("--plot", type=Path, metavar="PNG", help="draw the series with every fire")
     rp.set_defaults(handler=_replay)
 
     run = sub.add_parser(
@@ -168,6 +170,14 @@ def _replay(args: argparse.Namespace) -> int:
             day = alert.time.date().isoformat()
             line = f"{day}  {alert.symbol:<8} {alert.rule_text:<28} {number(alert.price):>12}"
             print(f"{line}  {alert.message}", file=out)
+    if args.plot:
+        alerts = [fire.alert for fire in result.fires]
+        window = {
+            symbol: [c for c in bars if (not args.start or c.day >= args.start)
+                     and (not args.end or c.day <= args.end)]
+            for symbol, bars in series.items()
+        }  # fmt: skip
+        args.plot.write_bytes(charts.render(charts.replay_spec(window, parsed, alerts)))
     summary = sys.stderr if args.json else out
     print(f"-- {len(result.fires)} fires, {len(result.rejected)} quotes rejected", file=summary)
     for rule in parsed:

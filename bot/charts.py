@@ -1,0 +1,222 @@
+"""PNG charts in memory: price (line, or candles for daily ranges), levels, fires.
+
+matplotlib's object API on the Agg canvas (no display, no pyplot global state). Rendering takes
+tens of milliseconds, so callers go through `ChartCache.get`, which renders in a worker thread
+(one at a time: matplotlib is not thread-safe) and reuses a chart for the same key, so one
+alert fanned out to a thousand chats is drawn once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+
+from matplotlib.axes import Axes
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+from matplotlib.figure import Figure
+
+from alerts import rules
+from alerts.models import Alert, Candle, Rule
+
+WIDTH, HEIGHT, DPI = 12, 7, 100  # 1200 x 700 pixels: readable on a phone
+BACKGROUND, PANEL, TEXT, GRID = "#1f2430", "#262c3a", "#e6e9ef", "#3b4252"
+UP, DOWN, LINE, LEVEL, FIRE = "#26a69a", "#ef5350", "#4fc3f7", "#ffb300", "#ffffff"
+SERIES_COLOURS = ("#ffd54f", "#b0bec5", "#ff9800", "#7986cb", "#4fc3f7", "#f06292")
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """A horizontal line: a rule's level or baseline, with its label."""
+
+    value: float
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One named price path for a panel."""
+
+    name: str
+    points: tuple[tuple[datetime, float], ...] = ()
+    candles: tuple[Candle, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Panel:
+    """One plot area: its series, level lines, fire markers and unit."""
+
+    series: tuple[Series, ...]
+    unit: str = "USD"
+    levels: tuple[Level, ...] = ()
+    fires: tuple[tuple[datetime, float], ...] = ()
+    band: tuple[float, float] | None = None
+    normalised: bool = False
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSpec:
+    """Everything a chart shows (panels stacked on one time axis); hashable for the cache."""
+
+    title: str
+    panels: tuple[Panel, ...]
+    subtitle: str = "times in UTC"
+
+
+def render(spec: ChartSpec) -> bytes:
+    """Draw the chart and return PNG bytes (call it through ChartCache from async code)."""
+    fig = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI, facecolor=BACKGROUND)
+    axes = fig.subplots(len(spec.panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, spec.panels, strict=True):
+        _panel(ax, panel, small=len(spec.panels) > 1)
+    locator = AutoDateLocator()
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axes[-1].set_xlabel(spec.subtitle, color=TEXT, fontsize=13)
+    axes[0].set_title(spec.title, color=TEXT, fontsize=20, loc="left", pad=14)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", facecolor=BACKGROUND)
+    return out.getvalue()
+
+
+def _panel(ax: Axes, panel: Panel, small: bool) -> None:
+    ax.set_facecolor(PANEL)
+    for i, series in enumerate(panel.series):
+        colour = LINE if len(panel.series) == 1 else SERIES_COLOURS[i % len(SERIES_COLOURS)]
+        if series.candles:
+            _candles(ax, series.candles)
+        elif series.points:
+            xs, ys = zip(*series.points, strict=True)
+            ax.plot(xs, ys, color=colour, linewidth=2.2, label=series.name)
+    if panel.band is not None:
+        ax.axhspan(*panel.band, color=LEVEL, alpha=0.12, linewidth=0)
+    for level in panel.levels:
+        ax.axhline(level.value, color=LEVEL, linestyle="--", linewidth=1.6)
+        ax.annotate(
+            f" {level.label}", (1, level.value), xycoords=("axes fraction", "data"),
+            color=LEVEL, fontsize=13, va="bottom", ha="right",
+        )  # fmt: skip
+    if panel.fires:
+        xs, ys = zip(*panel.fires, strict=True)
+        ax.scatter(xs, ys, s=120 if small else 170, marker="v", color=FIRE, edgecolor=LEVEL,
+                   zorder=5, label="alert")  # fmt: skip
+    if len(panel.series) > 1 or panel.fires:
+        ax.legend(loc="upper left", fontsize=12 if small else 13, facecolor=PANEL,
+                  labelcolor=TEXT, edgecolor=GRID)  # fmt: skip
+    unit = "start = 100" if panel.normalised else panel.unit
+    ax.set_ylabel(f"{panel.label} {unit}".strip(), color=TEXT, fontsize=13 if small else 15)
+    ax.tick_params(colors=TEXT, labelsize=12 if small else 13)
+    ax.grid(color=GRID, linewidth=0.8)
+    for side in ax.spines.values():
+        side.set_color(GRID)
+
+
+def _candles(ax: Axes, candles: Sequence[Candle]) -> None:
+    """Daily candles as two collections (wicks, then thick bodies): one artist each, fast."""
+    xs = [date2num(c.day) for c in candles]
+    colours = [UP if c.close >= c.open else DOWN for c in candles]
+    ax.vlines(xs, [c.low for c in candles], [c.high for c in candles], colors=colours,
+              linewidth=1.2)  # fmt: skip
+    body = max(1.5, min(12.0, 520 / len(candles)))  # points: about 70% of a bar's width
+    tops = [max(c.open, c.close) for c in candles]
+    bottoms = [min(c.open, c.close) for c in candles]
+    # a flat bar (open == close) still shows a sliver
+    span = max(c.high for c in candles) - min(c.low for c in candles)
+    tops = [
+        t if t - b > span * 0.002 else b + span * 0.002 for t, b in zip(tops, bottoms, strict=True)
+    ]
+    ax.vlines(xs, bottoms, tops, colors=colours, linewidth=body)
+    low = min(c.low for c in candles)
+    ax.set_xlim(xs[0] - 1, xs[-1] + 1)
+    ax.set_ylim(low - span * 0.04, low + span * 1.04)
+
+
+@dataclass
+class ChartCache:
+    """Renders each spec once (per minute, by the key the caller gives) and remembers it."""
+
+    size: int = 64
+    renders: int = 0
+    hits: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _done: OrderedDict[object, bytes] = field(default_factory=OrderedDict)
+    _pending: dict[object, asyncio.Future[bytes]] = field(default_factory=dict)
+
+    async def get(self, key: object, make: Callable[[], ChartSpec]) -> bytes:
+        """The PNG for `key`, rendered in a worker thread the first time it is asked for."""
+        if key in self._done:
+            self.hits += 1
+            self._done.move_to_end(key)
+            return self._done[key]
+        if key in self._pending:  # another chat asked for it while it renders
+            self.hits += 1
+            return await asyncio.shield(self._pending[key])
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            png = await asyncio.to_thread(self._render, make())
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self._pending.pop(key, None)
+        future.set_result(png)
+        self._done[key] = png
+        while len(self._done) > self.size:
+            self._done.popitem(last=False)
+        return png
+
+    def _render(self, spec: ChartSpec) -> bytes:
+        with self._lock:
+            self.renders += 1
+            return render(spec)
+
+
+def minute_key(*parts: object, now: datetime) -> tuple[object, ...]:
+    """A cache key that changes each minute: the same chart is reused within the minute."""
+    return (*parts, now.replace(second=0, microsecond=0))
+
+
+MAX_CANDLES = 200  # beyond this many bars a close line reads better than candles
+
+
+def replay_spec(
+    series: dict[str, list[Candle]], rule_list: Sequence[Rule], alerts: Sequence[Alert]
+) -> ChartSpec:
+    """The replayed history of each rule subject with its levels and every fire marked."""
+    panels = []
+    for subject in dict.fromkeys(rule.pair for rule in rule_list):
+        subject_rules = [r for r in rule_list if r.pair == subject]
+        first = subject_rules[0]
+        if first.other is None:
+            bars = tuple(series[first.symbol])
+            drawn = (
+                Series(subject, candles=bars)
+                if len(bars) <= MAX_CANDLES
+                else Series(subject, points=tuple((_noon(c.day), c.close) for c in bars))
+            )
+        else:
+            other = {c.day: c.close for c in series[first.other]}
+            ratio = tuple((_noon(c.day), c.close / other[c.day])
+                          for c in series[first.symbol] if c.day in other)  # fmt: skip
+            drawn = Series(f"{subject} ratio", points=ratio)
+        levels = tuple(
+            Level(r.value, rules.format(r)) for r in subject_rules if r.condition.is_level
+        )
+        fires = tuple((a.time, a.price)
+                      for a in alerts if a.symbol == subject)  # fmt: skip
+        unit = "USD" if first.other is None else "ratio"
+        panels.append(Panel((drawn,), unit=unit, levels=levels, fires=fires, label=subject))
+    title = "replay: " + ", ".join(rules.format(r) for r in rule_list)
+    return ChartSpec(title[:90], tuple(panels), subtitle="daily bars, UTC")
+
+
+def _noon(day: date) -> datetime:
+    return datetime.combine(day, time(12), tzinfo=UTC)
