@@ -14,13 +14,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 from matplotlib.axes import Axes
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 
 from alerts import rules
+from alerts.indicators import Market
 from alerts.models import Alert, Candle, Rule
 
 WIDTH, HEIGHT, DPI = 12, 7, 100  # 1200 x 700 pixels: readable on a phone
@@ -220,3 +221,67 @@ def replay_spec(
 
 def _noon(day: date) -> datetime:
     return datetime.combine(day, time(12), tzinfo=UTC)
+
+
+RANGES = {"1d": 1, "1w": 7, "1m": 30, "3m": 91, "1y": 365}
+MIN_TICKS = 10  # fewer intraday points than this: draw daily candles instead
+
+
+def price_spec(
+    symbol: str,
+    span: str,
+    candles: Sequence[Candle],
+    ticks: Sequence[tuple[datetime, float]],
+    levels: Sequence[Level] = (),
+    fires: Sequence[tuple[datetime, float]] = (),
+) -> ChartSpec | None:
+    """A symbol over a range: a line of ticks for `1d`, else daily candles (or a close line)."""
+    if span == "1d" and len(ticks) >= MIN_TICKS:
+        series = Series(symbol, points=tuple(ticks))
+    elif candles:
+        bars = tuple(candles)
+        series = (
+            Series(symbol, candles=bars)
+            if len(bars) <= MAX_CANDLES
+            else Series(symbol, points=tuple((_noon(c.day), c.close) for c in bars))
+        )
+    else:
+        return None
+    panel = Panel((series,), levels=tuple(levels), fires=tuple(fires), label=symbol)
+    return ChartSpec(f"{symbol} {span}", (panel,))
+
+
+def rotation_spec(closes: dict[str, list[Candle]], title: str) -> ChartSpec | None:
+    """Several symbols normalised to 100 at the start of the range, on one panel."""
+    lines = []
+    for symbol, bars in closes.items():
+        if len(bars) >= 2:
+            base = bars[0].close
+            points = tuple((_noon(c.day), c.close / base * 100) for c in bars)
+            lines.append(Series(symbol, points=points))
+    if not lines:
+        return None
+    return ChartSpec(title, (Panel(tuple(lines), normalised=True),))
+
+
+class AlertCharts:
+    """The chart that goes with an alert: the subject's recent path, its level, the fire."""
+
+    def __init__(self, market: Market, cache: ChartCache) -> None:
+        self.market = market
+        self.cache = cache
+
+    async def for_alert(self, alert: Alert) -> bytes | None:
+        """A PNG for the alert, or None when there is no price history to draw (pairs)."""
+        history = self.market.history(alert.symbol)
+        since = alert.time - timedelta(days=1)
+        ticks = [(ts, price) for ts, price in history.ticks if ts >= since]
+        candles = history.candles[-60:]
+        priced = not alert.condition.is_spread  # a spread baseline is a percentage, not a price
+        levels = (Level(alert.reference, alert.rule_text),) if priced and alert.reference else ()
+        span = "1d" if len(ticks) >= MIN_TICKS else "3m"
+        spec = price_spec(alert.symbol, span, candles, ticks, levels, ((alert.time, alert.price),))
+        if spec is None:
+            return None
+        key = minute_key("alert", alert.symbol, alert.rule_text, now=alert.time)
+        return await self.cache.get(key, lambda: spec)

@@ -18,8 +18,9 @@ from typing import Protocol
 from alerts import rules
 from alerts.engine import evaluate
 from alerts.indicators import Market, observe
-from alerts.models import Quote, Rule, RuleError, RuleState
+from alerts.models import Candle, Quote, Rule, RuleError, RuleState
 from alerts.text import number, pct
+from bot.charts import RANGES, ChartCache, Level, minute_key, price_spec, rotation_spec
 from storage.db import Chat, LimitReached, Store, StoredRule, utcnow
 
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
@@ -46,6 +47,7 @@ class Reply:
     title: str | None = None
     table: tuple[tuple[str, ...], ...] = ()
     ok: bool = True
+    image: bytes | None = None
 
 
 def error(message: str) -> Reply:
@@ -63,6 +65,10 @@ class MarketView(Protocol):
 
     async def fresh_quote(self, symbol: str) -> Quote | None:
         """The symbol's current quote, fetched now if the service does not watch it."""
+        ...
+
+    async def daily(self, symbol: str, days: int) -> list[Candle]:
+        """Daily bars of the last `days` days."""
         ...
 
     def feed_note(self, symbol: str) -> str:
@@ -95,12 +101,14 @@ class Commands:
         rules_per_chat: int = 50,
         commands_per_minute: int = 20,
         clock: Callable[[], datetime] = utcnow,
+        charts: ChartCache | None = None,
     ) -> None:
         self.store = store
         self.view = view
         self.rules_per_chat = rules_per_chat
         self.commands_per_minute = commands_per_minute
         self.clock = clock
+        self.charts = charts or ChartCache()
         self._recent: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
 
     async def handle(self, caller: Caller, text: str) -> Reply:
@@ -152,6 +160,9 @@ HELP = (
     "/remove ID — remove one (/remove all removes every alert)",
     "/mute [DURATION] — pause alerts (e.g. /mute 2h); /unmute",
     "/subscribe SYM|all — notable moves of a symbol; /unsubscribe [SYM]",
+    "/chart SYM [1d|1w|1m|3m|1y] — a price chart (e.g. /chart XAU 3m)",
+    "/rotation — gold, silver, BTC and ETH side by side",
+    "/charts on|off — charts with this chat's alerts",
     "",
     "Rules:",
     *(f"  {example}" for example in rules.EXAMPLES),
@@ -196,12 +207,8 @@ async def _status(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
     high, low = market.prior_high(symbol, 20, now.date()), market.prior_low(symbol, 20, now.date())
     if high is not None and low is not None:
         lines.append(f"20-day range {number(low)} – {number(high)}")
-    levels = []
-    for stored in await cmds._rules(caller):
-        rule = rules.parse(stored.text)
-        if rule.symbol == symbol and rule.other is None and rule.condition.is_level:
-            levels.append((abs(rule.value / price - 1), rule))
-    for _, rule in sorted(levels, key=lambda item: item[0])[:3]:
+    nearest = sorted(await _levels(cmds, caller, symbol), key=lambda r: abs(r.value / price - 1))
+    for rule in nearest[:3]:
         lines.append(f"alert {rules.format(rule)}: {pct((rule.value / price - 1) * 100)} away")
     lines.append(note)
     return Reply(tuple(lines), title=symbol)
@@ -315,3 +322,99 @@ async def _unsubscribe(cmds: Commands, caller: Caller, args: list[str]) -> Reply
 def _symbol(cmds: Commands, text: str) -> str:
     """A symbol as the catalogue names it; the rule parser vets the token's characters."""
     return cmds.view.canonical(rules.parse(f"{text} above 1")).symbol
+
+
+@command("chart")
+async def _chart(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """A price chart over a range with this chat's levels on it, and a one-line summary."""
+    if not 1 <= len(args) <= 2 or (len(args) == 2 and args[1].lower() not in RANGES):
+        return error(f"usage: /chart SYM [{'|'.join(RANGES)}], e.g. /chart XAU 3m")
+    symbol = _symbol(cmds, args[0])
+    span = args[1].lower() if len(args) == 2 else "1m"
+    now = cmds.clock()
+    await cmds.view.fresh_quote(symbol)
+    candles = await cmds.view.daily(symbol, RANGES[span])
+    since = now - timedelta(days=1)
+    ticks = [(ts, p) for ts, p in cmds.view.market.history(symbol).ticks if ts >= since]
+    levels = [Level(r.value, rules.format(r)) for r in await _levels(cmds, caller, symbol)]
+    spec = price_spec(symbol, span, candles, ticks, levels)
+    if spec is None:
+        return error(f"no price history for {symbol} yet; try again in a minute.")
+    image = await cmds.charts.get(
+        minute_key("chart", symbol, span, tuple(levels), now=now), lambda: spec
+    )
+    prices = (
+        [p for _, p in ticks] if span == "1d" and len(ticks) >= 2 else [c.close for c in candles]
+    )
+    summary = f"{symbol} {span}: {number(prices[0])} → {number(prices[-1])}"
+    if prices[0] > 0:
+        summary += f" ({pct((prices[-1] / prices[0] - 1) * 100)})"
+    return Reply((summary,), image=image)
+
+
+ROTATION = ("XAU", "XAG", "BTC", "ETH")
+ROTATION_WINDOWS = (("1d", 1), ("1w", 7), ("1m", 30))
+
+
+@command("rotation")
+async def _rotation(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Gold, silver, BTC and ETH side by side: changes, the gold ratios and a normalised chart."""
+    if args:
+        return error("usage: /rotation (no arguments)")
+    now = cmds.clock()
+    year_start = now.date().replace(month=1, day=1)
+    days = max(35, (now.date() - year_start).days + 1)
+    closes: dict[str, list[Candle]] = {}
+    last: dict[str, float] = {}
+    rows = [("", *(w for w, _ in ROTATION_WINDOWS), "YTD")]
+    for symbol in ROTATION:
+        bars = await cmds.view.daily(symbol, days)
+        quote = await cmds.view.fresh_quote(symbol)
+        if quote is None or not bars:
+            rows.append((symbol, *("–" for _ in ROTATION_WINDOWS), "–"))
+            continue
+        last[symbol] = quote.price
+        closes[symbol] = [c for c in bars if c.day >= year_start] or bars[-30:]
+        cells = [
+            _change(cmds, symbol, quote.price, timedelta(days=d), now) for _, d in ROTATION_WINDOWS
+        ]
+        before_year = [c for c in bars if c.day < year_start]
+        ytd = pct((quote.price / before_year[-1].close - 1) * 100) if before_year else "–"
+        rows.append((symbol, *cells, ytd))
+    lines = []
+    for a, b in (("XAU", "XAG"), ("XAU", "BTC")):
+        if a in last and b in last:
+            lines.append(f"{a}/{b} ratio {number(last[a] / last[b])}")
+    spec = rotation_spec(
+        closes, f"gold, silver, BTC, ETH since {closes and min(c[0].day for c in closes.values())}"
+    )
+    image = None
+    if spec is not None:
+        image = await cmds.charts.get(minute_key("rotation", now=now), lambda: spec)
+    return Reply(tuple(lines), title="Rotation", table=tuple(rows), image=image)
+
+
+def _change(cmds: Commands, symbol: str, price: float, window: timedelta, now: datetime) -> str:
+    ago = cmds.view.market.price_ago(symbol, window, now)
+    return pct((price / ago - 1) * 100) if ago else "–"
+
+
+@command("charts", writes=True)
+async def _charts(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
+    """Turn charts on this chat's alerts on or off."""
+    if len(args) != 1 or args[0].lower() not in ("on", "off"):
+        return error("usage: /charts on|off, e.g. /charts off")
+    on = args[0].lower() == "on"
+    chat = await cmds._chat(caller)
+    await cmds.store.set_charts(chat.id, on)
+    return Reply(("Alerts here come with a chart." if on else "Alerts here are text only.",))
+
+
+async def _levels(cmds: Commands, caller: Caller, symbol: str) -> list[Rule]:
+    """This chat's single-symbol level rules on `symbol`."""
+    found = []
+    for stored in await cmds._rules(caller):
+        rule = rules.parse(stored.text)
+        if rule.symbol == symbol and rule.other is None and rule.condition.is_level:
+            found.append(rule)
+    return found

@@ -25,6 +25,7 @@ from alerts.models import Alert, Condition, Direction, Quote, RuleState
 from storage.migrations import MIGRATIONS
 
 Clock = Callable[[], datetime]
+_CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
 
 
 def utcnow() -> datetime:
@@ -45,6 +46,7 @@ class Chat:
     kind: str
     active: bool
     muted_until: datetime | None
+    charts: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,15 +196,14 @@ class Store:
     async def find_chat(self, platform: str, chat_id: str) -> Chat | None:
         """The chat if it exists, without creating it."""
         row = await self._one(
-            "SELECT id, platform, chat_id, kind, active, muted_until FROM chats"
-            " WHERE platform = ? AND chat_id = ?",
+            f"SELECT {_CHAT_COLUMNS} FROM chats WHERE platform = ? AND chat_id = ?",
             (platform, chat_id),
         )
         return _chat(row) if row else None
 
     async def get_chat(self, chat: int) -> Chat:
         row = await self._one(
-            "SELECT id, platform, chat_id, kind, active, muted_until FROM chats WHERE id = ?",
+            f"SELECT {_CHAT_COLUMNS} FROM chats WHERE id = ?",
             (chat,),
         )
         return _chat(row)
@@ -214,6 +215,11 @@ class Store:
     async def set_muted(self, chat: int, until: datetime | None) -> None:
         async with self.transaction() as conn:
             await conn.execute("UPDATE chats SET muted_until = ? WHERE id = ?", (_ts(until), chat))
+
+    async def set_charts(self, chat: int, on: bool) -> None:
+        """Whether this chat's alerts carry a chart."""
+        async with self.transaction() as conn:
+            await conn.execute("UPDATE chats SET charts = ? WHERE id = ?", (int(on), chat))
 
     async def move_chat(self, platform: str, old_id: str, new_id: str) -> None:
         """A chat changed its id (a Telegram group became a supergroup): keep its rules."""
@@ -259,7 +265,7 @@ class Store:
                 [(platform, chat_id, kind, _ts(self._clock())) for chat_id in chat_ids],
             )
         rows = await self._all(
-            "SELECT id, platform, chat_id, kind, active, muted_until FROM chats WHERE platform = ?",
+            f"SELECT {_CHAT_COLUMNS} FROM chats WHERE platform = ?",
             (platform,),
         )
         wanted = set(chat_ids)
@@ -376,7 +382,7 @@ class Store:
         """Undelivered rows that are due, oldest first (so each chat gets them in order)."""
         rows = await self._all(
             "SELECT o.id, o.rule, o.payload, o.attempts,"
-            " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until"
+            " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts"
             " FROM outbox o JOIN chats c ON c.id = o.chat"
             " WHERE o.status = 'pending' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?)"
             " ORDER BY o.id LIMIT ?",
@@ -501,4 +507,5 @@ def _chat(row: Any) -> Chat:
         kind=row[3],
         active=bool(row[4]),
         muted_until=_dt(row[5]),
+        charts=bool(row[6]),
     )

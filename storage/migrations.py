@@ -78,4 +78,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER subscriptions_delete AFTER DELETE ON subscriptions
         BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rules_revision'; END;
     """,
+    # 3: per-chat choice of charts with alerts (/charts on|off)
+    """
+    ALTER TABLE chats ADD COLUMN charts INTEGER NOT NULL DEFAULT 1;
+    """,
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from support.scripted import Clock, ScriptedVenue, service
 
 from alerts import rules
+from alerts.models import Candle
 from bot.commands import Caller, Commands, Reply
 from bot.render import plain, split_messages, telegram_html
 from storage.db import Store
@@ -24,7 +27,14 @@ GROUP_MEMBER = Caller("telegram", "-7", "supergroup", "u2", is_admin=False)
 async def env(tmp_path: Path) -> AsyncIterator[tuple[Commands, Store, ScriptedVenue, Clock]]:
     clock = Clock()
     venue = ScriptedVenue(clock)
-    venue.prices.update({"BTC/USDT": 86000.0, "ETH/USDT": 4000.0})
+    venue.prices.update({"BTC/USDT": 86000.0, "ETH/USDT": 4000.0, "GC=F": 4100.0, "SI=F": 52.0})
+    for native, price in venue.prices.items():  # synthetic daily history: a slow climb
+        start = clock.now.date() - timedelta(days=120)
+        venue.history[native] = [
+            Candle(start + timedelta(days=i), price * (0.8 + i / 600), price * (0.81 + i / 600),
+                   price * (0.79 + i / 600), price * (0.8 + i / 600))
+            for i in range(120)
+        ]  # fmt: skip
     async with service(tmp_path / "cmd.db", clock, venue) as (svc, store, _):
         yield (
             Commands(store, svc, rules_per_chat=3, commands_per_minute=30, clock=clock),
@@ -69,9 +79,15 @@ async def test_status(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None
     cmds, _, _, _ = env
     await say(cmds, "/alert BTC below 85000")
     text = await say(cmds, "/status btc")
-    assert text.splitlines()[:2] == ["BTC", "86,000"]
-    assert "alert BTC below 85000: -1.16% away" in text
-    assert "ccxt:binance BTC/USDT, quote 0s old" in text
+    # synthetic history: yesterday closed at 86000 x 0.99833, the 20 bars before today span
+    # 86000 x 0.95667 .. 86000 x 1.00833
+    assert text.splitlines() == [
+        "BTC",
+        "86,000 (+0.17% today)",
+        "20-day range 82,273.33 – 86,716.67",
+        "alert BTC below 85000: -1.16% away",
+        "ccxt:binance BTC/USDT, quote 0s old",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -179,3 +195,27 @@ def test_long_replies_split_on_line_boundaries() -> None:
         assert part.count("<pre>") == part.count("</pre>")
     assert split_messages("a\nb", limit=10) == ["a\nb"]
     assert telegram_html(Reply(("1 < 2 & 3 > 2",))) == ["1 &lt; 2 &amp; 3 &gt; 2"]
+
+
+async def test_chart_rotation_and_the_charts_switch(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    from PIL import Image
+
+    cmds, store, _, _ = env
+    await say(cmds, "/alert XAU above 4200")
+    reply = await cmds.handle(ME, "/chart gold 3m")
+    assert reply.ok and reply.image is not None
+    assert Image.open(io.BytesIO(reply.image)).size == (1200, 700)
+    assert plain(reply).startswith("XAU 3m: ")
+    again = await cmds.handle(ME, "/chart XAU 3m")
+    assert again.image == reply.image and cmds.charts.renders == 1  # same minute: reused
+    assert "usage: /chart SYM" in await say(cmds, "/chart XAU 5y")
+    rotation = await cmds.handle(ME, "/rotation")
+    assert rotation.image is not None
+    table = plain(rotation)
+    assert "XAU/XAG ratio 78.85" in table and "XAU/BTC ratio" in table
+    assert [row[0] for row in rotation.table] == ["", "XAU", "XAG", "BTC", "ETH"]
+    assert await say(cmds, "/charts off") == "Alerts here are text only."
+    chat = await store.find_chat("telegram", "42")
+    assert chat is not None and not chat.charts

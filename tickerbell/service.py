@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from alerts import rules
 from alerts.book import RuleBook
 from alerts.indicators import Market
-from alerts.models import Alert, Quote, Rule, RuleError
+from alerts.models import Alert, Candle, Quote, Rule, RuleError
 from alerts.sanity import Limits
 from feeds.base import Feed, FeedError
 from feeds.catalogue import Instrument
@@ -301,6 +301,19 @@ class Service:
         if instrument.native in raw:
             self.market.ingest(replace(raw[instrument.native], symbol=symbol), now)
         return self.market.quote(symbol, now)
+
+    async def daily(self, symbol: str, days: int) -> list[Candle]:
+        """Daily bars of the last `days` days (loaded from the feed if not in memory yet)."""
+        instrument = self.instrument(symbol)
+        feed = self.feeds.get(instrument.source)
+        if feed is None:
+            feed = self.feeds[instrument.source] = self.feed_for(instrument.source)
+        have = self.market.history(symbol).candles
+        start = self.clock().date() - timedelta(days=days)
+        if not have or have[0].day > start:
+            self._history_day.pop(symbol, None)
+            await self._load_history(feed, [instrument], days=days)
+        return [c for c in self.market.history(symbol).candles if c.day >= start]
 
     def feed_note(self, symbol: str) -> str:
         """Where the price comes from and how fresh it is, for /status."""
