@@ -210,3 +210,25 @@ async def test_subscribers_get_the_notable_move_digest(tmp_path: Path) -> None:
         await store.unsubscribe(one.id)
         await svc.refresh_rules()
         assert svc.digest_chats["BTC"] == {two.id}
+
+
+async def test_alerts_carry_a_chart_unless_the_chat_turned_charts_off(tmp_path: Path) -> None:
+    from bot.charts import AlertCharts, ChartCache
+
+    clock, tg = Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    async with service(tmp_path / "p.db", clock, venue, tg) as (svc, store, delivery):
+        delivery.charts = AlertCharts(svc.market, ChartCache()).for_alert
+        await add_rule(store, "telegram", "pics", "BTC below 85000")
+        await add_rule(store, "telegram", "text", "BTC below 85000")
+        text_only = await store.find_chat("telegram", "text")
+        assert text_only is not None
+        await store.set_charts(text_only.id, False)
+        for i in range(12):  # synthetic path: drifts down through the level
+            venue.prices["BTC/USDT"] = 86000.0 - 150 * i
+            await svc.poll("ccxt:binance")
+            clock.tick(60)
+        await delivery.drain()
+        sent = dict(zip((chat for chat, _ in tg.sent), tg.images, strict=True))
+        assert sent["pics"] is not None and sent["pics"].startswith(b"\x89PNG")
+        assert sent["text"] is None

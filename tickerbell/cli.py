@@ -29,6 +29,7 @@ from tickerbell.service import Service
 from tickerbell.settings import Settings
 
 CONSOLE_CALLER = Caller("console", "console", "console", "console")
+CHART_FILE = Path("tickerbell-chart.png")  # where `tickerbell cmd "/chart ..."` puts the picture
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,6 +228,9 @@ def _console_command(text: str) -> int:
             finally:
                 await service.close_feeds()
         print(plain(reply), file=sys.stdout if reply.ok else sys.stderr)
+        if reply.image is not None:
+            CHART_FILE.write_bytes(reply.image)
+            print(f"chart saved to {CHART_FILE}")
         return 0 if reply.ok else 2
 
     return asyncio.run(go())

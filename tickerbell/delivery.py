@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -30,8 +30,9 @@ class Notifier(Protocol):
 
     name: str
 
-    async def send(self, chat: Chat, alert: Alert) -> str | None:
-        """Deliver one alert; return the platform's message id. Raise DeliveryError on failure."""
+    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
+        """Deliver one alert (with its chart as a PNG, when given); return the platform's
+        message id. Raise DeliveryError on failure."""
         ...
 
     async def close(self) -> None: ...
@@ -54,7 +55,7 @@ class ConsoleNotifier:
     def __init__(self, write: Callable[[str], None] | None = None) -> None:
         self._write = write or (lambda line: print(line, flush=True))
 
-    async def send(self, chat: Chat, alert: Alert) -> str | None:
+    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         stamp = alert.time.strftime("%Y-%m-%d %H:%M:%S UTC")
         self._write(f"[{stamp}] ALERT {alert.message}  ({alert.rule_text})")
         return None
@@ -73,12 +74,14 @@ class Delivery:
         clock: Callable[[], datetime] = utcnow,
         interval: float = 1.0,
         on_result: Callable[[str, str], None] | None = None,
+        charts: Callable[[Alert], Awaitable[bytes | None]] | None = None,
     ) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
         self.clock = clock
         self.interval = interval
         self.on_result = on_result or (lambda platform, outcome: None)
+        self.charts = charts
         self._wake = asyncio.Event()
         self._stopping = False
         self._down: dict[str, str] = {}
@@ -125,7 +128,11 @@ class Delivery:
                 await self.store.mark_failed(row.id, "chat inactive")
                 continue
             try:
-                message_id = await notifier.send(row.chat, row.alert)
+                image = await self._chart(row) if notifier.name != "console" else None
+                if image is None:
+                    message_id = await notifier.send(row.chat, row.alert)
+                else:
+                    message_id = await notifier.send(row.chat, row.alert, image=image)
             except DeliveryError as err:
                 blocked.add(row.chat.id)
                 await self._failed(platform, row, err)
@@ -139,6 +146,16 @@ class Delivery:
             self.on_result(platform, "delivered")
             if self._down.pop(platform, None) is not None:
                 log.info("%s: delivering again", platform)
+
+    async def _chart(self, row: OutboxRow) -> bytes | None:
+        """The alert's chart when the chat wants charts; a chart that fails is left out."""
+        if self.charts is None or not row.chat.charts:
+            return None
+        try:
+            return await self.charts(row.alert)
+        except Exception:
+            log.exception("chart for outbox row %s failed; sending text only", row.id)
+            return None
 
     async def _failed(self, platform: str, row: OutboxRow, err: DeliveryError) -> None:
         if err.permanent:

@@ -28,7 +28,7 @@ class HttpNotifier:
         self.url = url
         self.session = aiohttp.ClientSession()
 
-    async def send(self, chat: Chat, alert: Alert) -> str | None:
+    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         body = {"rule": alert.rule_text, "time": alert.time.isoformat()}
         async with self.session.post(self.url, json=body) as response:
             response.raise_for_status()

@@ -64,11 +64,13 @@ class Recorder:
         self.name = name
         self.failure = failure
         self.sent: list[tuple[str, str]] = []
+        self.images: list[bytes | None] = []
 
-    async def send(self, chat: Chat, alert: Alert) -> str | None:
+    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         if self.failure is not None:
             raise self.failure
         self.sent.append((chat.chat_id, alert.message))
+        self.images.append(image)
         return str(len(self.sent))
 
     async def close(self) -> None:
