@@ -1,8 +1,9 @@
 """The composition root: builds every part from Settings, runs them, and shuts down in reverse.
 
-Start-up: database (migrated) -> notifiers -> delivery -> service (scheduler, feeds on demand).
-Shutdown on SIGINT/SIGTERM (or the end of a replay): stop polling, stop delivery after the row
-in flight (the rest stay pending in the outbox), close feeds, close notifiers, close the database.
+Start-up: database (migrated) -> notifiers -> delivery -> service (scheduler, feeds on demand)
+-> Telegram (when a token is set). Shutdown on SIGINT/SIGTERM (or the end of a replay): stop
+taking Telegram commands, stop polling, stop delivery after the row in flight (the rest stay
+pending in the outbox), close feeds, close notifiers, close the database.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from alerts import rules
+from alerts.models import RuleError
 from alerts.sanity import Limits
 from feeds.base import Feed
 from feeds.catalogue import METAL_ALIASES, Catalogue, Instrument
@@ -26,6 +29,9 @@ from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery, Notifier
 from tickerbell.service import Resolver, Service
 from tickerbell.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.telegram_bot import TelegramBot
 
 log = logging.getLogger("tickerbell")
 
@@ -55,7 +61,7 @@ class ReplayCatalogue:
         name = METAL_ALIASES.get(text.strip().upper(), text.strip().upper())
         if name not in self.symbols:
             have = ", ".join(sorted(self.symbols))
-            raise rules.RuleError(f"no replay data for '{text}' (have: {have})")
+            raise RuleError(f"no replay data for '{text}' (have: {have})")
         return Instrument(name, REPLAY, name)
 
 
@@ -72,6 +78,33 @@ def live_feed_factory(settings: Settings, clock: Callable[[], datetime]) -> Call
         return CcxtFeed(source.removeprefix("ccxt:"), settings, clock=clock)
 
     return make
+
+
+def make_telegram(settings: Settings, store: Store, service: Service) -> TelegramBot:
+    """The Telegram front end: chat commands over the service, and the "telegram" notifier."""
+    from bot.commands import Commands
+    from bot.telegram_bot import Rates, TelegramBot
+
+    assert settings.telegram_bot_token is not None
+    commands = Commands(
+        store,
+        service,
+        rules_per_chat=settings.rules_per_chat,
+        commands_per_minute=settings.commands_per_minute,
+    )
+    rates = Rates(
+        settings.telegram_overall_per_second,
+        settings.telegram_chat_per_second,
+        settings.telegram_group_per_minute,
+    )
+    return TelegramBot(
+        token=settings.telegram_bot_token.get_secret_value(),
+        base_url=settings.telegram_api_base_url,
+        commands=commands,
+        store=store,
+        allowed_chats=settings.allowed_chats,
+        rates=rates,
+    )
 
 
 def poll_interval(settings: Settings, replay_speed: float | None) -> Callable[[str], float]:
@@ -134,9 +167,20 @@ async def run(
             clock=clock,
         )
         delivery.on_result = service.stats.delivery
+        telegram = make_telegram(settings, store, service) if settings.telegram_bot_token else None
+        if telegram is not None:
+            by_name[telegram.name] = delivery.notifiers[telegram.name] = telegram
+        status = 0
         log.info("tickerbell starting: database %s, chats on %s", settings.db, ", ".join(by_name))
         delivery_task = asyncio.create_task(delivery.run())
         await service.start()
+        if telegram is not None:
+            try:
+                await telegram.start()
+            except Exception as err:
+                log.error("telegram: cannot start (%r); shutting down", err)
+                stop.set()
+                status = 1
         endpoint = None
         if settings.metrics_port:
             endpoint = await metrics.start(
@@ -146,6 +190,8 @@ async def run(
         watcher = asyncio.create_task(_stop_after_replay(replay, store, stop)) if replay else None
         await stop.wait()
         log.info("shutting down")
+        if telegram is not None:
+            await telegram.stop()  # no new commands; its sends still work until closed below
         await service.stop()
         delivery.stop()
         try:
@@ -161,7 +207,7 @@ async def run(
             with contextlib.suppress(Exception):
                 await notifier.close()
         await store.remove_rules_created_by(console.id, RUN_RULE)
-    return 0
+    return status
 
 
 async def _stop_after_replay(replay: ReplayFeed, store: Store, stop: asyncio.Event) -> None:

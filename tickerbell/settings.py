@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     telegram_api_base_url: str = Field(
         "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
     )
+    telegram_allowed_chats: str = Field("", validation_alias="TELEGRAM_ALLOWED_CHATS")
+    telegram_overall_per_second: float = Field(30.0, validation_alias="TELEGRAM_OVERALL_PER_SECOND")
+    telegram_chat_per_second: float = Field(1.0, validation_alias="TELEGRAM_CHAT_PER_SECOND")
+    telegram_group_per_minute: float = Field(20.0, validation_alias="TELEGRAM_GROUP_PER_MINUTE")
     discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
 
     db: Path = Path("tickerbell.db")
@@ -43,9 +47,15 @@ class Settings(BaseSettings):
     hysteresis_pct: float = 0.25
 
     rules_per_chat: int = 50
+    commands_per_minute: int = 20
 
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+
+    @property
+    def allowed_chats(self) -> frozenset[str]:
+        """Telegram chat ids that may use the bot; empty means every chat."""
+        return frozenset(c.strip() for c in self.telegram_allowed_chats.split(",") if c.strip())
 
     @property
     def max_quote_age(self) -> timedelta:

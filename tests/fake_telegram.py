@@ -1,0 +1,492 @@
+"""A fake Telegram Bot API over real HTTP on 127.0.0.1, for the Telegram adapter's tests and bench.
+
+It answers `/bot<TOKEN>/<method>` the way the Bot API does (`{"ok": true, "result": ...}`, or
+`{"ok": false, "error_code": ..., "description": ..., "parameters": ...}`) for the methods the
+adapter uses: getMe, getUpdates (long poll, capped short, served from a queue the test fills),
+deleteWebhook, setMyCommands, sendMessage, sendPhoto, getChatMember, close and logOut.
+
+Every call is recorded (method, parameters as sent, arrival time); accepted messages separately.
+Messages are checked like Telegram checks them: HTML must use only Telegram's tags, balanced,
+with `<`, `>` and `&` escaped elsewhere, and the text must fit 4096 characters. Faults can be
+injected per chat (on sends) or per method: 429 with retry_after, 403, 400 with
+migrate_to_chat_id, 400 chat not found, 400 can't parse entities, 502. Optionally the fake
+enforces flood limits (per bot, per private chat, per group; sliding windows) and answers 429
+past them, counting each.
+
+The token is masked in the fake's own access log (that log is Telegram's side, not ours).
+
+    async with FakeTelegram(TOKEN) as fake:
+        bot = TelegramBot(token=TOKEN, base_url=fake.base_url, ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+BOT_ID = 7_000_001
+ANONYMOUS_ADMIN = {"id": 1087968824, "is_bot": True, "first_name": "Group",
+                   "username": "GroupAnonymousBot"}  # fmt: skip
+TAGS = frozenset(
+    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a",
+     "tg-emoji", "code", "pre", "blockquote"}
+)  # fmt: skip
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z-]*)(\s[^<>]*)?>")
+_ENTITY = re.compile(r"&(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
+SEND_METHODS = frozenset({"sendMessage", "sendPhoto"})
+MAX_TEXT = 4096
+
+
+class Fault(Enum):
+    """What the fake answers instead of success."""
+
+    RETRY_AFTER = "retry_after"  # 429 with parameters.retry_after
+    FORBIDDEN = "forbidden"  # 403: bot was blocked by the user
+    MIGRATED = "migrated"  # 400 with parameters.migrate_to_chat_id
+    CHAT_NOT_FOUND = "chat_not_found"  # 400: chat not found
+    BAD_ENTITIES = "bad_entities"  # 400: can't parse entities
+    BAD_GATEWAY = "bad_gateway"  # 502
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request the fake received: the method, its parameters as sent, and when."""
+
+    method: str
+    params: dict[str, str]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One message the fake accepted."""
+
+    chat_id: int
+    text: str
+    parse_mode: str | None
+    message_id: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Flood limits the fake enforces: per bot and per private chat a second, per group a minute."""
+
+    overall_per_second: float = 30.0
+    chat_per_second: float = 1.0
+    group_per_minute: float = 20.0
+
+    def scaled(self, factor: float) -> Limits:
+        """The same limits `factor` times higher (a benchmark that finishes in seconds)."""
+        return Limits(
+            self.overall_per_second * factor,
+            self.chat_per_second * factor,
+            self.group_per_minute * factor,
+        )
+
+
+@dataclass(slots=True)
+class _Injection:
+    fault: Fault
+    times: int | None  # None: until healed
+    migrate_to: int | None = None
+    retry_after: int = 1
+
+
+@dataclass(slots=True)
+class _Windows:
+    """Arrival times of accepted sends per key, for sliding-window limits."""
+
+    times: dict[object, deque[float]] = field(default_factory=dict)
+
+    def full(self, key: object, limit: float, window: float, now: float) -> bool:
+        recent = self.times.setdefault(key, deque())
+        while recent and recent[0] <= now - window:
+            recent.popleft()
+        return len(recent) >= limit
+
+    def add(self, key: object, now: float) -> None:
+        self.times.setdefault(key, deque()).append(now)
+
+
+def html_problem(text: str) -> str | None:
+    """Why Telegram would refuse `text` in HTML parse mode, or None when it is fine."""
+    stack: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "<":
+            match = _TAG.match(text, i)
+            if match is None or match.group(2).lower() not in TAGS:
+                return f"Can't parse entities: unsupported start tag at byte offset {i}"
+            name = match.group(2).lower()
+            if match.group(1):
+                if not stack or stack.pop() != name:
+                    return f"Can't parse entities: unexpected end tag at byte offset {i}"
+            else:
+                stack.append(name)
+            i = match.end()
+        elif char == "&":
+            match = _ENTITY.match(text, i)
+            if match is None:
+                return f"Can't parse entities: unsupported character entity at byte offset {i}"
+            i = match.end()
+        elif char == ">":
+            return f"Can't parse entities: unexpected '>' at byte offset {i}"
+        else:
+            i += 1
+    if stack:
+        return f"Can't parse entities: can't find end tag corresponding to start tag {stack[-1]}"
+    return None
+
+
+def plain(text: str) -> str:
+    """What a user sees of an HTML message: tags dropped, entities decoded."""
+    return html.unescape(_TAG.sub("", text))
+
+
+class FakeTelegram:
+    """A local Bot API for one bot token. Use as an async context manager."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        username: str = "tickerbell_test_bot",
+        poll_cap: float = 0.5,
+        limits: Limits | None = None,
+    ) -> None:
+        self.token = token
+        self.username = username
+        self.poll_cap = poll_cap
+        self.limits = limits
+        self.calls: list[Call] = []
+        self.messages: list[Sent] = []
+        self.admins: dict[int, dict[int, str]] = {}  # chat -> user -> "creator"/"administrator"
+        self.chat_types: dict[int, str] = {}
+        self.commands: list[dict[str, str]] = []
+        self.rate_limited = 0  # 429s from limit enforcement (not injected ones)
+        self._chat_faults: dict[int, _Injection] = {}
+        self._method_faults: dict[str, _Injection] = {}
+        self._updates: list[dict[str, Any]] = []
+        self._next_update = 1
+        self._next_message = 1000
+        self._arrived = asyncio.Event()
+        self._windows = _Windows()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> FakeTelegram:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log_class=_MaskedAccessLog)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._wake_pollers()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        """What to give PTB as base_url (it appends the token and the method)."""
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    # --- what tests do ---
+
+    def push(
+        self,
+        text: str,
+        *,
+        chat_id: int,
+        user_id: int | None = None,
+        chat_type: str = "private",
+        anonymous_admin: bool = False,
+    ) -> int:
+        """Queue a message from a user as an update; return its update_id."""
+        self.chat_types[chat_id] = chat_type
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat["first_name"] = f"User{chat_id}"
+        else:
+            chat["title"] = f"Group {chat_id}"
+        message: dict[str, Any] = {
+            "message_id": self._message_id(),
+            "date": int(time.time()),
+            "chat": chat,
+            "text": text,
+        }
+        if anonymous_admin:
+            message["from"], message["sender_chat"] = ANONYMOUS_ADMIN, chat
+        else:
+            uid = user_id if user_id is not None else chat_id
+            message["from"] = {"id": uid, "is_bot": False, "first_name": f"User{uid}"}
+        if text.startswith("/"):
+            word = text.split(maxsplit=1)[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(word)}]
+        update_id = self._next_update
+        self._next_update += 1
+        self._updates.append({"update_id": update_id, "message": message})
+        self._wake_pollers()
+        return update_id
+
+    def migrate(self, old: int, new: int) -> None:
+        """Queue the service message Telegram posts when a group becomes a supergroup."""
+        message = {
+            "message_id": self._message_id(),
+            "date": int(time.time()),
+            "chat": {"id": old, "type": "group", "title": f"Group {old}"},
+            "from": {"id": 1, "is_bot": False, "first_name": "Owner"},
+            "migrate_to_chat_id": new,
+        }
+        self._updates.append({"update_id": self._next_update, "message": message})
+        self._next_update += 1
+        self._wake_pollers()
+
+    def fail_chat(
+        self,
+        chat_id: int,
+        fault: Fault,
+        times: int | None = 1,
+        *,
+        migrate_to: int | None = None,
+        retry_after: int = 1,
+    ) -> None:
+        """Answer the next `times` sends to this chat (None: all of them) with `fault`."""
+        self._chat_faults[chat_id] = _Injection(fault, times, migrate_to, retry_after)
+
+    def fail_method(self, method: str, fault: Fault, times: int | None = 1) -> None:
+        """Answer the next `times` calls of `method` (None: all of them) with `fault`."""
+        self._method_faults[method] = _Injection(fault, times)
+
+    def heal(self) -> None:
+        """Stop every injected fault."""
+        self._chat_faults.clear()
+        self._method_faults.clear()
+
+    def texts(self, chat_id: int) -> list[str]:
+        """The messages this chat received, in order, as sent (HTML)."""
+        return [m.text for m in self.messages if m.chat_id == chat_id]
+
+    def count(self, method: str) -> int:
+        """How many times `method` was called (successful or not)."""
+        return sum(1 for c in self.calls if c.method == method)
+
+    # --- HTTP ---
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _params(request)
+        self.calls.append(Call(method, params, time.perf_counter()))
+        if request.match_info["token"] != self.token:
+            return _error(401, "Unauthorized")
+        fault = self._take(self._method_faults, method)
+        if fault is None and method in SEND_METHODS and "chat_id" in params:
+            fault = self._take(self._chat_faults, _int(params["chat_id"]))
+        if fault is not None:
+            return _fault(fault)
+        handler = getattr(self, f"_api_{method}", None)
+        if handler is None:
+            return _error(404, "Not Found: method not found")
+        result = handler(params) if method != "getUpdates" else await self._api_getUpdates(params)
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    def _take(faults: dict[Any, _Injection], key: Any) -> _Injection | None:
+        injection = faults.get(key)
+        if injection is None:
+            return None
+        if injection.times is not None:
+            injection.times -= 1
+            if injection.times <= 0:
+                del faults[key]
+        return injection
+
+    def _api_getMe(self, params: dict[str, str]) -> dict[str, Any]:
+        return {
+            "id": BOT_ID,
+            "is_bot": True,
+            "first_name": "Tickerbell",
+            "username": self.username,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+
+    async def _api_getUpdates(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        offset = _int(params.get("offset", "0"))
+        if offset:
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        if not self._updates:
+            timeout = min(float(params.get("timeout", "0")), self.poll_cap)
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), timeout)
+        limit = _int(params.get("limit", "100"))
+        return self._updates[:limit]
+
+    def _api_deleteWebhook(self, params: dict[str, str]) -> bool:
+        if params.get("drop_pending_updates") == "true":
+            self._updates.clear()
+        return True
+
+    def _api_setMyCommands(self, params: dict[str, str]) -> bool | web.Response:
+        commands = json.loads(params.get("commands", "[]"))
+        for command in commands:
+            name, description = command.get("command", ""), command.get("description", "")
+            if not re.fullmatch(r"[a-z0-9_]{1,32}", name) or not 1 <= len(description) <= 256:
+                return _error(400, "Bad Request: BOT_COMMAND_INVALID")
+        self.commands = commands
+        return True
+
+    def _api_sendMessage(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
+        text = params.get("text", "")
+        mode = params.get("parse_mode")
+        if mode == "HTML" and (problem := html_problem(text)):
+            return _error(400, f"Bad Request: {problem}")
+        shown = plain(text) if mode == "HTML" else text
+        if not shown.strip():
+            return _error(400, "Bad Request: message text is empty")
+        if len(shown.encode("utf-16-le")) // 2 > MAX_TEXT:
+            return _error(400, "Bad Request: message is too long")
+        return self._deliver(params, text, mode, {"text": shown})
+
+    def _api_sendPhoto(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
+        caption = params.get("caption", "")
+        if len(caption) > 1024:
+            return _error(400, "Bad Request: message caption is too long")
+        photo = [{"file_id": "photo1", "file_unique_id": "u1", "width": 800, "height": 400}]
+        return self._deliver(params, caption, params.get("parse_mode"), {"photo": photo})
+
+    def _deliver(
+        self, params: dict[str, str], text: str, mode: str | None, body: dict[str, Any]
+    ) -> dict[str, Any] | web.Response:
+        chat_id = _int(params["chat_id"])
+        now = time.perf_counter()
+        if self.limits is not None and (wait := self._over_limit(chat_id, now)):
+            self.rate_limited += 1
+            return _error(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+        if self.limits is not None:
+            self._windows.add(None, now)
+            self._windows.add(chat_id, now)
+        message_id = self._message_id()
+        self.messages.append(Sent(chat_id, text, mode, message_id, now))
+        kind = self.chat_types.get(chat_id, "private" if chat_id > 0 else "supergroup")
+        chat = {"id": chat_id, "type": kind}
+        return {"message_id": message_id, "date": int(time.time()), "chat": chat, **body}
+
+    def _over_limit(self, chat_id: int, now: float) -> int:
+        """Seconds to wait when this send would break a limit, else 0."""
+        assert self.limits is not None
+        if self._windows.full(None, self.limits.overall_per_second, 1.0, now):
+            return 1
+        if chat_id < 0:
+            if self._windows.full(chat_id, self.limits.group_per_minute, 60.0, now):
+                return 60
+        elif self._windows.full(chat_id, self.limits.chat_per_second, 1.0, now):
+            return 1
+        return 0
+
+    def _api_getChatMember(self, params: dict[str, str]) -> dict[str, Any]:
+        chat_id, user_id = _int(params["chat_id"]), _int(params["user_id"])
+        status = self.admins.get(chat_id, {}).get(user_id, "member")
+        user = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+        member: dict[str, Any] = {"status": status, "user": user}
+        if status == "creator":
+            member["is_anonymous"] = False
+        elif status == "administrator":
+            rights = ("can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages",
+                      "can_manage_video_chats", "can_restrict_members", "can_promote_members",
+                      "can_change_info", "can_invite_users", "can_post_stories",
+                      "can_edit_stories", "can_delete_stories")  # fmt: skip
+            member.update({name: name == "can_manage_chat" for name in rights})
+        return member
+
+    def _api_close(self, params: dict[str, str]) -> bool:
+        return True
+
+    def _api_logOut(self, params: dict[str, str]) -> bool:
+        return True
+
+    def _message_id(self) -> int:
+        self._next_message += 1
+        return self._next_message
+
+    def _wake_pollers(self) -> None:
+        self._arrived.set()
+        self._arrived = asyncio.Event()
+
+
+class _MaskedAccessLog(AbstractAccessLogger):
+    """aiohttp's access log without the token in the path."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        path = re.sub(r"^/bot[^/]+/", "/bot<token>/", request.path)
+        self.logger.info("%s %s %s %.4fs", request.method, path, response.status, time)
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    """The call's parameters as strings, from the query, a form, multipart or JSON."""
+    params = dict(request.query)
+    if request.content_type == "application/json":
+        body = await request.json()
+        params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()})
+    elif request.can_read_body:
+        form = await request.post()
+        params.update({k: v if isinstance(v, str) else "<file>" for k, v in form.items()})
+    return params
+
+
+def _int(value: str) -> int:
+    return int(value) if value.lstrip("-").isdigit() else 0
+
+
+def _error(code: int, description: str, **parameters: int) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return web.json_response(body, status=code)
+
+
+def _fault(injection: _Injection) -> web.Response:
+    fault = injection.fault
+    if fault is Fault.RETRY_AFTER:
+        wait = injection.retry_after
+        return _error(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+    if fault is Fault.FORBIDDEN:
+        return _error(403, "Forbidden: bot was blocked by the user")
+    if fault is Fault.MIGRATED:
+        assert injection.migrate_to is not None
+        return _error(
+            400,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+            migrate_to_chat_id=injection.migrate_to,
+        )
+    if fault is Fault.CHAT_NOT_FOUND:
+        return _error(400, "Bad Request: chat not found")
+    if fault is Fault.BAD_ENTITIES:
+        return _error(400, "Bad Request: can't parse entities: unsupported start tag")
+    return _error(502, "Bad Gateway")

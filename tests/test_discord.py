@@ -1,0 +1,772 @@
+"""The Discord adapter: the real discord.py stack against a local fake Discord over HTTP.
+
+Alerts are real REST calls the fake records; slash commands are raw interaction payloads (as
+Discord sends them) handed to the bot's real `CommandTree`, or pushed over the fake gateway.
+The store is real SQLite, the command layer and the service are real; prices come from a
+scripted venue (synthetic prices).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import discord
+import pytest
+from discord import app_commands
+from fake_discord import (
+    ADMIN_PERMISSIONS,
+    APP_PERMISSIONS,
+    FakeDiscord,
+    Fault,
+    Guild,
+)
+from support.scripted import T0, Clock, ScriptedVenue
+
+from alerts.models import Alert, Candle, Condition, Direction
+from alerts.sanity import Limits
+from bot.commands import Commands, Reply
+from bot.discord_bot import (
+    AMBER,
+    GREEN,
+    RED,
+    DiscordBot,
+    alert_embed,
+    build,
+    reply_embeds,
+    sync_file_for,
+)
+from feeds.catalogue import Catalogue
+from storage.db import Chat, Store
+from tickerbell.delivery import Delivery, DeliveryError
+from tickerbell.discord_sync import discord_sync
+from tickerbell.service import Service
+from tickerbell.settings import Settings
+
+TOKEN = "MTA5.fake.discord-bot-token"
+GUILD, CHANNEL, OTHER = 5_550_001, 7_770_001, 7_770_002
+ADMIN_ROLE, MEMBER_ROLE = 9_990_001, 9_990_002
+T = TypeVar("T")
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Wait for a condition (sync or async) to hold; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    guild = Guild(GUILD, roles={"Alert admins": ADMIN_ROLE, "Members": MEMBER_ROLE})
+    async with FakeDiscord(TOKEN, guilds=[guild]) as server:
+        with server.pointed_at():
+            yield server
+
+
+@dataclass
+class Rig:
+    bot: DiscordBot
+    store: Store
+    delivery: Delivery
+    venue: ScriptedVenue
+    service: Service
+
+
+@asynccontextmanager
+async def rig(db: Path, *, start: bool = True, **options: Any) -> AsyncIterator[Rig]:
+    """A DiscordBot (REST only unless asked) over a real store, command layer and service."""
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    venue.prices.update({"BTC/USDT": 86_000.0, "XAG": 48.5})
+    async with Store.open(db) as store:
+        delivery = Delivery(store, {})
+        service = Service(
+            store,
+            Catalogue(Settings()),
+            lambda source: venue,
+            delivery,
+            limits=Limits(max_age=timedelta(minutes=5)),
+            band=0.0025,
+            poll_interval=lambda source: 10.0,
+            clock=clock,
+        )
+        options.setdefault("gateway", False)
+        commands = Commands(store, service, clock=clock)
+        bot = DiscordBot(token=TOKEN, commands=commands, store=store, **options)
+        delivery.notifiers[bot.name] = bot
+        try:
+            if start:
+                await bot.start()
+            yield Rig(bot, store, delivery, venue, service)
+        finally:
+            await bot.close()
+
+
+async def invoke(bot: DiscordBot, payload: dict[str, Any]) -> None:
+    """Hand a raw interaction payload to the bot's real CommandTree, as the gateway does."""
+    data: Any = payload  # a TypedDict union in discord.py's stubs
+    interaction = discord.Interaction(data=data, state=bot.client._connection)
+    await bot.tree._call(interaction)
+
+
+def an_alert(message: str = "XAG rose above 50 (now 50.2)", **changes: Any) -> Alert:
+    fields: dict[str, Any] = {
+        "rule_text": "XAG above 50",
+        "symbol": "XAG",
+        "condition": Condition.ABOVE,
+        "direction": Direction.UP,
+        "price": 50.2,
+        "reference": 50.0,
+        "observed": 50.2,
+        "time": datetime(2026, 3, 2, 12, tzinfo=UTC),
+        "message": message,
+    }
+    fields.update(changes)
+    return Alert(**fields)
+
+
+async def enqueue(store: Store, chat: Chat, alert: Alert) -> None:
+    await store.commit_tick({}, [(None, chat.id, alert)])
+
+
+def only(items: list[T]) -> T:
+    assert len(items) == 1, items
+    return items[0]
+
+
+# --- rendering ---
+
+
+def test_alert_embeds_are_coloured_by_direction() -> None:
+    up = alert_embed(an_alert()).to_dict()
+    assert (up["title"], up["description"], up["color"]) == (
+        "XAG",
+        "XAG rose above 50 (now 50.2)",
+        GREEN.value,
+    )
+    assert up["footer"] == {"text": "XAG above 50"}
+    assert up["timestamp"] == "2026-03-02T12:00:00+00:00"
+    down = alert_embed(an_alert("BTC fell below 85,000", direction=Direction.DOWN))
+    wider = alert_embed(an_alert("XAG spread 0.8%", direction=Direction.WIDER))
+    assert (down.colour, wider.colour) == (RED, AMBER)
+
+
+def test_long_replies_are_split_within_discords_limits() -> None:
+    rows = tuple(
+        (f"#{i}", "BTC below 85000 confirm 3 cooldown 1h once", "armed") for i in range(200)
+    )
+    embeds = reply_embeds(Reply(("intro line",), title="200 alerts", table=rows))
+    assert len(embeds) > 1
+    assert embeds[0].title == "200 alerts"
+    for embed in embeds:
+        description = embed.description or ""
+        assert len(description) <= 4096
+        assert description.count("```") % 2 == 0  # every code block is closed
+    text = "".join(e.description or "" for e in embeds)
+    assert all(f"#{i} " in text for i in range(200))
+
+
+# --- delivery ---
+
+
+async def test_alert_with_chart_arrives_as_embed_and_attachment(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "a.db") as r:
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        message_id = await r.bot.send(chat, an_alert(), image=PNG)
+        posted = only(fake.posted(CHANNEL))
+        assert message_id == str(posted.id)
+        embed = only(posted.embeds)
+        assert embed["title"] == "XAG"
+        assert embed["description"] == "XAG rose above 50 (now 50.2)"
+        assert embed["color"] == 0x2ECC71
+        assert embed["footer"]["text"] == "XAG above 50"
+        assert embed["image"]["url"] == "attachment://chart.png"
+        assert posted.files == [("chart.png", PNG)]
+        assert posted.payload["allowed_mentions"]["parse"] == []
+
+
+async def test_a_rate_limit_is_waited_out_and_sent_once(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "r.db") as r:
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        await enqueue(r.store, chat, an_alert())
+        fake.fail_channel(CHANNEL, Fault.RATE_LIMITED, retry_after=0.2)
+        started = time.monotonic()
+        await r.delivery.drain()
+        assert time.monotonic() - started >= 0.2
+        assert fake.attempts(CHANNEL) == 2
+        assert only(fake.posted(CHANNEL)).embeds[0]["title"] == "XAG"
+        assert await r.store.outbox_counts() == {"delivered": 1}
+        assert r.bot.invalid.count() == 1  # the 429 counts towards Discord's ban
+
+
+@pytest.mark.parametrize("fault", [Fault.FORBIDDEN, Fault.NOT_FOUND])
+async def test_a_channel_that_is_gone_is_deactivated_and_left_alone(
+    tmp_path: Path, fake: FakeDiscord, fault: Fault
+) -> None:
+    async with rig(tmp_path / "f.db") as r:
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        await r.store.add_rule(chat.id, "XAG above 50", "42", 50)
+        fake.fail_channel(CHANNEL, fault, times=None)
+        await enqueue(r.store, chat, an_alert())
+        await r.delivery.drain()
+        assert await r.store.outbox_counts() == {"failed": 1}
+        found = await r.store.find_chat("discord", str(CHANNEL))
+        assert found is not None and not found.active
+        await enqueue(r.store, chat, an_alert("XAG rose above 50 (now 51)"))
+        await r.delivery.drain()
+        with pytest.raises(DeliveryError) as caught:
+            await r.bot.send(chat, an_alert())  # even asked directly, it does not try
+        assert caught.value.permanent
+        assert fake.attempts(CHANNEL) == 1
+        assert await r.store.outbox_counts() == {"failed": 1, "inactive": 1}
+
+        # someone fixes the channel's permissions and uses a command there: it is back
+        fake.heal()
+        await invoke(r.bot, fake.interaction("alert", "list", channel_id=CHANNEL, guild_id=GUILD))
+        found = await r.store.find_chat("discord", str(CHANNEL))
+        assert found is not None and found.active
+        assert await r.bot.send(found, an_alert()) is not None
+        assert fake.attempts(CHANNEL) == 2
+
+
+async def test_a_command_without_posting_rights_does_not_reactivate(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "p.db") as r:
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        await r.store.set_chat_active(chat.id, False)
+        cannot = discord.Permissions(view_channel=True).value
+        payload = fake.interaction(
+            "alert",
+            "add",
+            options={"rule": "XAG above 50"},
+            channel_id=CHANNEL,
+            guild_id=GUILD,
+            permissions=ADMIN_PERMISSIONS,
+            app_permissions=cannot,
+        )
+        await invoke(r.bot, payload)
+        found = await r.store.find_chat("discord", str(CHANNEL))
+        assert found is not None and not found.active
+        description = fake.answers(payload)[0].embeds[0]["description"]
+        assert description.startswith("Alert #1 set: XAG above 50\n")
+        assert "I can't post in this channel" in description
+
+
+async def test_server_errors_and_network_failures_are_transient(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    now = [1000.0]
+    async with rig(tmp_path / "t.db", clock=lambda: now[0]) as r:
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        other = await r.store.chat("discord", str(OTHER), "guild")
+        fake.fail_channel(CHANNEL, Fault.UNAVAILABLE)
+        await enqueue(r.store, chat, an_alert())
+        await enqueue(r.store, other, an_alert())
+        await r.delivery.drain()
+        assert fake.attempts(CHANNEL) == 1
+        assert fake.attempts(OTHER) == 0  # held back while Discord fails
+        assert await r.store.outbox_counts() == {"pending": 2}
+        found = await r.store.find_chat("discord", str(CHANNEL))
+        assert found is not None and found.active
+
+        now[0] += 16  # the hold-back is over and Discord answers again
+        assert await r.bot.send(other, an_alert()) is not None
+
+        discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # nothing listens there
+        with pytest.raises(DeliveryError) as caught:
+            await r.bot.send(other, an_alert())
+        assert not caught.value.permanent
+        assert "network" in str(caught.value)
+
+
+async def test_a_500_is_retried_by_discord_py(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "5.db") as r:
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        fake.fail_channel(CHANNEL, Fault.SERVER_ERROR)
+        assert await r.bot.send(chat, an_alert()) is not None
+        assert (fake.attempts(CHANNEL), len(fake.posted(CHANNEL))) == (2, 1)
+
+
+async def test_too_many_invalid_requests_pause_delivery(
+    tmp_path: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1000.0]
+    async with rig(tmp_path / "i.db", invalid_limit=3, clock=lambda: now[0]) as r:
+        chats = [await r.store.chat("discord", str(CHANNEL + i), "guild") for i in range(4)]
+        for chat in chats[:3]:
+            fake.fail_channel(int(chat.chat_id), Fault.FORBIDDEN)
+            with pytest.raises(DeliveryError):
+                await r.bot.send(chat, an_alert())
+        with pytest.raises(DeliveryError) as caught:
+            await r.bot.send(chats[3], an_alert())
+        assert not caught.value.permanent
+        assert caught.value.retry_after == pytest.approx(600)
+        assert fake.attempts(CHANNEL + 3) == 0
+        assert "3 invalid requests (401/403/429) in 10 minutes; pausing" in caplog.text
+
+        now[0] += 601
+        assert await r.bot.send(chats[3], an_alert()) is not None
+
+
+# --- slash commands through the real CommandTree ---
+
+
+@pytest.mark.parametrize("guild_commands", [False, True])
+async def test_an_admin_adds_a_rule_and_gets_a_green_embed(
+    tmp_path: Path, fake: FakeDiscord, guild_commands: bool
+) -> None:
+    scope = {"guild_id": GUILD} if guild_commands else {}
+    async with rig(tmp_path / "s.db", **scope) as r:
+        payload = fake.interaction("alert", "add", options={"rule": "XAG above 50"},
+                                   channel_id=CHANNEL, guild_id=GUILD, user_id=11,
+                                   permissions=ADMIN_PERMISSIONS)  # fmt: skip
+        assert ("guild_id" in payload["data"]) is guild_commands  # as Discord sends each
+        await invoke(r.bot, payload)
+        answer = only(fake.answers(payload))
+        assert answer.type == 4 and not answer.ephemeral
+        embed = only(answer.embeds)
+        assert (embed["color"], embed["description"]) == (GREEN.value, "Alert #1 set: XAG above 50")
+        chat = await r.store.find_chat("discord", str(CHANNEL))
+        assert chat is not None and chat.kind == "guild" and chat.active
+        assert [(s.text, s.created_by) for s in await r.store.rules(chat.id)] == [
+            ("XAG above 50", "11")
+        ]
+
+
+async def test_after_stop_commands_get_a_short_answer(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "stop.db") as r:
+        await r.bot.stop()
+        payload = fake.interaction("alert", "add", options={"rule": "XAG above 50"},
+                                   channel_id=CHANNEL, guild_id=GUILD,
+                                   permissions=ADMIN_PERMISSIONS)  # fmt: skip
+        await invoke(r.bot, payload)
+        answer = only(fake.answers(payload))
+        assert answer.ephemeral and "restarting" in answer.embeds[0]["description"]
+        assert await r.store.rules() == []
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        assert await r.bot.send(chat, an_alert()) is not None  # delivery still drains
+
+
+async def test_a_member_is_refused_privately_and_nothing_is_stored(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "m.db") as r:
+        for command, path, options in [
+            ("alert", ("add",), {"rule": "XAG above 50"}),
+            ("alert", ("remove",), {"alert": "1"}),
+            ("mute", (), {"duration": "2h"}),
+            ("subscribe", (), {"symbol": "XAU"}),
+        ]:
+            payload = fake.interaction(
+                command, *path, options=options, channel_id=CHANNEL, guild_id=GUILD, user_id=22
+            )
+            await invoke(r.bot, payload)
+            answer = only(fake.answers(payload))
+            assert answer.ephemeral
+            assert answer.embeds[0]["color"] == RED.value
+            assert "only admins change alerts" in answer.embeds[0]["description"]
+        assert await r.store.find_chat("discord", str(CHANNEL)) is None
+        assert await r.store.rules() == []
+
+
+async def test_a_malformed_rule_gets_a_private_error_with_an_example(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "e.db") as r:
+        payload = fake.interaction(
+            "alert",
+            "add",
+            options={"rule": "XAG abov 50"},
+            channel_id=CHANNEL,
+            guild_id=GUILD,
+            permissions=ADMIN_PERMISSIONS,
+        )
+        await invoke(r.bot, payload)
+        answer = only(fake.answers(payload))
+        assert answer.ephemeral
+        embed = answer.embeds[0]
+        assert embed["color"] == RED.value
+        assert embed["description"] == (
+            "⚠️ unknown condition 'abov' — did you mean 'above'? e.g. XAG above 50"
+        )
+        assert await r.store.rules() == []
+
+
+async def test_status_is_open_to_everyone(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "st.db") as r:
+        payload = fake.interaction(
+            "status", options={"symbol": "BTC"}, channel_id=CHANNEL, guild_id=GUILD, user_id=22
+        )
+        await invoke(r.bot, payload)
+        answer = only(fake.answers(payload))
+        assert not answer.ephemeral
+        embed = answer.embeds[0]
+        assert (embed["title"], embed["color"]) == ("BTC", GREEN.value)
+        assert embed["description"].startswith("86,000")
+        assert "ccxt:binance BTC/USDT" in embed["description"]
+
+
+async def test_in_a_dm_the_user_is_admin_of_their_own_alerts(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    dm = 8_880_001
+    async with rig(tmp_path / "dm.db") as r:
+        payload = fake.interaction(
+            "alert", "add", options={"rule": "BTC below 85000"}, channel_id=dm
+        )
+        await invoke(r.bot, payload)
+        assert fake.answers(payload)[0].embeds[0]["description"] == "Alert #1 set: BTC below 85000"
+        chat = await r.store.find_chat("discord", str(dm))
+        assert chat is not None and chat.kind == "private"
+
+
+async def test_symbol_and_alert_autocomplete(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "ac.db") as r:
+        payload = fake.interaction(
+            "status", options={"symbol": "xa"}, focused="symbol", channel_id=CHANNEL, guild_id=GUILD
+        )
+        await invoke(r.bot, payload)
+        answer = only(fake.answers(payload))
+        assert answer.type == 8
+        assert [c["value"] for c in answer.data["choices"]] == ["xa", "XAU", "XAG", "XAUT"]
+
+        payload = fake.interaction(
+            "status", options={"symbol": ""}, focused="symbol", channel_id=CHANNEL, guild_id=GUILD
+        )
+        await invoke(r.bot, payload)
+        values = [c["value"] for c in fake.answers(payload)[0].data["choices"]]
+        assert values[:6] == ["XAU", "XAG", "BTC", "ETH", "SOL", "XRP"]
+        assert len(values) == 25 and "PAXG" not in values[:4]
+
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        await r.store.add_rule(chat.id, "XAG above 50", "1", 50)
+        await r.store.add_rule(chat.id, "BTC below 85000", "1", 50)
+        payload = fake.interaction(
+            "alert",
+            "remove",
+            options={"alert": "btc"},
+            focused="alert",
+            channel_id=CHANNEL,
+            guild_id=GUILD,
+        )
+        await invoke(r.bot, payload)
+        assert fake.answers(payload)[0].data["choices"] == [
+            {"name": "#2 BTC below 85000", "value": "2"}
+        ]
+
+        payload = fake.interaction(
+            "alert",
+            "add",
+            options={"rule": "XAG ab"},
+            focused="rule",
+            channel_id=CHANNEL,
+            guild_id=GUILD,
+        )
+        await invoke(r.bot, payload)
+        rules_offered = [c["value"] for c in fake.answers(payload)[0].data["choices"]]
+        assert rules_offered[:2] == ["XAG ab", "XAG above 50"]
+
+
+async def test_remove_and_help_speak_discords_command_names(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "h.db") as r:
+        payload = fake.interaction("help", channel_id=CHANNEL, guild_id=GUILD)
+        await invoke(r.bot, payload)
+        text = fake.answers(payload)[0].embeds[0]["description"]
+        assert "/alert add RULE — add an alert (e.g. /alert add XAG above 50)" in text
+        assert "/alert list — this chat's alerts with ids" in text
+        assert "/alert remove ID" in text
+
+        payload = fake.interaction(
+            "alert",
+            "remove",
+            options={"alert": "7"},
+            channel_id=CHANNEL,
+            guild_id=GUILD,
+            permissions=ADMIN_PERMISSIONS,
+        )
+        await invoke(r.bot, payload)
+        answer = fake.answers(payload)[0]
+        assert answer.ephemeral
+        assert answer.embeds[0]["description"] == "⚠️ no alert #7 here — see /alert list."
+
+
+async def test_a_long_list_continues_in_follow_ups(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "l.db") as r:
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        text = "BTC below 85000 confirm 3 cooldown 1h once expires 2026-12-31"
+        await r.store.import_rules([(chat.id, text, "1")] * 120)
+        payload = fake.interaction("alert", "list", channel_id=CHANNEL, guild_id=GUILD)
+        await invoke(r.bot, payload)
+        first = only(fake.answers(payload))
+        assert first.embeds[0]["title"] == "120 alerts"
+        assert len(fake.followups) >= 1
+        shown = first.embeds[0]["description"] + "".join(
+            f.embeds[0]["description"] for f in fake.followups
+        )
+        assert shown.count(text) == 120
+
+
+async def test_a_slow_command_is_deferred_then_answered(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "d.db", defer_after=0) as r:
+        payload = fake.interaction(
+            "status", options={"symbol": "BTC"}, channel_id=CHANNEL, guild_id=GUILD
+        )
+        await invoke(r.bot, payload)
+        assert [c.type for c in fake.answers(payload)] == [5]
+        assert only(fake.edits).embeds[0]["title"] == "BTC"
+
+        payload = fake.interaction(
+            "status", options={"symbol": "NOPE1"}, channel_id=CHANNEL, guild_id=GUILD
+        )
+        await invoke(r.bot, payload)
+        assert fake.deleted == [payload["token"]]  # the public "thinking" goes away
+        error = only(fake.followups)
+        assert error.ephemeral and "unknown symbol 'NOPE1'" in error.embeds[0]["description"]
+
+
+async def test_a_chart_comes_as_the_embeds_image(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "c.db") as r:
+        start = T0.date() - timedelta(days=40)
+        r.venue.history["BTC/USDT"] = [
+            Candle(start + timedelta(days=i), 80_000 + i, 80_500 + i, 79_500 + i, 80_100 + i)
+            for i in range(40)
+        ]
+        payload = fake.interaction("chart", options={"symbol": "BTC", "range": "1m"},
+                                   channel_id=CHANNEL, guild_id=GUILD)  # fmt: skip
+        await invoke(r.bot, payload)
+        answer = only(fake.answers(payload))
+        assert answer.embeds[0]["image"]["url"] == "attachment://chart.png"
+        assert answer.embeds[0]["description"].startswith("BTC 1m: ")
+        [(name, image)] = answer.files
+        assert name == "chart.png" and image.startswith(b"\x89PNG")
+
+
+# --- over the gateway: admin by role, and both adapters in one process ---
+
+
+async def test_the_admin_role_may_change_alerts_over_the_gateway(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "g.db", gateway=True, admin_role="Alert admins") as r:
+        await until(lambda: r.bot.client.get_guild(GUILD) is not None)
+        assert fake.identified[0]["intents"] == discord.Intents(guilds=True).value
+        member = fake.interaction(
+            "alert",
+            "add",
+            options={"rule": "XAG above 50"},
+            channel_id=CHANNEL,
+            guild_id=GUILD,
+            user_id=22,
+            roles=("Members",),
+        )
+        admin = fake.interaction(
+            "alert",
+            "add",
+            options={"rule": "XAG above 50"},
+            channel_id=CHANNEL,
+            guild_id=GUILD,
+            user_id=33,
+            roles=("Members", "Alert admins"),
+        )
+        await fake.dispatch("INTERACTION_CREATE", member)
+        await fake.dispatch("INTERACTION_CREATE", admin)
+        await fake.wait_for(lambda: fake.answers(member) and fake.answers(admin))
+        assert fake.answers(member)[0].ephemeral
+        assert fake.answers(admin)[0].embeds[0]["description"] == "Alert #1 set: XAG above 50"
+        assert [s.created_by for s in await r.store.rules()] == ["33"]
+
+
+async def test_one_alert_reaches_telegram_and_discord_once_each(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    from fake_telegram import FakeTelegram, plain
+
+    from bot.telegram_bot import Rates, TelegramBot
+
+    telegram_token, user = "123456789:AAF-fake_tickerbell_token", 4242
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    venue.prices["BTC/USDT"] = 86_000.0
+    async with (
+        FakeTelegram(telegram_token, poll_cap=0.2) as tg,
+        Store.open(tmp_path / "both.db", clock=clock) as store,
+    ):
+        delivery = Delivery(store, {}, clock=clock)
+        service = Service(
+            store,
+            Catalogue(Settings()),
+            lambda source: venue,
+            delivery,
+            limits=Limits(max_age=timedelta(minutes=5)),
+            band=0.0025,
+            poll_interval=lambda source: 10.0,
+            clock=clock,
+        )
+        commands = Commands(store, service)
+        telegram = TelegramBot(
+            token=telegram_token,
+            base_url=tg.base_url,
+            commands=commands,
+            store=store,
+            rates=Rates(1000, 1000, 60_000),
+        )
+        disc = build(token=TOKEN, commands=commands, store=store, db_path=tmp_path / "both.db")
+        for notifier in (telegram, disc):
+            delivery.notifiers[notifier.name] = notifier
+        try:
+            await telegram.start()
+            await disc.start()
+            await until(lambda: fake.identified)
+            tg.push("/alert BTC below 85000", chat_id=user)
+            payload = fake.interaction(
+                "alert",
+                "add",
+                options={"rule": "BTC below 85000"},
+                channel_id=CHANNEL,
+                guild_id=GUILD,
+                permissions=ADMIN_PERMISSIONS,
+            )
+            await fake.dispatch("INTERACTION_CREATE", payload)
+            await until(lambda: tg.texts(user) and fake.answers(payload))
+            for price in (86_000.0, 84_000.0, 83_900.0, 83_800.0):
+                venue.prices["BTC/USDT"] = price
+                await service.poll("ccxt:binance")
+                await delivery.drain()
+                clock.tick()
+            assert [plain(t).splitlines()[0] for t in tg.texts(user)[1:]] == [
+                "🔴▼ BTC BTC fell below 85,000 (now 84,000)"
+            ]
+            posted = only(fake.posted(CHANNEL))
+            assert posted.embeds[0]["description"] == "BTC fell below 85,000 (now 84,000)"
+            assert posted.embeds[0]["color"] == RED.value
+            assert await store.outbox_counts() == {"delivered": 2}
+        finally:
+            await disc.close()
+            await telegram.close()
+
+
+# --- command sync ---
+
+
+async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDiscord) -> None:
+    db = tmp_path / "sync.db"
+    async with rig(db, sync_file=sync_file_for(db)):
+        pass
+    assert [scope for scope, _ in fake.syncs] == ["global"]
+    names = sorted(c["name"] for c in fake.syncs[0][1])
+    assert names == [
+        "alert", "chart", "charts", "help", "mute", "rotation", "status", "subscribe", "unmute",
+        "unsubscribe",
+    ]  # fmt: skip
+    alert = next(c for c in fake.syncs[0][1] if c["name"] == "alert")
+    assert [o["name"] for o in alert["options"]] == ["add", "list", "remove"]
+    assert (tmp_path / "sync.db.discord-commands.json").exists()
+
+    async with rig(db, sync_file=sync_file_for(db)):
+        pass
+    assert len(fake.syncs) == 1  # same tree: no sync
+
+    async with rig(db, start=False, sync_file=sync_file_for(db)) as r:
+
+        @app_commands.command(name="ping")
+        async def ping(interaction: discord.Interaction) -> None:
+            """Check the bot answers."""
+
+        r.bot.tree.add_command(ping)
+        await r.bot.start()
+    assert len(fake.syncs) == 2 and "ping" in [c["name"] for c in fake.syncs[1][1]]
+
+    async with rig(db, sync_file=sync_file_for(db), guild_id=GUILD):
+        pass
+    assert [scope for scope, _ in fake.syncs] == ["global", "global", str(GUILD)]
+    assert len(fake.syncs[2][1]) == 10
+
+    async with rig(db, start=False, sync_file=sync_file_for(db)) as r:
+        await r.bot.client.login(TOKEN)
+        assert await r.bot.sync(force=True)  # what `tickerbell discord-sync` does
+    assert len(fake.syncs) == 4
+
+
+async def test_a_failed_sync_does_not_stop_the_bot(
+    tmp_path: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with rig(tmp_path / "fs.db", guild_id=1234) as r:  # a server the bot is not in
+        assert "could not sync the slash commands" in caplog.text
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        assert await r.bot.send(chat, an_alert()) is not None
+
+
+async def test_app_permissions_in_the_fake_are_what_the_readme_asks_for() -> None:
+    wanted = discord.Permissions(
+        view_channel=True, send_messages=True, embed_links=True, attach_files=True
+    )
+    assert discord.Permissions(APP_PERMISSIONS) >= wanted
+
+
+async def test_discord_sync_pushes_on_demand(tmp_path: Path, fake: FakeDiscord) -> None:
+    db, out = tmp_path / "cli.db", io.StringIO()
+    assert await discord_sync(TOKEN, db_path=db, out=out) == 0
+    assert await discord_sync(TOKEN, db_path=db, out=out) == 0  # forced: pushed again
+    assert await discord_sync(TOKEN, db_path=db, guild_id=GUILD, clear_global=True, out=out) == 0
+    assert [(scope, len(body)) for scope, body in fake.syncs] == [
+        ("global", 10),
+        ("global", 10),
+        (str(GUILD), 10),
+        ("global", 0),
+    ]
+    assert "synced to server 5550001 as Tickerbell" in out.getvalue()
+    assert "global slash commands removed" in out.getvalue()
+    async with rig(db, sync_file=sync_file_for(db), guild_id=GUILD):
+        pass
+    assert len(fake.syncs) == 4  # the bot's start-up finds them current
+
+    assert await discord_sync("wrong-token", db_path=db, out=out) == 1
+    assert "the bot token was refused" in out.getvalue()
+    assert await discord_sync(TOKEN, db_path=db, guild_id=1234, out=out) == 1
+    assert "is the bot in server 1234" in out.getvalue()
+
+
+async def test_the_token_never_reaches_a_log(
+    tmp_path: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with rig(tmp_path / "log.db", gateway=True) as r:
+        await until(lambda: r.bot.client.get_guild(GUILD) is not None)
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        fake.fail_channel(CHANNEL, Fault.RATE_LIMITED, retry_after=0.05)
+        assert await r.bot.send(chat, an_alert()) is not None
+    assert any(rec.name.startswith("discord.gateway") for rec in caplog.records)
+    assert any("rate limited" in rec.getMessage() for rec in caplog.records)
+    assert TOKEN not in caplog.text
+
+
+async def test_a_refused_token_fails_start(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with rig(tmp_path / "bad.db", start=False) as r:
+        r.bot.token = "not-the-token"
+        with pytest.raises(discord.LoginFailure):
+            await r.bot.start()
+        assert r.bot.client.is_closed()
+        assert fake.syncs == []

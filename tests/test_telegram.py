@@ -1,0 +1,497 @@
+"""The Telegram adapter: the real PTB stack against a local fake Bot API over HTTP.
+
+Commands arrive as updates the fake serves through getUpdates; replies and alerts are the
+sendMessage calls it records. The store is real SQLite, the command layer and the service are
+real; market prices come from a scripted feed (synthetic prices), or, end to end, from the fake
+Binance through the real ccxt feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_exchange import FakeExchange
+from fake_telegram import FakeTelegram, Fault, html_problem, plain
+
+from alerts.models import Alert, Candle, Condition, Direction, Quote
+from alerts.sanity import Limits as QuoteLimits
+from bot.commands import Commands
+from bot.telegram_bot import COMMANDS, Rates, SendLimiter, TelegramBot
+from feeds.base import FeedHealth
+from feeds.catalogue import Catalogue
+from storage.db import Chat, Store
+from tickerbell import app
+from tickerbell.delivery import Delivery, DeliveryError
+from tickerbell.service import Service
+from tickerbell.settings import Settings
+
+TOKEN = "123456789:AAF-fake_SECRET_tickerbell_token"
+FAST = Rates(overall_per_second=1000, chat_per_second=1000, group_per_minute=60_000)
+USER, GROUP, ADMIN, MEMBER = 4242, -100777, 11, 22
+
+# PTB's own RetryAfter constructor reads its deprecated int-valued `retry_after`.
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 8.0) -> None:
+    """Wait for a condition (sync or async) to hold; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
+
+
+class ScriptedFeed:
+    """Every symbol at a fixed synthetic price, stamped now."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.health = FeedHealth()
+
+    async def quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        now = datetime.now(UTC)
+        return {s: Quote(s, 48.5, now, bid=48.49, ask=48.51) for s in symbols}
+
+    async def candles(self, symbol: str, timeframe: str, since: datetime) -> list[Candle]:
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class Rig:
+    bot: TelegramBot
+    store: Store
+    delivery: Delivery
+
+
+@asynccontextmanager
+async def rig(db: Path, fake: FakeTelegram, **options: Any) -> AsyncIterator[Rig]:
+    """A started TelegramBot over a real store, command layer and service."""
+    async with Store.open(db) as store:
+        delivery = Delivery(store, {})
+        feed = ScriptedFeed()
+        service = Service(
+            store,
+            Catalogue(Settings()),
+            lambda source: feed,
+            delivery,
+            limits=QuoteLimits(max_age=timedelta(minutes=5)),
+            band=0.0025,
+            poll_interval=lambda source: 10.0,
+        )
+        options.setdefault("rates", FAST)
+        bot = TelegramBot(
+            token=TOKEN,
+            base_url=fake.base_url,
+            commands=Commands(store, service),
+            store=store,
+            **options,
+        )
+        delivery.notifiers[bot.name] = bot
+        try:
+            await bot.start()
+            yield Rig(bot, store, delivery)
+        finally:
+            await bot.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(TOKEN, poll_cap=0.2) as server:
+        yield server
+
+
+def an_alert(message: str = "BTC fell below 85,000 (now 84,000)", **changes: Any) -> Alert:
+    fields: dict[str, Any] = {
+        "rule_text": "BTC below 85000",
+        "symbol": "BTC",
+        "condition": Condition.BELOW,
+        "direction": Direction.DOWN,
+        "price": 84000.0,
+        "reference": 85000.0,
+        "observed": 84000.0,
+        "time": datetime(2026, 3, 2, 12, tzinfo=UTC),
+        "message": message,
+    }
+    fields.update(changes)
+    return Alert(**fields)
+
+
+async def enqueue(store: Store, chat: Chat, alert: Alert) -> None:
+    await store.commit_tick({}, [(None, chat.id, alert)])
+
+
+def sends_to(fake: FakeTelegram, chat_id: int) -> int:
+    wanted = str(chat_id)
+    return sum(1 for c in fake.calls if c.method == "sendMessage" and c.params["chat_id"] == wanted)
+
+
+# --- 1. end to end through the composition root ---
+
+
+async def test_alert_end_to_end_through_app_run(tmp_path: Path, fake: FakeTelegram) -> None:
+    db = tmp_path / "e2e.db"
+    async with FakeExchange() as exchange, Store.open(db) as probe:
+        exchange.set_price("BTCUSDT", 86000.0, 86000.0)
+        settings = Settings(
+            TELEGRAM_BOT_TOKEN=TOKEN,
+            TELEGRAM_API_BASE_URL=fake.base_url,
+            db=db,
+            exchange_options={"binance": exchange.ccxt_options()},
+            poll_crypto_seconds=0.2,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(app.run(settings, stop=stop))
+        try:
+            await until(lambda: fake.count("getUpdates") > 0)
+            assert [c["command"] for c in fake.commands] == [name for name, _ in COMMANDS]
+            fake.push("/alert BTC below 85000", chat_id=USER)
+            await until(lambda: fake.texts(USER))
+            assert fake.texts(USER) == ["Alert #1 set: BTC below 85000"]
+
+            async def armed() -> bool:
+                stored = await probe.rules()
+                return bool(stored and stored[0].state and stored[0].state.armed)
+
+            await until(armed)  # the engine has seen BTC above the level
+            exchange.set_price("BTCUSDT", 84000.0, 84000.0)
+            await until(lambda: len(fake.texts(USER)) > 1)
+            polls = exchange.count()
+            await until(lambda: exchange.count() >= polls + 3)  # later ticks fire nothing
+            alerts = fake.texts(USER)[1:]
+            assert len(alerts) == 1 and sends_to(fake, USER) == 2
+            assert alerts[0].startswith("🔴▼ <b>BTC</b> BTC fell below 85,000 (now 84,000)\n")
+            assert "<i>BTC below 85000</i>" in alerts[0]
+            stop.set()
+            assert await asyncio.wait_for(running, 10) == 0
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(running, 10)
+        assert (await probe.outbox_counts()) == {"delivered": 1}
+
+
+async def test_a_rejected_token_ends_the_run_cleanly(tmp_path: Path, fake: FakeTelegram) -> None:
+    settings = Settings(
+        TELEGRAM_BOT_TOKEN="999:not-the-token",
+        TELEGRAM_API_BASE_URL=fake.base_url,
+        db=tmp_path / "bad.db",
+    )
+    assert await asyncio.wait_for(app.run(settings), 10) == 1
+    assert [c.method for c in fake.calls] == ["getMe"]
+
+
+# --- 2. who may change alerts in a group ---
+
+
+async def test_group_admins_change_alerts_everyone_reads(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    fake.admins[GROUP] = {ADMIN: "administrator"}
+    async with rig(tmp_path / "g.db", fake) as r:
+        fake.push("/alert XAG above 50", chat_id=GROUP, user_id=MEMBER, chat_type="supergroup")
+        await until(lambda: len(fake.texts(GROUP)) == 1)
+        assert "only admins change alerts" in fake.texts(GROUP)[0]
+        assert await r.store.find_chat("telegram", str(GROUP)) is None
+        assert await r.store.rules() == []
+
+        fake.push("/alert@tickerbell_test_bot XAG above 50", chat_id=GROUP, user_id=ADMIN,
+                  chat_type="supergroup")  # fmt: skip
+        await until(lambda: len(fake.texts(GROUP)) == 2)
+        assert fake.texts(GROUP)[1] == "Alert #1 set: XAG above 50"
+        assert [(s.text, s.created_by) for s in await r.store.rules()] == [
+            ("XAG above 50", str(ADMIN))
+        ]
+
+        fake.push("/status XAG", chat_id=GROUP, user_id=MEMBER, chat_type="supergroup")
+        await until(lambda: len(fake.texts(GROUP)) == 3)
+        status = plain(fake.texts(GROUP)[2])
+        assert status.startswith("XAG\n48.5")
+        assert "alert XAG above 50: +3.09% away" in status
+        assert fake.count("getChatMember") == 2  # the member's rights came from the cache
+
+        fake.push("/mute 1h", chat_id=GROUP, chat_type="supergroup", anonymous_admin=True)
+        fake.push("/help@some_other_bot", chat_id=GROUP, user_id=ADMIN, chat_type="supergroup")
+        await until(lambda: len(fake.texts(GROUP)) == 4)
+        await asyncio.sleep(0.3)  # the command for another bot stays unanswered
+        assert fake.texts(GROUP)[3].startswith("Muted until")
+        muted = await r.store.find_chat("telegram", str(GROUP))
+        assert muted is not None and muted.muted_until is not None
+        assert len(fake.texts(GROUP)) == 4
+        assert fake.count("getChatMember") == 2
+
+
+# --- 3. to 5. delivery: flood control, a chat that is gone, a chat that moved ---
+
+
+async def test_retry_after_is_waited_out_and_sent_once(tmp_path: Path, fake: FakeTelegram) -> None:
+    async with rig(tmp_path / "r.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        await enqueue(r.store, chat, an_alert())
+        fake.fail_chat(USER, Fault.RETRY_AFTER, retry_after=1)
+        started = time.monotonic()
+        await r.delivery.drain()
+        assert time.monotonic() - started >= 1.0
+        assert sends_to(fake, USER) == 2
+        assert [plain(t) for t in fake.texts(USER)] == [
+            "🔴▼ BTC BTC fell below 85,000 (now 84,000)\nBTC below 85000 · 2026-03-02 12:00 UTC"
+        ]
+        assert await r.store.outbox_counts() == {"delivered": 1}
+
+
+async def test_retry_after_past_the_retries_is_handed_back(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with rig(tmp_path / "r2.db", fake, retries=0) as r:
+        fake.fail_chat(USER, Fault.RETRY_AFTER, times=None, retry_after=7)
+        chat = await r.store.chat("telegram", str(USER))
+        with pytest.raises(DeliveryError) as caught:
+            await r.bot.send(chat, an_alert())
+        assert (caught.value.permanent, caught.value.retry_after) == (False, 7.0)
+
+
+@pytest.mark.parametrize("fault", [Fault.FORBIDDEN, Fault.CHAT_NOT_FOUND])
+async def test_a_chat_that_is_gone_is_deactivated(
+    tmp_path: Path, fake: FakeTelegram, fault: Fault
+) -> None:
+    async with rig(tmp_path / "f.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        await r.store.add_rule(chat.id, "BTC below 85000", str(USER), 50)
+        fake.fail_chat(USER, fault, times=None)
+        await enqueue(r.store, chat, an_alert())
+        await r.delivery.drain()
+        assert await r.store.outbox_counts() == {"failed": 1}
+        found = await r.store.find_chat("telegram", str(USER))
+        assert found is not None and not found.active
+        await enqueue(r.store, chat, an_alert("BTC fell below 85,000 (now 83,000)"))
+        await r.delivery.drain()
+        assert sends_to(fake, USER) == 1  # nothing more was tried
+        assert await r.store.outbox_counts() == {"failed": 1, "inactive": 1}
+
+        fake.heal()  # the user unblocks the bot and talks to it again
+        fake.push("/alerts", chat_id=USER)
+        await until(lambda: fake.texts(USER))
+        found = await r.store.find_chat("telegram", str(USER))
+        assert found is not None and found.active
+
+
+@pytest.mark.parametrize(
+    ("fault", "permanent"),
+    [(Fault.FORBIDDEN, True), (Fault.CHAT_NOT_FOUND, True), (Fault.BAD_GATEWAY, False)],
+)
+async def test_send_maps_telegram_errors(
+    tmp_path: Path, fake: FakeTelegram, fault: Fault, permanent: bool
+) -> None:
+    async with rig(tmp_path / "x.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        fake.fail_chat(USER, fault)
+        with pytest.raises(DeliveryError) as caught:
+            await r.bot.send(chat, an_alert())
+        assert (caught.value.permanent, caught.value.retry_after) == (permanent, 0.0)
+
+
+async def test_html_refused_by_telegram_goes_out_as_plain_text(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with rig(tmp_path / "p.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        fake.fail_chat(USER, Fault.BAD_ENTITIES)
+        assert await r.bot.send(chat, an_alert()) is not None
+        assert [(m.text, m.parse_mode) for m in fake.messages] == [
+            ("BTC fell below 85,000 (now 84,000) — BTC below 85000 (2026-03-02 12:00 UTC)", None)
+        ]
+
+
+async def test_a_migrated_group_keeps_its_rules(tmp_path: Path, fake: FakeTelegram) -> None:
+    old, new = -4001, -1004001
+    async with rig(tmp_path / "m.db", fake) as r:
+        chat = await r.store.chat("telegram", str(old), "group")
+        await r.store.add_rule(chat.id, "BTC below 85000", "1", 50)
+        fake.fail_chat(old, Fault.MIGRATED, migrate_to=new)
+        await enqueue(r.store, chat, an_alert())
+        await r.delivery.drain()
+        assert fake.texts(old) == []
+        assert [plain(t).splitlines()[0] for t in fake.texts(new)] == [
+            "🔴▼ BTC BTC fell below 85,000 (now 84,000)"
+        ]
+        assert await r.store.find_chat("telegram", str(old)) is None
+        moved = await r.store.find_chat("telegram", str(new))
+        assert moved is not None and moved.id == chat.id and moved.active
+        assert [s.text for s in await r.store.rules(moved.id)] == ["BTC below 85000"]
+        assert await r.store.outbox_counts() == {"delivered": 1}
+
+
+async def test_a_migration_notice_moves_the_rules_at_once(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    old, new = -4002, -1004002
+    async with rig(tmp_path / "m2.db", fake) as r:
+        chat = await r.store.chat("telegram", str(old), "group")
+        await r.store.add_rule(chat.id, "XAG above 50", "1", 50)
+        fake.migrate(old, new)
+        await until(lambda: r.store.find_chat("telegram", str(new)))
+        assert [s.text for s in await r.store.rules(chat.id)] == ["XAG above 50"]
+        assert await r.store.find_chat("telegram", str(old)) is None
+
+
+# --- 6. the allowlist ---
+
+
+async def test_chats_off_the_allowlist_are_refused(tmp_path: Path, fake: FakeTelegram) -> None:
+    stranger = 9999
+    async with rig(tmp_path / "a.db", fake, allowed_chats={str(USER)}) as r:
+        fake.push("/alert XAG above 50", chat_id=stranger)
+        fake.push("hello", chat_id=stranger)
+        fake.push("/alert XAG above 50", chat_id=USER)
+        fake.push("hello", chat_id=USER)
+        await until(lambda: len(fake.texts(stranger)) == 2 and len(fake.texts(USER)) == 2)
+        assert [plain(t) for t in fake.texts(stranger)] == [
+            "Sorry, this bot only answers the chats its owner has allowed."
+        ] * 2
+        assert await r.store.find_chat("telegram", str(stranger)) is None
+        assert fake.texts(USER) == [
+            "Alert #1 set: XAG above 50",
+            "I answer commands: try /help, or /status BTC.",
+        ]
+
+
+# --- 7. HTML: escaping and splitting ---
+
+
+async def test_dynamic_values_are_escaped(tmp_path: Path, fake: FakeTelegram) -> None:
+    async with rig(tmp_path / "e.db", fake) as r:
+        nasty = an_alert("A&B <fell> below 1 & rose > 2", symbol="A&B<C>", rule_text="A<B & C>D")
+        chat = await r.store.chat("telegram", str(USER))
+        assert await r.bot.send(chat, nasty) is not None
+        fake.push("/alert X&Y above 3", chat_id=USER)
+        fake.push("/alert XAG above <b>", chat_id=USER)
+        await until(lambda: len(fake.texts(USER)) == 3)
+        sent = fake.texts(USER)
+        assert all(html_problem(text) is None for text in sent)
+        assert plain(sent[0]).startswith("🔴▼ A&B<C> A&B <fell> below 1 & rose > 2\nA<B & C>D")
+        assert "'X&Y' is not a valid symbol" in plain(sent[1])
+        assert "'<b' is not a price" in plain(sent[2])
+        assert "&lt;b" in sent[2]
+
+
+async def test_long_replies_are_split_on_line_boundaries(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with rig(tmp_path / "l.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        text = "BTC below 85000 confirm 3 cooldown 1h once expires 2026-12-31"
+        await r.store.import_rules([(chat.id, text, "1")] * 250)
+        fake.push("/alerts", chat_id=USER)
+        await until(lambda: sends_to(fake, USER) >= 5)
+        await asyncio.sleep(0.3)  # the last parts
+        parts = fake.texts(USER)
+        assert len(parts) == sends_to(fake, USER) >= 5  # every part was accepted
+        assert all(len(part) <= 4096 and html_problem(part) is None for part in parts)
+        lines = [line for part in parts for line in plain(part).splitlines()]
+        assert lines[0] == "250 alerts"
+        rows = lines[1:]
+        assert len(rows) == 250
+        assert all(re.fullmatch(rf"#\d+ +{re.escape(text)} +new", row) for row in rows)
+
+
+# --- 8. the token never reaches a log ---
+
+
+@contextmanager
+def every_logger_at_debug() -> Iterator[None]:
+    """Every logger (ours, PTB, httpx, httpcore, aiohttp) at DEBUG; restored afterwards."""
+    names = [*logging.root.manager.loggerDict, "httpx", "httpcore", "telegram", "aiohttp.access"]
+    saved = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+async def test_the_token_never_reaches_a_log(
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    app.setup_logging("DEBUG")
+    with every_logger_at_debug():
+        async with rig(tmp_path / "t.db", fake) as r:
+            fake.fail_method("getUpdates", Fault.BAD_GATEWAY)
+            fake.push("/help", chat_id=USER)
+            fake.push("/alert XAG above 50", chat_id=GROUP, user_id=MEMBER, chat_type="group")
+            await until(lambda: fake.texts(USER) and fake.texts(GROUP), timeout=10)
+            chat = await r.store.chat("telegram", "31337")
+            fake.fail_chat(31337, Fault.FORBIDDEN)
+            await enqueue(r.store, chat, an_alert())
+            await r.delivery.drain()
+            assert await r.store.outbox_counts() == {"failed": 1}
+    records = caplog.records
+    assert any(rec.name == "httpx" for rec in records)  # the URL logger was really on
+    assert any(rec.name == "aiohttp.access" for rec in records)
+    assert any("polling for updates failed" in rec.getMessage() for rec in records)
+    assert any("<token>" in rec.getMessage() for rec in records)  # redacted, not absent
+    secret = TOKEN.split(":", 1)[1]
+    for rec in records:
+        assert secret not in rec.getMessage(), rec.name
+        assert secret not in (rec.exc_text or ""), rec.name
+    assert secret not in caplog.text
+
+
+# --- the pacing of sends ---
+
+
+async def test_sends_are_paced_per_chat_per_group_and_overall() -> None:
+    now = [0.0]
+    ran: list[tuple[str, float]] = []
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = SendLimiter(Rates(10, 1, 30), lambda: now[0], sleep)
+
+    async def call(endpoint: str, chat_id: int) -> None:
+        async def callback() -> None:
+            ran.append((f"{endpoint} {chat_id}", now[0]))
+
+        await limiter.process_request(callback, (), {}, endpoint, {"chat_id": chat_id}, None)
+
+    for endpoint, chat_id in [
+        ("sendMessage", 5),
+        ("sendMessage", 5),
+        ("sendMessage", -7),
+        ("sendMessage", -7),
+        ("getChatMember", -7),
+        ("sendPhoto", 6),
+    ]:
+        await call(endpoint, chat_id)
+    second = 1 / SendLimiter.HEADROOM  # a little under each limit
+    assert ran == [
+        ("sendMessage 5", 0.0),
+        ("sendMessage 5", pytest.approx(1 * second)),  # 1/s in a private chat
+        ("sendMessage -7", pytest.approx(1.1 * second)),  # 10/s overall
+        ("sendMessage -7", pytest.approx(3 * second)),  # 30/min in a group
+        ("getChatMember -7", pytest.approx(3 * second)),  # not a message: not limited
+        ("sendPhoto 6", pytest.approx(3.1 * second)),
+    ]
