@@ -15,11 +15,13 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from alerts import rules
 from alerts.models import RuleError
 from alerts.sanity import Limits
+from bot.charts import AlertCharts, ChartCache
+from bot.commands import Commands
 from feeds.base import Feed
 from feeds.catalogue import METAL_ALIASES, Catalogue, Instrument
 from feeds.replay import SOURCE as REPLAY
@@ -29,9 +31,6 @@ from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery, Notifier
 from tickerbell.service import Resolver, Service
 from tickerbell.settings import Settings
-
-if TYPE_CHECKING:
-    from bot.telegram_bot import TelegramBot
 
 log = logging.getLogger("tickerbell")
 
@@ -80,31 +79,49 @@ def live_feed_factory(settings: Settings, clock: Callable[[], datetime]) -> Call
     return make
 
 
-def make_telegram(settings: Settings, store: Store, service: Service) -> TelegramBot:
-    """The Telegram front end: chat commands over the service, and the "telegram" notifier."""
-    from bot.commands import Commands
-    from bot.telegram_bot import Rates, TelegramBot
+class FrontEnd(Notifier, Protocol):
+    """A chat platform: takes commands while started, and delivers alerts as a Notifier."""
 
-    assert settings.telegram_bot_token is not None
-    commands = Commands(
-        store,
-        service,
-        rules_per_chat=settings.rules_per_chat,
-        commands_per_minute=settings.commands_per_minute,
-    )
-    rates = Rates(
-        settings.telegram_overall_per_second,
-        settings.telegram_chat_per_second,
-        settings.telegram_group_per_minute,
-    )
-    return TelegramBot(
-        token=settings.telegram_bot_token.get_secret_value(),
-        base_url=settings.telegram_api_base_url,
-        commands=commands,
-        store=store,
-        allowed_chats=settings.allowed_chats,
-        rates=rates,
-    )
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def make_front_ends(settings: Settings, store: Store, commands: Commands) -> list[FrontEnd]:
+    """Telegram and/or Discord, for whichever tokens are set."""
+    front_ends: list[FrontEnd] = []
+    if settings.telegram_bot_token is not None:
+        from bot.telegram_bot import Rates, TelegramBot
+
+        rates = Rates(
+            settings.telegram_overall_per_second,
+            settings.telegram_chat_per_second,
+            settings.telegram_group_per_minute,
+        )
+        front_ends.append(
+            TelegramBot(
+                token=settings.telegram_bot_token.get_secret_value(),
+                base_url=settings.telegram_api_base_url,
+                commands=commands,
+                store=store,
+                allowed_chats=settings.allowed_chats,
+                rates=rates,
+            )
+        )
+    if settings.discord_bot_token is not None:
+        from bot.discord_bot import build
+
+        front_ends.append(
+            build(
+                token=settings.discord_bot_token.get_secret_value(),
+                commands=commands,
+                store=store,
+                db_path=settings.db,
+                guild_id=settings.discord_guild_id,
+                admin_role=settings.discord_admin_role,
+            )
+        )
+    return front_ends
 
 
 def poll_interval(settings: Settings, replay_speed: float | None) -> Callable[[str], float]:
@@ -167,18 +184,27 @@ async def run(
             clock=clock,
         )
         delivery.on_result = service.stats.delivery
-        telegram = make_telegram(settings, store, service) if settings.telegram_bot_token else None
-        if telegram is not None:
-            by_name[telegram.name] = delivery.notifiers[telegram.name] = telegram
+        chart_cache = ChartCache()
+        delivery.charts = AlertCharts(service.market, chart_cache).for_alert
+        commands = Commands(
+            store,
+            service,
+            rules_per_chat=settings.rules_per_chat,
+            commands_per_minute=settings.commands_per_minute,
+            charts=chart_cache,
+        )
+        front_ends = make_front_ends(settings, store, commands)
+        for front_end in front_ends:
+            by_name[front_end.name] = delivery.notifiers[front_end.name] = front_end
         status = 0
         log.info("tickerbell starting: database %s, chats on %s", settings.db, ", ".join(by_name))
         delivery_task = asyncio.create_task(delivery.run())
         await service.start()
-        if telegram is not None:
+        for front_end in front_ends:
             try:
-                await telegram.start()
+                await front_end.start()
             except Exception as err:
-                log.error("telegram: cannot start (%r); shutting down", err)
+                log.error("%s: cannot start (%r); shutting down", front_end.name, err)
                 stop.set()
                 status = 1
         endpoint = None
@@ -190,8 +216,9 @@ async def run(
         watcher = asyncio.create_task(_stop_after_replay(replay, store, stop)) if replay else None
         await stop.wait()
         log.info("shutting down")
-        if telegram is not None:
-            await telegram.stop()  # no new commands; its sends still work until closed below
+        for front_end in front_ends:
+            with contextlib.suppress(Exception):
+                await front_end.stop()  # no new commands; sends still work until closed below
         await service.stop()
         delivery.stop()
         try:

@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("text", nargs="+")
     cmd.set_defaults(handler=_cmd)
+    sync = sub.add_parser("discord-sync", help="push the Discord slash commands now")
+    sync.add_argument(
+        "--clear-global",
+        action="store_true",
+        help="also remove global commands (after setting DISCORD_GUILD_ID)",
+    )
+    sync.set_defaults(handler=_discord_sync)
     return parser
 
 
@@ -234,6 +241,25 @@ def _console_command(text: str) -> int:
         return 0 if reply.ok else 2
 
     return asyncio.run(go())
+
+
+def _discord_sync(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if settings.discord_bot_token is None:
+        print("tickerbell: set DISCORD_BOT_TOKEN first (see .env.example)", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    from tickerbell.discord_sync import discord_sync
+
+    token = settings.discord_bot_token.get_secret_value()
+    return asyncio.run(
+        discord_sync(
+            token,
+            db_path=settings.db,
+            guild_id=settings.discord_guild_id,
+            clear_global=args.clear_global,
+        )
+    )
 
 
 def _cmd(args: argparse.Namespace) -> int:

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     telegram_chat_per_second: float = Field(1.0, validation_alias="TELEGRAM_CHAT_PER_SECOND")
     telegram_group_per_minute: float = Field(20.0, validation_alias="TELEGRAM_GROUP_PER_MINUTE")
     discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
+    discord_guild_id: int | None = Field(None, validation_alias="DISCORD_GUILD_ID")
+    discord_admin_role: str = Field("", validation_alias="DISCORD_ADMIN_ROLE")
 
     db: Path = Path("tickerbell.db")
     log_level: str = "INFO"
