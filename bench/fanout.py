@@ -38,7 +38,6 @@ from feeds.catalogue import Catalogue
 from storage.db import Chat, Store
 from tickerbell.delivery import Delivery
 from tickerbell.service import Service
-from tickerbell.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_telegram import FakeTelegram, Limits
@@ -111,7 +110,7 @@ async def main(chats: int, scale: float, direct: bool, interval: float) -> None:
             delivery = Delivery(store, {}, interval=interval)
             service = Service(
                 store,
-                Catalogue(Settings()),
+                Catalogue(),
                 lambda source: NoFeed(),
                 delivery,
                 limits=QuoteLimits(max_age=timedelta(minutes=10)),

@@ -64,7 +64,7 @@ async def bench_ccxt(sizes: tuple[int, ...] = SIZES, ticks: int = TICKS) -> list
 async def _bench_ccxt_feed(
     fake: FakeExchange, settings: Settings, symbols: list[str], ticks: int, label: str
 ) -> Row:
-    feed = CcxtFeed("binance", settings)
+    feed = CcxtFeed("binance", settings.exchange_options.get("binance"))
     try:
         before = fake.count()
         start = time.perf_counter()

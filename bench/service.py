@@ -25,7 +25,6 @@ from feeds.catalogue import Catalogue
 from storage.db import Store
 from tickerbell.delivery import Delivery
 from tickerbell.service import Service
-from tickerbell.settings import Settings
 
 CHATS, RULES, TICKS = 10_000, 100_000, 7
 TICKERS = [
@@ -73,7 +72,7 @@ async def main() -> None:
             print(f"setup: {CHATS:,} chats, {RULES:,} rules in {time.perf_counter() - start:.1f} s")
             service = Service(
                 store,
-                Catalogue(Settings()),
+                Catalogue(),
                 lambda source: venue,
                 Delivery(store, {}),
                 limits=Limits(max_age=timedelta(minutes=10)),

@@ -47,9 +47,9 @@ from alerts.models import Alert, Direction
 from bot import render
 from bot.charts import RANGES
 from bot.commands import Caller, Commands, Reply
+from bot.notifier import DeliveryError
 from feeds.catalogue import COMMON_CRYPTO
 from storage.db import Chat, Store
-from tickerbell.delivery import DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -528,7 +528,7 @@ class DiscordBot:
                 message = await channel.send(embed=embed, file=chart)
         except (discord.Forbidden, discord.NotFound) as err:
             self._gone.add(chat.chat_id)
-            raise DeliveryError(f"{err.status} {err.text or err}", permanent=True) from err
+            raise DeliveryError(f"{err.status} {err.text or err}", chat_gone=True) from err
         except discord.RateLimited as err:
             wait = err.retry_after
             raise DeliveryError(f"rate limited for {wait:g}s", retry_after=wait) from err
@@ -548,9 +548,9 @@ class DiscordBot:
         if self.client.user is None or self.client.is_closed():
             raise DeliveryError("not connected to Discord")
         if chat.chat_id in self._gone:
-            raise DeliveryError(f"channel {chat.chat_id} is unreachable", permanent=True)
+            raise DeliveryError(f"channel {chat.chat_id} is unreachable", chat_gone=True)
         if not chat.chat_id.isdigit():
-            raise DeliveryError(f"'{chat.chat_id}' is not a Discord channel id", permanent=True)
+            raise DeliveryError(f"'{chat.chat_id}' is not a Discord channel id", chat_gone=True)
         wait = self.invalid.pause_left()
         if wait > 0:
             if not self._paused:

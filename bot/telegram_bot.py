@@ -48,12 +48,13 @@ from telegram.warnings import PTBDeprecationWarning
 from alerts.models import Alert
 from bot import render
 from bot.commands import Caller, Commands
+from bot.notifier import DeliveryError
 from storage.db import Chat, Store
-from tickerbell.delivery import DeliveryError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.telegram.org/bot"
+CAPTION_LIMIT = 1024  # Telegram's limit for a photo caption
 COMMANDS = (
     ("start", "What this bot does"),
     ("help", "Commands and rule examples"),
@@ -321,7 +322,7 @@ class TelegramBot:
 
     # --- the notifier ---
 
-    async def send(self, chat: Chat, alert: Alert) -> str | None:
+    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         """Deliver one alert; Telegram's answer becomes a message id or a DeliveryError."""
         chat_id = chat.chat_id
         text = render.alert_html(alert)
@@ -329,9 +330,15 @@ class TelegramBot:
         waits = moves = 0
         while True:
             try:
-                message: Message = await self.app.bot.send_message(
-                    _chat_ref(chat_id), text, parse_mode=mode
-                )
+                message: Message
+                if image is not None and len(text) <= CAPTION_LIMIT:
+                    message = await self.app.bot.send_photo(
+                        _chat_ref(chat_id), image, caption=text, parse_mode=mode
+                    )
+                else:  # no chart, or a caption too long for one: the text alone
+                    message = await self.app.bot.send_message(
+                        _chat_ref(chat_id), text, parse_mode=mode
+                    )
                 return str(message.message_id)
             except RetryAfter as err:
                 delay = _retry_seconds(err)
@@ -350,9 +357,11 @@ class TelegramBot:
                 await self._move(chat_id, new_id)
                 chat_id = new_id
             except Forbidden as err:  # blocked, kicked, or the account is deactivated
-                raise DeliveryError(f"forbidden: {err.message}", permanent=True) from err
+                raise DeliveryError(f"forbidden: {err.message}", chat_gone=True) from err
             except BadRequest as err:
-                if "chat not found" in err.message.lower() or mode is None:
+                if "chat not found" in err.message.lower():
+                    raise DeliveryError(f"bad request: {err.message}", chat_gone=True) from err
+                if mode is None:
                     raise DeliveryError(f"bad request: {err.message}", permanent=True) from err
                 log.error(
                     "telegram: chat %s rejected alert %r as HTML (%s); sending it as plain text",
@@ -395,8 +404,16 @@ class TelegramBot:
                 is_admin=await self._is_admin(chat, message),
             )
             reply = await self.commands.handle(caller, message.text)
-            for part in render.telegram_html(reply):
+            parts = render.telegram_html(reply)
+            if reply.image is not None and len(parts) == 1 and len(parts[0]) <= CAPTION_LIMIT:
+                await self.app.bot.send_photo(
+                    chat.id, reply.image, caption=parts[0], parse_mode=ParseMode.HTML
+                )
+                return
+            for part in parts:
                 await self._answer(chat.id, part)
+            if reply.image is not None:
+                await self.app.bot.send_photo(chat.id, reply.image)
         except TelegramError as err:
             log.warning("telegram: could not answer in chat %s: %s", chat.id, err)
         except Exception:

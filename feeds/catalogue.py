@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import ccxt
 
 from alerts.models import RuleError
-from tickerbell.settings import Settings
 
 YAHOO = "yahoo"
 YAHOO_PREFIX = "yf"
@@ -64,14 +63,21 @@ class Instrument:
 
 
 class Catalogue:
-    """Resolves user-typed symbols to instruments, using the venue and quote from settings."""
+    """Resolves user-typed symbols to instruments: bare crypto tickers on `exchange` against
+    `quote_currency`, metals from Yahoo as `metals` ("futures" or "spot") says."""
 
-    def __init__(self, settings: Settings, crypto: Iterable[str] = COMMON_CRYPTO) -> None:
-        self.venue = settings.exchange.lower()
+    def __init__(
+        self,
+        exchange: str = "binance",
+        quote_currency: str = "USDT",
+        metals: str = "futures",
+        crypto: Iterable[str] = COMMON_CRYPTO,
+    ) -> None:
+        self.venue = exchange.lower()
         if self.venue not in ccxt.exchanges:
-            raise ValueError(f"TICKERBELL_EXCHANGE {settings.exchange!r} is not a ccxt exchange id")
-        self.quote = settings.quote_currency.upper()
-        self.metals_spot = settings.metals == "spot"
+            raise ValueError(f"TICKERBELL_EXCHANGE {exchange!r} is not a ccxt exchange id")
+        self.quote = quote_currency.upper()
+        self.metals_spot = metals == "spot"
         self.crypto = tuple(dict.fromkeys(c.upper() for c in crypto))
 
     def known(self) -> list[str]:

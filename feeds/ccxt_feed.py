@@ -26,7 +26,6 @@ import ccxt.async_support as ccxt_async
 from alerts.models import Candle, Quote
 from feeds.backoff import Backoff
 from feeds.base import FeedError, FeedHealth, PermanentFeedError, TransientFeedError
-from tickerbell.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class CcxtFeed:
     def __init__(
         self,
         venue: str,
-        settings: Settings,
+        options: Mapping[str, Any] | None = None,
         *,
         clock: Callable[[], datetime] = utc_now,
         backoff: Backoff | None = None,
@@ -110,7 +109,7 @@ class CcxtFeed:
         self._clock = clock
         self._page_limit = page_limit
         config = deep_merge(VENUE_DEFAULTS.get(self.venue, {}), {"enableRateLimit": True})
-        config = deep_merge(config, settings.exchange_options.get(self.venue, {}))
+        config = deep_merge(config, options or {})
         self.exchange: ccxt_async.Exchange = getattr(ccxt_async, self.venue)(config)
         self._markets_loaded = False
         self._markets_lock = asyncio.Lock()

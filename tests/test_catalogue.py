@@ -13,7 +13,8 @@ from tickerbell.settings import Settings
 
 
 def catalogue(**settings: Any) -> Catalogue:
-    return Catalogue(Settings(_env_file=None, **settings))  # type: ignore[call-arg]
+    chosen = Settings(_env_file=None, **settings)  # type: ignore[call-arg]
+    return Catalogue(chosen.exchange, chosen.quote_currency, chosen.metals)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,7 @@ def test_known_names_start_with_the_common_ones() -> None:
 
 
 def test_a_custom_crypto_list_widens_or_narrows_what_bare_words_mean() -> None:
-    cat = Catalogue(Settings(_env_file=None), crypto=["btc", "WIF"])  # type: ignore[call-arg]
+    cat = Catalogue(crypto=["btc", "WIF"])
     assert cat.resolve("wif") == Instrument("WIF", "ccxt:binance", "WIF/USDT")
     with pytest.raises(RuleError):
         cat.resolve("ETH")

@@ -65,7 +65,7 @@ def make_feed(
 ) -> CcxtFeed:
     options = deep_merge(fake.ccxt_options(timeout_ms=500), extra or {})
     settings = Settings(_env_file=None, exchange_options={"binance": options})  # type: ignore[call-arg]
-    return CcxtFeed("binance", settings, clock=clock, **kwargs)
+    return CcxtFeed("binance", settings.exchange_options["binance"], clock=clock, **kwargs)
 
 
 @pytest.fixture
@@ -449,7 +449,7 @@ def test_exchange_options_are_deep_merged() -> None:
         _env_file=None,
         exchange_options={"binance": {"options": {"defaultType": "spot"}, "timeout": 1234}},
     )
-    feed = CcxtFeed("binance", settings)
+    feed = CcxtFeed("binance", settings.exchange_options["binance"])
     assert feed.exchange.timeout == 1234
     assert feed.exchange.enableRateLimit is True
     assert feed.exchange.options["defaultType"] == "spot"
@@ -459,4 +459,4 @@ def test_exchange_options_are_deep_merged() -> None:
 
 def test_unknown_venue_is_refused() -> None:
     with pytest.raises(ValueError, match="not a ccxt exchange"):
-        CcxtFeed("nosuchvenue", Settings(_env_file=None))  # type: ignore[call-arg]
+        CcxtFeed("nosuchvenue")

@@ -50,7 +50,6 @@ from storage.db import Chat, Store
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.discord_sync import discord_sync
 from tickerbell.service import Service
-from tickerbell.settings import Settings
 
 TOKEN = "MTA5.fake.discord-bot-token"
 GUILD, CHANNEL, OTHER = 5_550_001, 7_770_001, 7_770_002
@@ -99,7 +98,7 @@ async def rig(db: Path, *, start: bool = True, **options: Any) -> AsyncIterator[
         delivery = Delivery(store, {})
         service = Service(
             store,
-            Catalogue(Settings()),
+            Catalogue(),
             lambda source: venue,
             delivery,
             limits=Limits(max_age=timedelta(minutes=5)),
@@ -616,7 +615,7 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
         delivery = Delivery(store, {}, clock=clock)
         service = Service(
             store,
-            Catalogue(Settings()),
+            Catalogue(),
             lambda source: venue,
             delivery,
             limits=Limits(max_age=timedelta(minutes=5)),

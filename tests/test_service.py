@@ -128,7 +128,7 @@ async def test_a_failing_platform_does_not_stop_the_others(tmp_path: Path) -> No
 async def test_a_chat_that_blocked_the_bot_is_deactivated(tmp_path: Path) -> None:
     clock = Clock()
     venue = ScriptedVenue(clock)
-    gone = Recorder("telegram", DeliveryError("Forbidden: bot was blocked", permanent=True))
+    gone = Recorder("telegram", DeliveryError("Forbidden: bot was blocked", chat_gone=True))
     async with service(tmp_path / "f.db", clock, venue, gone) as (svc, store, delivery):
         await add_rule(store, "telegram", "t1", "BTC below 85000")
         for price in (86000.0, 84000.0):

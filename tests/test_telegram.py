@@ -85,14 +85,16 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(db: Path, fake: FakeTelegram, **options: Any) -> AsyncIterator[Rig]:
+async def rig(
+    db: Path, fake: FakeTelegram, feed: ScriptedFeed | None = None, **options: Any
+) -> AsyncIterator[Rig]:
     """A started TelegramBot over a real store, command layer and service."""
     async with Store.open(db) as store:
         delivery = Delivery(store, {})
-        feed = ScriptedFeed()
+        feed = feed or ScriptedFeed()
         service = Service(
             store,
-            Catalogue(Settings()),
+            Catalogue(),
             lambda source: feed,
             delivery,
             limits=QuoteLimits(max_age=timedelta(minutes=5)),
@@ -495,3 +497,47 @@ async def test_sends_are_paced_per_chat_per_group_and_overall() -> None:
         ("getChatMember -7", pytest.approx(3 * second)),  # not a message: not limited
         ("sendPhoto 6", pytest.approx(3.1 * second)),
     ]
+
+
+# --- charts (issue 7) ---
+
+
+async def test_an_alert_with_a_chart_goes_as_a_photo_with_its_caption(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"synthetic" * 100
+    async with rig(tmp_path / "p.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        assert await r.bot.send(chat, an_alert(), image=png) is not None
+        long_caption = an_alert("x" * 1100)  # over the 1024-character caption limit
+        assert await r.bot.send(chat, long_caption, image=png) is not None
+    photos = [c for c in fake.calls if c.method == "sendPhoto"]
+    assert len(photos) == 1
+    assert photos[0].params["photo"] == f"<file {len(png)} bytes png>"
+    assert plain(photos[0].params["caption"]).startswith("🔴▼ BTC BTC fell below 85,000")
+    assert [plain(t)[:1] for t in fake.texts(USER)] == ["🔴", "🔴"]  # the long one as text
+
+
+class FeedWithHistory(ScriptedFeed):
+    """The scripted feed plus 40 synthetic daily bars around its price."""
+
+    async def candles(self, symbol: str, timeframe: str, since: datetime) -> list[Candle]:
+        today = datetime.now(UTC).date()
+        return [
+            Candle(today - timedelta(days=40 - i), 48.0, 49.0 + i % 3, 47.0, 48.0 + i % 5 / 10)
+            for i in range(40)
+        ]
+
+
+async def test_chart_command_answers_with_a_photo(tmp_path: Path, fake: FakeTelegram) -> None:
+    async with rig(tmp_path / "c.db", fake):
+        fake.push("/chart XAG 1d", chat_id=USER)
+        await until(lambda: fake.count("sendMessage") == 1)
+    # the plain scripted feed has no history: a short, specific answer instead of a picture
+    assert "no price history for XAG yet" in plain(fake.texts(USER)[0])
+    async with rig(tmp_path / "c2.db", fake, feed=FeedWithHistory()):
+        fake.push("/chart XAG 1m", chat_id=USER)
+        await until(lambda: fake.count("sendPhoto") == 1)
+    [photo] = [c for c in fake.calls if c.method == "sendPhoto"]
+    assert photo.params["photo"].endswith("png>")
+    assert plain(photo.params["caption"]).startswith("XAG 1m: ")

@@ -64,6 +64,11 @@ class ReplayCatalogue:
         return Instrument(name, REPLAY, name)
 
 
+def catalogue_for(settings: Settings) -> Catalogue:
+    """The symbol catalogue for the configured venue, quote currency and metals source."""
+    return Catalogue(settings.exchange, settings.quote_currency, settings.metals)
+
+
 def live_feed_factory(settings: Settings, clock: Callable[[], datetime]) -> Callable[[str], Feed]:
     """Builds the feed for a source name: `ccxt:<venue>` or `yahoo`."""
 
@@ -74,7 +79,8 @@ def live_feed_factory(settings: Settings, clock: Callable[[], datetime]) -> Call
             return YahooFeed(clock)
         from feeds.ccxt_feed import CcxtFeed
 
-        return CcxtFeed(source.removeprefix("ccxt:"), settings, clock=clock)
+        venue = source.removeprefix("ccxt:")
+        return CcxtFeed(venue, settings.exchange_options.get(venue), clock=clock)
 
     return make
 
@@ -155,7 +161,7 @@ async def run(
         catalogue = ReplayCatalogue(frozenset(replay.symbols))
         feed_for: Callable[[str], Feed] = lambda source: replay  # noqa: E731
     else:
-        catalogue = Catalogue(settings)
+        catalogue = catalogue_for(settings)
         feed_for = live_feed_factory(settings, clock)
     async with Store.open(settings.db, clock=clock) as store:
         console = await store.chat(*CONSOLE)

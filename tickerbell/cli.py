@@ -19,7 +19,7 @@ from alerts.text import number
 from bot import charts
 from bot.commands import Caller, Commands
 from bot.render import plain
-from feeds.catalogue import METAL_ALIASES, Catalogue
+from feeds.catalogue import METAL_ALIASES
 from feeds.replay import ReplayError, ReplayFeed, read_candles, replay, symbol_from_name
 from storage.db import LimitReached, Store, utcnow
 from tickerbell import app
@@ -218,7 +218,7 @@ def _console_command(text: str) -> int:
         async with Store.open(settings.db) as store:
             service = Service(
                 store,
-                Catalogue(settings),
+                app.catalogue_for(settings),
                 app.live_feed_factory(settings, utcnow),
                 Delivery(store, {}),
                 limits=Limits(

@@ -14,37 +14,15 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from alerts.models import Alert
+from bot.notifier import DeliveryError, Notifier
 from storage.db import Chat, OutboxRow, Store, utcnow
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE = 2.0
 RETRY_CAP = 600.0
-
-
-class Notifier(Protocol):
-    """A chat platform as delivery sees it. `name` matches `Chat.platform`."""
-
-    name: str
-
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
-        """Deliver one alert (with its chart as a PNG, when given); return the platform's
-        message id. Raise DeliveryError on failure."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class DeliveryError(Exception):
-    """A send failed. `permanent` means retrying is pointless (chat gone, bot blocked)."""
-
-    def __init__(self, message: str, permanent: bool = False, retry_after: float = 0.0) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-        self.retry_after = retry_after
 
 
 class ConsoleNotifier:
@@ -129,10 +107,7 @@ class Delivery:
                 continue
             try:
                 image = await self._chart(row) if notifier.name != "console" else None
-                if image is None:
-                    message_id = await notifier.send(row.chat, row.alert)
-                else:
-                    message_id = await notifier.send(row.chat, row.alert, image=image)
+                message_id = await notifier.send(row.chat, row.alert, image=image)
             except DeliveryError as err:
                 blocked.add(row.chat.id)
                 await self._failed(platform, row, err)
@@ -158,12 +133,17 @@ class Delivery:
             return None
 
     async def _failed(self, platform: str, row: OutboxRow, err: DeliveryError) -> None:
-        if err.permanent:
+        if err.chat_gone:
             log.warning(
                 "%s: chat %s unreachable (%s); deactivating it", platform, row.chat.chat_id, err
             )
             await self.store.mark_failed(row.id, str(err))
             await self.store.set_chat_active(row.chat.id, False)
+            self.on_result(platform, "failed")
+            return
+        if err.permanent:
+            log.error("%s: outbox row %s refused for good (%s)", platform, row.id, err)
+            await self.store.mark_failed(row.id, str(err))
             self.on_result(platform, "failed")
             return
         if platform not in self._down:

@@ -15,7 +15,6 @@ from feeds.catalogue import Catalogue
 from storage.db import Chat, Store
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.service import Service
-from tickerbell.settings import Settings
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -85,7 +84,7 @@ async def service(
         delivery = Delivery(store, {n.name: n for n in notifiers}, clock=clock)
         svc = Service(
             store,
-            Catalogue(Settings()),
+            Catalogue(),
             lambda source: venue,
             delivery,
             limits=Limits(max_age=timedelta(minutes=2)),
