@@ -84,9 +84,9 @@ class Timed:
         self.returned: list[float] = []
         self.durations: list[float] = []
 
-    async def send(self, chat: Chat, alert: Alert) -> str | None:
+    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         started = time.perf_counter()
-        message_id = await self.bot.send(chat, alert)
+        message_id = await self.bot.send(chat, alert, image)
         self.returned.append(time.perf_counter())
         self.durations.append(self.returned[-1] - started)
         return message_id

@@ -276,6 +276,7 @@ async def test_server_errors_and_network_failures_are_transient(
 ) -> None:
     now = [1000.0]
     async with rig(tmp_path / "t.db", clock=lambda: now[0]) as r:
+        r.delivery.parallel_chats = 1  # one send at a time, so the hold-back is what we see
         chat = await r.store.chat("discord", str(CHANNEL), "guild")
         other = await r.store.chat("discord", str(OTHER), "guild")
         fake.fail_channel(CHANNEL, Fault.UNAVAILABLE)

@@ -1,10 +1,12 @@
 """Delivery: drain the outbox to the chat platforms, in order per chat, each platform isolated.
 
 A row is marked delivered only after its platform accepted it, so a crash between decision and
-delivery leaves it pending and it is sent after the restart (at most the one message in flight
-at the crash can arrive twice). Transient failures are retried with backoff; a permanent one
-(the chat is gone or blocked us) marks the row failed and the chat inactive. One platform that
-is down or slow never holds up another: each drains in its own task.
+delivery leaves it pending and it is sent after the restart (at most the one message per chat
+that was in flight at the crash can arrive twice). Transient failures are retried with backoff;
+a permanent one marks the row failed (and the chat inactive when the chat itself is gone). One
+platform that is down or slow never holds up another: each drains in its own task, and within
+a platform up to `parallel_chats` chats are served at once, each strictly in order; the
+adapters keep themselves within their platform's rate limits.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Delivery:
         interval: float = 1.0,
         on_result: Callable[[str, str], None] | None = None,
         charts: Callable[[Alert], Awaitable[bytes | None]] | None = None,
+        batch: int = 500,
+        parallel_chats: int = 32,
     ) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
@@ -60,6 +64,8 @@ class Delivery:
         self.interval = interval
         self.on_result = on_result or (lambda platform, outcome: None)
         self.charts = charts
+        self.batch = batch
+        self.parallel_chats = parallel_chats
         self._wake = asyncio.Event()
         self._stopping = False
         self._down: dict[str, str] = {}
@@ -71,10 +77,13 @@ class Delivery:
     async def run(self) -> None:
         """Drain until `stop()`; never raises out (a failed round is logged and retried)."""
         while not self._stopping:
+            handled = 0
             try:
-                await self.drain()
+                handled = await self.drain()
             except Exception:
                 log.exception("delivery round failed; retrying")
+            if handled >= self.batch:
+                continue  # a full round: more rows are waiting, no pause
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
@@ -83,44 +92,57 @@ class Delivery:
         self._stopping = True
         self._wake.set()
 
-    async def drain(self) -> None:
-        """One round: every due row, grouped by platform, each platform in its own task."""
+    async def drain(self) -> int:
+        """One round over up to `batch` due rows, each platform in its own task; returns how
+        many rows it took."""
+        rows = await self.store.pending(self.batch)
         by_platform: dict[str, list[OutboxRow]] = {}
-        for row in await self.store.pending():
+        for row in rows:
             by_platform.setdefault(row.chat.platform, []).append(row)
         await asyncio.gather(
             *(self._drain_platform(name, rows) for name, rows in by_platform.items())
         )
+        return len(rows)
 
     async def _drain_platform(self, platform: str, rows: list[OutboxRow]) -> None:
+        """Up to `parallel_chats` chats at once; within a chat strictly in order, and a chat
+        whose row failed waits for its retry before its later rows go."""
         notifier = self.notifiers.get(platform)
         if notifier is None:
             return  # not configured in this run: rows wait for a run that has it
-        blocked: set[int] = set()  # a chat whose earlier row failed keeps its order
+        by_chat: dict[int, list[OutboxRow]] = {}
         for row in rows:
-            if self._stopping:
-                return
-            if row.chat.id in blocked:
-                continue
-            if not row.chat.active:
-                await self.store.mark_failed(row.id, "chat inactive")
-                continue
-            try:
-                image = await self._chart(row) if notifier.name != "console" else None
-                message_id = await notifier.send(row.chat, row.alert, image=image)
-            except DeliveryError as err:
-                blocked.add(row.chat.id)
-                await self._failed(platform, row, err)
-                continue
-            except Exception as err:  # an adapter bug must not stop delivery
-                log.exception("%s: unexpected error sending outbox row %s", platform, row.id)
-                blocked.add(row.chat.id)
-                await self._failed(platform, row, DeliveryError(repr(err)))
-                continue
-            await self.store.mark_delivered(row.id, message_id)
-            self.on_result(platform, "delivered")
-            if self._down.pop(platform, None) is not None:
-                log.info("%s: delivering again", platform)
+            by_chat.setdefault(row.chat.id, []).append(row)
+        gate = asyncio.Semaphore(self.parallel_chats)
+
+        async def one_chat(chat_rows: list[OutboxRow]) -> None:
+            async with gate:
+                for row in chat_rows:
+                    if self._stopping or not await self._deliver(platform, notifier, row):
+                        return
+
+        await asyncio.gather(*(one_chat(chat_rows) for chat_rows in by_chat.values()))
+
+    async def _deliver(self, platform: str, notifier: Notifier, row: OutboxRow) -> bool:
+        """Send one row and record the outcome; False when the chat's later rows must wait."""
+        if not row.chat.active:
+            await self.store.mark_failed(row.id, "chat inactive")
+            return True  # the chat's later rows go the same way
+        try:
+            image = await self._chart(row) if notifier.name != "console" else None
+            message_id = await notifier.send(row.chat, row.alert, image=image)
+        except DeliveryError as err:
+            await self._failed(platform, row, err)
+            return False
+        except Exception as err:  # an adapter bug must not stop delivery
+            log.exception("%s: unexpected error sending outbox row %s", platform, row.id)
+            await self._failed(platform, row, DeliveryError(repr(err)))
+            return False
+        await self.store.mark_delivered(row.id, message_id)
+        self.on_result(platform, "delivered")
+        if self._down.pop(platform, None) is not None:
+            log.info("%s: delivering again", platform)
+        return True
 
     async def _chart(self, row: OutboxRow) -> bytes | None:
         """The alert's chart when the chat wants charts; a chart that fails is left out."""
