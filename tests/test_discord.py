@@ -667,6 +667,73 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
             await telegram.close()
 
 
+async def test_tickerbell_run_serves_telegram_and_discord_together(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    """The composition root with both tokens: one alert reaches each platform exactly once."""
+    import contextlib
+
+    from fake_exchange import FakeExchange
+    from fake_telegram import FakeTelegram, plain
+
+    from tickerbell import app
+    from tickerbell.settings import Settings
+
+    telegram_token, user = "123456789:AAF-fake_tickerbell_token", 4242
+    db = tmp_path / "app.db"
+    async with (
+        FakeTelegram(telegram_token, poll_cap=0.2) as tg,
+        FakeExchange() as exchange,
+        Store.open(db) as probe,
+    ):
+        exchange.set_price("BTCUSDT", 86000.0, 86000.0)
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            TELEGRAM_BOT_TOKEN=telegram_token,
+            TELEGRAM_API_BASE_URL=tg.base_url,
+            DISCORD_BOT_TOKEN=TOKEN,
+            db=db,
+            exchange_options={"binance": exchange.ccxt_options()},
+            poll_crypto_seconds=0.2,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(app.run(settings, stop=stop))
+        try:
+            await until(lambda: fake.identified and tg.count("getUpdates") > 0, timeout=15)
+            tg.push("/alert BTC below 85000", chat_id=user)
+            payload = fake.interaction(
+                "alert", "add", options={"rule": "BTC below 85000"}, channel_id=CHANNEL,
+                guild_id=GUILD, permissions=ADMIN_PERMISSIONS,
+            )  # fmt: skip
+            await fake.dispatch("INTERACTION_CREATE", payload)
+            await until(lambda: tg.texts(user) and fake.answers(payload))
+
+            async def armed() -> bool:
+                stored = await probe.rules()
+                return len(stored) == 2 and all(r.state and r.state.armed for r in stored)
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while not await armed():
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            exchange.set_price("BTCUSDT", 84000.0, 84000.0)
+            await until(lambda: len(tg.texts(user)) > 1 and fake.posted(CHANNEL), timeout=10)
+            polls = exchange.count()
+            await until(lambda: exchange.count() >= polls + 3)  # later ticks fire nothing
+            assert [plain(t).splitlines()[0] for t in tg.texts(user)[1:]] == [
+                "🔴▼ BTC BTC fell below 85,000 (now 84,000)"
+            ]
+            posted = only(fake.posted(CHANNEL))
+            assert posted.embeds[0]["description"] == "BTC fell below 85,000 (now 84,000)"
+            stop.set()
+            assert await asyncio.wait_for(running, 15) == 0
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(running, 15)
+        assert await probe.outbox_counts() == {"delivered": 2}
+
+
 # --- command sync ---
 
 
