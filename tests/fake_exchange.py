@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from support.local_server import serve_locally
 
 # ../shared/data relative to the repository (/work/main -> /work/shared/data), read in place.
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -258,11 +259,7 @@ class FakeExchange:
         app.router.add_get(f"{API}/ticker/24hr", self._ticker_24hr)
         app.router.add_get(f"{API}/klines", self._klines)
         app.middlewares.append(self._record_and_fault)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        self._runner, port = await serve_locally(app, shutdown_timeout=1.0)
         self.base_url = f"http://127.0.0.1:{port}{API}"
         return self
 

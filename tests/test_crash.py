@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 from aiohttp import web
+from support.local_server import serve_locally
+from support.waiting import until
 
 from alerts import rules
 from storage.db import Store
@@ -41,11 +43,7 @@ class SlowReceiver:
 async def start_receiver(receiver: SlowReceiver) -> tuple[web.AppRunner, str]:
     application = web.Application()
     application.router.add_post("/alert", receiver.handle)
-    runner = web.AppRunner(application)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_locally(application)
     return runner, f"http://127.0.0.1:{port}/alert"
 
 
@@ -74,14 +72,6 @@ async def spawn(db: Path, url: str, csv: Path, speed: float) -> asyncio.subproce
     )  # fmt: skip
 
 
-async def wait_for(predicate: object, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 async def test_kill_9_mid_delivery_then_restart(tmp_path: Path) -> None:
     db, csv = tmp_path / "crash.db", synthetic_csv(tmp_path / "xag.csv")
     await add_rules(db)
@@ -89,7 +79,7 @@ async def test_kill_9_mid_delivery_then_restart(tmp_path: Path) -> None:
     runner, url = await start_receiver(receiver)
     try:
         first = await spawn(db, url, csv, speed=20)
-        await wait_for(lambda: len(receiver.received) >= 8, timeout=60)
+        await until(lambda: len(receiver.received) >= 8, timeout=60)
         first.kill()  # SIGKILL: no clean-up of any kind
         await first.wait()
         delivered_before = len(receiver.received)
@@ -113,7 +103,7 @@ async def test_sigterm_stops_quickly_and_keeps_pending_rows(tmp_path: Path) -> N
     runner, url = await start_receiver(receiver)
     try:
         proc = await spawn(db, url, csv, speed=20)
-        await wait_for(lambda: len(receiver.received) >= 2, timeout=60)
+        await until(lambda: len(receiver.received) >= 2, timeout=60)
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), timeout=8)
         assert proc.returncode == 0, err.decode()[-2000:]

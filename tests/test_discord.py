@@ -9,11 +9,10 @@ scripted venue (synthetic prices).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from fake_discord import (
     Guild,
 )
 from support.scripted import T0, Clock, ScriptedVenue
+from support.waiting import until
 
 from alerts.models import Alert, Candle, Condition, Direction
 from alerts.sanity import Limits
@@ -56,19 +56,6 @@ GUILD, CHANNEL, OTHER = 5_550_001, 7_770_001, 7_770_002
 ADMIN_ROLE, MEMBER_ROLE = 9_990_001, 9_990_002
 T = TypeVar("T")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Wait for a condition (sync or async) to hold; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

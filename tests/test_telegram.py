@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, html_problem, plain
+from support.waiting import until
 
 from alerts.models import Alert, Candle, Condition, Direction, Quote
 from alerts.sanity import Limits as QuoteLimits
@@ -43,19 +43,6 @@ USER, GROUP, ADMIN, MEMBER = 4242, -100777, 11, 22
 
 # PTB's own RetryAfter constructor reads its deprecated int-valued `retry_after`.
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 8.0) -> None:
-    """Wait for a condition (sync or async) to hold; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
 
 
 class ScriptedFeed:
