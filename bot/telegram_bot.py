@@ -66,6 +66,9 @@ COMMANDS = (
     ("unmute", "Resume alerts"),
     ("subscribe", "Notable moves of a symbol: /subscribe XAU"),
     ("unsubscribe", "Stop notable moves"),
+    ("chart", "A price chart: /chart XAU 3m"),
+    ("rotation", "Gold, silver, BTC, ETH side by side"),
+    ("charts", "Charts with alerts: /charts on|off"),
 )
 ADMIN_STATUSES = frozenset({ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR})
 GROUP_KINDS = frozenset({ChatType.GROUP, ChatType.SUPERGROUP})
