@@ -133,11 +133,11 @@ class Service:
         self._days_needed = self._history_days()
         for source in {self.instrument(s).source for s in self.book.symbols()} - set(self.feeds):
             self._add_feed(source)
-        log.info(
-            "watching %d rules over %s",
-            len(self.book),
-            ", ".join(sorted(self.book.symbols())) or "no symbols",
-        )
+        if len(self.book):
+            symbols = ", ".join(sorted(self.book.symbols()))
+            log.info("watching %d rules over %s", len(self.book), symbols)
+        else:
+            log.info('no rules yet: add one with `tickerbell alert add "XAG above 50"` or /alert')
 
     async def _refresh_digest(self) -> None:
         """Keep one set of built-in digest rules per subscribed symbol, shared by its chats.
