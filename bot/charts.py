@@ -234,6 +234,7 @@ def price_spec(
     ticks: Sequence[tuple[datetime, float]],
     levels: Sequence[Level] = (),
     fires: Sequence[tuple[datetime, float]] = (),
+    unit: str = "USD",
 ) -> ChartSpec | None:
     """A symbol over a range: a line of ticks for `1d`, else daily candles (or a close line)."""
     if span == "1d" and len(ticks) >= MIN_TICKS:
@@ -247,7 +248,7 @@ def price_spec(
         )
     else:
         return None
-    panel = Panel((series,), levels=tuple(levels), fires=tuple(fires), label=symbol)
+    panel = Panel((series,), unit=unit, levels=tuple(levels), fires=tuple(fires), label=symbol)
     return ChartSpec(f"{symbol} {span}", (panel,))
 
 
@@ -267,9 +268,12 @@ def rotation_spec(closes: dict[str, list[Candle]], title: str) -> ChartSpec | No
 class AlertCharts:
     """The chart that goes with an alert: the subject's recent path, its level, the fire."""
 
-    def __init__(self, market: Market, cache: ChartCache) -> None:
+    def __init__(
+        self, market: Market, cache: ChartCache, currency: Callable[[str], str] = lambda s: "USD"
+    ) -> None:
         self.market = market
         self.cache = cache
+        self.currency = currency
 
     async def for_alert(self, alert: Alert) -> bytes | None:
         """A PNG for the alert, or None when there is no price history to draw (pairs)."""
@@ -280,7 +284,9 @@ class AlertCharts:
         priced = not alert.condition.is_spread  # a spread baseline is a percentage, not a price
         levels = (Level(alert.reference, alert.rule_text),) if priced and alert.reference else ()
         span = "1d" if len(ticks) >= MIN_TICKS else "3m"
-        spec = price_spec(alert.symbol, span, candles, ticks, levels, ((alert.time, alert.price),))
+        fire = ((alert.time, alert.price),)
+        unit = self.currency(alert.symbol)
+        spec = price_spec(alert.symbol, span, candles, ticks, levels, fire, unit)
         if spec is None:
             return None
         key = minute_key("alert", alert.symbol, alert.rule_text, now=alert.time)

@@ -71,6 +71,10 @@ class MarketView(Protocol):
         """Daily bars of the last `days` days."""
         ...
 
+    def currency(self, symbol: str) -> str:
+        """The currency the symbol is priced in (USD, USDT, ...)."""
+        ...
+
     def feed_note(self, symbol: str) -> str:
         """One line on where the symbol's price comes from and how fresh it is."""
         ...
@@ -337,7 +341,7 @@ async def _chart(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
     since = now - timedelta(days=1)
     ticks = [(ts, p) for ts, p in cmds.view.market.history(symbol).ticks if ts >= since]
     levels = [Level(r.value, rules.format(r)) for r in await _levels(cmds, caller, symbol)]
-    spec = price_spec(symbol, span, candles, ticks, levels)
+    spec = price_spec(symbol, span, candles, ticks, levels, unit=cmds.view.currency(symbol))
     if spec is None:
         return error(f"no price history for {symbol} yet; try again in a minute.")
     image = await cmds.charts.get(

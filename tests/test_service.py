@@ -232,3 +232,15 @@ async def test_alerts_carry_a_chart_unless_the_chat_turned_charts_off(tmp_path: 
         sent = dict(zip((chat for chat, _ in tg.sent), tg.images, strict=True))
         assert sent["pics"] is not None and sent["pics"].startswith(b"\x89PNG")
         assert sent["text"] is None
+
+
+@pytest.mark.parametrize(
+    ("symbol", "currency"),
+    [("BTC", "USDT"), ("kraken:XBT/EUR", "EUR"), ("XAU", "USD"), ("yf:EURUSD=X", "USD")],
+)
+async def test_chart_axes_name_the_quote_currency(
+    tmp_path: Path, symbol: str, currency: str
+) -> None:
+    clock = Clock()
+    async with service(tmp_path / "cur.db", clock, ScriptedVenue(clock)) as (svc, _, _):
+        assert svc.currency(symbol) == currency

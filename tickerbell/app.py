@@ -191,7 +191,7 @@ async def run(
         )
         delivery.on_result = service.stats.delivery
         chart_cache = ChartCache()
-        delivery.charts = AlertCharts(service.market, chart_cache).for_alert
+        delivery.charts = AlertCharts(service.market, chart_cache, service.currency).for_alert
         commands = Commands(
             store,
             service,

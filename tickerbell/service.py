@@ -315,6 +315,14 @@ class Service:
             await self._load_history(feed, [instrument], days=days)
         return [c for c in self.market.history(symbol).candles if c.day >= start]
 
+    def currency(self, symbol: str) -> str:
+        """The quote currency of a pair (`BTC/USDT` -> USDT); Yahoo's metals are in USD."""
+        try:
+            native = self.instrument(symbol).native
+        except RuleError:
+            return "USD"  # a ratio or an unknown symbol: no currency of its own
+        return native.rsplit("/", 1)[1] if "/" in native else "USD"
+
     def feed_note(self, symbol: str) -> str:
         """Where the price comes from and how fresh it is, for /status."""
         instrument = self.instrument(symbol)
