@@ -24,12 +24,22 @@ sys.path[:] = [str(ROOT), str(ROOT / "tests")] + [
     p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 ]
 
+import tempfile  # noqa: E402
+import warnings  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from datetime import time as dtime  # noqa: E402
+
+import yfinance as yf  # noqa: E402
 from fake_exchange import FakeExchange  # noqa: E402
+from fake_yahoo import NEW_YORK, FakeYahoo, load_bars  # noqa: E402
 
 from feeds.ccxt_feed import CcxtFeed  # noqa: E402
+from feeds.yahoo_feed import YahooFeed  # noqa: E402
 from tickerbell.settings import Settings  # noqa: E402
 
 SIZES = (1, 10, 100)
+DATA = ROOT.parent / "shared" / "data"
+YAHOO_FILES = {"GC=F": DATA / "gold_gcf_daily.csv", "SI=F": DATA / "silver_sif_daily.csv"}
 TICKS = 30
 
 
@@ -108,13 +118,63 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+async def bench_yahoo(sizes: tuple[int, ...] = (1, 10), ticks: int = 10) -> list[Row]:
+    """Requests and time per tick of YahooFeed against the fake Yahoo (yfinance's real code).
+
+    Beyond GC=F and SI=F the symbols are made-up tickers (SYN01=F, ...) serving copies of the
+    real SI=F bars; the last-trade time moves each tick so every symbol is quoted, not closed.
+    """
+    if not all(path.exists() for path in YAHOO_FILES.values()):
+        print(f"(real GC=F/SI=F bars not found under {DATA}: Yahoo rows skipped)")
+        return []
+    yf.set_tz_cache_location(tempfile.mkdtemp(prefix="yfinance-cache-"))
+    gold, silver = (load_bars(path) for path in YAHOO_FILES.values())
+    rows = []
+    for n in sizes:
+        symbols = ["GC=F", "SI=F", *(f"SYN{i:02d}=F" for i in range(1, n - 1))][:n]
+        bars = {sym: gold if sym == "GC=F" else silver for sym in symbols}
+        fake = FakeYahoo(bars)
+        await fake.start()
+        day = silver[-1].day
+        at = datetime.combine(day, dtime(15, 0), NEW_YORK)
+        now = [at.astimezone(UTC)]
+        feed = YahooFeed(lambda now=now: now[0], session=fake.session())  # type: ignore[misc]
+        try:
+            times, first_requests, first_ms = [], 0, 0.0
+            for tick in range(ticks + 1):
+                at += timedelta(minutes=1)
+                now[0] = at.astimezone(UTC) + timedelta(seconds=5)
+                for sym in symbols:
+                    fake.show(sym, day, at)
+                before = len(fake.requests)
+                start = time.perf_counter()
+                quotes = await feed.quotes(symbols)
+                elapsed = (time.perf_counter() - start) * 1000
+                assert len(quotes) == len(symbols), f"only {len(quotes)} of {len(symbols)} quoted"
+                if tick == 0:
+                    first_requests, first_ms = len(fake.requests) - before, elapsed
+                else:
+                    times.append(elapsed)
+            per_tick = sum(1 for r in fake.requests[-ticks * n :] if r.symbol) / ticks
+        finally:
+            await feed.close()
+            await fake.close()
+        rows.append(
+            Row("yahoo (yfinance)", n, first_requests, first_ms, per_tick,
+                statistics.median(times), statistics.quantiles(times, n=10)[-1])
+        )  # fmt: skip
+    return rows
+
+
 async def run_all() -> list[Row]:
     """Every feed's bench, one after the other (add new feeds here)."""
-    return await bench_ccxt()
+    return await bench_ccxt() + await bench_yahoo()
 
 
 def main() -> None:
     """Run the benches and print the table."""
+    warnings.simplefilter("ignore", FutureWarning)  # pandas 3.1 about yfinance's internals
+    warnings.simplefilter("ignore", DeprecationWarning)
     print(f"feed benchmarks: {TICKS} steady-state ticks per row, local fakes on 127.0.0.1")
     print(table(asyncio.run(run_all())))
 

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from curl_cffi import requests as curl_requests
+from support.local_server import serve_locally
 
 DATA = Path("/work/shared/data")
 FILES = {"GC=F": DATA / "gold_gcf_daily.csv", "SI=F": DATA / "silver_sif_daily.csv"}
@@ -145,11 +146,7 @@ class FakeYahoo:
         """Listen on a free port of 127.0.0.1."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_locally(app, access_log=None)
 
     async def close(self) -> None:
         """Stop listening."""
