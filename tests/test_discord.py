@@ -29,11 +29,10 @@ from fake_discord import (
     Fault,
     Guild,
 )
-from support.scripted import T0, Clock, ScriptedVenue
+from support.scripted import T0, Clock, ScriptedVenue, make_service
 from support.waiting import until
 
 from alerts.models import Alert, Candle, Condition, Direction
-from alerts.sanity import Limits
 from bot.commands import Commands, Reply
 from bot.discord_bot import (
     AMBER,
@@ -45,7 +44,6 @@ from bot.discord_bot import (
     reply_embeds,
     sync_file_for,
 )
-from feeds.catalogue import Catalogue
 from storage.db import Chat, Store
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.discord_sync import discord_sync
@@ -83,16 +81,7 @@ async def rig(db: Path, *, start: bool = True, **options: Any) -> AsyncIterator[
     venue.prices.update({"BTC/USDT": 86_000.0, "XAG": 48.5})
     async with Store.open(db) as store:
         delivery = Delivery(store, {})
-        service = Service(
-            store,
-            Catalogue(),
-            lambda source: venue,
-            delivery,
-            limits=Limits(max_age=timedelta(minutes=5)),
-            band=0.0025,
-            poll_interval=lambda source: 10.0,
-            clock=clock,
-        )
+        service = make_service(store, delivery, venue, clock)
         options.setdefault("gateway", False)
         commands = Commands(store, service, clock=clock)
         bot = DiscordBot(token=TOKEN, commands=commands, store=store, **options)
@@ -601,16 +590,7 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
         Store.open(tmp_path / "both.db", clock=clock) as store,
     ):
         delivery = Delivery(store, {}, clock=clock)
-        service = Service(
-            store,
-            Catalogue(),
-            lambda source: venue,
-            delivery,
-            limits=Limits(max_age=timedelta(minutes=5)),
-            band=0.0025,
-            poll_interval=lambda source: 10.0,
-            clock=clock,
-        )
+        service = make_service(store, delivery, venue, clock)
         commands = Commands(store, service)
         telegram = TelegramBot(
             token=telegram_token,

@@ -23,18 +23,16 @@ from typing import Any
 import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, html_problem, plain
+from support.scripted import make_service
 from support.waiting import until
 
 from alerts.models import Alert, Candle, Condition, Direction, Quote
-from alerts.sanity import Limits as QuoteLimits
 from bot.commands import Commands
 from bot.telegram_bot import COMMANDS, Rates, SendLimiter, TelegramBot
 from feeds.base import FeedHealth
-from feeds.catalogue import Catalogue
 from storage.db import Chat, Store
 from tickerbell import app
 from tickerbell.delivery import Delivery, DeliveryError
-from tickerbell.service import Service
 from tickerbell.settings import Settings
 
 TOKEN = "123456789:AAF-fake_SECRET_tickerbell_token"
@@ -79,15 +77,7 @@ async def rig(
     async with Store.open(db) as store:
         delivery = Delivery(store, {})
         feed = feed or ScriptedFeed()
-        service = Service(
-            store,
-            Catalogue(),
-            lambda source: feed,
-            delivery,
-            limits=QuoteLimits(max_age=timedelta(minutes=5)),
-            band=0.0025,
-            poll_interval=lambda source: 10.0,
-        )
+        service = make_service(store, delivery, feed)
         options.setdefault("rates", FAST)
         bot = TelegramBot(
             token=TOKEN,

@@ -3,16 +3,16 @@ a chat platform that records what it was sent (synthetic prices only)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alerts.models import Alert, Candle, Quote
 from alerts.sanity import Limits
-from feeds.base import FeedHealth, TransientFeedError
+from feeds.base import Feed, FeedHealth, TransientFeedError
 from feeds.catalogue import Catalogue
-from storage.db import Chat, Store
+from storage.db import Chat, Store, utcnow
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.service import Service
 
@@ -76,20 +76,31 @@ class Recorder:
         return None
 
 
+def make_service(
+    store: Store,
+    delivery: Delivery,
+    feed: Feed,
+    clock: Callable[[], datetime] = utcnow,
+    max_age: timedelta = timedelta(minutes=5),
+) -> Service:
+    """A real Service over `store` whose every price source is `feed` (the far side's stand-in)."""
+    return Service(
+        store,
+        Catalogue(),
+        lambda source: feed,
+        delivery,
+        limits=Limits(max_age=max_age),
+        band=0.0025,
+        poll_interval=lambda source: 10.0,
+        clock=clock,
+    )
+
+
 @asynccontextmanager
 async def service(
     db: Path, clock: Clock, venue: ScriptedVenue, *notifiers: Recorder
 ) -> AsyncIterator[tuple[Service, Store, Delivery]]:
     async with Store.open(db, clock=clock) as store:
         delivery = Delivery(store, {n.name: n for n in notifiers}, clock=clock)
-        svc = Service(
-            store,
-            Catalogue(),
-            lambda source: venue,
-            delivery,
-            limits=Limits(max_age=timedelta(minutes=2)),
-            band=0.0025,
-            poll_interval=lambda source: 10.0,
-            clock=clock,
-        )
+        svc = make_service(store, delivery, venue, clock, max_age=timedelta(minutes=2))
         yield svc, store, delivery
