@@ -367,7 +367,7 @@ async def _rotation(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
         return error("usage: /rotation (no arguments)")
     now = cmds.clock()
     year_start = now.date().replace(month=1, day=1)
-    days = max(35, (now.date() - year_start).days + 1)
+    days = max(35, (now.date() - year_start).days + 7)  # the last close of last year too
     closes: dict[str, list[Candle]] = {}
     last: dict[str, float] = {}
     rows = [("", *(w for w, _ in ROTATION_WINDOWS), "YTD")]
@@ -389,12 +389,12 @@ async def _rotation(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
     for a, b in (("XAU", "XAG"), ("XAU", "BTC")):
         if a in last and b in last:
             lines.append(f"{a}/{b} ratio {number(last[a] / last[b])}")
-    spec = rotation_spec(
-        closes, f"gold, silver, BTC, ETH since {closes and min(c[0].day for c in closes.values())}"
-    )
     image = None
-    if spec is not None:
-        image = await cmds.charts.get(minute_key("rotation", now=now), lambda: spec)
+    if closes:
+        since = min(bars[0].day for bars in closes.values())
+        spec = rotation_spec(closes, f"gold, silver, BTC and ETH since {since}, start = 100")
+        if spec is not None:
+            image = await cmds.charts.get(minute_key("rotation", now=now), lambda: spec)
     return Reply(tuple(lines), title="Rotation", table=tuple(rows), image=image)
 
 
