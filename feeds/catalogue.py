@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 import ccxt
 
-from alerts.models import RuleError
+from alerts.models import Rule, RuleError
 
 YAHOO = "yahoo"
 YAHOO_PREFIX = "yf"
@@ -130,6 +130,13 @@ class Catalogue:
         if not _YAHOO_TICKER.fullmatch(ticker):
             raise RuleError(f"'{raw}' is not a Yahoo Finance ticker — e.g. {self.examples()}")
         return Instrument(f"{YAHOO_PREFIX}:{ticker}", YAHOO, ticker)
+
+
+def canonical_rule(rule: Rule, resolve: Callable[[str], Instrument]) -> Rule:
+    """The rule with its symbols named as `resolve` names them (GOLD -> XAU); raises
+    RuleError for a symbol it does not know."""
+    other = resolve(rule.other).symbol if rule.other else None
+    return replace(rule, symbol=resolve(rule.symbol).symbol, other=other)
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from alerts.book import Fire, RuleBook
 from alerts.indicators import Market
-from alerts.models import Candle, Quote, Rule
+from alerts.models import Candle, Quote, Rule, RuleError
 from alerts.sanity import Limits
 from feeds.base import FeedHealth
+from feeds.catalogue import METAL_ALIASES, Instrument
 
 SOURCE = "replay"
 _DATE_COLUMNS = ("date", "timestamp", "time", "datetime", "day")
@@ -67,6 +68,27 @@ def read_candles(path: Path) -> tuple[str | None, list[Candle]]:
 def symbol_from_name(path: Path) -> str:
     """`btc_usdt_daily.csv` -> `BTC`, `XAG.csv` -> `XAG`: the file name's first word."""
     return re.split(r"[_\-. ]", path.stem, maxsplit=1)[0].upper()
+
+
+def canonical_symbol(text: str) -> str:
+    """Upper-case with the metal aliases resolved (`silver` -> XAG)."""
+    upper = text.strip().upper()
+    return METAL_ALIASES.get(upper, upper)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayCatalogue:
+    """Resolves symbols of a replay: every symbol with data comes from the replay feed."""
+
+    symbols: frozenset[str]
+
+    def resolve(self, text: str) -> Instrument:
+        """The replayed instrument for a symbol, or RuleError naming the symbols with data."""
+        name = canonical_symbol(text)
+        if name not in self.symbols:
+            have = ", ".join(sorted(self.symbols))
+            raise RuleError(f"no data for {name} (have: {have}); add --data SYM=PATH")
+        return Instrument(name, SOURCE, name)
 
 
 def bar_path(candle: Candle) -> list[tuple[datetime, float]]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +29,8 @@ from fake_discord import (
     Fault,
     Guild,
 )
-from support.scripted import T0, Clock, ScriptedVenue, make_service
+from support import scripted
+from support.scripted import T0, Clock, ScriptedVenue, enqueue, make_service
 from support.waiting import until
 
 from alerts.models import Alert, Candle, Condition, Direction
@@ -44,7 +45,7 @@ from bot.discord_bot import (
     reply_embeds,
     sync_file_for,
 )
-from storage.db import Chat, Store
+from storage.db import Store
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.discord_sync import discord_sync
 from tickerbell.service import Service
@@ -101,24 +102,19 @@ async def invoke(bot: DiscordBot, payload: dict[str, Any]) -> None:
     await bot.tree._call(interaction)
 
 
+XAG_ALERT: dict[str, Any] = {
+    "rule_text": "XAG above 50",
+    "symbol": "XAG",
+    "condition": Condition.ABOVE,
+    "direction": Direction.UP,
+    "price": 50.2,
+    "reference": 50.0,
+    "observed": 50.2,
+}
+
+
 def an_alert(message: str = "XAG rose above 50 (now 50.2)", **changes: Any) -> Alert:
-    fields: dict[str, Any] = {
-        "rule_text": "XAG above 50",
-        "symbol": "XAG",
-        "condition": Condition.ABOVE,
-        "direction": Direction.UP,
-        "price": 50.2,
-        "reference": 50.0,
-        "observed": 50.2,
-        "time": datetime(2026, 3, 2, 12, tzinfo=UTC),
-        "message": message,
-    }
-    fields.update(changes)
-    return Alert(**fields)
-
-
-async def enqueue(store: Store, chat: Chat, alert: Alert) -> None:
-    await store.commit_tick({}, [(None, chat.id, alert)])
+    return scripted.an_alert(message, **{**XAG_ALERT, **changes})
 
 
 def only(items: list[T]) -> T:

@@ -23,14 +23,14 @@ from typing import Any
 import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, html_problem, plain
-from support.scripted import make_service
+from support.scripted import an_alert, enqueue, make_service
 from support.waiting import until
 
-from alerts.models import Alert, Candle, Condition, Direction, Quote
+from alerts.models import Candle, Quote
 from bot.commands import Commands
 from bot.telegram_bot import COMMANDS, Rates, SendLimiter, TelegramBot
 from feeds.base import FeedHealth
-from storage.db import Chat, Store
+from storage.db import Store
 from tickerbell import app
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.settings import Settings
@@ -98,26 +98,6 @@ async def rig(
 async def fake() -> AsyncIterator[FakeTelegram]:
     async with FakeTelegram(TOKEN, poll_cap=0.2) as server:
         yield server
-
-
-def an_alert(message: str = "BTC fell below 85,000 (now 84,000)", **changes: Any) -> Alert:
-    fields: dict[str, Any] = {
-        "rule_text": "BTC below 85000",
-        "symbol": "BTC",
-        "condition": Condition.BELOW,
-        "direction": Direction.DOWN,
-        "price": 84000.0,
-        "reference": 85000.0,
-        "observed": 84000.0,
-        "time": datetime(2026, 3, 2, 12, tzinfo=UTC),
-        "message": message,
-    }
-    fields.update(changes)
-    return Alert(**fields)
-
-
-async def enqueue(store: Store, chat: Chat, alert: Alert) -> None:
-    await store.commit_tick({}, [(None, chat.id, alert)])
 
 
 def sends_to(fake: FakeTelegram, chat_id: int) -> int:

@@ -13,19 +13,17 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from alerts import rules
-from alerts.models import RuleError
 from alerts.sanity import Limits
 from bot.charts import AlertCharts, ChartCache
 from bot.commands import Commands
 from feeds.base import Feed
-from feeds.catalogue import METAL_ALIASES, Catalogue, Instrument
+from feeds.catalogue import Catalogue
 from feeds.replay import SOURCE as REPLAY
-from feeds.replay import ReplayFeed
+from feeds.replay import ReplayCatalogue, ReplayFeed
 from storage.db import Store, utcnow
 from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery, Notifier
@@ -48,20 +46,6 @@ def setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # yfinance logs every failed request itself; our feed logs each outage once
     logging.getLogger("yfinance").setLevel(logging.CRITICAL)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayCatalogue:
-    """Resolves symbols of a replay: every symbol with data comes from the replay feed."""
-
-    symbols: frozenset[str]
-
-    def resolve(self, text: str) -> Instrument:
-        name = METAL_ALIASES.get(text.strip().upper(), text.strip().upper())
-        if name not in self.symbols:
-            have = ", ".join(sorted(self.symbols))
-            raise RuleError(f"no replay data for '{text}' (have: {have})")
-        return Instrument(name, REPLAY, name)
 
 
 def catalogue_for(settings: Settings) -> Catalogue:

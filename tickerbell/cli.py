@@ -8,19 +8,26 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 from alerts import rules
-from alerts.models import Candle, Rule, RuleError
+from alerts.models import Candle, RuleError
 from alerts.sanity import Limits
 from alerts.text import number
 from bot import charts
 from bot.commands import Caller, Commands
 from bot.render import plain
-from feeds.catalogue import METAL_ALIASES
-from feeds.replay import ReplayError, ReplayFeed, read_candles, replay, symbol_from_name
+from feeds.catalogue import canonical_rule
+from feeds.replay import (
+    ReplayCatalogue,
+    ReplayError,
+    ReplayFeed,
+    canonical_symbol,
+    read_candles,
+    replay,
+    symbol_from_name,
+)
 from storage.db import LimitReached, Store, utcnow
 from tickerbell import app
 from tickerbell.app import setup_logging
@@ -133,32 +140,15 @@ def load_series(specs: Sequence[str]) -> dict[str, list[Candle]]:
             raise ReplayError(f"no such file: {path}")
         column_symbol, candles = read_candles(path)
         symbol = name if sep else (column_symbol or symbol_from_name(path))
-        series[canonical(symbol)] = candles
+        series[canonical_symbol(symbol)] = candles
     return series
-
-
-def canonical(symbol: str) -> str:
-    """Upper-case with the metal aliases resolved (GOLD -> XAU)."""
-    upper = symbol.strip().upper()
-    return METAL_ALIASES.get(upper, upper)
-
-
-def canonical_rule(rule: Rule) -> Rule:
-    """The rule with its symbols in canonical form."""
-    other = canonical(rule.other) if rule.other else None
-    return replace(rule, symbol=canonical(rule.symbol), other=other)
 
 
 def _replay(args: argparse.Namespace) -> int:
     out = sys.stdout
     series = load_series(args.data)
-    parsed = [canonical_rule(rules.parse(text)) for text in args.rule]
-    for rule in parsed:
-        missing = [s for s in rule.symbols if s not in series]
-        if missing:
-            have = ", ".join(sorted(series))
-            hint = "add --data SYM=PATH"
-            raise ReplayError(f"no data for {', '.join(missing)} (have: {have}); {hint}")
+    catalogue = ReplayCatalogue(frozenset(series))
+    parsed = [canonical_rule(rules.parse(text), catalogue.resolve) for text in args.rule]
     result = replay(series, parsed, args.start, args.end, Limits(None, args.max_jump))
     counts: Counter[str] = Counter()
     for fire in result.fires:

@@ -25,7 +25,7 @@ from alerts.indicators import Market
 from alerts.models import Alert, Candle, Quote, Rule, RuleError
 from alerts.sanity import Limits
 from feeds.base import Feed, FeedError
-from feeds.catalogue import Instrument
+from feeds.catalogue import Instrument, canonical_rule
 from storage.db import Store, utcnow
 from tickerbell.delivery import Delivery
 
@@ -165,9 +165,7 @@ class Service:
 
     def canonical(self, rule: Rule) -> Rule:
         """The rule with its symbols as the catalogue names them (GOLD -> XAU)."""
-        symbol = self.instrument(rule.symbol).symbol
-        other = self.instrument(rule.other).symbol if rule.other else None
-        return replace(rule, symbol=symbol, other=other)
+        return canonical_rule(rule, self.instrument)
 
     def instrument(self, symbol: str) -> Instrument:
         found = self.instruments.get(symbol)

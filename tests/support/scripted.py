@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from alerts.models import Alert, Candle, Quote
+from alerts.models import Alert, Candle, Condition, Direction, Quote
 from alerts.sanity import Limits
 from feeds.base import Feed, FeedHealth, TransientFeedError
 from feeds.catalogue import Catalogue
@@ -104,3 +105,25 @@ async def service(
         delivery = Delivery(store, {n.name: n for n in notifiers}, clock=clock)
         svc = make_service(store, delivery, venue, clock, max_age=timedelta(minutes=2))
         yield svc, store, delivery
+
+
+def an_alert(message: str = "BTC fell below 85,000 (now 84,000)", **changes: Any) -> Alert:
+    """A synthetic decided alert (made-up numbers); `changes` override its fields."""
+    fields: dict[str, Any] = {
+        "rule_text": "BTC below 85000",
+        "symbol": "BTC",
+        "condition": Condition.BELOW,
+        "direction": Direction.DOWN,
+        "price": 84000.0,
+        "reference": 85000.0,
+        "observed": 84000.0,
+        "time": datetime(2026, 3, 2, 12, tzinfo=UTC),
+        "message": message,
+    }
+    fields.update(changes)
+    return Alert(**fields)
+
+
+async def enqueue(store: Store, chat: Chat, alert: Alert) -> None:
+    """Put an alert in the outbox for `chat`, as a tick would."""
+    await store.commit_tick({}, [(None, chat.id, alert)])
