@@ -5,12 +5,19 @@ service runs), and `synchronous=FULL`. In WAL mode NORMAL can lose the last comm
 cut or OS crash (not on a process crash); a decided alert must survive both, and we commit only
 a few times per tick, so the extra fsync is cheap. All writes go through one lock, so a tick's
 states and alerts land in one transaction and never interleave with a chat command's write.
+
+Reads go through a second connection: in WAL mode it sees the last commit and never a write
+transaction still open on the writer (a read on the writer's connection could see, between
+two awaits, the rows of a tick that then rolled back), and each read is one job on its
+thread (`execute_fetchall`), so nothing runs between its statement and its rows. The file is
+private to its owner (0600): it holds chat and user ids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -116,16 +123,21 @@ def _dt(value: str | None) -> datetime | None:
 class Store:
     """Repository over one SQLite database. Open with `async with Store.open(path) as store`."""
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, reader: aiosqlite.Connection, clock: Clock
+    ) -> None:
         self._conn = conn
+        self._reader = reader
         self._clock = clock
         self._write = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path | str, clock: Clock = utcnow) -> AsyncIterator[Store]:
-        """Open (creating if needed), migrate, and close on exit."""
+        """Open (creating if needed, owner-only), migrate, and close on exit."""
+        _private_file(Path(path))
         conn = await aiosqlite.connect(str(path), isolation_level=None)
+        reader: aiosqlite.Connection | None = None
         try:
             for pragma in (
                 "journal_mode=WAL",
@@ -134,10 +146,15 @@ class Store:
                 "foreign_keys=ON",
             ):
                 await conn.execute(f"PRAGMA {pragma}")
-            store = cls(conn, clock)
+            reader = await aiosqlite.connect(str(path), isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout=5000")
+            await reader.execute("PRAGMA query_only=ON")
+            store = cls(conn, reader, clock)
             await store._migrate()
             yield store
         finally:
+            if reader is not None:
+                await reader.close()
             await conn.close()
 
     @asynccontextmanager
@@ -172,12 +189,12 @@ class Store:
         return int(row[0]) if row and row[0] is not None else 0
 
     async def _one(self, sql: str, args: Iterable[Any] = ()) -> Any:
-        async with self._conn.execute(sql, tuple(args)) as cur:
-            return await cur.fetchone()
+        rows = await self._all(sql, args)
+        return rows[0] if rows else None
 
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
-        async with self._conn.execute(sql, tuple(args)) as cur:
-            return list(await cur.fetchall())
+        """Rows of one committed-state read, fetched in the same job as the statement."""
+        return list(await self._reader.execute_fetchall(sql, tuple(args)))
 
     # --- chats ---
 
@@ -379,14 +396,18 @@ class Store:
     # --- the outbox ---
 
     async def pending(self, limit: int = 500) -> list[OutboxRow]:
-        """Undelivered rows that are due, oldest first (so each chat gets them in order)."""
+        """Undelivered rows that are due, oldest first, so each chat gets them in order: a chat
+        whose earliest row waits for its retry time gets none of its later rows meanwhile."""
+        now = _ts(self._clock())
         rows = await self._all(
             "SELECT o.id, o.rule, o.payload, o.attempts,"
             " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts"
             " FROM outbox o JOIN chats c ON c.id = o.chat"
-            " WHERE o.status = 'pending' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?)"
+            " WHERE o.status = 'pending' AND NOT EXISTS ("
+            "  SELECT 1 FROM outbox w WHERE w.status = 'pending' AND w.chat = o.chat"
+            "  AND w.id <= o.id AND w.next_attempt_at > ?)"
             " ORDER BY o.id LIMIT ?",
-            (_ts(self._clock()), limit),
+            (now, limit),
         )
         return [
             OutboxRow(row[0], row[1], _chat(row[4:]), alert_from_json(row[2]), row[3])
@@ -485,6 +506,15 @@ class Store:
             Quote(r[0], r[2], datetime.fromisoformat(r[1]), bid=r[3], ask=r[4], source=r[5])
             for r in reversed(rows)
         ]
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file readable by its owner only, or make an existing one so."""
+    if str(path) == ":memory:":
+        return
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _statements(script: str) -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -96,7 +99,7 @@ async def test_outbox_life_cycle(store: Store) -> None:
     first, second = await store.pending()
     assert first.alert == alert(50.5) and first.chat == chat
     await store.mark_retry(first.id, "timeout", T0 + timedelta(seconds=30))
-    assert [r.id for r in await store.pending()] == [second.id]  # not due yet
+    assert await store.pending() == []  # the chat's later rows wait behind its first
     clock.now = T0 + timedelta(seconds=31)
     assert [r.id for r in await store.pending()] == [first.id, second.id]
     await store.mark_delivered(first.id, "m1")
@@ -131,3 +134,76 @@ async def test_recent_quotes_with_retention(store: Store) -> None:
     ]
     await store.save_quotes(quotes, keep_after=T0 + timedelta(minutes=2))
     assert [q.last for q in await store.recent_quotes("BTC")] == [102.0, 103.0, 104.0]
+
+
+async def test_one_chats_retry_holds_back_only_that_chat(store: Store) -> None:
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    slow, other = await store.chat("telegram", "1"), await store.chat("telegram", "2")
+    await store.commit_tick({}, [(None, slow.id, alert(50.5)), (None, other.id, alert(50.6))])
+    await store.commit_tick({}, [(None, slow.id, alert(51.0))])
+    first = (await store.pending())[0]
+    await store.mark_retry(first.id, "429", T0 + timedelta(seconds=30))
+    assert [(r.chat.chat_id, r.alert.price) for r in await store.pending()] == [("2", 50.6)]
+    clock.now = T0 + timedelta(seconds=31)
+    assert [(r.chat.chat_id, r.alert.price) for r in await store.pending()] == [
+        ("1", 50.5),
+        ("2", 50.6),
+        ("1", 51.0),
+    ]
+
+
+async def test_reads_never_see_a_write_that_is_not_committed(store: Store) -> None:
+    """A read running while another coroutine's transaction is open sees the last commit only
+    (the shared-connection race that lost alerts in the crash test)."""
+    chat = await store.chat("console", "console")
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def tick_that_fails() -> None:
+        async with store.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO outbox (chat, payload, created_at) VALUES (?, '{}', ?)",
+                (chat.id, T0.isoformat()),
+            )
+            inside.set()
+            await release.wait()
+            raise RuntimeError("disk full (simulated)")
+
+    failing = asyncio.create_task(tick_that_fails())
+    await inside.wait()
+    assert await store.pending() == []
+    assert await store.outbox_counts() == {}
+    release.set()
+    with pytest.raises(RuntimeError):
+        await failing
+    assert await store.outbox_counts() == {}
+
+
+async def test_concurrent_reads_and_writes_keep_every_row_whole(store: Store) -> None:
+    chat = await store.chat("console", "console")
+
+    async def writer() -> None:
+        for i in range(60):
+            await store.commit_tick({}, [(None, chat.id, alert(50.0 + i))])
+            rows = await store.pending()
+            await store.mark_delivered(rows[0].id, None)
+
+    async def reader() -> None:
+        for _ in range(200):
+            counts = await store.outbox_counts()
+            assert set(counts) <= {"pending", "delivered"}, counts
+            await asyncio.sleep(0)
+
+    await asyncio.gather(writer(), reader(), reader())
+    assert await store.outbox_counts() == {"delivered": 60}
+
+
+async def test_database_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "private.db"
+    async with Store.open(path) as s:
+        await s.chat("telegram", "42")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    path.chmod(0o644)  # made by an older version
+    async with Store.open(path):
+        pass
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
