@@ -7,6 +7,10 @@ looks up the thresholds between the previous and the current price (bisect, O(lo
 instead of visiting every rule. Rules that must see every observation (new rules, rules in a
 `confirm` streak or held by a cooldown) sit in a watch set; all other rule kinds have moving
 baselines and are evaluated on every observation of their symbols.
+
+An evaluation takes effect in memory at once; when its decisions cannot be saved (the commit
+failed) `revert` puts the rules and the index back as they were, so the same crossing is
+decided again on the next tick instead of being lost.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from alerts.engine import DEFAULT_BAND, evaluate
@@ -28,6 +32,17 @@ class Fire:
 
     rule_id: int
     alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one `evaluate` decided: the fires, every state that changed (what the caller must
+    persist), and what it replaced (for `revert`)."""
+
+    fires: list[Fire]
+    changed: dict[int, RuleState]
+    states_before: dict[int, RuleState] = field(default_factory=dict)
+    prices_before: dict[str, float | None] = field(default_factory=dict)
 
 
 class RuleBook:
@@ -80,33 +95,46 @@ class RuleBook:
         """Every symbol some rule needs a quote for."""
         return set(self._symbol_refs)
 
-    def evaluate(
-        self, market: Market, symbols: Iterable[str], now: datetime
-    ) -> tuple[list[Fire], dict[int, RuleState]]:
-        """Evaluate the rules touched by new quotes of `symbols`.
-
-        Returns the fires and every state that changed (what the caller must persist).
-        """
+    def evaluate(self, market: Market, symbols: Iterable[str], now: datetime) -> Evaluation:
+        """Evaluate the rules touched by new quotes of `symbols`."""
         candidates: set[int] = set()
+        prices_before: dict[str, float | None] = {}
         for symbol in symbols:
             candidates |= self._moving.get(symbol, set())
             quote = market.quote(symbol, now)
             if quote is None:
                 continue
+            prices_before[symbol] = self._last_price.get(symbol)
             candidates |= self._crossed(symbol, quote.price)
             candidates |= self._watch.get(symbol, set())
         fires: list[Fire] = []
         changed: dict[int, RuleState] = {}
+        before: dict[int, RuleState] = {}
         for rule_id in sorted(candidates):
             rule, state = self.rules[rule_id], self.states[rule_id]
             new_state, alert = evaluate(rule, state, observe(rule, market, now), now, self.band)
             if new_state != state:
+                before[rule_id] = state
                 self.states[rule_id] = changed[rule_id] = new_state
                 if self._indexed(rule):
                     self._update_watch(rule_id)
             if alert is not None:
                 fires.append(Fire(rule_id, alert))
-        return fires, changed
+        return Evaluation(fires, changed, before, prices_before)
+
+    def revert(self, evaluation: Evaluation) -> None:
+        """Undo an evaluation whose decisions were not saved. A rule or price that a later
+        evaluation has changed again keeps that newer value."""
+        for rule_id, state in evaluation.states_before.items():
+            if self.states.get(rule_id) is evaluation.changed[rule_id]:
+                self.states[rule_id] = state
+                if self._indexed(self.rules[rule_id]):
+                    self._update_watch(rule_id)
+        for symbol, price in evaluation.prices_before.items():
+            if price is None:
+                self._last_price.pop(symbol, None)
+            else:
+                self._last_price[symbol] = price
 
     def _crossed(self, symbol: str, price: float) -> set[int]:
         """Ids of indexed rules with a threshold between the previous price and this one."""

@@ -53,7 +53,7 @@ def run_indexed(rule_list: list[Rule], ticks: int) -> tuple[list[float], int]:
         now = T0 + t * timedelta(seconds=10)
         walk.tick(market, now)
         start = time.perf_counter()
-        fires, _ = book.evaluate(market, SYMBOLS, now)
+        fires = book.evaluate(market, SYMBOLS, now).fires
         if t:  # tick 0 is every rule learning where the market is
             times.append(time.perf_counter() - start)
             fired += len(fires)

@@ -27,13 +27,32 @@ class PermanentFeedError(FeedError):
 
 @dataclass(slots=True)
 class FeedHealth:
-    """What `/status` and `/healthz` show about a feed: last success and last failure."""
+    """What `/status` and `/healthz` show about a feed: last success and last failure.
+
+    `last_error` is the technical text for the log; `down_since` and `cause` describe the
+    current outage in plain words for chat (None when the feed works).
+    """
 
     last_ok: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
     consecutive_failures: int = 0
     requests: int = 0
+    down_since: datetime | None = None
+    cause: str | None = None
+
+    def failed(self, now: datetime, error: str, cause: str) -> None:
+        """Record a failed request; the first of an outage sets `down_since`."""
+        self.last_error, self.last_error_at, self.cause = error, now, cause
+        self.consecutive_failures += 1
+        if self.down_since is None:
+            self.down_since = now
+
+    def ok(self, now: datetime) -> None:
+        """Record a success: the outage, if any, is over."""
+        self.last_ok = now
+        self.consecutive_failures = 0
+        self.down_since = self.cause = None
 
 
 class Feed(Protocol):

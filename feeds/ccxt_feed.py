@@ -29,6 +29,7 @@ from feeds.base import FeedError, FeedHealth, PermanentFeedError, TransientFeedE
 
 log = logging.getLogger(__name__)
 
+RETRY_CAP = 30.0  # seconds: a venue back from an outage is noticed within this
 PAGE_LIMIT = 1000  # bars per fetch_ohlcv call (Binance's spot maximum)
 MAX_PAGES = 50  # a bound on one history fetch, whatever the venue does
 
@@ -104,7 +105,7 @@ class CcxtFeed:
             raise ValueError(f"{venue!r} is not a ccxt exchange id")
         self.name = f"ccxt:{self.venue}"
         self.health = FeedHealth()
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(cap=RETRY_CAP)
         self.symbol_errors: dict[str, str] = {}
         self._clock = clock
         self._page_limit = page_limit
@@ -121,7 +122,8 @@ class CcxtFeed:
         While backing off it returns `{}` at once without a request. When the whole request
         fails it raises, and only a FeedError (TransientFeedError or PermanentFeedError, from
         the original error), so the poll's `except FeedError` is all it needs; both kinds
-        start or extend the backoff. Entries without a usable price are left out.
+        start or extend the backoff. A ticker without a price comes back with price 0, for
+        the sanity check to reject and count.
         """
         now = self._clock()
         if not symbols or not self.backoff.ready(now):
@@ -251,7 +253,7 @@ class CcxtFeed:
     # ---- bookkeeping ------------------------------------------------------------------------
 
     def _quote(self, symbol: str, ticker: Any, now: datetime) -> Quote | None:
-        """A Quote from a ccxt ticker, or None when it carries no usable price."""
+        """A Quote from a ccxt ticker (price 0 when it carries none), None for no ticker."""
         if not isinstance(ticker, dict):
             return None
         bid, ask, last = (
@@ -260,18 +262,16 @@ class CcxtFeed:
             _price(ticker.get("last")),
         )
         if last is None:
-            if bid is None or ask is None:
-                return None
-            last = (bid + ask) / 2  # book tickers carry no last trade
+            # Book tickers carry no last trade. ccxt reads a price of 0 as None: a ticker with
+            # no price at all is passed on as 0, so the sanity check rejects and counts it.
+            last = (bid + ask) / 2 if bid is not None and ask is not None else 0.0
         stamp = ticker.get("timestamp")
         ts = datetime.fromtimestamp(stamp / 1000, UTC) if isinstance(stamp, int | float) else now
         return Quote(symbol=symbol, last=last, ts=ts, bid=bid, ask=ask, source=self.name)
 
     def _failed(self, err: FeedError, cause: BaseException, now: datetime) -> FeedError:
         """Record a whole-request failure, back off, log once per outage; return `err`."""
-        self.health.last_error = str(err)
-        self.health.last_error_at = now
-        self.health.consecutive_failures += 1
+        self.health.failed(now, str(err), _plain_cause(cause))
         retry_after = self._retry_after() if isinstance(cause, RATE_LIMIT_ERRORS) else 0.0
         retry_at = self.backoff.failure(now, at_least=retry_after)
         if self.backoff.outage_started:
@@ -286,8 +286,7 @@ class CcxtFeed:
 
     def _succeeded(self, now: datetime) -> None:
         failures = self.backoff.failures
-        self.health.last_ok = now
-        self.health.consecutive_failures = 0
+        self.health.ok(now)
         if self.backoff.success():
             log.info("%s feed recovered after %d failed attempts", self.venue, failures)
 
@@ -305,6 +304,19 @@ class CcxtFeed:
     def _describe(self, err: BaseException) -> str:
         text = str(err).strip() or type(err).__name__
         return f"{self.venue}: {type(err).__name__}: {text[:300]}"
+
+
+def _plain_cause(err: BaseException) -> str:
+    """What a failure means for a user, in a few words (no URLs, no exception text)."""
+    if isinstance(err, RATE_LIMIT_ERRORS):
+        return "is rate-limiting our requests"
+    if isinstance(err, ccxt.AuthenticationError | ccxt.PermissionDenied):
+        return "refuses our credentials — check TICKERBELL_EXCHANGE_OPTIONS"
+    if isinstance(err, ccxt.ExchangeNotAvailable):
+        return "is not available (the venue answers with errors)"
+    if isinstance(err, ccxt.NetworkError | aiohttp.ClientError | TimeoutError | OSError):
+        return "is unreachable — check the network or proxy"
+    return "answers with errors"
 
 
 def _price(value: Any) -> float | None:

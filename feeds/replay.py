@@ -163,8 +163,7 @@ def replay(
             if problem is not None:
                 rejected.append((step.time, quote.symbol, problem.value))
         if warmup_end is None or step.time.date() > warmup_end:
-            new, _ = book.evaluate(market, {q.symbol for q in step.quotes}, step.time)
-            fires.extend(new)
+            fires.extend(book.evaluate(market, {q.symbol for q in step.quotes}, step.time).fires)
         for symbol, candle in step.closed:
             market.add_candles(symbol, [candle])
     return ReplayResult(fires, rejected)

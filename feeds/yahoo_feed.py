@@ -302,17 +302,14 @@ class YahooFeed:
 
     def _feed_failed(self, now: datetime, symbols: list[str], error: str) -> None:
         retry = self.backoff.failure(now)
-        self.health.last_error = error
-        self.health.last_error_at = now
-        self.health.consecutive_failures += 1
+        self.health.failed(now, error, "is not answering (network, or Yahoo rate-limiting us)")
         for sym in symbols:
             self.states[sym] = SymbolState.NO_DATA
         if self.backoff.outage_started:
             log.warning("yahoo: %s; next try at %s", error, retry.isoformat())
 
     def _feed_ok(self, now: datetime) -> None:
-        self.health.last_ok = now
-        self.health.consecutive_failures = 0
+        self.health.ok(now)
         if self.backoff.success():
             log.info("yahoo: recovered")
 

@@ -74,7 +74,7 @@ def indexed(rule_list: list[Rule], walk: list[tuple[float, float | None]]) -> li
         if b is not None:
             market.ingest(Quote("BBB", b, now), now)
             touched.add("BBB")
-        fires, _ = book.evaluate(market, touched, now)
+        fires = book.evaluate(market, touched, now).fires
         out.extend((t, fire.rule_id) for fire in fires)
     return sorted(out)
 
@@ -93,11 +93,32 @@ def test_changed_states_are_reported_and_removal_forgets() -> None:
     book.add(2, rules.parse("AAA below 90"))
     market = Market(Limits(max_age=None))
     market.ingest(Quote("AAA", 95, T0), T0)
-    fires, changed = book.evaluate(market, {"AAA"}, T0)
-    assert fires == [] and set(changed) == {1, 2}  # both learned where the market is
+    first = book.evaluate(market, {"AAA"}, T0)
+    assert first.fires == [] and set(first.changed) == {1, 2}  # both learned where the market is
     now = T0 + timedelta(minutes=1)
     market.ingest(Quote("AAA", 101, now), now)
-    fires, changed = book.evaluate(market, {"AAA"}, now)
-    assert [f.rule_id for f in fires] == [1] and set(changed) == {1}
+    second = book.evaluate(market, {"AAA"}, now)
+    assert [f.rule_id for f in second.fires] == [1] and set(second.changed) == {1}
     book.remove(1)
     assert book.symbols() == {"AAA"} and len(book) == 1
+
+
+def test_a_reverted_evaluation_decides_the_same_crossing_again() -> None:
+    """When a tick's commit fails, the service reverts it: the crossing is not lost."""
+    book = RuleBook()
+    book.add(1, rules.parse("AAA below 90"))
+    book.add(2, rules.parse("AAA move 5% 15m"))
+    market = Market(Limits(max_age=None))
+    for step, price in enumerate((100, 99)):
+        now = T0 + timedelta(minutes=20 * step)
+        market.ingest(Quote("AAA", price, now), now)
+        book.evaluate(market, {"AAA"}, now)
+    now = T0 + timedelta(minutes=40)
+    market.ingest(Quote("AAA", 89, now), now)
+    lost = book.evaluate(market, {"AAA"}, now)
+    assert sorted(f.rule_id for f in lost.fires) == [1, 2]
+    book.revert(lost)
+    now = T0 + timedelta(minutes=41)
+    market.ingest(Quote("AAA", 88.9, now), now)
+    again = book.evaluate(market, {"AAA"}, now)
+    assert sorted(f.rule_id for f in again.fires) == [1, 2]

@@ -165,9 +165,10 @@ async def test_falls_back_to_fetch_tickers_without_bids_asks(
         (Fault.RATE_LIMIT, TransientFeedError),
         (Fault.SERVER_ERROR, TransientFeedError),
         (Fault.MALFORMED_JSON, TransientFeedError),
-        (Fault.EMPTY_BOOK, "absent"),
-        # ccxt turns a zero price into None (omit_zero), so the entry has no price at all.
-        (Fault.ZERO_PRICE, "absent"),
+        # ccxt turns a zero or empty price into None (omit_zero): the feed passes such a
+        # ticker on as price 0, so it is rejected and counted, never silently absent.
+        (Fault.EMPTY_BOOK, Reject.NOT_POSITIVE),
+        (Fault.ZERO_PRICE, Reject.NOT_POSITIVE),
         (Fault.CROSSED_BOOK, Reject.CROSSED),
         (Fault.NEGATIVE_PRICE, Reject.NOT_POSITIVE),
     ],

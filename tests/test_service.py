@@ -7,15 +7,28 @@ Ticks are driven by calling `poll` directly, with a clock the test moves.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from support.scripted import Clock, Recorder, ScriptedVenue, service
+from support.full_disk import small_disk
+from support.scripted import (
+    Clock,
+    Recorder,
+    ScriptedVenue,
+    an_alert,
+    enqueue,
+    make_service,
+    service,
+)
+from support.waiting import until
 
 from alerts.models import Candle
-from storage.db import Store
-from tickerbell.delivery import DeliveryError
+from storage.db import Store, utcnow
+from tickerbell.delivery import Delivery, DeliveryError
 
 
 async def add_rule(store: Store, platform: str, chat_id: str, text: str) -> int:
@@ -244,3 +257,151 @@ async def test_chart_axes_name_the_quote_currency(
     clock = Clock()
     async with service(tmp_path / "cur.db", clock, ScriptedVenue(clock)) as (svc, _, _):
         assert svc.currency(symbol) == currency
+
+
+@pytest.mark.parametrize("look_first", ["fresh_quote", "daily"])
+async def test_a_symbol_looked_at_before_its_rule_is_polled_once_the_rule_exists(
+    tmp_path: Path, look_first: str
+) -> None:
+    """`/status BTC` (or `/chart BTC`) and then `/alert BTC below 85000`: the alert fires."""
+    venue, tg = ScriptedVenue(utcnow), Recorder("telegram")  # type: ignore[arg-type]
+    async with Store.open(tmp_path / "h.db") as store:
+        delivery = Delivery(store, {"telegram": tg})
+        svc = make_service(store, delivery, venue, poll_seconds=0.05)
+        await svc.start()
+        delivering = asyncio.create_task(delivery.run())
+        try:
+            venue.prices["BTC/USDT"] = 86000.0
+            if look_first == "fresh_quote":
+                assert await svc.fresh_quote("BTC") is not None
+            else:
+                await svc.daily("BTC", 30)
+            await add_rule(store, "telegram", "42", "BTC below 85000")
+            await svc.refresh_rules()
+            seen = venue.requests
+            await until(lambda: venue.requests >= seen + 3)  # polled on its schedule
+            venue.prices["BTC/USDT"] = 84000.0
+            await until(lambda: tg.sent)
+            assert tg.sent == [("42", "BTC fell below 85,000 (now 84,000)")]
+        finally:
+            await svc.stop()
+            delivery.stop()
+            await delivering
+
+
+async def test_a_tick_that_cannot_be_saved_is_decided_again_when_the_disk_has_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    with small_disk(tmp_path / "disk") as disk:
+        async with service(disk.path / "i.db", clock, venue, tg) as (svc, store, delivery):
+            await add_rule(store, "telegram", "42", "BTC below 85000")
+            venue.prices["BTC/USDT"] = 86000.0
+            await svc.poll("ccxt:binance")
+            disk.fill()
+            venue.prices["BTC/USDT"] = 84000.0
+            for _ in range(3):  # the crossing is decided, and cannot be saved, three times
+                clock.tick()
+                await svc.poll("ccxt:binance")
+            assert await store.outbox_counts() == {}
+            disk.free()
+            clock.tick()
+            await svc.poll("ccxt:binance")
+            await delivery.drain()
+            assert tg.sent == [("42", "BTC fell below 85,000 (now 84,000)")]
+    failures = [r for r in caplog.records if "cannot save a tick" in r.getMessage()]
+    assert len(failures) == 1  # once per outage, not once per tick
+
+
+async def test_a_full_disk_mid_fan_out_sends_no_chat_a_second_copy(tmp_path: Path) -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    with small_disk(tmp_path / "disk") as disk:
+        async with Store.open(disk.path / "j.db", clock=clock) as store:
+            for n in range(20):
+                chat = await store.chat("telegram", str(n))
+                for k in range(3):
+                    await enqueue(store, chat, an_alert(f"alert {k} for chat {n}"))
+            tg.after_send = lambda sent: disk.fill() if sent == 3 else None
+            delivery = Delivery(store, {"telegram": tg}, clock=clock, store_retry=0.05)
+            delivering = asyncio.create_task(delivery.run())
+            try:
+                await until(lambda: len(tg.sent) >= 3)
+                await asyncio.sleep(0.5)  # several held rounds while the disk is full
+                held = len(tg.sent)
+                disk.free()
+                await until(lambda: _delivered(store, 60))
+            finally:
+                delivery.stop()
+                await delivering
+    assert held <= 20 + 3  # each chat stopped after the message in flight when the disk filled
+    copies = Counter(tg.sent)
+    assert len(copies) == 60 and set(copies.values()) == {1}
+    for n in range(20):  # and each chat still got its alerts in order
+        assert [m for c, m in tg.sent if c == str(n)] == [
+            f"alert {k} for chat {n}" for k in range(3)
+        ]
+
+
+async def _delivered(store: Store, count: int) -> bool:
+    return (await store.outbox_counts()).get("delivered") == count
+
+
+async def test_a_chat_waiting_for_its_retry_gets_nothing_else_meanwhile(tmp_path: Path) -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    async with Store.open(tmp_path / "k.db", clock=clock) as store:
+        chat = await store.chat("telegram", "42")
+        for price in (84000.0, 83000.0):
+            await enqueue(store, chat, an_alert(f"BTC at {price:,.0f}", price=price))
+        tg.failures = [DeliveryError("flood control", retry_after=30)]
+        delivery = Delivery(store, {"telegram": tg}, clock=clock)
+        await delivery.drain()
+        await delivery.drain()
+        assert tg.sent == []  # the second alert does not overtake the first
+        clock.tick(31)
+        await delivery.drain()
+        assert tg.sent == [("42", "BTC at 84,000"), ("42", "BTC at 83,000")]
+
+
+async def test_zero_prices_are_counted_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    async with service(tmp_path / "l.db", clock, venue) as (svc, store, _):
+        await add_rule(store, "telegram", "42", "BTC below 85000")
+        venue.prices["BTC/USDT"] = 0.0
+        for _ in range(5):
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        assert svc.stats.feeds["ccxt:binance"].rejected == {"not_positive": 5}
+        assert not svc.healthy()
+        assert "rejected" in svc.feed_note("BTC")
+        venue.prices["BTC/USDT"] = 86000.0
+        await svc.poll("ccxt:binance")
+        assert "rejected" not in svc.feed_note("BTC")
+    lines = [r.getMessage() for r in caplog.records if "BTC" in r.getMessage()]
+    assert sum("rejecting BTC quotes" in line for line in lines) == 1
+    assert sum("good BTC quotes again" in line for line in lines) == 1
+
+
+async def test_status_says_plainly_when_the_venue_is_down_and_forgets_it_after(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    async with service(tmp_path / "m.db", clock, venue) as (svc, store, _):
+        await add_rule(store, "telegram", "42", "BTC below 85000")
+        venue.prices["BTC/USDT"] = 86000.0
+        await svc.poll("ccxt:binance")
+        venue.down = True
+        venue.health.failed(clock(), "binance GET https://api.binance.com/... timed out", "is x")
+        clock.tick()
+        await svc.poll("ccxt:binance")
+        assert svc.feed_note("BTC") == "binance is x since 12:00 UTC; retrying."
+        venue.down = False
+        venue.health.ok(clock())
+        clock.tick()
+        await svc.poll("ccxt:binance")
+        assert "since" not in svc.feed_note("BTC") and "http" not in svc.feed_note("BTC")

@@ -7,6 +7,10 @@ a permanent one marks the row failed (and the chat inactive when the chat itself
 platform that is down or slow never holds up another: each drains in its own task, and within
 a platform up to `parallel_chats` chats are served at once, each strictly in order; the
 adapters keep themselves within their platform's rate limits.
+
+When the store fails (a full disk), delivery holds: a message that went out but could not be
+marked delivered is remembered in memory and never sent again by this process, no chat gets
+another message, and the round is retried with backoff (logged once) until the store works.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -25,6 +30,11 @@ log = logging.getLogger(__name__)
 
 RETRY_BASE = 2.0
 RETRY_CAP = 600.0
+STORE_RETRY_CAP = 30.0
+
+
+class StoreFailing(Exception):
+    """Recording a delivery outcome failed: hold delivery until the store works again."""
 
 
 class ConsoleNotifier:
@@ -57,6 +67,7 @@ class Delivery:
         charts: Callable[[Alert], Awaitable[bytes | None]] | None = None,
         batch: int = 500,
         parallel_chats: int = 32,
+        store_retry: float = 1.0,
     ) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
@@ -66,9 +77,12 @@ class Delivery:
         self.charts = charts
         self.batch = batch
         self.parallel_chats = parallel_chats
+        self.store_retry = store_retry
         self._wake = asyncio.Event()
         self._stopping = False
         self._down: dict[str, str] = {}
+        self._unrecorded: dict[int, str | None] = {}  # sent, not yet marked delivered
+        self._store_down = False
 
     def wake(self) -> None:
         """Ask for a drain now (called after a tick committed alerts)."""
@@ -76,16 +90,25 @@ class Delivery:
 
     async def run(self) -> None:
         """Drain until `stop()`; never raises out (a failed round is logged and retried)."""
+        store_failures = 0
         while not self._stopping:
-            handled = 0
+            handled, wait = 0, self.interval
             try:
                 handled = await self.drain()
+                if store_failures:
+                    log.info("delivery: the store works again; delivering")
+                store_failures = 0
+            except StoreFailing as err:
+                if not store_failures:
+                    log.error("delivery: cannot record deliveries (%s); holding all sends", err)
+                store_failures += 1
+                wait = min(STORE_RETRY_CAP, self.store_retry * 2 ** min(store_failures - 1, 16))
             except Exception:
                 log.exception("delivery round failed; retrying")
-            if handled >= self.batch:
+            if handled >= self.batch and not store_failures:
                 continue  # a full round: more rows are waiting, no pause
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
     def stop(self) -> None:
@@ -95,14 +118,29 @@ class Delivery:
     async def drain(self) -> int:
         """One round over up to `batch` due rows, each platform in its own task; returns how
         many rows it took."""
+        await self._record_unrecorded()
+        self._store_down = False
         rows = await self.store.pending(self.batch)
         by_platform: dict[str, list[OutboxRow]] = {}
         for row in rows:
             by_platform.setdefault(row.chat.platform, []).append(row)
-        await asyncio.gather(
-            *(self._drain_platform(name, rows) for name, rows in by_platform.items())
+        results = await asyncio.gather(
+            *(self._drain_platform(name, rows) for name, rows in by_platform.items()),
+            return_exceptions=True,
         )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return len(rows)
+
+    async def _record_unrecorded(self) -> None:
+        """Mark delivered what went out while the store was failing."""
+        for row_id, message_id in list(self._unrecorded.items()):
+            try:
+                await self.store.mark_delivered(row_id, message_id)
+            except Exception as err:
+                raise StoreFailing(str(err)) from err
+            del self._unrecorded[row_id]
 
     async def _drain_platform(self, platform: str, rows: list[OutboxRow]) -> None:
         """Up to `parallel_chats` chats at once; within a chat strictly in order, and a chat
@@ -118,13 +156,30 @@ class Delivery:
         async def one_chat(chat_rows: list[OutboxRow]) -> None:
             async with gate:
                 for row in chat_rows:
-                    if self._stopping or not await self._deliver(platform, notifier, row):
+                    if self._stopping or self._store_down:
                         return
+                    try:
+                        if not await self._deliver(platform, notifier, row):
+                            return
+                    except StoreFailing:
+                        self._store_down = True  # no chat gets another message meanwhile
+                        raise
 
         await asyncio.gather(*(one_chat(chat_rows) for chat_rows in by_chat.values()))
 
     async def _deliver(self, platform: str, notifier: Notifier, row: OutboxRow) -> bool:
-        """Send one row and record the outcome; False when the chat's later rows must wait."""
+        """Send one row and record the outcome; False when the chat's later rows must wait.
+        Raises StoreFailing when the outcome cannot be recorded."""
+        try:
+            return await self._send(platform, notifier, row)
+        except StoreFailing:
+            raise
+        except (sqlite3.Error, OSError) as err:
+            raise StoreFailing(str(err)) from err
+
+    async def _send(self, platform: str, notifier: Notifier, row: OutboxRow) -> bool:
+        if row.id in self._unrecorded:
+            return True  # sent already; only its record is missing
         if not row.chat.active:
             await self.store.mark_failed(row.id, "chat inactive")
             return True  # the chat's later rows go the same way
@@ -138,7 +193,11 @@ class Delivery:
             log.exception("%s: unexpected error sending outbox row %s", platform, row.id)
             await self._failed(platform, row, DeliveryError(repr(err)))
             return False
-        await self.store.mark_delivered(row.id, message_id)
+        try:
+            await self.store.mark_delivered(row.id, message_id)
+        except Exception as err:
+            self._unrecorded[row.id] = message_id  # never sent twice by this process
+            raise StoreFailing(str(err)) from err
         self.on_result(platform, "delivered")
         if self._down.pop(platform, None) is not None:
             log.info("%s: delivering again", platform)

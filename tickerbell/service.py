@@ -5,6 +5,12 @@ every rule of those symbols is evaluated against that one snapshot; the changed 
 and the decided alerts are written in one transaction; then delivery is woken. Rules are
 re-read from the database when its rules revision changes, so a rule added by a chat command
 or the CLI is live within one tick.
+
+A feed can exist before any rule needs it (`/status` of a symbol nobody watches creates it);
+it is polled from the moment a rule needs it. A tick that is still running when the next is
+due (a venue that hangs until its timeout) is skipped quietly: the feed logs the outage once.
+A tick whose commit fails (a full disk) is reverted in memory, so its crossings are decided
+again on the next tick instead of being lost; the failure is logged once until a commit works.
 """
 
 from __future__ import annotations
@@ -88,6 +94,10 @@ class Service:
         self.catalogue = catalogue
         self.feed_for = feed_for
         self.feeds: dict[str, Feed] = {}
+        self._polled: set[str] = set()
+        self._ticks: dict[str, asyncio.Task[None]] = {}
+        self._rejecting: dict[str, str] = {}
+        self._store_failing = False
         self.delivery = delivery
         self.limits = limits
         self.poll_interval = poll_interval
@@ -105,7 +115,6 @@ class Service:
         self.digest_chats: dict[str, set[int]] = {}
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
-        self._in_flight = 0
 
     # --- rules ---
 
@@ -131,8 +140,8 @@ class Service:
         await self._refresh_digest()
         self._revision = revision
         self._days_needed = self._history_days()
-        for source in {self.instrument(s).source for s in self.book.symbols()} - set(self.feeds):
-            self._add_feed(source)
+        for source in {self.instrument(s).source for s in self.book.symbols()} - self._polled:
+            self._poll_feed(source)
         if len(self.book):
             symbols = ", ".join(sorted(self.book.symbols()))
             log.info("watching %d rules over %s", len(self.book), symbols)
@@ -179,17 +188,21 @@ class Service:
         """One tick of one feed. Never raises: the scheduler must keep running."""
         if self._stopping:
             return
-        self._in_flight += 1
         try:
             await self._poll(source)
         except Exception:
             log.exception("poll of %s failed", source)
-        finally:
-            self._in_flight -= 1
+
+    async def _poll_job(self, source: str) -> None:
+        """The scheduler's job: start a tick unless the last one is still running."""
+        running = self._ticks.get(source)
+        if self._stopping or (running is not None and not running.done()):
+            return
+        self._ticks[source] = asyncio.create_task(self.poll(source), name=f"poll:{source}")
 
     async def _poll(self, source: str) -> None:
         await self.refresh_rules()
-        feed = self.feeds[source]
+        feed = self.feed(source)
         wanted = [i for s in self.book.symbols() if (i := self.instrument(s)).source == source]
         if not wanted:
             return
@@ -213,28 +226,49 @@ class Service:
             problem = self.market.ingest(quote, now)
             if problem is None:
                 good.append(quote)
+                if self._rejecting.pop(symbol, None) is not None:
+                    log.info("%s: good %s quotes again (%s)", source, symbol, quote.price)
             else:
                 stats.rejected[problem.value] = stats.rejected.get(problem.value, 0) + 1
-                log.warning(
-                    "%s: rejected %s quote %s (%s)", source, symbol, quote.price, problem.value
-                )
+                if symbol not in self._rejecting:  # once per run of bad quotes
+                    log.warning(
+                        "%s: rejecting %s quotes (%s: %s); no rule sees them",
+                        source,
+                        symbol,
+                        problem.value,
+                        quote.price,
+                    )
+                self._rejecting[symbol] = problem.value
         if good:
             stats.last_good = now
         fetched = time.perf_counter()
-        fires, changed = self.book.evaluate(self.market, {q.symbol for q in good}, now)
+        evaluation = self.book.evaluate(self.market, {q.symbol for q in good}, now)
         alerts: list[tuple[int | None, int, Alert]] = []
-        for fire in fires:
+        for fire in evaluation.fires:
             if fire.rule_id > 0:
                 alerts.append((fire.rule_id, self.rule_chat[fire.rule_id], fire.alert))
             else:  # a digest rule: every subscriber of the symbol
                 subscribers = sorted(self.digest_chats.get(fire.alert.symbol, ()))
                 alerts.extend((None, chat, fire.alert) for chat in subscribers)
-        changed = {rule_id: state for rule_id, state in changed.items() if rule_id > 0}
+        changed = {rule_id: state for rule_id, state in evaluation.changed.items() if rule_id > 0}
         evaluated = time.perf_counter()
-        if changed or alerts:
-            await self.store.commit_tick(changed, alerts)
-        if good:
-            await self.store.save_quotes(good, keep_after=now - QUOTE_RETENTION)
+        try:
+            if changed or alerts:
+                await self.store.commit_tick(changed, alerts)
+            if good:
+                await self.store.save_quotes(good, keep_after=now - QUOTE_RETENTION)
+        except Exception as err:
+            self.book.revert(evaluation)  # decided again next tick, not lost
+            stats.failures += 1
+            if not self._store_failing:
+                log.error(
+                    "cannot save a tick of %s (%s); its alerts are decided again", source, err
+                )
+            self._store_failing = True
+            return
+        if self._store_failing:
+            log.info("saving ticks works again")
+            self._store_failing = False
         committed = time.perf_counter()
         self.stats.last_tick = {
             "fetch": fetched - started,
@@ -288,9 +322,7 @@ class Service:
         if quote is not None:
             return quote
         instrument = self.instrument(symbol)
-        feed = self.feeds.get(instrument.source)
-        if feed is None:
-            feed = self.feeds[instrument.source] = self.feed_for(instrument.source)
+        feed = self.feed(instrument.source)
         try:
             raw = await feed.quotes([instrument.native])
             await self._load_history(feed, [instrument], days=20)
@@ -303,9 +335,7 @@ class Service:
     async def daily(self, symbol: str, days: int) -> list[Candle]:
         """Daily bars of the last `days` days (loaded from the feed if not in memory yet)."""
         instrument = self.instrument(symbol)
-        feed = self.feeds.get(instrument.source)
-        if feed is None:
-            feed = self.feeds[instrument.source] = self.feed_for(instrument.source)
+        feed = self.feed(instrument.source)
         have = self.market.history(symbol).candles
         start = self.clock().date() - timedelta(days=days)
         if not have or have[0].day > start:
@@ -329,23 +359,34 @@ class Service:
         closed: set[str] = getattr(feed, "market_closed", set())
         if instrument.native in closed:
             return f"{instrument.source} {instrument.native}: market closed"
+        venue = instrument.source.removeprefix("ccxt:")
+        health = feed.health if feed is not None else None
+        if health is not None and health.down_since is not None:
+            since = f"{health.down_since:%H:%M} UTC"
+            return f"{venue} {health.cause or 'is failing'} since {since}; retrying."
         parts = [f"{instrument.source} {instrument.native}"]
         if hist.last is not None:
             age = (self.clock() - hist.last.ts).total_seconds()
             parts.append(f"quote {age:.0f}s old")
-        if hist.last_reject is not None:
-            parts.append(f"last rejected quote: {hist.last_reject.value}")
-        if feed is not None and feed.health.last_error:
-            parts.append(f"last feed error: {feed.health.last_error[:80]}")
+        if symbol in self._rejecting:
+            parts.append(f"its quotes are being rejected ({self._rejecting[symbol]})")
         return ", ".join(parts)
 
     # --- life cycle ---
 
-    def _add_feed(self, source: str) -> None:
-        """Create the feed for a source the rules need and schedule its poll job."""
-        self.feeds[source] = self.feed_for(source)
+    def feed(self, source: str) -> Feed:
+        """The one feed of a source, created on first use (polled only once a rule needs it)."""
+        found = self.feeds.get(source)
+        if found is None:
+            found = self.feeds[source] = self.feed_for(source)
+        return found
+
+    def _poll_feed(self, source: str) -> None:
+        """Schedule the poll job of a source the rules need."""
+        self.feed(source)
+        self._polled.add(source)
         seconds = self.poll_interval(source)
-        self._schedule(f"poll:{source}", self.poll, seconds, source)
+        self._schedule(f"poll:{source}", self._poll_job, seconds, source)
         log.info("polling %s every %gs", source, seconds)
 
     def _schedule(self, job_id: str, func: Callable[..., Any], seconds: float, *args: Any) -> None:
@@ -384,16 +425,16 @@ class Service:
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop scheduling polls and let a poll that is running finish its commit."""
         self._stopping = True
-        if not self.scheduler.running:
-            return
-        self.scheduler.pause()  # shutdown() cancels running jobs: let them finish first
-        for _ in range(int(timeout / 0.05)):
-            if not self._in_flight:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            log.warning("a poll was still running at shutdown")
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        running = [task for task in self._ticks.values() if not task.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=timeout)
+            if late:
+                log.warning("a poll was still running at shutdown; cancelling it")
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
 
     def healthy(self) -> bool:
         """True when some feed produced a good quote within the staleness limit."""

@@ -58,18 +58,24 @@ class ScriptedVenue:
 
 
 class Recorder:
-    """A notifier that records what it was asked to send, or fails on demand."""
+    """A notifier that records what it was asked to send, or fails on demand (`failure` for
+    every send, or `failures` for the next few, in turn); `after_send` runs after each send."""
 
     def __init__(self, name: str, failure: DeliveryError | None = None) -> None:
         self.name = name
         self.failure = failure
+        self.failures: list[DeliveryError] = []
+        self.after_send: Callable[[int], None] = lambda sent: None
         self.sent: list[tuple[str, str]] = []
         self.images: list[bytes | None] = []
 
     async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         if self.failure is not None:
             raise self.failure
+        if self.failures:
+            raise self.failures.pop(0)
         self.sent.append((chat.chat_id, alert.message))
+        self.after_send(len(self.sent))
         self.images.append(image)
         return str(len(self.sent))
 
@@ -83,6 +89,7 @@ def make_service(
     feed: Feed,
     clock: Callable[[], datetime] = utcnow,
     max_age: timedelta = timedelta(minutes=5),
+    poll_seconds: float = 10.0,
 ) -> Service:
     """A real Service over `store` whose every price source is `feed` (the far side's stand-in)."""
     return Service(
@@ -92,7 +99,7 @@ def make_service(
         delivery,
         limits=Limits(max_age=max_age),
         band=0.0025,
-        poll_interval=lambda source: 10.0,
+        poll_interval=lambda source: poll_seconds,
         clock=clock,
     )
 
