@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 
 
 def number(x: float) -> str:
@@ -18,3 +19,18 @@ def number(x: float) -> str:
 def pct(x: float, signed: bool = True) -> str:
     """A percentage with two decimals, signed by default: `+6.42%`."""
     return f"{x:+.2f}%" if signed else f"{x:.2f}%"
+
+
+def count(n: int, noun: str) -> str:
+    """`1 alert`, `2 alerts`, `0 alerts`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def printable(text: str, limit: int = 30) -> str:
+    """User text fit to echo back: control and direction-override characters dropped, cut to
+    `limit` characters."""
+    kept = "".join(ch for ch in text if unicodedata.category(ch) not in _HIDDEN)
+    return kept[:limit] + ("…" if len(kept) > limit else "")
+
+
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})

@@ -9,9 +9,10 @@ cmd`) are thin adapters over `Commands.handle`.
 from __future__ import annotations
 
 import difflib
+import re
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -19,10 +20,11 @@ from alerts import rules
 from alerts.engine import evaluate
 from alerts.indicators import Market, observe
 from alerts.models import Candle, Quote, Rule, RuleError, RuleState
-from alerts.text import number, pct
+from alerts.text import count, number, pct, printable
 from bot.charts import RANGES, ChartCache, Level, minute_key, price_spec, rotation_spec
 from storage.db import Chat, LimitReached, Store, StoredRule, utcnow
 
+RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 
@@ -125,7 +127,7 @@ class Commands:
         if found is None:
             close = difflib.get_close_matches(name, list(_HANDLERS), n=1)
             hint = f" — did you mean /{close[0]}?" if close else ""
-            return error(f"unknown command '/{name[:30]}'{hint} Try /help.")
+            return error(f"unknown command '/{printable(name)}'{hint} Try /help.")
         if self._too_fast(caller):
             return error(f"slow down: at most {self.commands_per_minute} commands a minute.")
         handler, writes = found
@@ -225,6 +227,12 @@ async def _alert(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
         return error("usage: /alert RULE, e.g. /alert XAG above 50")
     rule = cmds.view.canonical(rules.parse(" ".join(args)))
     text = rules.format(rule)
+    if rule.expired(cmds.clock()):
+        return error(
+            f"that rule expired on {rule.expires}; give a later day, e.g. "
+            f"/alert {rules.format(replace(rule, expires=None))} expires "
+            f"{cmds.clock().year + 1}-12-31"
+        )
     chat = await cmds._chat(caller)
     try:
         rule_id = await cmds.store.add_rule(chat.id, text, caller.user_id, cmds.rules_per_chat)
@@ -249,7 +257,7 @@ async def _alerts(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
     if not stored:
         return Reply(("No alerts yet. Add one, e.g. /alert XAG above 50",))
     rows = tuple((f"#{r.id}", r.text, _state_text(r.state)) for r in stored)
-    return Reply((), title=f"{len(stored)} alerts", table=rows)
+    return Reply((), title=count(len(stored), "alert"), table=rows)
 
 
 def _state_text(state: RuleState | None) -> str:
@@ -264,13 +272,18 @@ def _state_text(state: RuleState | None) -> str:
 async def _remove(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
     """Remove one rule by id, or all of them after a confirmation."""
     if [a.lower() for a in args] == ["all"]:
-        count = len(await cmds._rules(caller))
-        return Reply((f"This removes all {count} alerts here. Send /remove all confirm to do it.",))
+        stored = count(len(await cmds._rules(caller)), "alert")
+        confirm = (
+            "tickerbell alert remove all confirm"
+            if caller.platform == "console"
+            else "/remove all confirm"
+        )
+        return Reply((f"This removes all {stored} here. Send {confirm} to do it.",))
     if [a.lower() for a in args] == ["all", "confirm"]:
         chat = await cmds.store.find_chat(caller.platform, caller.chat_id)
         removed = 0 if chat is None else await cmds.store.remove_all_rules(chat.id)
-        return Reply((f"Removed {removed} alerts.",))
-    if len(args) != 1 or not args[0].lstrip("#").isdigit() or len(args[0]) > 12:
+        return Reply((f"Removed {count(removed, 'alert')}.",))
+    if len(args) != 1 or not RULE_ID.fullmatch(args[0]):
         return error("usage: /remove ID (see /alerts), e.g. /remove 3")
     rule_id = int(args[0].lstrip("#"))
     chat = await cmds.store.find_chat(caller.platform, caller.chat_id)

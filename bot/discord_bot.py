@@ -9,8 +9,13 @@ the rule was made.
 
 Commands reach Discord only when synced, and syncing is deliberate: at start-up only when the
 tree's JSON differs from the last sync (a hash kept in a small file beside the database), or on
-demand with `tickerbell discord-sync`. Receiving interactions needs the gateway, which `start()`
-connects in a background task; sending needs only REST.
+demand with `tickerbell discord-sync`. Receiving interactions needs the gateway; sending needs
+only REST.
+
+Discord being down never stops the bot: `start()` logs in, syncs and connects the gateway in a
+background task that retries with exponential backoff (one warning per outage, one ERROR when
+the token is refused), and the gateway is supervised the same way once connected. `listening()`
+says whether slash commands can arrive right now.
 
 It is also the "discord" notifier of the delivery worker. discord.py's own rate-limit handling
 stays on; on top of it `send` maps 403/404 to a permanent `DeliveryError` (the channel is
@@ -33,14 +38,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import discord
+import yarl
 from discord import app_commands
 from discord.app_commands import Choice
+from discord.gateway import DiscordWebSocket
 
 from alerts import rules
 from alerts.models import Alert, Direction
@@ -48,6 +56,7 @@ from bot import render
 from bot.charts import RANGES
 from bot.commands import Caller, Commands, Reply
 from bot.notifier import DeliveryError
+from feeds.backoff import Backoff
 from feeds.catalogue import COMMON_CRYPTO
 from storage.db import Chat, Store
 
@@ -71,6 +80,9 @@ INVALID_LIMIT = 1000  # Discord bans at 10,000 invalid requests in 10 minutes
 INVALID_WINDOW = 600.0
 OUTAGE_PAUSE = 15.0
 MAX_RATELIMIT_WAIT = 30.0
+RETRY_BASE, RETRY_CAP = 1.0, 60.0  # reconnecting to Discord: 1 s doubling up to a minute
+LOGIN_TIMEOUT = 30.0  # discord.py itself retries a 502 for up to 25 s
+START_WAIT = 5.0  # start() waits this long at most for the first login attempt
 
 SORRY = "Sorry, something went wrong on my side. Please try again in a minute."
 STOPPING = "Tickerbell is restarting; please try again in a minute."
@@ -182,6 +194,24 @@ class TickerClient(discord.Client):
     def __init__(self, handler: DiscordBot | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.handler = handler
+        self.gateway_only = False  # while True, close() drops only the gateway connection
+
+    async def close(self) -> None:
+        """Close the client; under `gateway_only`, drop just the gateway connection.
+
+        `connect(reconnect=False)` closes the whole client (the HTTP session too) when the
+        gateway fails; the adapter reconnects the gateway itself and keeps sending over REST.
+        """
+        if not self.gateway_only:
+            await super().close()
+        elif self.ws is not None and self.ws.open:
+            await self.ws.close(code=1000)
+
+    def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        """discord.py's dispatch; the adapter also hears of gateway readiness and loss."""
+        super().dispatch(event, *args, **kwargs)
+        if self.handler is not None and event in ("connect", "resumed", "disconnect"):
+            self.handler.gateway_event(event)
 
 
 Interaction = discord.Interaction[TickerClient]
@@ -367,6 +397,29 @@ async def sync_commands(
     return True
 
 
+def point_discord_py(
+    api_base_url: str | None = None, gateway_url: str | None = None
+) -> Callable[[], None]:
+    """Send discord.py's REST calls and gateway connections to these URLs (None: as they are).
+
+    discord.py reads both from globals (`Route.BASE`, `DiscordWebSocket.DEFAULT_GATEWAY`), which
+    is fine with one Discord bot per process. Returns a function that puts back the old values
+    (each only if nobody changed it since).
+    """
+    old_base, old_gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    base = api_base_url.rstrip("/") if api_base_url else old_base
+    gateway = yarl.URL(gateway_url) if gateway_url else old_gateway
+    discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
+
+    def restore() -> None:
+        if base == discord.http.Route.BASE:
+            discord.http.Route.BASE = old_base
+        if gateway == DiscordWebSocket.DEFAULT_GATEWAY:
+            DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
+
+    return restore
+
+
 def _read_json(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
@@ -435,6 +488,12 @@ class DiscordBot:
         invalid_window: float = INVALID_WINDOW,
         outage_pause: float = OUTAGE_PAUSE,
         clock: Callable[[], float] = time.monotonic,
+        api_base_url: str | None = None,
+        gateway_url: str | None = None,
+        retry_base: float = RETRY_BASE,
+        retry_cap: float = RETRY_CAP,
+        login_timeout: float = LOGIN_TIMEOUT,
+        start_wait: float = START_WAIT,
     ) -> None:
         self.token = token
         self.commands = commands
@@ -452,7 +511,17 @@ class DiscordBot:
         self._paused = False
         self._outage_until = 0.0
         self._accepting = True
-        self._gateway_task: asyncio.Task[None] | None = None
+        self.retry_cap = retry_cap
+        self.login_timeout = login_timeout
+        self.start_wait = start_wait
+        self._login_backoff = Backoff(retry_base, retry_cap)
+        self._gateway_backoff = Backoff(retry_base, retry_cap)
+        self._task: asyncio.Task[None] | None = None
+        self._tried = asyncio.Event()  # the first login attempt (and sync) is over
+        self._logged_in = False
+        self._gateway_ready = False
+        self._token_refused = False
+        self._restore_urls = point_discord_py(api_base_url, gateway_url)
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here
         trace = aiohttp.TraceConfig()
         trace.on_request_end.append(self._on_response)
@@ -470,47 +539,147 @@ class DiscordBot:
     # --- life cycle ---
 
     async def start(self) -> None:
-        """Log in over REST, sync the commands if they changed, and connect the gateway."""
-        try:
-            await self.client.login(self.token)
-        except BaseException:
-            await self.close()
-            raise
-        try:
-            await self.sync()
-        except discord.HTTPException as err:  # commands synced before keep working
-            log.warning("discord: could not sync the slash commands: %s", err)
-        if self.gateway:
-            self._gateway_task = asyncio.create_task(self._connect(), name="discord-gateway")
-        log.info("discord: logged in as %s", self.client.user)
+        """Log in, sync the commands if they changed and connect the gateway, in the background.
+
+        Returns once the first login attempt (and the sync after it) is over, or after
+        `start_wait` seconds; it never raises for Discord being unreachable or refusing the
+        token: the background task keeps trying with backoff until `stop()` or `close()`.
+        """
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="discord")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._tried.wait(), self.start_wait)
+
+    def listening(self) -> bool:
+        """Whether slash commands can arrive now: logged in, the gateway READY (or RESUMED)."""
+        ws: DiscordWebSocket | None = self.client.ws
+        return (
+            self._accepting
+            and self._logged_in
+            and self._gateway_ready
+            and not self.client.is_closed()
+            and ws is not None
+            and ws.open
+        )
 
     async def sync(self, force: bool = False) -> bool:
         """Push the slash commands if they changed since the last sync (or always, forced)."""
         return await sync_commands(self.tree, self.guild_id, self.sync_file, force)
 
     async def stop(self) -> None:
-        """Stop taking commands (they get a short 'restarting' answer); sending still works."""
+        """Stop taking commands (they get a short 'restarting' answer); sending still works.
+
+        A login still being retried is given up.
+        """
         self._accepting = False
+        if not self._logged_in:
+            await self._cancel()
 
     async def close(self) -> None:
-        """Disconnect the gateway and close the HTTP session."""
+        """Stop the background task, disconnect the gateway and close the HTTP session."""
         self._accepting = False
+        await self._cancel()
+        self.client.gateway_only = False
         await self.client.close()
-        task, self._gateway_task = self._gateway_task, None
-        if task is not None and task is not asyncio.current_task():
-            with contextlib.suppress(Exception):  # a timeout; _connect logs its own failures
-                await asyncio.wait_for(task, 5.0)
+        self._logged_in = self._gateway_ready = False
+        self._restore_urls()
 
-    async def _connect(self) -> None:
+    async def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is None or task is asyncio.current_task():
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            log.error("discord: the background task failed", exc_info=task.exception())
+
+    async def _run(self) -> None:
+        """Log in (retrying), sync the commands, then keep the gateway connected."""
+        await self._log_in()
         try:
-            await self.client.connect(reconnect=True)
-        except Exception as err:
-            if not self.client.is_closed():
-                log.error(
-                    "discord: gateway connection lost for good (%r): slash commands are not "
-                    "received until a restart; alerts are still sent",
-                    err,
+            await self.sync()
+        except Exception as err:  # commands synced before keep working
+            log.warning("discord: could not sync the slash commands: %s", _describe(err))
+        finally:
+            self._tried.set()
+        if self.gateway:
+            await self._listen()
+
+    async def _log_in(self) -> None:
+        """Log in over REST, retrying with backoff while Discord is unreachable or says no."""
+        while True:
+            try:
+                await asyncio.wait_for(self.client.login(self.token), self.login_timeout)
+            except discord.LoginFailure:
+                wait = self._retry_in(self._login_backoff, at_least=self.retry_cap)
+                if not self._token_refused:
+                    log.error(
+                        "discord: Discord refused the bot token (401 Unauthorized): check "
+                        "DISCORD_BOT_TOKEN (reset in the Developer Portal?); retrying every %gs",
+                        wait,
+                    )
+                self._token_refused = True
+            except Exception as err:
+                wait = self._retry_in(self._login_backoff)
+                if self._login_backoff.outage_started:
+                    log.warning(
+                        "discord: cannot log in (%s); retrying in the background, alerts wait "
+                        "in the outbox meanwhile",
+                        _describe(err),
+                    )
+                log.debug("discord: login failed; next try in %.1fs", wait, exc_info=True)
+            else:
+                self._logged_in = True
+                self._token_refused = False
+                failures = self._login_backoff.failures
+                self._login_backoff.success()
+                after = f" after {failures} failed attempts" if failures else ""
+                log.info("discord: logged in as %s%s", self.client.user, after)
+                return
+            self._tried.set()
+            await self._drop_session()
+            await asyncio.sleep(wait)
+
+    async def _drop_session(self) -> None:
+        """Close the HTTP session a failed login left open (discord.py opens one per login)."""
+        await self.client.http.close()
+        # closing the session closed its connector too: let the next login make a new one
+        self.client.http.connector = discord.utils.MISSING
+
+    async def _listen(self) -> None:
+        """Keep the gateway connected: reconnect with backoff, one warning per outage."""
+        while True:
+            self.client.gateway_only = True
+            failure: Exception | None = None
+            try:
+                await self.client.connect(reconnect=False)
+            except Exception as err:
+                failure = err
+            self._gateway_ready = False
+            wait = self._retry_in(self._gateway_backoff)
+            if self._gateway_backoff.outage_started:
+                log.warning(
+                    "discord: gateway connection lost (%s): slash commands are not received "
+                    "until it is back; alerts are still sent. Reconnecting in the background",
+                    _describe(failure) if failure else "closed by Discord",
                 )
+            log.debug("discord: gateway down; next try in %.1fs", wait, exc_info=failure)
+            await asyncio.sleep(wait)
+
+    def gateway_event(self, event: str) -> None:
+        """Track the gateway: `connect` (its READY) or `resumed`: commands arrive; `disconnect`.
+
+        discord.py's own `ready` comes up to 2 s later, once the guilds are cached.
+        """
+        self._gateway_ready = event != "disconnect"
+        if self._gateway_ready and self._gateway_backoff.success():
+            log.info("discord: gateway connected again; slash commands are received")
+
+    @staticmethod
+    def _retry_in(backoff: Backoff, at_least: float = 0.0) -> float:
+        """Record a failure; the seconds until the next attempt."""
+        now = datetime.now(UTC)
+        return (backoff.failure(now, at_least) - now).total_seconds()
 
     # --- the notifier ---
 
@@ -545,7 +714,7 @@ class DiscordBot:
 
     def _may_send(self, chat: Chat) -> None:
         """Raise instead of sending where a send would be wasted or count against us."""
-        if self.client.user is None or self.client.is_closed():
+        if not self._logged_in or self.client.is_closed():
             raise DeliveryError("not connected to Discord")
         if chat.chat_id in self._gone:
             raise DeliveryError(f"channel {chat.chat_id} is unreachable", chat_gone=True)
@@ -683,6 +852,11 @@ class DiscordBot:
             log.info("discord: channel %s is reachable again; delivering to it", caller.chat_id)
 
 
+def _describe(err: BaseException) -> str:
+    """An exception for the log: its type and message (never a request's headers)."""
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
 def _can_post(interaction: Interaction) -> bool:
     """Whether the bot may post alert embeds (with a chart) in the interaction's channel."""
     if interaction.guild_id is None:
@@ -701,6 +875,8 @@ def build(
     db_path: Path | str,
     guild_id: int | None = None,
     admin_role: str = "",
+    api_base_url: str | None = None,
+    gateway_url: str | None = None,
 ) -> DiscordBot:
     """The Discord front end as the composition root needs it (start() it, close() it)."""
     return DiscordBot(
@@ -710,4 +886,6 @@ def build(
         guild_id=guild_id,
         admin_role=admin_role,
         sync_file=sync_file_for(db_path),
+        api_base_url=api_base_url,
+        gateway_url=gateway_url,
     )

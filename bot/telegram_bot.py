@@ -1,15 +1,19 @@
 """The Telegram adapter: chat commands in, alerts out, over one PTB `Application`.
 
 The Application shares the service's event loop and is started and stopped explicitly (no
-`run_polling`): `start()` connects, registers the command menu and long-polls for updates,
-dropping those that queued up while the bot was down. Every command goes to the
-platform-neutral `Commands` layer and its `Reply` is rendered as Telegram HTML.
+`run_polling`, no PTB Updater): `start()` returns at once and a background task connects
+(getMe), drops the updates that queued up while the bot was down, registers the command menu
+and long-polls for updates. Telegram being unreachable or refusing the token, at start or
+later, is an outage: retried with backoff for as long as it lasts, logged once. PTB's own
+polling loop is not used because it gives up for good on a 401, however brief. Every command
+goes to the platform-neutral `Commands` layer and its `Reply` is rendered as Telegram HTML.
 
 It is also the "telegram" notifier of the delivery worker: `send` maps Telegram's errors onto
 `DeliveryError` (Forbidden: the chat is gone; RetryAfter: waited out a few times, then handed
 back with its delay; ChatMigrated: the chat's rules follow it to its new id). Sends are paced
-below Telegram's flood limits by `SendLimiter`, and the bot token is redacted from every log
-record while the bot exists (httpx and PTB both log URLs, and Telegram URLs contain it).
+below Telegram's flood limits by `SendLimiter`, and the token's secret is redacted from every
+log record for the rest of the process (httpx and PTB log URLs, Telegram URLs contain the token,
+and PTB's InvalidToken quotes it).
 """
 
 from __future__ import annotations
@@ -19,9 +23,17 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Hashable
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Hashable,
+    Iterable,
+)
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from telegram import BotCommand, Message, Update
@@ -31,6 +43,7 @@ from telegram.error import (
     BadRequest,
     ChatMigrated,
     Forbidden,
+    InvalidToken,
     NetworkError,
     RetryAfter,
     TelegramError,
@@ -49,6 +62,7 @@ from alerts.models import Alert
 from bot import render
 from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
+from feeds.backoff import Backoff
 from storage.db import Chat, Store
 
 log = logging.getLogger(__name__)
@@ -207,23 +221,53 @@ def _retry_seconds(err: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class _Redactor:
-    """A log record factory that replaces a secret in every record's message and traceback."""
+def _secret_of(token: str) -> str:
+    """The secret half of a bot token (`<bot id>:<secret>`); the bot id is public."""
+    return token.partition(":")[2] or token
 
-    def __init__(self, secret: str, inner: Callable[..., logging.LogRecord]) -> None:
-        self.secret = secret
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "<token>")
+    return text
+
+
+class _Redactor:
+    """A log record factory that blanks secrets out of every record: the message with its
+    arguments formatted, the traceback (exception chains included) and the stack.
+
+    Installed once per process and never removed: records are made after a bot is closed too
+    (app.py logs a failed start's exception), and a token once held stays secret.
+    """
+
+    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
         self.inner = inner
+        self.secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def install(cls, secret: str) -> None:
+        """Redact `secret` from now on; the first call wraps the current record factory."""
+        factory = logging.getLogRecordFactory()
+        if not isinstance(factory, cls):
+            factory = cls(factory)
+            logging.setLogRecordFactory(factory)
+        if secret and secret not in factory.secrets:
+            factory.secrets = (*factory.secrets, secret)  # one assignment: threads log too
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.inner(*args, **kwargs)
         try:
             message = record.getMessage()
-            if self.secret in message:
-                record.msg, record.args = message.replace(self.secret, "<token>"), None
-            if record.exc_info and record.exc_info[0] is not None:
+            clean = _redact(message, self.secrets)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and record.exc_info[1] is not None:
+                # Formatted now, as a Formatter would (it uses exc_text when set): an exception's
+                # text is not ours to change, and it is formatted only once a handler runs.
                 text = logging.Formatter().formatException(record.exc_info)
-                if self.secret in text:
-                    record.exc_text = text.replace(self.secret, "<token>")
+                record.exc_text = _redact(text, self.secrets)
+            if record.stack_info:
+                record.stack_info = _redact(record.stack_info, self.secrets)
         except Exception:  # a malformed record is logging's to report, not ours
             pass
         return record
@@ -247,12 +291,14 @@ class TelegramBot:
         max_retry_wait: float = 30.0,
         admin_cache_seconds: float = 300.0,
         poll_timeout: float = 10.0,
+        reconnect_base: float = 1.0,
+        reconnect_cap: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         # Before the Bot exists: it logs its URL, token included, at DEBUG.
-        self._redactor = _Redactor(token, logging.getLogRecordFactory())
-        logging.setLogRecordFactory(self._redactor)
+        self._secret = _secret_of(token)
+        _Redactor.install(self._secret)
         self.commands = commands
         self.store = store
         self.allowed_chats = frozenset(allowed_chats)
@@ -260,8 +306,13 @@ class TelegramBot:
         self.max_retry_wait = max_retry_wait
         self.admin_cache_seconds = admin_cache_seconds
         self.poll_timeout = poll_timeout
+        self.reconnect_base = reconnect_base
+        self.reconnect_cap = reconnect_cap
         self.clock = clock
         self.sleep = sleep
+        self._task: asyncio.Task[None] | None = None  # connecting, then polling
+        self._connected = False  # getMe answered and the Application runs: sends may go
+        self._receiving = False  # the last getUpdates (or the connection) succeeded
         self._admins: dict[tuple[int, int], tuple[bool, float]] = {}
         self._turns = KeyedLocks()  # one message at a time per chat, in arrival order
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
@@ -270,6 +321,7 @@ class TelegramBot:
             .base_url(base_url)
             .rate_limiter(SendLimiter(rates or Rates(), clock, sleep))
             .job_queue(None)  # the service owns scheduling
+            .updater(None)  # we poll ourselves (see _poll)
             .concurrent_updates(16)  # a slow /status must not hold up everyone else
             .build()
         )
@@ -287,46 +339,113 @@ class TelegramBot:
     # --- life cycle ---
 
     async def start(self) -> None:
-        """Connect (getMe), register the command menu, and poll, dropping stale updates."""
-        try:
-            await self.app.initialize()
-            try:
-                await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
-            except TelegramError as err:  # the menu is a convenience; commands work without it
-                log.warning("telegram: could not register the command menu: %s", err)
-            await self.app.start()
-            assert self.app.updater is not None
-            await self.app.updater.start_polling(
-                timeout=timedelta(seconds=self.poll_timeout),
-                drop_pending_updates=True,
-                allowed_updates=[Update.MESSAGE],
-                error_callback=self._polling_failed,
-            )
-        except BaseException:
-            await self.close()
-            raise
-        log.info("telegram: answering as @%s", self.app.bot.username)
+        """Connect and poll in a background task: returns at once and never raises for
+        Telegram's sake (unreachable, failing or refusing the token: retried with backoff)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="telegram")
+
+    def listening(self) -> bool:
+        """Whether commands are being received: connected, and polling without failures."""
+        return self._receiving and self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
-        """Stop polling and finish the commands in flight; `send` keeps working until close()."""
-        if self.app.updater is not None and self.app.updater.running:
-            await self.app.updater.stop()
+        """Stop connecting or polling and finish the commands in flight; `send` keeps working
+        until close()."""
+        task, self._task = self._task, None
+        self._receiving = False
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
         if self.app.running:
             await self.app.stop()
 
     async def close(self) -> None:
-        """Stop, release the HTTP connections and stop redacting the token from logs."""
+        """Stop and release the HTTP connections (the token stays redacted from logs)."""
+        await self.stop()
+        self._connected = False
+        await self.app.shutdown()
+        await self.app.bot.shutdown()  # after a failed getMe the bot is open, the app is not
+
+    async def _run(self) -> None:
         try:
-            await self.stop()
-            await self.app.shutdown()
-        finally:
-            if logging.getLogRecordFactory() is self._redactor:
-                logging.setLogRecordFactory(self._redactor.inner)
+            await self._connect()
+            await self._poll()
+        except Exception:  # a bug: say so, rather than end silently inside a task
+            self._receiving = False
+            log.exception("telegram: no longer taking commands")
+
+    async def _connect(self) -> None:
+        """getMe (it checks the token) and drop stale updates until both work; then register
+        the command menu and start handling updates."""
+        backoff = Backoff(self.reconnect_base, self.reconnect_cap)
+        while True:
+            try:
+                await self.app.initialize()
+                await self.app.bot.delete_webhook(drop_pending_updates=True)
+                break
+            except Exception as err:
+                await asyncio.sleep(self._failed(backoff, "cannot connect", err))
+        try:
+            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+        except TelegramError as err:  # the menu is a convenience; commands work without it
+            log.warning("telegram: could not register the command menu: %s", self._describe(err))
+        await self.app.start()
+        self._connected = self._receiving = True
+        log.info("telegram: answering as @%s", self.app.bot.username)
+
+    async def _poll(self) -> None:
+        """Long-poll getUpdates into the Application's queue; failures (a 401 included) are
+        retried with backoff for as long as they last."""
+        backoff = Backoff(self.reconnect_base, self.reconnect_cap)
+        offset: int | None = None
+        while True:
+            try:
+                updates = await self.app.bot.get_updates(
+                    offset=offset,
+                    timeout=timedelta(seconds=self.poll_timeout),
+                    allowed_updates=[Update.MESSAGE],
+                )
+            except Exception as err:
+                self._receiving = False
+                await asyncio.sleep(self._failed(backoff, "polling for updates failed", err))
+                continue
+            self._receiving = True
+            if backoff.success():
+                log.info("telegram: receiving updates again")
+            for update in updates:
+                await self.app.update_queue.put(update)
+            if updates:
+                offset = updates[-1].update_id + 1
+
+    def _failed(self, backoff: Backoff, what: str, err: Exception) -> float:
+        """Count a failed attempt and warn at the first of an outage; the seconds to wait."""
+        now = datetime.now(UTC)
+        at_least = _retry_seconds(err) if isinstance(err, RetryAfter) else 0.0
+        wait = (backoff.failure(now, at_least) - now).total_seconds()
+        if backoff.outage_started:
+            log.warning(
+                "telegram: %s (%s); retrying in the background",
+                what,
+                self._describe(err),
+                exc_info=None if isinstance(err, TelegramError) else err,  # a bug: its trace
+            )
+        return wait
+
+    def _describe(self, err: Exception) -> str:
+        """An error as text for logs and the outbox: never the token (InvalidToken quotes it)."""
+        if isinstance(err, InvalidToken):
+            return "Telegram refused the token"
+        text = err.message if isinstance(err, TelegramError) else repr(err)
+        return _redact(text, (self._secret,))
 
     # --- the notifier ---
 
     async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         """Deliver one alert; Telegram's answer becomes a message id or a DeliveryError."""
+        if not self._connected:
+            raise DeliveryError("telegram: not connected yet")
+        if self.allowed_chats and chat.chat_id not in self.allowed_chats:
+            raise DeliveryError("chat not in TELEGRAM_ALLOWED_CHATS", permanent=True)
         chat_id = chat.chat_id
         text = render.alert_html(alert)
         mode: ParseMode | None = ParseMode.HTML
@@ -374,9 +493,9 @@ class TelegramBot:
                 )
                 text, mode = render.alert_plain(alert), None
             except NetworkError as err:  # after BadRequest and TimedOut's own subclasses
-                raise DeliveryError(f"network: {err.message}") from err
+                raise DeliveryError(f"network: {self._describe(err)}") from err
             except TelegramError as err:  # InvalidToken, Conflict, ...: never the chat's fault
-                raise DeliveryError(f"telegram: {err.message}") from err
+                raise DeliveryError(f"telegram: {self._describe(err)}") from err
 
     # --- handlers ---
 
@@ -418,7 +537,7 @@ class TelegramBot:
             if reply.image is not None:
                 await self.app.bot.send_photo(chat.id, reply.image)
         except TelegramError as err:
-            log.warning("telegram: could not answer in chat %s: %s", chat.id, err)
+            log.warning("telegram: could not answer in chat %s: %s", chat.id, self._describe(err))
         except Exception:
             log.exception("telegram: command %r in chat %s failed", message.text[:40], chat.id)
             with contextlib.suppress(TelegramError):
@@ -433,7 +552,9 @@ class TelegramBot:
             try:
                 await self._answer(chat.id, HINT if self._allowed(chat.id) else REFUSAL)
             except TelegramError as err:
-                log.warning("telegram: could not answer in chat %s: %s", chat.id, err)
+                log.warning(
+                    "telegram: could not answer in chat %s: %s", chat.id, self._describe(err)
+                )
 
     async def _on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: its rules follow it to the new id now."""
@@ -454,10 +575,6 @@ class TelegramBot:
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log what escaped PTB's machinery, with its trace."""
         log.error("telegram: unexpected error", exc_info=context.error)
-
-    def _polling_failed(self, err: TelegramError) -> None:
-        """PTB retries polling with backoff; one line per failure is enough."""
-        log.warning("telegram: polling for updates failed: %s", err)
 
     # --- helpers ---
 
@@ -525,7 +642,9 @@ class TelegramBot:
         try:
             member = await self.app.bot.get_chat_member(chat.id, user.id)
         except TelegramError as err:
-            log.warning("telegram: cannot check admin rights in chat %s: %s", chat.id, err)
+            log.warning(
+                "telegram: cannot check admin rights in chat %s: %s", chat.id, self._describe(err)
+            )
             return False
         is_admin = member.status in ADMIN_STATUSES
         if len(self._admins) > 4096:

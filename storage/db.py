@@ -157,6 +157,18 @@ class Store:
                 await reader.close()
             await conn.close()
 
+    @classmethod
+    @asynccontextmanager
+    async def open_read_only(cls, path: Path | str) -> AsyncIterator[Store]:
+        """Open an existing database for reading only (no migration; every write fails)."""
+        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout=5000")
+            yield cls(conn, conn, utcnow)
+        finally:
+            await conn.close()
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One serialised write transaction: all of it lands, or none of it."""
@@ -289,19 +301,31 @@ class Store:
         return [_chat(row) for row in rows if row[2] in wanted]
 
     async def remove_rule(self, chat: int, rule: int) -> bool:
-        """Deactivate one of this chat's rules; False when it has no such rule."""
+        """Deactivate one of this chat's rules and drop its alerts not yet sent; False when
+        the chat has no such rule."""
         async with self.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE rules SET active = 0 WHERE id = ? AND chat = ? AND active = 1",
                 (rule, chat),
             )
+            await conn.execute(
+                "UPDATE outbox SET status = 'removed' WHERE rule = ? AND chat = ?"
+                " AND status = 'pending'",
+                (rule, chat),
+            )
             return cursor.rowcount > 0
 
     async def remove_all_rules(self, chat: int) -> int:
-        """Deactivate every rule of this chat; return how many."""
+        """Deactivate every rule of this chat and drop their alerts not yet sent; return how
+        many rules."""
         async with self.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE rules SET active = 0 WHERE chat = ? AND active = 1", (chat,)
+            )
+            await conn.execute(
+                "UPDATE outbox SET status = 'removed' WHERE chat = ? AND rule IS NOT NULL"
+                " AND status = 'pending'",
+                (chat,),
             )
             return cursor.rowcount
 
@@ -440,7 +464,7 @@ class Store:
             )
 
     async def outbox_counts(self) -> dict[str, int]:
-        """Rows per status (pending, delivered, failed, muted, inactive)."""
+        """Rows per status (pending, delivered, failed, muted, inactive, removed)."""
         rows = await self._all("SELECT status, count(*) FROM outbox GROUP BY status")
         return {status: count for status, count in rows}
 

@@ -9,15 +9,21 @@ recorded; accepted messages, callbacks and syncs separately.
 
 Faults are injected per channel: 429 with `retry_after` and `X-RateLimit-*` headers (plus `Via`,
 without which discord.py takes a 429 for a Cloudflare ban), 403 Missing Access, 404 Unknown
-Channel, 500 and 503.
+Channel, 500 and 503. Outages: `rest_down` answers every REST call 503, `gateway_down` refuses
+websocket upgrades with 503, `drop_gateway()` closes the connected websockets, and `unplug()`
+stops listening altogether (connection refused) until `plug_in()`. Changing `token` makes the
+bot's token refused (401 over REST, close code 4004 on the gateway).
 
 The gateway (`/gateway`, a websocket) says HELLO, answers IDENTIFY with READY and one
-GUILD_CREATE per configured guild (with its roles), acknowledges heartbeats, and dispatches
-whatever the test pushes (`INTERACTION_CREATE`). Interaction payloads are built here too, as
-Discord builds them, so tests can hand them to a `CommandTree` directly or over the gateway.
+GUILD_CREATE per configured guild (with its roles), RESUME with RESUMED, acknowledges
+heartbeats, and dispatches whatever the test pushes (`INTERACTION_CREATE`). Interaction payloads
+are built here too, as Discord builds them, so tests can hand them to a `CommandTree` directly
+or over the gateway.
 
     async with FakeDiscord(TOKEN) as fake:
-        with fake.pointed_at():  # discord.py's REST base and gateway URL, restored after
+        settings = Settings(DISCORD_API_BASE_URL=fake.base_url,
+                            DISCORD_GATEWAY_URL=fake.gateway_url, ...)
+        with fake.pointed_at():  # or discord.py's globals directly, restored after
             ...
 """
 
@@ -165,6 +171,9 @@ class FakeDiscord:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.rest_down = False
+        self.gateway_down = False
+        self.gateway_refusals = 0
 
     async def __aenter__(self) -> FakeDiscord:
         app = web.Application()
@@ -216,6 +225,26 @@ class FakeDiscord:
     def heal(self) -> None:
         """Stop every injected fault."""
         self._faults.clear()
+
+    def logins(self) -> int:
+        """How many login requests (`GET /users/@me`) arrived, answered or not."""
+        return sum(1 for r in self.requests if r.method == "GET" and r.path == f"{API}/users/@me")
+
+    async def drop_gateway(self, code: int = 4000) -> None:
+        """Close every gateway connection with this close code."""
+        for socket in list(self._sockets):
+            await socket.close(code=code)
+
+    async def unplug(self) -> None:
+        """Stop listening: new connections are refused (open ones are left alone)."""
+        assert self._runner is not None
+        for site in list(self._runner.sites):
+            await site.stop()
+
+    async def plug_in(self) -> None:
+        """Listen again on the same port."""
+        assert self._runner is not None
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     def posted(self, channel_id: int) -> list[Posted]:
         """The messages this channel received, in order."""
@@ -330,7 +359,11 @@ class FakeDiscord:
 
     # --- the gateway ---
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway_down:
+            self.gateway_refusals += 1
+            await self._notify()
+            return web.Response(status=503, text="upstream connect error")
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         self._sockets.add(socket)
@@ -342,11 +375,15 @@ class FakeDiscord:
                 frame = json.loads(message.data)
                 if frame["op"] == 1:
                     await socket.send_json({"op": 11})
-                elif frame["op"] == 2:
+                elif frame["op"] in (2, 6):  # IDENTIFY, RESUME
                     if frame["d"].get("token") != self.token:
                         await socket.close(code=4004, message=b"Authentication failed.")
                         break
-                    await self._ready(socket, frame["d"])
+                    if frame["op"] == 2:
+                        await self._ready(socket, frame["d"])
+                    else:
+                        await self._send(socket, "RESUMED", {})
+                        await self._notify()
         finally:
             self._sockets.discard(socket)
         return socket
@@ -389,6 +426,8 @@ class FakeDiscord:
     async def _route(
         self, request: web.Request, path: str, body: Any, files: list[tuple[str, bytes]]
     ) -> web.Response:
+        if self.rest_down:
+            return web.Response(status=503, text="upstream connect error")
         parts = path.strip("/").split("/")
         method = request.method
         if parts[0] in ("interactions", "webhooks"):

@@ -9,7 +9,8 @@ Every call is recorded (method, parameters as sent, arrival time); accepted mess
 Messages are checked like Telegram checks them: HTML must use only Telegram's tags, balanced,
 with `<`, `>` and `&` escaped elsewhere, and the text must fit 4096 characters. Faults can be
 injected per chat (on sends) or per method: 429 with retry_after, 403, 400 with
-migrate_to_chat_id, 400 chat not found, 400 can't parse entities, 502. Optionally the fake
+migrate_to_chat_id, 400 chat not found, 400 can't parse entities, 401, 500, 502; and the whole
+fake can go down (connections refused) and come up again on the same port. Optionally the fake
 enforces flood limits (per bot, per private chat, per group; sliding windows) and answers 429
 past them, counting each.
 
@@ -59,6 +60,8 @@ class Fault(Enum):
     CHAT_NOT_FOUND = "chat_not_found"  # 400: chat not found
     BAD_ENTITIES = "bad_entities"  # 400: can't parse entities
     BAD_GATEWAY = "bad_gateway"  # 502
+    UNAUTHORIZED = "unauthorized"  # 401, what Telegram answers a revoked token
+    INTERNAL = "internal"  # 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +285,19 @@ class FakeTelegram:
         self._chat_faults.clear()
         self._method_faults.clear()
 
+    async def go_down(self) -> None:
+        """Stop listening and drop open connections: connections are refused until `come_up`."""
+        assert self._runner is not None and self._runner.server is not None
+        self._wake_pollers()
+        for site in list(self._runner.sites):
+            await site.stop()
+        await self._runner.server.shutdown(0.1)
+
+    async def come_up(self) -> None:
+        """Listen again on the same port (the port number is the one `base_url` names)."""
+        assert self._runner is not None
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
     def texts(self, chat_id: int) -> list[str]:
         """The messages this chat received, in order, as sent (HTML)."""
         return [m.text for m in self.messages if m.chat_id == chat_id]
@@ -493,4 +509,8 @@ def _fault(injection: _Injection) -> web.Response:
         return _error(400, "Bad Request: chat not found")
     if fault is Fault.BAD_ENTITIES:
         return _error(400, "Bad Request: can't parse entities: unsupported start tag")
+    if fault is Fault.UNAUTHORIZED:
+        return _error(401, "Unauthorized")
+    if fault is Fault.INTERNAL:
+        return _error(500, "Internal Server Error")
     return _error(502, "Bad Gateway")

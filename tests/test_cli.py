@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from fake_telegram import FakeTelegram
 
+from storage.db import Store
 from tickerbell.cli import main
+
+TOKEN = "123456789:AAF-fake_SECRET_cli_token"
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +50,73 @@ def test_console_errors_exit_2_and_write_nothing(
     assert needle in capsys.readouterr().err
     assert main(["alerts"]) == 0
     assert "No alerts yet" in capsys.readouterr().out
+
+
+def test_remove_all_names_the_cli_form_and_the_cli_accepts_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    main(["alert", "add", "XAG", "above", "50"])
+    capsys.readouterr()
+    assert main(["alert", "remove", "all"]) == 0
+    assert "Send tickerbell alert remove all confirm" in capsys.readouterr().out
+    assert main(["alert", "remove", "all", "confirm"]) == 0
+    assert capsys.readouterr().out == "Removed 1 alert.\n"
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    tickerbell = Path(sys.executable).with_name("tickerbell")
+    shell = f"'{tickerbell}' cmd /help | head -c 1"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.stderr == "" and done.returncode == 0
+
+
+def synthetic_silver(path: Path) -> Path:
+    """Made-up daily bars climbing from 45 to 54.5 (synthetic, not market data)."""
+    lines = ["date,open,high,low,close"]
+    for i in range(20):
+        price = 45 + i / 2
+        lines.append(f"2025-09-{i + 1:02d},{price},{price + 0.2},{price - 0.2},{price + 0.1}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_replay_run_never_touches_the_real_database_or_a_chat(tmp_path: Path) -> None:
+    real = tmp_path / "cli.db"
+    async with Store.open(real) as store:
+        chat = await store.chat("telegram", "4242")
+        await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+        console = await store.chat("console", "console")
+        await store.add_rule(console.id, "XAG above 48", "console", limit=50)
+        await store.add_rule(console.id, "BTC below 85000", "console", limit=50)
+    before = _dump(real)
+    csv = synthetic_silver(tmp_path / "silver.csv")
+    async with FakeTelegram(TOKEN, poll_cap=0.2) as telegram:
+        env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "TICKERBELL_DB": str(real)}
+        env["TELEGRAM_API_BASE_URL"] = telegram.base_url
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("tickerbell")),
+            *("run", "--feed", "replay", "--data", f"XAG={csv}", "--speed", "200"),
+            "--rule",
+            "XAG above 52",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert telegram.calls == []  # no chat platform was even started
+    lines = out.decode().splitlines()
+    assert {line.split("(")[-1] for line in lines} == {"XAG above 48)", "XAG above 52)"}
+    assert "skipping console rule" in err.decode() and "BTC" in err.decode()
+    assert _dump(real) == before
+
+
+def _dump(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()

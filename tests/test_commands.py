@@ -61,8 +61,8 @@ async def test_alert_list_remove_round_trip(
     assert "#1  BTC below 85000 cooldown 1h  new" in listing and "#2  XAU above 5000" in listing
     assert await say(cmds, "/remove 1") == "Removed alert #1."
     assert await say(cmds, "/remove 1") == "no alert #1 here — see /alerts."
-    assert "removes all 1 alerts" in await say(cmds, "/remove all")
-    assert await say(cmds, "/remove all confirm") == "Removed 1 alerts."
+    assert "removes all 1 alert here" in await say(cmds, "/remove all")
+    assert await say(cmds, "/remove all confirm") == "Removed 1 alert."
     assert await say(cmds, "/alerts") == "No alerts yet. Add one, e.g. /alert XAG above 50"
 
 
@@ -219,3 +219,44 @@ async def test_chart_rotation_and_the_charts_switch(
     assert await say(cmds, "/charts off") == "Alerts here are text only."
     chat = await store.find_chat("telegram", "42")
     assert chat is not None and not chat.charts
+
+
+@pytest.mark.parametrize("text", ["/remove ①", "/remove ²", "/remove #٣", "/remove 1٣"])
+async def test_remove_with_digits_that_are_not_ascii_gets_the_usage(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], text: str
+) -> None:
+    cmds, _, _, _ = env
+    reply = await cmds.handle(ME, text)
+    assert not reply.ok and plain(reply) == "usage: /remove ID (see /alerts), e.g. /remove 3"
+
+
+async def test_an_alert_that_has_already_expired_is_refused_and_not_stored(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, _ = env
+    reply = await cmds.handle(ME, "/alert BTC above 90002 expires 2001-01-01")
+    assert not reply.ok
+    assert plain(reply) == (
+        "that rule expired on 2001-01-01; give a later day, e.g. "
+        "/alert BTC above 90002 expires 2027-12-31"
+    )
+    assert await store.rules() == []
+
+
+async def test_an_unknown_command_is_echoed_without_control_or_direction_characters(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, _, _, _ = env
+    reply = plain(await cmds.handle(ME, "/ab\u202ecd\x1b[31mef\u0007"))
+    assert reply.startswith("unknown command '/abcd[31mef'")
+    assert not any(ch in reply for ch in "\u202e\x1b\u0007")
+
+
+async def test_counts_are_singular_for_one(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, _, _, _ = env
+    await say(cmds, "/alert BTC below 85000")
+    assert (await say(cmds, "/alerts")).startswith("1 alert\n")
+    await say(cmds, "/alert ETH above 5000")
+    assert (await say(cmds, "/alerts")).startswith("2 alerts\n")

@@ -3,25 +3,30 @@
 Alerts are real REST calls the fake records; slash commands are raw interaction payloads (as
 Discord sends them) handed to the bot's real `CommandTree`, or pushed over the fake gateway.
 The store is real SQLite, the command layer and the service are real; prices come from a
-scripted venue (synthetic prices).
+scripted venue (synthetic prices). Outages are the fake's: refused connections, 503s, dropped
+and refused websockets, a refused token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import discord
 import pytest
+import yarl
 from discord import app_commands
+from discord.gateway import DiscordWebSocket
 from fake_discord import (
     ADMIN_PERMISSIONS,
     APP_PERMISSIONS,
@@ -49,6 +54,7 @@ from storage.db import Store
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.discord_sync import discord_sync
 from tickerbell.service import Service
+from tickerbell.settings import Settings
 
 TOKEN = "MTA5.fake.discord-bot-token"
 GUILD, CHANNEL, OTHER = 5_550_001, 7_770_001, 7_770_002
@@ -57,12 +63,23 @@ T = TypeVar("T")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
 
+DISCORD_API = "https://discord.com/api/v10"
+DISCORD_GATEWAY = "wss://gateway.discord.gg/"
+
+
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
+async def server() -> AsyncIterator[FakeDiscord]:
+    """The fake Discord; discord.py is left pointing at the real one (settings point it here)."""
     guild = Guild(GUILD, roles={"Alert admins": ADMIN_ROLE, "Members": MEMBER_ROLE})
-    async with FakeDiscord(TOKEN, guilds=[guild]) as server:
-        with server.pointed_at():
-            yield server
+    async with FakeDiscord(TOKEN, guilds=[guild]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(server: FakeDiscord) -> Iterator[FakeDiscord]:
+    """The fake Discord, with discord.py's REST base and gateway pointed at it."""
+    with server.pointed_at():
+        yield server
 
 
 @dataclass
@@ -84,6 +101,8 @@ async def rig(db: Path, *, start: bool = True, **options: Any) -> AsyncIterator[
         delivery = Delivery(store, {})
         service = make_service(store, delivery, venue, clock)
         options.setdefault("gateway", False)
+        options.setdefault("retry_base", 0.02)  # reconnecting: 20 ms doubling up to 0.2 s
+        options.setdefault("retry_cap", 0.2)
         commands = Commands(store, service, clock=clock)
         bot = DiscordBot(token=TOKEN, commands=commands, store=store, **options)
         delivery.notifiers[bot.name] = bot
@@ -120,6 +139,42 @@ def an_alert(message: str = "XAG rose above 50 (now 50.2)", **changes: Any) -> A
 def only(items: list[T]) -> T:
     assert len(items) == 1, items
     return items[0]
+
+
+def messages(
+    caplog: pytest.LogCaptureFixture, level: int, name: str = "bot.discord_bot"
+) -> list[str]:
+    """What `name` logged at exactly this level."""
+    return [r.getMessage() for r in caplog.records if r.levelno == level and r.name == name]
+
+
+def worse_than_info(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every warning and error, from any logger."""
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno > logging.INFO]
+
+
+def open_sessions() -> set[int]:
+    """The aiohttp client sessions alive and still open in this process."""
+    return {
+        id(o) for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed
+    }
+
+
+@contextmanager
+def every_log_line() -> Iterator[Callable[[], str]]:
+    """Everything logged at any level through the root logger, formatted with tracebacks."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield stream.getvalue
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 # --- rendering ---
@@ -571,8 +626,9 @@ async def test_the_admin_role_may_change_alerts_over_the_gateway(
 
 
 async def test_one_alert_reaches_telegram_and_discord_once_each(
-    tmp_path: Path, fake: FakeDiscord
+    tmp_path: Path, server: FakeDiscord
 ) -> None:
+    fake = server
     from fake_telegram import FakeTelegram, plain
 
     from bot.telegram_bot import Rates, TelegramBot
@@ -595,7 +651,14 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
             store=store,
             rates=Rates(1000, 1000, 60_000),
         )
-        disc = build(token=TOKEN, commands=commands, store=store, db_path=tmp_path / "both.db")
+        disc = build(
+            token=TOKEN,
+            commands=commands,
+            store=store,
+            db_path=tmp_path / "both.db",
+            api_base_url=fake.base_url,
+            gateway_url=fake.gateway_url,
+        )
         for notifier in (telegram, disc):
             delivery.notifiers[notifier.name] = notifier
         try:
@@ -618,9 +681,8 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
                 await service.poll("ccxt:binance")
                 await delivery.drain()
                 clock.tick()
-            assert [plain(t).splitlines()[0] for t in tg.texts(user)[1:]] == [
-                "🔴▼ BTC BTC fell below 85,000 (now 84,000)"
-            ]
+            [telegram_alert] = [plain(t).splitlines()[0] for t in tg.texts(user)[1:]]
+            assert telegram_alert.endswith("BTC fell below 85,000 (now 84,000)")  # its own layout
             posted = only(fake.posted(CHANNEL))
             assert posted.embeds[0]["description"] == "BTC fell below 85,000 (now 84,000)"
             assert posted.embeds[0]["color"] == RED.value
@@ -631,17 +693,20 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
 
 
 async def test_tickerbell_run_serves_telegram_and_discord_together(
-    tmp_path: Path, fake: FakeDiscord
+    tmp_path: Path, server: FakeDiscord
 ) -> None:
-    """The composition root with both tokens: one alert reaches each platform exactly once."""
+    """The composition root with both tokens: one alert reaches each platform exactly once.
+
+    Discord is reached through DISCORD_API_BASE_URL and DISCORD_GATEWAY_URL alone.
+    """
     import contextlib
 
     from fake_exchange import FakeExchange
     from fake_telegram import FakeTelegram, plain
 
     from tickerbell import app
-    from tickerbell.settings import Settings
 
+    fake = server
     telegram_token, user = "123456789:AAF-fake_tickerbell_token", 4242
     db = tmp_path / "app.db"
     async with (
@@ -655,6 +720,8 @@ async def test_tickerbell_run_serves_telegram_and_discord_together(
             TELEGRAM_BOT_TOKEN=telegram_token,
             TELEGRAM_API_BASE_URL=tg.base_url,
             DISCORD_BOT_TOKEN=TOKEN,
+            DISCORD_API_BASE_URL=fake.base_url,
+            DISCORD_GATEWAY_URL=fake.gateway_url,
             db=db,
             exchange_options={"binance": exchange.ccxt_options()},
             poll_crypto_seconds=0.2,
@@ -683,9 +750,8 @@ async def test_tickerbell_run_serves_telegram_and_discord_together(
             await until(lambda: len(tg.texts(user)) > 1 and fake.posted(CHANNEL), timeout=10)
             polls = exchange.count()
             await until(lambda: exchange.count() >= polls + 3)  # later ticks fire nothing
-            assert [plain(t).splitlines()[0] for t in tg.texts(user)[1:]] == [
-                "🔴▼ BTC BTC fell below 85,000 (now 84,000)"
-            ]
+            [telegram_alert] = [plain(t).splitlines()[0] for t in tg.texts(user)[1:]]
+            assert telegram_alert.endswith("BTC fell below 85,000 (now 84,000)")  # its own layout
             posted = only(fake.posted(CHANNEL))
             assert posted.embeds[0]["description"] == "BTC fell below 85,000 (now 84,000)"
             stop.set()
@@ -695,6 +761,19 @@ async def test_tickerbell_run_serves_telegram_and_discord_together(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(running, 15)
         assert await probe.outbox_counts() == {"delivered": 2}
+    assert discord.http.Route.BASE == DISCORD_API  # put back when the bot closed
+    assert yarl.URL(DISCORD_GATEWAY) == DiscordWebSocket.DEFAULT_GATEWAY
+
+
+def test_discord_urls_default_to_discords_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert defaults.discord_api_base_url == discord.http.Route.BASE == DISCORD_API
+    assert defaults.discord_gateway_url == str(DiscordWebSocket.DEFAULT_GATEWAY) == DISCORD_GATEWAY
+    monkeypatch.setenv("DISCORD_API_BASE_URL", "http://proxy.local:8080/api/v10")
+    monkeypatch.setenv("DISCORD_GATEWAY_URL", "ws://proxy.local:8080/gateway")
+    read = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert read.discord_api_base_url == "http://proxy.local:8080/api/v10"
+    assert read.discord_gateway_url == "ws://proxy.local:8080/gateway"
 
 
 # --- command sync ---
@@ -756,11 +835,18 @@ async def test_app_permissions_in_the_fake_are_what_the_readme_asks_for() -> Non
     assert discord.Permissions(APP_PERMISSIONS) >= wanted
 
 
-async def test_discord_sync_pushes_on_demand(tmp_path: Path, fake: FakeDiscord) -> None:
-    db, out = tmp_path / "cli.db", io.StringIO()
-    assert await discord_sync(TOKEN, db_path=db, out=out) == 0
-    assert await discord_sync(TOKEN, db_path=db, out=out) == 0  # forced: pushed again
-    assert await discord_sync(TOKEN, db_path=db, guild_id=GUILD, clear_global=True, out=out) == 0
+async def test_discord_sync_pushes_on_demand(tmp_path: Path, server: FakeDiscord) -> None:
+    fake, db, out = server, tmp_path / "cli.db", io.StringIO()
+    url = fake.base_url  # DISCORD_API_BASE_URL
+    assert await discord_sync(TOKEN, db_path=db, api_base_url=url, out=out) == 0
+    assert await discord_sync(TOKEN, db_path=db, api_base_url=url, out=out) == 0  # pushed again
+    assert (
+        await discord_sync(
+            TOKEN, db_path=db, guild_id=GUILD, clear_global=True, api_base_url=url, out=out
+        )
+        == 0
+    )
+    assert discord.http.Route.BASE == DISCORD_API  # put back after each run
     assert [(scope, len(body)) for scope, body in fake.syncs] == [
         ("global", 10),
         ("global", 10),
@@ -769,34 +855,153 @@ async def test_discord_sync_pushes_on_demand(tmp_path: Path, fake: FakeDiscord) 
     ]
     assert "synced to server 5550001 as Tickerbell" in out.getvalue()
     assert "global slash commands removed" in out.getvalue()
-    async with rig(db, sync_file=sync_file_for(db), guild_id=GUILD):
+    async with rig(db, sync_file=sync_file_for(db), guild_id=GUILD, api_base_url=url):
         pass
     assert len(fake.syncs) == 4  # the bot's start-up finds them current
 
-    assert await discord_sync("wrong-token", db_path=db, out=out) == 1
+    assert await discord_sync("wrong-token", db_path=db, api_base_url=url, out=out) == 1
     assert "the bot token was refused" in out.getvalue()
-    assert await discord_sync(TOKEN, db_path=db, guild_id=1234, out=out) == 1
+    assert await discord_sync(TOKEN, db_path=db, guild_id=1234, api_base_url=url, out=out) == 1
     assert "is the bot in server 1234" in out.getvalue()
+    nobody = "http://127.0.0.1:9/api/v10"  # nothing listens there
+    assert await discord_sync(TOKEN, db_path=db, api_base_url=nobody, out=out) == 1
+    assert "discord: cannot reach Discord: ClientConnectorError" in out.getvalue()
 
 
-async def test_the_token_never_reaches_a_log(
+async def test_the_token_never_reaches_a_log(tmp_path: Path, fake: FakeDiscord) -> None:
+    """Every line at every level, tracebacks included: a refused login, gateway failures, sends."""
+    with every_log_line() as logged:
+        fake.token = "a-token-reset-in-the-portal"
+        async with rig(tmp_path / "log.db", gateway=True) as r:
+            await until(lambda: fake.logins() >= 2)  # refused (401), retried
+            fake.token = TOKEN
+            await until(r.bot.listening)
+
+            fake.gateway_down = True  # the gateway drops and refuses to come back for a while
+            await fake.drop_gateway()
+            await until(lambda: fake.gateway_refusals >= 2)
+            fake.gateway_down = False
+            await until(r.bot.listening)
+            fake.token = "a-token-reset-in-the-portal"  # the gateway refuses the token (4004)
+            await fake.drop_gateway()
+            await until(lambda: not r.bot.listening())
+            fake.token = TOKEN
+            await until(r.bot.listening)
+
+            chat = await r.store.chat("discord", str(CHANNEL), "guild")
+            fake.fail_channel(CHANNEL, Fault.RATE_LIMITED, retry_after=0.05)
+            assert await r.bot.send(chat, an_alert()) is not None
+            fake.fail_channel(CHANNEL, Fault.UNAVAILABLE)
+            with pytest.raises(DeliveryError):
+                await r.bot.send(chat, an_alert())
+    text = logged()
+    for seen in (
+        "refused the bot token",
+        "gateway connection lost",
+        "gateway connected again",
+        "Traceback",
+        "rate limited",
+        "discord.gateway",
+    ):
+        assert seen in text
+    assert TOKEN not in text
+    assert TOKEN.split(".")[-1] not in text
+
+
+async def test_a_refused_token_is_logged_once_and_retried_slowly(
     tmp_path: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
+    fake.token = "a-token-reset-in-the-portal"
+    async with rig(tmp_path / "bad.db", gateway=True) as r:
+        assert not r.bot.listening()
+        await until(lambda: fake.logins() >= 3)
+        assert fake.syncs == [] and not r.bot.listening()
+        [error] = worse_than_info(caplog)
+        assert "Discord refused the bot token (401 Unauthorized): check DISCORD_BOT_TOKEN" in error
+        assert "retrying every 0.2s" in error  # the cap, at once: no point in hurrying
+        assert all(r.levelno == logging.ERROR for r in caplog.records if r.levelno > logging.INFO)
+
+        fake.token = TOKEN  # the token is good again (or the operator fixed it)
+        await until(r.bot.listening)
+        assert len(fake.syncs) == 1
+        assert len(worse_than_info(caplog)) == 1
+
+
+@pytest.mark.parametrize("outage", ["connection refused", "503"])
+async def test_start_returns_while_discord_is_down_and_connects_when_it_is_back(
+    tmp_path: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, outage: str
+) -> None:
     caplog.set_level(logging.DEBUG)
-    async with rig(tmp_path / "log.db", gateway=True) as r:
-        await until(lambda: r.bot.client.get_guild(GUILD) is not None)
+    sessions = open_sessions()
+    if outage == "503":
+        fake.rest_down = True
+    else:
+        await fake.unplug()
+    async with rig(tmp_path / "down.db", gateway=True) as r:
+        assert not r.bot.listening()
         chat = await r.store.chat("discord", str(CHANNEL), "guild")
-        fake.fail_channel(CHANNEL, Fault.RATE_LIMITED, retry_after=0.05)
+        with pytest.raises(DeliveryError) as caught:
+            await r.bot.send(chat, an_alert())
+        assert not caught.value.permanent and "not connected" in str(caught.value)
+
+        def tries() -> int:
+            return sum("login failed" in m for m in messages(caplog, logging.DEBUG))
+
+        await until(lambda: tries() >= 3)  # it keeps trying
+        assert not r.bot.listening() and fake.syncs == []
+        assert len(open_sessions() - sessions) <= 1  # a failed login's session is closed
+
+        if outage == "503":
+            fake.rest_down = False
+        else:
+            await fake.plug_in()
+        await until(r.bot.listening)
+        assert len(fake.syncs) == 1
         assert await r.bot.send(chat, an_alert()) is not None
-    assert any(rec.name.startswith("discord.gateway") for rec in caplog.records)
-    assert any("rate limited" in rec.getMessage() for rec in caplog.records)
-    assert TOKEN not in caplog.text
+        assert only(fake.posted(CHANNEL)).embeds[0]["title"] == "XAG"
+        [warning] = worse_than_info(caplog)
+        assert warning.startswith("bot.discord_bot: discord: cannot log in (")
+        [logged_in] = [m for m in messages(caplog, logging.INFO) if "logged in" in m]
+        assert logged_in.startswith("discord: logged in as Tickerbell after ")
+    assert open_sessions() <= sessions
+    gc.collect()
+    assert "Unclosed" not in caplog.text
+    assert "was destroyed but it is pending" not in caplog.text
 
 
-async def test_a_refused_token_fails_start(tmp_path: Path, fake: FakeDiscord) -> None:
-    async with rig(tmp_path / "bad.db", start=False) as r:
-        r.bot.token = "not-the-token"
-        with pytest.raises(discord.LoginFailure):
-            await r.bot.start()
-        assert r.bot.client.is_closed()
-        assert fake.syncs == []
+@pytest.mark.parametrize("close_code", [4000, 4004])
+async def test_the_gateway_comes_back_after_an_outage(
+    tmp_path: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, close_code: int
+) -> None:
+    """A drop discord.py would resume (4000) or give up on (4004), then refused reconnects."""
+    caplog.set_level(logging.INFO)
+    async with rig(tmp_path / "gw.db", gateway=True) as r:
+        await until(r.bot.listening)
+        fake.gateway_down = True
+        await fake.drop_gateway(close_code)
+        await until(lambda: not r.bot.listening())
+        await until(lambda: fake.gateway_refusals >= 3)
+        assert not r.bot.listening()
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        assert await r.bot.send(chat, an_alert()) is not None  # alerts still go out over REST
+
+        fake.gateway_down = False
+        await until(r.bot.listening)
+        payload = fake.interaction(
+            "status", options={"symbol": "BTC"}, channel_id=CHANNEL, guild_id=GUILD
+        )
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        await fake.wait_for(lambda: fake.answers(payload))
+        assert only(fake.answers(payload)).embeds[0]["title"] == "BTC"
+        [warning] = worse_than_info(caplog)
+        assert "discord: gateway connection lost (" in warning
+        assert (
+            messages(caplog, logging.INFO).count(
+                "discord: gateway connected again; slash commands are received"
+            )
+            == 1
+        )
+
+        await r.bot.stop()
+        assert not r.bot.listening()

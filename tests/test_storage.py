@@ -207,3 +207,13 @@ async def test_database_file_is_private(tmp_path: Path) -> None:
     async with Store.open(path):
         pass
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+async def test_removing_a_rule_drops_its_alerts_not_yet_sent(store: Store) -> None:
+    chat = await store.chat("telegram", "42")
+    kept = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    gone = await store.add_rule(chat.id, "XAG above 60", "u1", limit=50)
+    await store.commit_tick({}, [(gone, chat.id, alert(60.5)), (kept, chat.id, alert(50.5))])
+    assert await store.remove_rule(chat.id, gone)
+    assert [row.rule for row in await store.pending()] == [kept]
+    assert await store.outbox_counts() == {"pending": 1, "removed": 1}

@@ -25,6 +25,8 @@ from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, html_problem, plain
 from support.scripted import an_alert, enqueue, make_service
 from support.waiting import until
+from telegram import Bot
+from telegram.error import InvalidToken
 
 from alerts.models import Candle, Quote
 from bot.commands import Commands
@@ -71,14 +73,22 @@ class Rig:
 
 @asynccontextmanager
 async def rig(
-    db: Path, fake: FakeTelegram, feed: ScriptedFeed | None = None, **options: Any
+    db: Path,
+    fake: FakeTelegram,
+    feed: ScriptedFeed | None = None,
+    *,
+    connected: bool = True,
+    **options: Any,
 ) -> AsyncIterator[Rig]:
-    """A started TelegramBot over a real store, command layer and service."""
+    """A started TelegramBot over a real store, command layer and service; with `connected`,
+    once it listens."""
     async with Store.open(db) as store:
         delivery = Delivery(store, {})
         feed = feed or ScriptedFeed()
         service = make_service(store, delivery, feed)
         options.setdefault("rates", FAST)
+        options.setdefault("reconnect_base", 0.05)
+        options.setdefault("reconnect_cap", 0.2)
         bot = TelegramBot(
             token=TOKEN,
             base_url=fake.base_url,
@@ -89,6 +99,8 @@ async def rig(
         delivery.notifiers[bot.name] = bot
         try:
             await bot.start()
+            if connected:
+                await until(bot.listening)
             yield Rig(bot, store, delivery)
         finally:
             await bot.close()
@@ -98,6 +110,15 @@ async def rig(
 async def fake() -> AsyncIterator[FakeTelegram]:
     async with FakeTelegram(TOKEN, poll_cap=0.2) as server:
         yield server
+
+
+def records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    """The adapter's own log lines at exactly `level`."""
+    return [
+        rec.getMessage()
+        for rec in caplog.records
+        if rec.name == "bot.telegram_bot" and rec.levelno == level
+    ]
 
 
 def sends_to(fake: FakeTelegram, chat_id: int) -> int:
@@ -139,7 +160,7 @@ async def test_alert_end_to_end_through_app_run(tmp_path: Path, fake: FakeTelegr
             await until(lambda: exchange.count() >= polls + 3)  # later ticks fire nothing
             alerts = fake.texts(USER)[1:]
             assert len(alerts) == 1 and sends_to(fake, USER) == 2
-            assert alerts[0].startswith("🔴▼ <b>BTC</b> BTC fell below 85,000 (now 84,000)\n")
+            assert alerts[0].startswith("🔴▼ <b>BTC</b> fell below 85,000 (now 84,000)\n")
             assert "<i>BTC below 85000</i>" in alerts[0]
             stop.set()
             assert await asyncio.wait_for(running, 10) == 0
@@ -150,14 +171,28 @@ async def test_alert_end_to_end_through_app_run(tmp_path: Path, fake: FakeTelegr
         assert (await probe.outbox_counts()) == {"delivered": 1}
 
 
-async def test_a_rejected_token_ends_the_run_cleanly(tmp_path: Path, fake: FakeTelegram) -> None:
+async def test_a_rejected_token_is_retried_until_the_run_stops(
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     settings = Settings(
         TELEGRAM_BOT_TOKEN="999:not-the-token",
         TELEGRAM_API_BASE_URL=fake.base_url,
         db=tmp_path / "bad.db",
     )
-    assert await asyncio.wait_for(app.run(settings), 10) == 1
-    assert [c.method for c in fake.calls] == ["getMe"]
+    stop = asyncio.Event()
+    running = asyncio.create_task(app.run(settings, stop=stop))
+    try:
+        await until(lambda: fake.count("getMe") >= 2)  # the run goes on, and keeps asking
+        assert not running.done()
+    finally:
+        stop.set()
+        status = await asyncio.wait_for(running, 10)
+    assert status == 0
+    assert {c.method for c in fake.calls} == {"getMe"}
+    [warning] = records(caplog, logging.WARNING)
+    assert "refused the token" in warning
+    assert "not-the-token" not in caplog.text
 
 
 # --- 2. who may change alerts in a group ---
@@ -213,7 +248,7 @@ async def test_retry_after_is_waited_out_and_sent_once(tmp_path: Path, fake: Fak
         assert time.monotonic() - started >= 1.0
         assert sends_to(fake, USER) == 2
         assert [plain(t) for t in fake.texts(USER)] == [
-            "🔴▼ BTC BTC fell below 85,000 (now 84,000)\nBTC below 85000 · 2026-03-02 12:00 UTC"
+            "🔴▼ BTC fell below 85,000 (now 84,000)\nBTC below 85000 · 2026-03-02 12:00 UTC"
         ]
         assert await r.store.outbox_counts() == {"delivered": 1}
 
@@ -291,7 +326,7 @@ async def test_a_migrated_group_keeps_its_rules(tmp_path: Path, fake: FakeTelegr
         await r.delivery.drain()
         assert fake.texts(old) == []
         assert [plain(t).splitlines()[0] for t in fake.texts(new)] == [
-            "🔴▼ BTC BTC fell below 85,000 (now 84,000)"
+            "🔴▼ BTC fell below 85,000 (now 84,000)"
         ]
         assert await r.store.find_chat("telegram", str(old)) is None
         moved = await r.store.find_chat("telegram", str(new))
@@ -313,7 +348,41 @@ async def test_a_migration_notice_moves_the_rules_at_once(
         assert await r.store.find_chat("telegram", str(old)) is None
 
 
+@pytest.mark.parametrize(
+    ("symbol", "message", "headline"),
+    [
+        ("BTC", "BTC fell below 85,000 (now 84,000)", "BTC fell below 85,000 (now 84,000)"),
+        ("XAU/XAG", "XAU/XAG ratio rose above 80 (now 81)", "XAU/XAG ratio rose above 80 (now 81)"),
+        ("XAU/BTC", "XAU outperformed BTC by 3.00% over 1d (ratio 0.03, was 0.029)",
+         "XAU outperformed BTC by 3.00% over 1d (ratio 0.03, was 0.029)"),
+    ],
+)  # fmt: skip
+async def test_an_alert_names_its_symbol_once(
+    tmp_path: Path, fake: FakeTelegram, symbol: str, message: str, headline: str
+) -> None:
+    async with rig(tmp_path / "s.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        assert await r.bot.send(chat, an_alert(message, symbol=symbol)) is not None
+    [sent] = fake.texts(USER)
+    assert plain(sent).splitlines()[0] == f"🔴▼ {headline}"
+    lead = message.split()[0]
+    assert sent.startswith(f"🔴▼ <b>{lead}</b> ")
+
+
 # --- 6. the allowlist ---
+
+
+async def test_chats_off_the_allowlist_get_no_alerts_whatever_is_stored(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """Rules made before TELEGRAM_ALLOWED_CHATS was set stay stored, but send nothing."""
+    earlier = 5555
+    async with rig(tmp_path / "b.db", fake, allowed_chats={str(USER)}) as r:
+        for chat_id in (earlier, USER):
+            await enqueue(r.store, await r.store.chat("telegram", str(chat_id)), an_alert())
+        await r.delivery.drain()
+        assert sends_to(fake, earlier) == 0 and sends_to(fake, USER) == 1
+        assert await r.store.outbox_counts() == {"delivered": 1, "failed": 1}
 
 
 async def test_chats_off_the_allowlist_are_refused(tmp_path: Path, fake: FakeTelegram) -> None:
@@ -339,7 +408,7 @@ async def test_chats_off_the_allowlist_are_refused(tmp_path: Path, fake: FakeTel
 
 async def test_dynamic_values_are_escaped(tmp_path: Path, fake: FakeTelegram) -> None:
     async with rig(tmp_path / "e.db", fake) as r:
-        nasty = an_alert("A&B <fell> below 1 & rose > 2", symbol="A&B<C>", rule_text="A<B & C>D")
+        nasty = an_alert("A&B<C> fell below 1 & rose > 2", symbol="A&B<C>", rule_text="A<B & C>D")
         chat = await r.store.chat("telegram", str(USER))
         assert await r.bot.send(chat, nasty) is not None
         fake.push("/alert X&Y above 3", chat_id=USER)
@@ -347,7 +416,8 @@ async def test_dynamic_values_are_escaped(tmp_path: Path, fake: FakeTelegram) ->
         await until(lambda: len(fake.texts(USER)) == 3)
         sent = fake.texts(USER)
         assert all(html_problem(text) is None for text in sent)
-        assert plain(sent[0]).startswith("🔴▼ A&B<C> A&B <fell> below 1 & rose > 2\nA<B & C>D")
+        assert sent[0].startswith("🔴▼ <b>A&amp;B&lt;C&gt;</b> fell below 1 &amp; rose &gt; 2\n")
+        assert plain(sent[0]).startswith("🔴▼ A&B<C> fell below 1 & rose > 2\nA<B & C>D")
         assert "'X&Y' is not a valid symbol" in plain(sent[1])
         assert "'<b' is not a price" in plain(sent[2])
         assert "&lt;b" in sent[2]
@@ -390,32 +460,141 @@ def every_logger_at_debug() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-async def test_the_token_never_reaches_a_log(
-    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    app.setup_logging("DEBUG")
-    with every_logger_at_debug():
+@contextmanager
+def every_line_formatted() -> Iterator[list[str]]:
+    """Every record of every logger at DEBUG, as a root handler formats it (tracebacks and
+    stacks included), collected in a list."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Keep(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        with every_logger_at_debug():
+            yield lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+async def refused_token(fake: FakeTelegram) -> InvalidToken:
+    """The error PTB raises when Telegram refuses the token at getMe (it quotes the token)."""
+    fake.fail_method("getMe", Fault.UNAUTHORIZED)
+    bot = Bot(TOKEN, base_url=fake.base_url)
+    try:
+        await bot.initialize()
+    except InvalidToken as err:
+        return err
+    finally:
+        await bot.shutdown()
+    raise AssertionError("getMe was not refused")
+
+
+async def test_the_token_never_reaches_a_log(tmp_path: Path, fake: FakeTelegram) -> None:
+    secret = TOKEN.split(":", 1)[1]
+    with every_line_formatted() as lines:
+        fake.fail_method("getMe", Fault.UNAUTHORIZED, times=2)  # refused at start, twice
         async with rig(tmp_path / "t.db", fake) as r:
-            fake.fail_method("getUpdates", Fault.BAD_GATEWAY)
+            for fault in (Fault.UNAUTHORIZED, Fault.INTERNAL, Fault.BAD_GATEWAY):
+                fake.fail_method("getUpdates", fault, times=2)  # polling fails, then recovers
+                await until(lambda: not r.bot.listening())
+                await until(r.bot.listening)
             fake.push("/help", chat_id=USER)
             fake.push("/alert XAG above 50", chat_id=GROUP, user_id=MEMBER, chat_type="group")
             await until(lambda: fake.texts(USER) and fake.texts(GROUP), timeout=10)
-            chat = await r.store.chat("telegram", "31337")
-            fake.fail_chat(31337, Fault.FORBIDDEN)
-            await enqueue(r.store, chat, an_alert())
+            for chat_id, fault in [(31337, Fault.UNAUTHORIZED), (31338, Fault.INTERNAL)]:
+                chat = await r.store.chat("telegram", str(chat_id))
+                fake.fail_chat(chat_id, fault)
+                await enqueue(r.store, chat, an_alert())
             await r.delivery.drain()
-            assert await r.store.outbox_counts() == {"failed": 1}
-    records = caplog.records
-    assert any(rec.name == "httpx" for rec in records)  # the URL logger was really on
-    assert any(rec.name == "aiohttp.access" for rec in records)
-    assert any("polling for updates failed" in rec.getMessage() for rec in records)
-    assert any("<token>" in rec.getMessage() for rec in records)  # redacted, not absent
-    secret = TOKEN.split(":", 1)[1]
-    for rec in records:
-        assert secret not in rec.getMessage(), rec.name
-        assert secret not in (rec.exc_text or ""), rec.name
-    assert secret not in caplog.text
+            assert await r.store.outbox_counts() == {"pending": 2}  # both to be retried
+        # After close, what app.py logs of a failed start, and a chained traceback with a stack.
+        err = await refused_token(fake)
+        assert TOKEN in str(err)
+        logging.getLogger("tickerbell").error("telegram: cannot start (%r); shutting down", err)
+        try:
+            raise RuntimeError("start failed") from err
+        except RuntimeError:
+            logging.getLogger("tickerbell").exception("unexpected", stack_info=True)
+    text = "\n".join(lines)
+    assert "bot123456789:<token>/getMe" in text  # httpx's URL lines: redacted, not silent
+    assert "refused the token" in text
+    assert "polling for updates failed" in text
+    assert "The token `123456789:<token>` was rejected" in text  # in the message and traceback
+    assert "Traceback" in text and "Stack (most recent call last)" in text
+    assert secret not in text
+
+
+# --- 9. Telegram unreachable or refusing: the bot waits for it, and says so once ---
+
+
+async def test_start_returns_at_once_and_connects_when_telegram_comes_up(
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.telegram_bot")
+    await fake.go_down()  # connections refused
+    fake.fail_method("getMe", Fault.BAD_GATEWAY, times=2)  # and once up, two 502s
+    async with rig(tmp_path / "d.db", fake, connected=False) as r:
+        assert not r.bot.listening()  # start() returned without Telegram
+        await until(lambda: records(caplog, logging.WARNING))
+        assert not r.bot.listening()
+        chat = await r.store.chat("telegram", str(USER))
+        with pytest.raises(DeliveryError) as caught:
+            await r.bot.send(chat, an_alert())
+        assert not caught.value.permanent
+        await fake.come_up()
+        await until(r.bot.listening)
+        assert fake.count("getMe") == 3
+        fake.push("/help", chat_id=USER)
+        await until(lambda: fake.texts(USER))
+        assert await r.bot.send(chat, an_alert()) is not None
+    assert not r.bot.listening()
+    [warning] = records(caplog, logging.WARNING)  # one line for the whole outage
+    assert "cannot connect" in warning
+    assert records(caplog, logging.INFO) == ["telegram: answering as @tickerbell_test_bot"]
+
+
+async def test_commands_come_back_after_a_burst_of_401s(
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with rig(tmp_path / "u.db", fake) as r:
+        polls = fake.count("getUpdates")
+        fake.fail_method("getUpdates", Fault.UNAUTHORIZED, times=None)
+        await until(lambda: not r.bot.listening())
+        await until(lambda: fake.count("getUpdates") >= polls + 5)  # it keeps asking
+        assert not r.bot.listening()
+        fake.heal()
+        await until(r.bot.listening)
+        fake.push("/status XAG", chat_id=USER)
+        await until(lambda: fake.texts(USER))
+        assert plain(fake.texts(USER)[0]).startswith("XAG\n48.5")
+    [warning] = records(caplog, logging.WARNING)
+    assert warning.startswith("telegram: polling for updates failed")
+    assert "telegram: receiving updates again" in records(caplog, logging.INFO)
+    assert "Aborting" not in caplog.text
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+async def test_close_leaves_no_task_behind(
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture, reachable: bool
+) -> None:
+    before = asyncio.all_tasks()
+    if not reachable:
+        await fake.go_down()
+    async with rig(tmp_path / "c.db", fake, connected=reachable) as r:
+        if not reachable:
+            await until(lambda: records(caplog, logging.WARNING))  # retrying in the background
+    assert not r.bot.listening()
+    await until(lambda: not asyncio.all_tasks() - before)  # the fake's connections end too
+    assert "destroyed" not in caplog.text
 
 
 # --- the pacing of sends ---
@@ -471,7 +650,7 @@ async def test_an_alert_with_a_chart_goes_as_a_photo_with_its_caption(
     photos = [c for c in fake.calls if c.method == "sendPhoto"]
     assert len(photos) == 1
     assert photos[0].params["photo"] == f"<file {len(png)} bytes png>"
-    assert plain(photos[0].params["caption"]).startswith("🔴▼ BTC BTC fell below 85,000")
+    assert plain(photos[0].params["caption"]).startswith("🔴▼ BTC fell below 85,000")
     assert [plain(t)[:1] for t in fake.texts(USER)] == ["🔴", "🔴"]  # the long one as text
 
 

@@ -1,9 +1,12 @@
 """The composition root: builds every part from Settings, runs them, and shuts down in reverse.
 
 Start-up: database (migrated) -> notifiers -> delivery -> service (scheduler, feeds on demand)
--> Telegram (when a token is set). Shutdown on SIGINT/SIGTERM (or the end of a replay): stop
-taking Telegram commands, stop polling, stop delivery after the row in flight (the rest stay
-pending in the outbox), close feeds, close notifiers, close the database.
+-> Telegram and Discord (when a token is set) -> metrics. One `AsyncExitStack` owns every
+part as it starts, so whether the run ends by SIGINT/SIGTERM, the end of a replay or a part
+that fails to start, everything already started is closed in reverse: stop taking commands,
+stop polling, stop delivery after the row in flight (the rest stay pending in the outbox),
+close feeds, close notifiers, close the database. A chat platform that is unreachable at start
+does not stop the bot: its adapter keeps retrying while everything else runs.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -70,11 +73,17 @@ def live_feed_factory(settings: Settings, clock: Callable[[], datetime]) -> Call
 
 
 class FrontEnd(Notifier, Protocol):
-    """A chat platform: takes commands while started, and delivers alerts as a Notifier."""
+    """A chat platform: takes commands while started, and delivers alerts as a Notifier.
+
+    `start` returns promptly and keeps connecting in the background when the platform is
+    unreachable; `listening` says whether commands are being received right now (/healthz).
+    """
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def listening(self) -> bool: ...
 
 
 def make_front_ends(settings: Settings, store: Store, commands: Commands) -> list[FrontEnd]:
@@ -109,6 +118,8 @@ def make_front_ends(settings: Settings, store: Store, commands: Commands) -> lis
                 db_path=settings.db,
                 guild_id=settings.discord_guild_id,
                 admin_role=settings.discord_admin_role,
+                api_base_url=settings.discord_api_base_url,
+                gateway_url=settings.discord_gateway_url,
             )
         )
     return front_ends
@@ -131,7 +142,8 @@ async def run(
     notifiers: Sequence[Notifier] = (),
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the bot until stopped (or until a replay is played and delivered)."""
+    """Run the bot until stopped (or until a replay is played and delivered); 0 on a clean
+    stop, 1 when a part could not start. A replay never starts a chat platform."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,9 +159,17 @@ async def run(
     else:
         catalogue = catalogue_for(settings)
         feed_for = live_feed_factory(settings, clock)
-    async with Store.open(settings.db, clock=clock) as store:
+    async with contextlib.AsyncExitStack() as parts:
+        store = await parts.enter_async_context(Store.open(settings.db, clock=clock))
         console = await store.chat(*CONSOLE)
         await store.remove_rules_created_by(console.id, RUN_RULE)  # left by a killed run
+        parts.push_async_callback(
+            _quietly,
+            "removing this run's rules",
+            store.remove_rules_created_by,
+            console.id,
+            RUN_RULE,
+        )
         for text in once_rules:
             rule = rules.parse(text)
             for symbol in rule.symbols:
@@ -157,6 +177,7 @@ async def run(
             await store.add_rule(console.id, rules.format(rule), RUN_RULE, settings.rules_per_chat)
         by_name: dict[str, Notifier] = {"console": ConsoleNotifier()}
         by_name.update({n.name: n for n in notifiers})
+        parts.push_async_callback(_close_notifiers, by_name)
         delivery = Delivery(store, by_name, clock=utcnow)
         limits = Limits(
             max_age=settings.max_quote_age,
@@ -173,6 +194,7 @@ async def run(
             poll_interval=poll_interval(settings, replay_speed),
             clock=clock,
         )
+        parts.push_async_callback(service.close_feeds)
         delivery.on_result = service.stats.delivery
         chart_cache = ChartCache()
         delivery.charts = AlertCharts(service.market, chart_cache, service.currency).for_alert
@@ -183,48 +205,70 @@ async def run(
             commands_per_minute=settings.commands_per_minute,
             charts=chart_cache,
         )
-        front_ends = make_front_ends(settings, store, commands)
+        front_ends: list[FrontEnd] = []
+        if replay is None:
+            front_ends = make_front_ends(settings, store, commands)
         for front_end in front_ends:
             by_name[front_end.name] = delivery.notifiers[front_end.name] = front_end
-        status = 0
-        log.info("tickerbell starting: database %s, chats on %s", settings.db, ", ".join(by_name))
-        delivery_task = asyncio.create_task(delivery.run())
+        log.info(
+            "tickerbell starting: database %s, chats on %s",
+            settings.db.resolve(),
+            ", ".join(by_name),
+        )
+        delivery_task = asyncio.create_task(delivery.run(), name="delivery")
+        parts.push_async_callback(_stop_delivery, delivery, delivery_task)
         await service.start()
+        parts.push_async_callback(service.stop)
         for front_end in front_ends:
+            parts.push_async_callback(_quietly, f"stopping {front_end.name}", front_end.stop)
             try:
                 await front_end.start()
-            except Exception as err:
-                log.error("%s: cannot start (%r); shutting down", front_end.name, err)
-                stop.set()
-                status = 1
-        endpoint = None
+            except Exception:  # an adapter bug: the other parts keep running
+                log.exception("%s: cannot start; running without it", front_end.name)
         if settings.metrics_port:
-            endpoint = await metrics.start(
-                service, store, settings.metrics_host, settings.metrics_port
-            )
+            try:
+                endpoint = await metrics.start(
+                    service, store, settings.metrics_host, settings.metrics_port, front_ends
+                )
+            except OSError as err:
+                log.error(
+                    "cannot serve metrics on %s:%s (%s); set TICKERBELL_METRICS_PORT to a free "
+                    "port or 0",
+                    settings.metrics_host,
+                    settings.metrics_port,
+                    err.strerror or err,
+                )
+                return 1
+            parts.push_async_callback(endpoint.cleanup)
             log.info("metrics on %s:%s", settings.metrics_host, settings.metrics_port)
-        watcher = asyncio.create_task(_stop_after_replay(replay, store, stop)) if replay else None
+        if replay is not None:
+            watcher = asyncio.create_task(_stop_after_replay(replay, store, stop))
+            parts.callback(watcher.cancel)
         await stop.wait()
         log.info("shutting down")
-        for front_end in front_ends:
-            with contextlib.suppress(Exception):
-                await front_end.stop()  # no new commands; sends still work until closed below
-        await service.stop()
-        delivery.stop()
-        try:
-            await asyncio.wait_for(delivery_task, SHUTDOWN_SECONDS)
-        except TimeoutError:
-            log.warning("delivery did not stop in time; pending alerts stay in the outbox")
-        if watcher:
-            watcher.cancel()
-        await service.close_feeds()
-        if endpoint is not None:
-            await endpoint.cleanup()
-        for notifier in by_name.values():
-            with contextlib.suppress(Exception):
-                await notifier.close()
-        await store.remove_rules_created_by(console.id, RUN_RULE)
-    return status
+    return 0
+
+
+async def _quietly(what: str, step: Callable[..., Awaitable[object]], *args: object) -> None:
+    """One shutdown step: a failure is logged and the remaining steps still run."""
+    try:
+        await step(*args)
+    except Exception:
+        log.exception("%s failed during shutdown", what)
+
+
+async def _stop_delivery(delivery: Delivery, task: asyncio.Task[None]) -> None:
+    """Stop delivery after the row in flight; the rest stay in the outbox for the next start."""
+    delivery.stop()
+    try:
+        await asyncio.wait_for(task, SHUTDOWN_SECONDS)
+    except TimeoutError:
+        log.warning("delivery did not stop in time; pending alerts stay in the outbox")
+
+
+async def _close_notifiers(by_name: dict[str, Notifier]) -> None:
+    for notifier in by_name.values():
+        await _quietly(f"closing {notifier.name}", notifier.close)
 
 
 async def _stop_after_replay(replay: ReplayFeed, store: Store, stop: asyncio.Event) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date
@@ -51,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuleError, ReplayError, LimitReached) as err:
         print(f"tickerbell: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tickerbell cmd /help | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,8 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     add = alert_sub.add_parser("add", help='add a rule, e.g. tickerbell alert add "XAG above 50"')
     add.add_argument("rule", nargs="+")
     add.set_defaults(handler=_alert_add)
-    remove = alert_sub.add_parser("remove", help="remove a rule by id (see `tickerbell alerts`)")
-    remove.add_argument("id")
+    remove = alert_sub.add_parser(
+        "remove", help="remove a rule by id (see `tickerbell alerts`), or `all confirm`"
+    )
+    remove.add_argument("id", nargs="+", metavar="ID")
     remove.set_defaults(handler=_alert_remove)
     alerts = sub.add_parser("alerts", help="list the console's alert rules")
     alerts.set_defaults(handler=_alerts)
@@ -187,17 +195,49 @@ def _replay(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
-    replay_feed = None
     if args.feed == "replay":
         if not args.data:
             raise ReplayError("--feed replay needs --data [SYM=]PATH")
-        replay_feed = ReplayFeed(load_series(args.data), args.start)
-    elif args.data:
+        feed = ReplayFeed(load_series(args.data), args.start)
+        return asyncio.run(_replay_run(settings, feed, args.rule, args.speed))
+    if args.data:
         raise ReplayError("--data is for --feed replay")
-    speed = args.speed if replay_feed else None
-    return asyncio.run(
-        app.run(settings, once_rules=args.rule, replay=replay_feed, replay_speed=speed)
-    )
+    return asyncio.run(app.run(settings, once_rules=args.rule))
+
+
+async def _replay_run(
+    settings: Settings, feed: ReplayFeed, once_rules: Sequence[str], speed: float
+) -> int:
+    """The live service over history, on a throwaway database and the console only.
+
+    The console's own rules are read from the real database (opened read-only, never written)
+    where their symbols have data; no chat platform starts, so years-old alerts reach no chat.
+    """
+    catalogue = ReplayCatalogue(frozenset(feed.symbols))
+    kept: list[str] = []
+    if settings.db.exists():
+        async with Store.open_read_only(settings.db) as real:
+            console = await real.find_chat(*app.CONSOLE)
+            for stored in await real.rules(console.id) if console else []:
+                try:
+                    canonical_rule(rules.parse(stored.text), catalogue.resolve)
+                except RuleError as err:
+                    print(f"replay: skipping console rule #{stored.id} ({err})", file=sys.stderr)
+                    continue
+                if stored.created_by != app.RUN_RULE:
+                    kept.append(stored.text)
+    with tempfile.TemporaryDirectory(prefix="tickerbell-replay-") as scratch:
+        throwaway = settings.model_copy(
+            update={
+                "db": Path(scratch) / "replay.db",
+                "telegram_bot_token": None,
+                "discord_bot_token": None,
+                "metrics_port": 0,
+            }
+        )
+        return await app.run(
+            throwaway, once_rules=[*kept, *once_rules], replay=feed, replay_speed=speed
+        )
 
 
 def _console_command(text: str) -> int:
@@ -248,6 +288,7 @@ def _discord_sync(args: argparse.Namespace) -> int:
             db_path=settings.db,
             guild_id=settings.discord_guild_id,
             clear_global=args.clear_global,
+            api_base_url=settings.discord_api_base_url,
         )
     )
 
@@ -261,7 +302,7 @@ def _alert_add(args: argparse.Namespace) -> int:
 
 
 def _alert_remove(args: argparse.Namespace) -> int:
-    return _console_command(f"/remove {args.id}")
+    return _console_command("/remove " + " ".join(args.id))
 
 
 def _alerts(args: argparse.Namespace) -> int:

@@ -12,9 +12,16 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+import aiohttp
 import discord
 
-from bot.discord_bot import TickerClient, make_tree, sync_commands, sync_file_for
+from bot.discord_bot import (
+    TickerClient,
+    make_tree,
+    point_discord_py,
+    sync_commands,
+    sync_file_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +32,19 @@ async def discord_sync(
     db_path: Path | str,
     guild_id: int | None = None,
     clear_global: bool = False,
+    api_base_url: str | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
     """Log in, push the slash commands (to `guild_id` only, if given), log out; an exit status.
 
     `clear_global` also removes the global commands, for a bot moved to one server's commands
-    (otherwise that server would list each command twice).
+    (otherwise that server would list each command twice). `api_base_url` is
+    DISCORD_API_BASE_URL (None: discord.py's own).
     """
     client = TickerClient(intents=discord.Intents(guilds=True))
     tree = make_tree(client, guild_id)
     state = sync_file_for(db_path)
+    restore_url = point_discord_py(api_base_url)
     try:
         await client.login(token)
         await sync_commands(tree, guild_id, state, force=True)
@@ -56,6 +66,10 @@ async def discord_sync(
                 file=out,
             )
         return 1
+    except (aiohttp.ClientError, OSError, TimeoutError) as err:
+        print(f"discord: cannot reach Discord: {type(err).__name__}: {err}", file=out)
+        return 1
     finally:
         await client.close()
+        restore_url()
     return 0

@@ -1,13 +1,14 @@
 """`/metrics` (Prometheus text) and `/healthz` over HTTP, off unless a port is set.
 
 `/healthz` answers 200 while some feed has produced a good quote within the staleness limit
-and 503 otherwise (all feeds failing, or everything stale), so a supervisor can restart or
-page on it.
+and every chat platform is receiving commands, and 503 otherwise (all feeds failing or stale,
+or a platform's command side down), naming what is wrong, so a supervisor can restart or page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,6 +17,14 @@ from prometheus_client.registry import Collector
 
 from storage.db import Store
 from tickerbell.service import Service
+
+
+class Listening(Protocol):
+    """A chat platform as health sees it."""
+
+    name: str
+
+    def listening(self) -> bool: ...
 
 
 class _Snapshot(Collector):
@@ -63,7 +72,20 @@ class _Snapshot(Collector):
         yield GaugeMetricFamily("tickerbell_rules", "Active rules", value=len(self.service.book))
 
 
-def make_app(service: Service, store: Store) -> web.Application:
+def problems(service: Service, front_ends: Sequence[Listening] = ()) -> list[str]:
+    """What makes the bot unhealthy now (empty when healthy)."""
+    found = [] if service.healthy() else ["no feed has a fresh good quote"]
+    found.extend(
+        f"{front_end.name} is not receiving commands"
+        for front_end in front_ends
+        if not front_end.listening()
+    )
+    return found
+
+
+def make_app(
+    service: Service, store: Store, front_ends: Sequence[Listening] = ()
+) -> web.Application:
     """The aiohttp application serving /metrics and /healthz."""
 
     async def metrics(request: web.Request) -> web.Response:
@@ -72,9 +94,10 @@ def make_app(service: Service, store: Store) -> web.Application:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
 
     async def healthz(request: web.Request) -> web.Response:
-        if service.healthy():
+        wrong = problems(service, front_ends)
+        if not wrong:
             return web.Response(text="ok\n")
-        return web.Response(status=503, text="no feed has a fresh good quote\n")
+        return web.Response(status=503, text="".join(f"{line}\n" for line in wrong))
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -82,9 +105,15 @@ def make_app(service: Service, store: Store) -> web.Application:
     return app
 
 
-async def start(service: Service, store: Store, host: str, port: int) -> web.AppRunner:
+async def start(
+    service: Service, store: Store, host: str, port: int, front_ends: Sequence[Listening] = ()
+) -> web.AppRunner:
     """Serve the endpoints; the caller awaits `runner.cleanup()` on shutdown."""
-    runner = web.AppRunner(make_app(service, store), access_log=None)
+    runner = web.AppRunner(make_app(service, store, front_ends), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
     discord_guild_id: int | None = Field(None, validation_alias="DISCORD_GUILD_ID")
     discord_admin_role: str = Field("", validation_alias="DISCORD_ADMIN_ROLE")
+    discord_api_base_url: str = Field(
+        "https://discord.com/api/v10", validation_alias="DISCORD_API_BASE_URL"
+    )
+    discord_gateway_url: str = Field(
+        "wss://gateway.discord.gg/", validation_alias="DISCORD_GATEWAY_URL"
+    )
 
     db: Path = Path("tickerbell.db")
     log_level: str = "INFO"

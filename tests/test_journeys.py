@@ -1,0 +1,223 @@
+"""Whole journeys, in the order people use the bot, through the real `tickerbell.app.run`.
+
+Only the far side of each wire is faked: a Telegram Bot API (python-telegram-bot talks to it over
+HTTP) and a Binance REST API (ccxt talks to it over HTTP), both on 127.0.0.1. Each journey
+asserts what the user sees: the replies and alerts in the chat, their count and their order.
+Prices are synthetic levels set at the fake venue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fake_exchange import FakeExchange
+from fake_telegram import FakeTelegram, Fault, plain
+from support.waiting import until
+
+from tickerbell import app
+from tickerbell.settings import Settings
+
+TOKEN = "123456789:AAF-fake_SECRET_journey_token"
+USER, FRIEND, GROUP, ADMIN, MEMBER = 4242, 4343, -100777, 11, 22
+ALERT_MARKS = ("🔴▼", "🟢▲", "🟠↔", "🔔")  # an alert message starts with one of these
+
+
+@dataclass
+class World:
+    """The far side: a Telegram and a venue that outlive restarts of the bot."""
+
+    telegram: FakeTelegram
+    exchange: FakeExchange
+    db: Path
+
+    def price(self, btc: float) -> None:
+        self.exchange.set_price("BTCUSDT", btc, btc)
+
+    def messages(self, chat: int) -> list[str]:
+        return [plain(text) for text in self.telegram.texts(chat)]
+
+    def alerts(self, chat: int) -> list[str]:
+        return [text for text in self.messages(chat) if text.startswith(ALERT_MARKS)]
+
+    async def say(self, text: str, chat: int = USER, **sender: int | str) -> str:
+        """Send a command as a user and return the bot's answer, as the user reads it."""
+        before = len(self.telegram.texts(chat))
+        self.telegram.push(text, chat_id=chat, **sender)  # type: ignore[arg-type]
+        await until(lambda: len(self.telegram.texts(chat)) > before, timeout=15)
+        return self.messages(chat)[before]
+
+    async def ticks(self, count: int = 3) -> None:
+        """Let the bot see the venue's current prices a few times."""
+        seen = self.exchange.count("ticker/bookTicker")
+        await until(lambda: self.exchange.count("ticker/bookTicker") >= seen + count, timeout=15)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with FakeTelegram(TOKEN, poll_cap=0.2) as telegram, FakeExchange() as exchange:
+        yield World(telegram, exchange, tmp_path / "journey.db")
+
+
+@asynccontextmanager
+async def running(world: World) -> AsyncIterator[None]:
+    """The bot, from start until it answers, to a clean stop."""
+    settings = Settings(
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=world.telegram.base_url,
+        db=world.db,
+        exchange_options={"binance": world.exchange.ccxt_options()},
+        poll_crypto_seconds=0.2,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(settings, stop=stop))
+    polls = world.telegram.count("getUpdates")
+    try:
+        await until(lambda: world.telegram.count("getUpdates") > polls or task.done(), 15)
+        yield
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_status_then_alert_then_the_crossing(world: World) -> None:
+    world.price(86000)
+    async with running(world):
+        assert (await world.say("/status BTC")).startswith("BTC\n86,000")
+        assert await world.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: world.alerts(USER))
+        await world.ticks()  # later ticks below the level fire nothing more
+        assert world.alerts(USER) == [world.alerts(USER)[0]] and world.alerts(USER)[0].startswith(
+            "🔴▼ BTC fell below 85,000 (now 84,000)"
+        )
+
+
+async def test_chart_then_alert_then_the_crossing(world: World) -> None:
+    world.price(86000)
+    async with running(world):
+        assert (await world.say("/chart BTC 1d")).startswith(("BTC 1d", "⚠️ no price history"))
+        assert await world.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: world.alerts(USER), timeout=20)
+        await world.ticks()
+        assert len(world.alerts(USER)) == 1
+
+
+async def test_subscribe_then_alert_then_the_crossing(world: World) -> None:
+    world.price(86000)
+    async with running(world):
+        assert await world.say("/subscribe BTC") == "Subscribed to BTC."
+        assert await world.say("/alert BTC below 85000") == "Alert #2 set: BTC below 85000" or (
+            world.messages(USER)[-1] == "Alert #1 set: BTC below 85000"
+        )
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: any("BTC below 85000" in a for a in world.alerts(USER)), timeout=20)
+        await world.ticks()
+        assert sum("BTC below 85000" in a for a in world.alerts(USER)) == 1
+
+
+async def test_alert_then_restart_then_the_crossing(world: World) -> None:
+    world.price(86000)
+    async with running(world):
+        await world.say("/alert BTC below 85000")
+        await world.ticks()
+    async with running(world):
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: world.alerts(USER))
+        await world.ticks()
+    async with running(world):  # and the next start does not say it again
+        await world.ticks()
+    assert len(world.alerts(USER)) == 1
+
+
+async def test_a_crossing_while_the_bot_is_down_is_told_once_after_it_starts(
+    world: World,
+) -> None:
+    world.price(86000)
+    async with running(world):
+        await world.say("/alert BTC below 85000")
+        await world.ticks()
+    world.price(84000)  # crossed while nobody was watching
+    async with running(world):
+        await until(lambda: world.alerts(USER))
+        await world.ticks()
+    async with running(world):
+        await world.ticks()
+    assert len(world.alerts(USER)) == 1
+
+
+async def test_in_a_group_a_member_is_refused_then_an_admin_sets_the_alert(
+    world: World,
+) -> None:
+    world.telegram.admins[GROUP] = {ADMIN: "administrator"}
+    world.price(86000)
+    async with running(world):
+        group = {"chat_type": "supergroup"}
+        refused = await world.say("/alert BTC below 85000", GROUP, user_id=MEMBER, **group)
+        assert refused.startswith("⚠️ only admins change alerts in a group")
+        assert (await world.say("/alerts", GROUP, user_id=MEMBER, **group)) == (
+            "No alerts yet. Add one, e.g. /alert XAG above 50"
+        )
+        accepted = await world.say("/alert BTC below 85000", GROUP, user_id=ADMIN, **group)
+        assert accepted == "Alert #1 set: BTC below 85000"
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: world.alerts(GROUP))
+        await world.ticks()
+        assert len(world.alerts(GROUP)) == 1
+
+
+async def test_mute_cross_unmute_cross(world: World) -> None:
+    world.price(86000)
+    async with running(world):
+        await world.say("/alert BTC below 85000")
+        assert (await world.say("/mute")).startswith("Muted until you /unmute")
+        await world.ticks()
+        world.price(84000)  # crosses while muted: kept in the history, not sent
+        await world.ticks()
+        world.price(86000)  # back above: re-armed
+        await world.ticks()
+        assert await world.say("/unmute") == "Alerts are on again."
+        world.price(84500)
+        await until(lambda: world.alerts(USER))
+        await world.ticks()
+        assert len(world.alerts(USER)) == 1
+        assert world.alerts(USER)[0].startswith("🔴▼ BTC fell below 85,000 (now 84,500)")
+
+
+async def test_removing_an_alert_whose_message_is_still_pending_sends_nothing_more(
+    world: World,
+) -> None:
+    world.price(86000)
+    async with running(world):
+        await world.say("/alert BTC below 85000")
+        await world.ticks()
+        sends = world.telegram.count("sendPhoto") + world.telegram.count("sendMessage")
+        world.telegram.fail_chat(USER, Fault.INTERNAL)  # the alert's first send fails
+        world.price(84000)
+        total = lambda: world.telegram.count("sendPhoto") + world.telegram.count("sendMessage")  # noqa: E731
+        await until(lambda: total() > sends)  # the alert was decided and tried once
+        assert await world.say("/remove 1") == "Removed alert #1."
+        await asyncio.sleep(4)  # past the retry time of the failed send
+        assert world.alerts(USER) == []
+
+
+async def test_two_chats_with_the_same_rule_each_hear_once(world: World) -> None:
+    world.price(86000)
+    async with running(world):
+        await world.say("/alert BTC below 85000", USER)
+        await world.say("/alert BTC below 85000", FRIEND)
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: world.alerts(USER) and world.alerts(FRIEND))
+        await world.ticks()
+        assert len(world.alerts(USER)) == len(world.alerts(FRIEND)) == 1
