@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from fake_exchange import FakeExchange, Fault
+from fake_telegram import FakeTelegram
+from fake_telegram import Fault as TelegramFault
 from support.waiting import until
 
 from tickerbell import app
@@ -79,3 +82,48 @@ async def test_a_hanging_venue_is_one_warning_not_one_per_poll(
 
 def _said(caplog: pytest.LogCaptureFixture, needle: str) -> bool:
     return any(needle in record.getMessage() for record in caplog.records)
+
+
+async def test_health_says_when_the_telegram_command_side_is_down(tmp_path: Path) -> None:
+    token = "123456789:AAF-fake_SECRET_health_token"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with FakeExchange() as exchange, FakeTelegram(token, poll_cap=0.2) as telegram:
+        exchange.set_price("BTCUSDT", 86000.0, 86000.0)
+        settings = Settings(
+            TELEGRAM_BOT_TOKEN=token,
+            TELEGRAM_API_BASE_URL=telegram.base_url,
+            db=tmp_path / "c.db",
+            exchange_options={"binance": exchange.ccxt_options()},
+            poll_crypto_seconds=0.2,
+            metrics_port=port,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(app.run(settings, once_rules=["BTC below 85000"], stop=stop))
+        url = f"http://127.0.0.1:{port}/healthz"
+
+        async def health() -> tuple[int, str]:
+            try:
+                async with aiohttp.ClientSession() as session, session.get(url) as response:
+                    return response.status, await response.text()
+            except aiohttp.ClientError:
+                return 0, ""
+
+        try:
+            await until(lambda: _is(health, 200), timeout=15)
+            telegram.fail_method("getUpdates", TelegramFault.UNAUTHORIZED, times=None)
+            await until(lambda: _is(health, 503), timeout=15)
+            assert (await health())[1] == "telegram is not receiving commands\n"
+            telegram.heal()
+            await until(lambda: _is(health, 200), timeout=15)
+            before = len(telegram.texts(4242))
+            telegram.push("/help", chat_id=4242)  # and commands are answered again
+            await until(lambda: len(telegram.texts(4242)) > before, timeout=15)
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(running, 20) == 0
+
+
+async def _is(health: Callable[[], Awaitable[tuple[int, str]]], status: int) -> bool:
+    return (await health())[0] == status
