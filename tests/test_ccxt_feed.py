@@ -272,6 +272,25 @@ async def test_outage_sends_nothing_until_retry_and_logs_once(
     assert feed.health.consecutive_failures == 0
 
 
+async def test_a_venue_back_after_a_long_outage_is_asked_again_within_30_seconds(
+    fake: FakeExchange, feed: CcxtFeed, clock: Clock
+) -> None:
+    await feed.quotes([BTC])
+    fake.inject(Fault.SERVER_ERROR)
+    for _ in range(12):  # four minutes and more of failures: the backoff is at its cap
+        with pytest.raises(TransientFeedError):
+            await feed.quotes([BTC])
+        clock.pass_backoff(feed)
+    with pytest.raises(TransientFeedError):
+        await feed.quotes([BTC])
+    fake.heal()  # the venue is back now: the next request goes within 30 s
+    retry_at = feed.backoff.retry_at
+    assert retry_at is not None and retry_at - clock() <= timedelta(seconds=30)
+    clock.pass_backoff(feed)
+    assert BTC in await feed.quotes([BTC])
+    assert feed.health.down_since is None
+
+
 async def test_a_second_outage_is_logged_again(
     fake: FakeExchange, feed: CcxtFeed, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
