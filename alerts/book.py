@@ -95,8 +95,11 @@ class RuleBook:
         """Every symbol some rule needs a quote for."""
         return set(self._symbol_refs)
 
-    def evaluate(self, market: Market, symbols: Iterable[str], now: datetime) -> Evaluation:
-        """Evaluate the rules touched by new quotes of `symbols`."""
+    def evaluate(
+        self, market: Market, symbols: Iterable[str], now: datetime, pairs: bool = True
+    ) -> Evaluation:
+        """Evaluate the rules touched by new quotes of `symbols`; `pairs` False leaves out
+        two-symbol rules (replay: the legs' points inside a bar are not simultaneous)."""
         candidates: set[int] = set()
         prices_before: dict[str, float | None] = {}
         for symbol in symbols:
@@ -107,6 +110,8 @@ class RuleBook:
             prices_before[symbol] = self._last_price.get(symbol)
             candidates |= self._crossed(symbol, quote.price)
             candidates |= self._watch.get(symbol, set())
+        if not pairs:
+            candidates = {i for i in candidates if self.rules[i].other is None}
         fires: list[Fire] = []
         changed: dict[int, RuleState] = {}
         before: dict[int, RuleState] = {}

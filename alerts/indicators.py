@@ -9,17 +9,20 @@ one number the rule compares and the baseline it compares it with.
 from __future__ import annotations
 
 import bisect
+import statistics
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from alerts.models import Candle, Condition, Quote, Rule
-from alerts.sanity import Limits, QuoteGuard, Reject
+from alerts.sanity import Limits, QuoteGuard, Reject, allowed_move
 
 DAY = timedelta(days=1)
 TICK_MEMORY = timedelta(days=2)
 SPREAD_SAMPLES = 240
 MIN_SPREAD_SAMPLES = 20
+TYPICAL_DAYS = 20
+MIN_TYPICAL_DAYS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ class SymbolHistory:
     candles: list[Candle] = field(default_factory=list)
     rejects: Counter[Reject] = field(default_factory=Counter)
     last_reject: Reject | None = None
+    typical: dict[date, float | None] = field(default_factory=dict)  # typical_range's cache
 
 
 class Market:
@@ -64,7 +68,8 @@ class Market:
 
     def ingest(self, quote: Quote, now: datetime) -> Reject | None:
         """Screen a quote and remember it if good; return why it was rejected otherwise."""
-        problem = self.guard.check(quote, now)
+        typical = self.typical_range(quote.symbol, quote.ts.astimezone(UTC).date())
+        problem = self.guard.check(quote, now, typical)
         hist = self.history(quote.symbol)
         if problem is not None:
             hist.rejects[problem] += 1
@@ -80,11 +85,28 @@ class Market:
         return None
 
     def add_candles(self, symbol: str, candles: list[Candle]) -> None:
-        """Merge daily candles (a later copy of a day replaces an earlier one)."""
+        """Merge daily candles (a later copy of a day replaces an earlier one). A wick that is
+        a bad print by the guard's measure is cut back to the bar's body, so it never becomes
+        an N-day high or low."""
         hist = self.history(symbol)
         merged = {c.day: c for c in hist.candles}
         merged.update((c.day, c) for c in candles)
         hist.candles = [merged[d] for d in sorted(merged)]
+        hist.typical.clear()
+        new = {c.day for c in candles}
+        for i, candle in enumerate(hist.candles):
+            if candle.day in new:
+                typical = _median_range(hist.candles[max(0, i - TYPICAL_DAYS) : i])
+                hist.candles[i] = _without_bad_wicks(candle, self.limits.max_jump_pct, typical)
+
+    def typical_range(self, symbol: str, day: date) -> float | None:
+        """The median daily range in percent of the `TYPICAL_DAYS` bars before `day` (None
+        with fewer than `MIN_TYPICAL_DAYS`)."""
+        hist = self.history(symbol)
+        if day not in hist.typical:
+            end = bisect.bisect_left(hist.candles, day, key=lambda c: c.day)
+            hist.typical = {day: _median_range(hist.candles[max(0, end - TYPICAL_DAYS) : end])}
+        return hist.typical[day]
 
     def quote(self, symbol: str, now: datetime) -> Quote | None:
         """The last good quote, or None when there is none or it is older than the limit."""
@@ -139,6 +161,25 @@ class Market:
         mid = len(spreads) // 2
         median = spreads[mid] if len(spreads) % 2 else (spreads[mid - 1] + spreads[mid]) / 2
         return median if median > 0 else None
+
+
+def _median_range(candles: list[Candle]) -> float | None:
+    """Median of (high - low) / close in percent, or None for too short a history."""
+    ranges = [(c.high - c.low) / c.close * 100 for c in candles if c.close > 0]
+    return statistics.median(ranges) if len(ranges) >= MIN_TYPICAL_DAYS else None
+
+
+def _without_bad_wicks(candle: Candle, max_jump_pct: float, typical: float | None) -> Candle:
+    """The candle with a high or low that is a bad print (see alerts.sanity) cut to its body."""
+    _, absurd = allowed_move(max_jump_pct, typical, timedelta(0))
+    if absurd is None:
+        return candle
+    top, bottom = max(candle.open, candle.close), min(candle.open, candle.close)
+    high = top if (candle.high / top - 1) * 100 > absurd else candle.high
+    low = bottom if (1 - candle.low / bottom) * 100 > absurd else candle.low
+    if (high, low) == (candle.high, candle.low):
+        return candle
+    return replace(candle, high=high, low=low)
 
 
 def observe(rule: Rule, market: Market, now: datetime) -> Observation | None:

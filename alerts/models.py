@@ -19,7 +19,11 @@ class RuleError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """One observation of a symbol. `bid`/`ask` are None where the source has no book."""
+    """One observation of a symbol. `bid`/`ask` are None where the source has no book.
+
+    `bar` marks a point of a completed bar (replay): the bar itself says the price traded, so
+    an isolated extreme needs no later quote to confirm it.
+    """
 
     symbol: str
     last: float
@@ -27,6 +31,7 @@ class Quote:
     bid: float | None = None
     ask: float | None = None
     source: str = ""
+    bar: bool = False
 
     @property
     def price(self) -> float:

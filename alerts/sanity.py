@@ -1,8 +1,14 @@
 """Quote sanity: the one place that decides whether an observation may reach any rule.
 
 A quote that is zero, negative, NaN, crossed (bid > ask), stale, or an isolated absurd jump is
-rejected with a reason; the caller counts it and evaluates nothing with it. A jump is only
-"isolated" until the next quote confirms it: a real crash is accepted one observation late.
+rejected with a reason; the caller counts it and evaluates nothing with it.
+
+Jumps are judged by the time that passed and the symbol's own volatility: a live tick that
+moves more than `max_jump_pct` (more over a longer gap) is held until the next quote confirms
+it, so a real crash is accepted one observation late and a one-off spike is dropped; a point of
+a completed bar needs no such confirmation (the bar says it traded). A move of more than
+`ABSURD_RANGES` times the symbol's median daily range is a bad print even inside a bar (PAXG's
+3,295 high on 2024-04-13 against a 1.6% typical range), unless later quotes keep confirming it.
 """
 
 from __future__ import annotations
@@ -59,50 +65,82 @@ def quote_problem(quote: Quote, now: datetime, max_age: timedelta | None) -> Rej
     return None
 
 
-def screen_jump(
-    last_good: float | None, suspect: float | None, price: float, max_jump_pct: float
-) -> tuple[bool, float | None]:
-    """Decide whether `price` is believable after `last_good`; return (accepted, new suspect).
+ABSURD_RANGES = 20.0  # a move this many times the symbol's median daily range is a bad print
+ABSURD_CONFIRMATIONS = 2  # later quotes needed to believe such a move anyway (a real re-pricing)
 
-    A move beyond `max_jump_pct` from the last good price is held as a suspect. It is accepted
-    when the next price lands within the limit of the suspect (the move was real) and dropped
-    when the next price returns near the last good one (it was a glitch).
+
+def allowed_move(
+    max_jump_pct: float, typical_range_pct: float | None, elapsed: timedelta
+) -> tuple[float, float | None]:
+    """(plain, absurd) limits in percent for a move over `elapsed`.
+
+    A move beyond `plain` is held until a later quote confirms it (a bar's own points need no
+    confirmation); one beyond `absurd` is a bad print whatever the bar says, unless several
+    later quotes confirm it. Both grow with the square root of the days elapsed, as price
+    moves do, so points hours or days apart are not judged as if seconds apart; `absurd` is
+    None without a typical range (no daily history yet).
     """
-    if last_good is None or _within(last_good, price, max_jump_pct):
-        return True, None
-    if suspect is not None and _within(suspect, price, max_jump_pct):
-        return True, None
-    return False, price
+    stretch = max(1.0, math.sqrt(elapsed / timedelta(days=1)))
+    plain = max_jump_pct * stretch
+    if typical_range_pct is None:
+        return plain, None
+    return plain, max(max_jump_pct, ABSURD_RANGES * typical_range_pct) * stretch
+
+
+@dataclass(slots=True)
+class _Suspect:
+    price: float
+    seen: int
+    need: int
+
+
+class QuoteGuard:
+    """Per-symbol screening: remembers the last good price of each symbol and when it was."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._last_good: dict[str, tuple[float, datetime]] = {}
+        self._suspect: dict[str, _Suspect] = {}
+
+    def check(
+        self, quote: Quote, now: datetime, typical_range_pct: float | None = None
+    ) -> Reject | None:
+        """None when the quote is good (and becomes the new reference), else the reason.
+
+        `typical_range_pct` is the symbol's median daily range (high - low over close) of the
+        days before, when known.
+        """
+        problem = quote_problem(quote, now, self.limits.age_limit(quote.source))
+        if problem is not None:
+            return problem
+        symbol, price = quote.symbol, quote.price
+        last = self._last_good.get(symbol)
+        if last is not None and not self._believable(quote, last, typical_range_pct):
+            return Reject.JUMP
+        self._suspect.pop(symbol, None)
+        self._last_good[symbol] = (price, quote.ts)
+        return None
+
+    def _believable(
+        self, quote: Quote, last: tuple[float, datetime], typical_range_pct: float | None
+    ) -> bool:
+        reference, since = last
+        plain, absurd = allowed_move(
+            self.limits.max_jump_pct, typical_range_pct, max(quote.ts - since, timedelta(0))
+        )
+        move = abs(quote.price / reference - 1) * 100
+        is_absurd = absurd is not None and move > absurd
+        if not is_absurd and (quote.bar or move <= plain):
+            return True
+        need = ABSURD_CONFIRMATIONS if is_absurd else 1
+        suspect = self._suspect.get(quote.symbol)
+        if suspect is not None and _within(suspect.price, quote.price, self.limits.max_jump_pct):
+            suspect.seen += 1
+            suspect.price = quote.price
+            return suspect.seen >= suspect.need
+        self._suspect[quote.symbol] = _Suspect(quote.price, 0, need)
+        return False
 
 
 def _within(reference: float, price: float, max_jump_pct: float) -> bool:
     return abs(price / reference - 1) * 100 <= max_jump_pct
-
-
-class QuoteGuard:
-    """Per-symbol screening for a feed: remembers the last good price of each symbol."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self._last_good: dict[str, float] = {}
-        self._suspect: dict[str, float] = {}
-
-    def check(self, quote: Quote, now: datetime) -> Reject | None:
-        """None when the quote is good (and becomes the new reference), else the reason."""
-        problem = quote_problem(quote, now, self.limits.age_limit(quote.source))
-        if problem is not None:
-            return problem
-        accepted, suspect = screen_jump(
-            self._last_good.get(quote.symbol),
-            self._suspect.get(quote.symbol),
-            quote.price,
-            self.limits.max_jump_pct,
-        )
-        if suspect is None:
-            self._suspect.pop(quote.symbol, None)
-        else:
-            self._suspect[quote.symbol] = suspect
-        if not accepted:
-            return Reject.JUMP
-        self._last_good[quote.symbol] = quote.price
-        return None

@@ -25,8 +25,8 @@ from bot.charts import AlertCharts, ChartCache
 from bot.commands import Commands
 from feeds.base import Feed
 from feeds.catalogue import Catalogue
+from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayFeed
 from feeds.replay import SOURCE as REPLAY
-from feeds.replay import ReplayCatalogue, ReplayFeed
 from storage.db import Store, utcnow
 from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery, Notifier
@@ -180,7 +180,7 @@ async def run(
         parts.push_async_callback(_close_notifiers, by_name)
         delivery = Delivery(store, by_name, clock=utcnow)
         limits = Limits(
-            max_age=settings.max_quote_age,
+            max_age=REPLAY_MAX_AGE if replay is not None else settings.max_quote_age,
             max_jump_pct=settings.max_jump_pct,
             source_max_age=settings.max_quote_age_by_source,
         )

@@ -22,10 +22,12 @@ from bot.commands import Caller, Commands
 from bot.render import plain
 from feeds.catalogue import canonical_rule
 from feeds.replay import (
+    REPLAY_MAX_AGE,
     ReplayCatalogue,
     ReplayError,
     ReplayFeed,
     canonical_symbol,
+    check_replayable,
     read_candles,
     replay,
     symbol_from_name,
@@ -147,8 +149,10 @@ def load_series(specs: Sequence[str]) -> dict[str, list[Candle]]:
         if not path.is_file():
             raise ReplayError(f"no such file: {path}")
         column_symbol, candles = read_candles(path)
-        symbol = name if sep else (column_symbol or symbol_from_name(path))
-        series[canonical_symbol(symbol)] = candles
+        symbol = canonical_symbol(name if sep else (column_symbol or symbol_from_name(path)))
+        if symbol in series:
+            raise ReplayError(f"--data names {symbol} twice ({spec}); give one file per symbol")
+        series[symbol] = candles
     return series
 
 
@@ -157,7 +161,7 @@ def _replay(args: argparse.Namespace) -> int:
     series = load_series(args.data)
     catalogue = ReplayCatalogue(frozenset(series))
     parsed = [canonical_rule(rules.parse(text), catalogue.resolve) for text in args.rule]
-    result = replay(series, parsed, args.start, args.end, Limits(None, args.max_jump))
+    result = replay(series, parsed, args.start, args.end, Limits(REPLAY_MAX_AGE, args.max_jump))
     counts: Counter[str] = Counter()
     for fire in result.fires:
         alert = fire.alert
@@ -220,7 +224,7 @@ async def _replay_run(
             console = await real.find_chat(*app.CONSOLE)
             for stored in await real.rules(console.id) if console else []:
                 try:
-                    canonical_rule(rules.parse(stored.text), catalogue.resolve)
+                    check_replayable(canonical_rule(rules.parse(stored.text), catalogue.resolve))
                 except RuleError as err:
                     print(f"replay: skipping console rule #{stored.id} ({err})", file=sys.stderr)
                     continue
@@ -235,6 +239,8 @@ async def _replay_run(
                 "metrics_port": 0,
             }
         )
+        for text in once_rules:
+            check_replayable(canonical_rule(rules.parse(text), catalogue.resolve))
         return await app.run(
             throwaway, once_rules=[*kept, *once_rules], replay=feed, replay_speed=speed
         )
