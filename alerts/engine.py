@@ -3,8 +3,13 @@
 Semantics (the ones TradingView users expect):
 - Edge-triggered: a rule fires when its condition becomes true, then disarms.
 - Hysteresis: a disarmed rule re-arms only once the value has moved back past its level by
-  `band` (a fraction of the level for prices; percentage points for changes). Spread rules
-  re-arm as soon as the spread is back under the threshold.
+  `band` (a fraction of the level for prices and moving averages; percentage points for
+  changes; `RSI_BAND` points for RSI). Spread rules re-arm as soon as the spread is back under
+  the threshold.
+- `crosses` fires when the value reaches the level from the side it was on, either way. After
+  a fire, a return through the level counts only once it clears the band on the side it left
+  (so flapping inside the band gives one alert); once the value has cleared the band on its new
+  side, touching the level again counts.
 - A new rule first learns where the market is: if its condition is already true it waits for
   a real crossing instead of firing at once.
 - `confirm N` needs N consecutive true observations; `cooldown D` holds a fire back until D
@@ -19,10 +24,11 @@ from datetime import datetime
 
 from alerts import rules
 from alerts.indicators import Observation
-from alerts.models import Alert, Condition, Direction, Rule, RuleState
-from alerts.text import number, pct
+from alerts.models import Alert, Condition, Direction, Indicator, Rule, RuleState
+from alerts.text import money, number, pct
 
 DEFAULT_BAND = 0.0025
+RSI_BAND = 2.0  # RSI points an RSI rule must move back past its level to re-arm
 
 
 def evaluate(
@@ -35,13 +41,81 @@ def evaluate(
     """Advance one rule by one observation. `obs` None (no usable data) changes nothing."""
     if obs is None or state.done or rule.expired(now):
         return state, None
-    true, clear = _test(rule.condition, obs.value, _threshold(rule, obs), band)
+    threshold = _threshold(rule, obs)
+    if rule.condition is Condition.CROSSES:
+        return _cross(rule, state, obs, now, threshold, rearm_lines(rule, threshold, band))
+    if rule.indicator is Indicator.RSI:
+        low, high = rearm_lines(rule, threshold, band)
+        if rule.condition is Condition.ABOVE:
+            true, clear = obs.value >= threshold, obs.value < low
+        else:
+            true, clear = obs.value <= threshold, obs.value > high
+    else:
+        true, clear = _test(rule.condition, obs.value, threshold, band)
     if state.armed is None:
         return replace(state, armed=not true, streak=0), None
     if not state.armed:
         return (replace(state, armed=True, streak=0) if clear else state), None
     if not true:
         return (replace(state, streak=0) if state.streak else state), None
+    return _hit(rule, state, obs, now, _fired(rule, state, now), _direction(rule, obs))
+
+
+def _cross(
+    rule: Rule,
+    state: RuleState,
+    obs: Observation,
+    now: datetime,
+    level: float,
+    lines: tuple[float, float],
+) -> tuple[RuleState, Alert | None]:
+    """A `crosses` rule: `state.above` is the side the value is on; `armed` False (just fired,
+    or learned on the level) means the next cross must clear the band beyond the level."""
+    value, (low, high) = obs.value, lines
+    if state.armed is None or state.above is None:
+        return replace(state, armed=value != level, above=value >= level, streak=0), None
+    if state.above:
+        true = value <= level if state.armed else value < low
+        clear = value > high
+    else:
+        true = value >= level if state.armed else value > high
+        clear = value < low
+    if not true:
+        settled = replace(state, armed=state.armed or clear, streak=0)
+        return (state if settled == state else settled), None
+    # Armed only if already clear of the band on the new side, so a second look at the same
+    # value changes nothing (the rule book relies on that).
+    after = _fired(
+        rule, state, now, above=not state.above, armed=value < low if state.above else value > high
+    )
+    direction = Direction.DOWN if state.above else Direction.UP
+    return _hit(rule, state, obs, now, after, direction)
+
+
+def _fired(
+    rule: Rule, state: RuleState, now: datetime, armed: bool = False, above: bool | None = None
+) -> RuleState:
+    """The state after a fire: disarmed unless `armed`; `above` is a `crosses` rule's new side."""
+    return RuleState(
+        armed=armed,
+        streak=0,
+        last_fired=now,
+        fired_count=state.fired_count + 1,
+        done=rule.once,
+        above=above,
+    )
+
+
+def _hit(
+    rule: Rule,
+    state: RuleState,
+    obs: Observation,
+    now: datetime,
+    fired: RuleState,
+    direction: Direction,
+) -> tuple[RuleState, Alert | None]:
+    """The condition holds on an armed rule: count it toward `confirm`, hold it through a
+    cooldown, else fire and take the state `fired`."""
     streak = state.streak + 1
     cooling = (
         rule.cooldown is not None
@@ -50,20 +124,25 @@ def evaluate(
     )
     if streak < rule.confirm or cooling:
         return replace(state, streak=streak), None
-    fired = RuleState(
-        armed=False,
-        streak=0,
-        last_fired=now,
-        fired_count=state.fired_count + 1,
-        done=rule.once,
-    )
-    return fired, _alert(rule, obs)
+    return fired, _alert(rule, obs, direction)
+
+
+def rearm_lines(rule: Rule, level: float, band: float) -> tuple[float, float]:
+    """The lines below and above `level` that a value must pass to clear the hysteresis band:
+    `band` is a fraction of the level, except for RSI rules (`RSI_BAND` points)."""
+    if rule.indicator is Indicator.RSI:
+        return level - RSI_BAND, level + RSI_BAND
+    return level * (1 - band), level * (1 + band)
 
 
 def _threshold(rule: Rule, obs: Observation) -> float:
     """The number `obs.value` is compared with."""
     cond = rule.condition
-    if cond.is_change or cond is Condition.SPREAD_PCT:
+    if (
+        cond.is_change
+        or cond in (Condition.SPREAD_PCT, Condition.SPREAD_ABS)
+        or rule.indicator is Indicator.RSI
+    ):
         return rule.value
     if cond is Condition.SPREAD_MULT:
         assert obs.reference is not None
@@ -92,17 +171,17 @@ def _test(cond: Condition, value: float, threshold: float, band: float) -> tuple
     return value > threshold, value <= threshold
 
 
-def _alert(rule: Rule, obs: Observation) -> Alert:
+def _alert(rule: Rule, obs: Observation, direction: Direction) -> Alert:
     return Alert(
         rule_text=rules.format(rule),
         symbol=rule.pair,
         condition=rule.condition,
-        direction=_direction(rule, obs),
+        direction=direction,
         price=obs.price,
         reference=obs.reference,
         observed=obs.value,
         time=obs.time,
-        message=describe(rule, obs),
+        message=describe(rule, obs, direction),
     )
 
 
@@ -121,12 +200,23 @@ _LEVEL_VERBS = {
 }
 
 
-def describe(rule: Rule, obs: Observation) -> str:
-    """One plain-text sentence about a fire; renderers add platform markup around it."""
+def describe(rule: Rule, obs: Observation, direction: Direction | None = None) -> str:
+    """One plain-text sentence about a fire; renderers add platform markup around it.
+    `direction` says which way a `crosses` rule fired."""
     cond, subject, ref = rule.condition, rule.pair, obs.reference
     now_text = f"now {number(obs.price)}"
+    if cond is Condition.CROSSES:
+        verb = "crossed above" if direction is Direction.UP else "crossed below"
+    else:
+        verb = _LEVEL_VERBS.get(cond, "")
+    if rule.indicator is Indicator.RSI:
+        rsi = f"{rule.days}-day RSI {verb} {number(rule.value)}"
+        return f"{subject} {rsi} ({obs.value:.1f}, {now_text})"
+    if rule.indicator is not None:
+        assert ref is not None
+        average = f"{rule.days}-day {rule.indicator.value.upper()}"
+        return f"{subject} {verb} its {average} {number(ref)} ({now_text})"
     if cond.is_level:
-        verb = _LEVEL_VERBS[cond]
         what = f"{subject} ratio" if rule.other else subject
         return f"{what} {verb} {number(rule.value)} ({now_text})"
     if cond.is_channel:
@@ -148,9 +238,13 @@ def describe(rule: Rule, obs: Observation) -> str:
     book = f"bid {number(quote.bid or 0)} / ask {number(quote.ask or 0)}"
     if cond is Condition.SPREAD_MULT:
         assert ref is not None
+        wide = (quote.ask or 0) - (quote.bid or 0)
+        usual = ref * quote.price / 100
         return (
-            f"{subject} spread {pct(obs.value, signed=False)} is {obs.value / ref:.1f}x "
-            f"its median {pct(ref, signed=False)} ({book})"
+            f"{subject} spread {money(wide)} ({pct(obs.value, signed=False)}), "
+            f"{obs.value / ref:.1f}x its {money(usual)} median ({book})"
         )
+    if cond is Condition.SPREAD_ABS:
+        return f"{subject} spread {money(obs.value)} is over {money(rule.value)} ({book})"
     limit = pct(rule.value, signed=False)
     return f"{subject} spread {pct(obs.value, signed=False)} is over {limit} ({book})"

@@ -13,16 +13,18 @@ import statistics
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 
-from alerts.models import Candle, Condition, Quote, Rule
+from alerts.models import Candle, Condition, Indicator, Quote, Rule
 from alerts.sanity import Limits, QuoteGuard, Reject, allowed_move
 
 DAY = timedelta(days=1)
 TICK_MEMORY = timedelta(days=2)
-SPREAD_SAMPLES = 240
+SPREAD_SAMPLES = 10_000  # at most, within the baseline window (Limits.spread_window)
 MIN_SPREAD_SAMPLES = 20
 TYPICAL_DAYS = 20
 MIN_TYPICAL_DAYS = 10
+SMOOTHING_SPAN = 10  # EMA and RSI(N) run over the last 10 x N closes: older ones weigh < 1e-4
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +50,19 @@ class SymbolHistory:
 
     last: Quote | None = None
     ticks: deque[tuple[datetime, float]] = field(default_factory=deque)
-    spreads: deque[float] = field(default_factory=lambda: deque(maxlen=SPREAD_SAMPLES))
+    spreads: deque[tuple[datetime, float]] = field(
+        default_factory=lambda: deque(maxlen=SPREAD_SAMPLES)
+    )
+    baseline: tuple[datetime | None, float | None] = (None, None)  # spread_baseline's cache
     candles: list[Candle] = field(default_factory=list)
     rejects: Counter[Reject] = field(default_factory=Counter)
     last_reject: Reject | None = None
     typical: dict[date, float | None] = field(default_factory=dict)  # typical_range's cache
+    # average/rsi's cache: per (indicator, N) the day, the candle list it was computed from
+    # (add_candles replaces the list, which so invalidates it) and the result
+    daily: dict[tuple[Indicator, int], tuple[date, list[Candle], tuple[float, ...] | None]] = field(
+        default_factory=dict
+    )
 
 
 class Market:
@@ -81,7 +91,9 @@ class Market:
             hist.ticks.popleft()
         spread = quote.spread_pct
         if spread is not None:
-            hist.spreads.append(spread)
+            hist.spreads.append((quote.ts, spread))
+            while hist.spreads[0][0] < quote.ts - self.limits.spread_window:
+                hist.spreads.popleft()
         return None
 
     def add_candles(self, symbol: str, candles: list[Candle]) -> None:
@@ -152,15 +164,90 @@ class Market:
         idx = bisect.bisect_right(ticks, target, key=lambda t: t[0])
         return ticks[idx - 1][1]
 
-    def spread_baseline(self, symbol: str) -> float | None:
-        """Median spread (percent) of the recent samples before the latest one."""
-        spreads = list(self.history(symbol).spreads)[:-1]
-        if len(spreads) < MIN_SPREAD_SAMPLES:
+    def average(self, symbol: str, kind: Indicator, days: int, today: date) -> float | None:
+        """The `days`-day moving average (`ma`: simple, `ema`: exponential) of the daily
+        closes before `today`; None with fewer than `days` of them. Computed once a day."""
+        found = self._daily(symbol, kind, days, today)
+        return None if found is None else found[0]
+
+    def rsi(self, symbol: str, days: int, price: float, today: date) -> float | None:
+        """Wilder's `days`-day RSI of the daily closes before `today` with `price` as today's
+        close; None with fewer than `days` + 1 of them. The closes' part is computed once a day,
+        so each price costs one smoothing step."""
+        found = self._daily(symbol, Indicator.RSI, days, today)
+        if found is None:
             return None
-        spreads.sort()
-        mid = len(spreads) // 2
-        median = spreads[mid] if len(spreads) % 2 else (spreads[mid - 1] + spreads[mid]) / 2
-        return median if median > 0 else None
+        gain, loss, last = found
+        change = price - last
+        gain = (gain * (days - 1) + max(change, 0.0)) / days
+        loss = (loss * (days - 1) + max(-change, 0.0)) / days
+        return 50.0 if gain + loss == 0 else 100 * gain / (gain + loss)
+
+    def _daily(
+        self, symbol: str, kind: Indicator, days: int, today: date
+    ) -> tuple[float, ...] | None:
+        """What `average` and `rsi` need from the closes before `today`, cached per day."""
+        hist = self.history(symbol)
+        cached = hist.daily.get((kind, days))
+        if cached is not None and cached[0] == today and cached[1] is hist.candles:
+            return cached[2]
+        end = bisect.bisect_left(hist.candles, today, key=lambda c: c.day)
+        span = days if kind is Indicator.MA else SMOOTHING_SPAN * days + 1
+        closes = [c.close for c in hist.candles[max(0, end - span) : end]]
+        result: tuple[float, ...] | None
+        if kind is Indicator.RSI:
+            result = _wilder(closes, days) if len(closes) > days else None
+        elif len(closes) < days:
+            result = None
+        elif kind is Indicator.MA:
+            result = (sum(closes) / days,)
+        else:
+            result = (_ema(closes, days),)
+        hist.daily[(kind, days)] = (today, hist.candles, result)
+        return result
+
+    def spread_baseline(self, symbol: str) -> float | None:
+        """Median spread (percent) over the baseline window (`Limits.spread_window`) before
+        the latest sample; None with fewer than `MIN_SPREAD_SAMPLES`. Computed once per new
+        sample, however many rules read it."""
+        hist = self.history(symbol)
+        latest = hist.spreads[-1][0] if hist.spreads else None
+        if hist.baseline[0] == latest and latest is not None:
+            return hist.baseline[1]
+        spreads = [spread for _, spread in list(hist.spreads)[:-1]]
+        median = statistics.median(spreads) if len(spreads) >= MIN_SPREAD_SAMPLES else None
+        hist.baseline = (latest, median if median is not None and median > 0 else None)
+        return hist.baseline[1]
+
+
+def _ema(closes: list[float], days: int) -> float:
+    """Exponential moving average (alpha 2 / (N + 1)) seeded with the mean of the first N."""
+    alpha = 2 / (days + 1)
+    ema = sum(closes[:days]) / days
+    for close in closes[days:]:
+        ema += alpha * (close - ema)
+    return ema
+
+
+def _wilder(closes: list[float], days: int) -> tuple[float, float, float]:
+    """Wilder's average gain and loss over the closes' changes (seeded with the mean of the
+    first N changes), and the last close."""
+    changes = [b - a for a, b in pairwise(closes)]
+    gain = sum(max(c, 0.0) for c in changes[:days]) / days
+    loss = sum(max(-c, 0.0) for c in changes[:days]) / days
+    for change in changes[days:]:
+        gain = (gain * (days - 1) + max(change, 0.0)) / days
+        loss = (loss * (days - 1) + max(-change, 0.0)) / days
+    return gain, loss, closes[-1]
+
+
+def bars_needed(rule: Rule) -> int:
+    """How many daily bars before today the rule reads (0: none; whole-day change windows are
+    the caller's)."""
+    if rule.indicator in (Indicator.EMA, Indicator.RSI):
+        assert rule.days is not None
+        return SMOOTHING_SPAN * rule.days + 1
+    return rule.days or 0
 
 
 def _median_range(candles: list[Candle]) -> float | None:
@@ -194,6 +281,8 @@ def observe(rule: Rule, market: Market, now: datetime) -> Observation | None:
             return None
         price = price / other.price
     cond = rule.condition
+    if rule.indicator is not None:
+        return _observe_indicator(rule, market, quote, now)
     if cond.is_level:
         return Observation(quote, price, price, rule.value, now)
     if cond.is_channel:
@@ -218,7 +307,25 @@ def observe(rule: Rule, market: Market, now: datetime) -> Observation | None:
     spread = quote.spread_pct
     if spread is None:
         return None
+    if cond is Condition.SPREAD_ABS:
+        assert quote.ask is not None and quote.bid is not None
+        return Observation(quote, price, quote.ask - quote.bid, rule.value, now)
     if cond is Condition.SPREAD_MULT:
         baseline = market.spread_baseline(rule.symbol)
         return None if baseline is None else Observation(quote, price, spread, baseline, now)
     return Observation(quote, price, spread, rule.value, now)
+
+
+def _observe_indicator(
+    rule: Rule, market: Market, quote: Quote, now: datetime
+) -> Observation | None:
+    """A moving-average rule compares the price with the average (the reference); an RSI rule
+    compares the RSI with its own level, so its observation has no price reference."""
+    assert rule.indicator is not None and rule.days is not None
+    today = now.astimezone(UTC).date()
+    price = quote.price
+    if rule.indicator is Indicator.RSI:
+        rsi = market.rsi(rule.symbol, rule.days, price, today)
+        return None if rsi is None else Observation(quote, price, rsi, None, now)
+    average = market.average(rule.symbol, rule.indicator, rule.days, today)
+    return None if average is None else Observation(quote, price, price, average, now)

@@ -79,6 +79,8 @@ class Condition(Enum):
     MOVE = "move"
     SPREAD_PCT = "spread_pct"
     SPREAD_MULT = "spread_mult"
+    SPREAD_ABS = "spread_abs"
+    CROSSES = "crosses"
 
     @property
     def is_level(self) -> bool:
@@ -94,7 +96,7 @@ class Condition(Enum):
 
     @property
     def is_spread(self) -> bool:
-        return self in (Condition.SPREAD_PCT, Condition.SPREAD_MULT)
+        return self in (Condition.SPREAD_PCT, Condition.SPREAD_MULT, Condition.SPREAD_ABS)
 
     @property
     def direction(self) -> Direction:
@@ -102,13 +104,24 @@ class Condition(Enum):
             return Direction.UP
         if self in (Condition.BELOW, Condition.SUPPORT, Condition.BREAKDOWN, Condition.DOWN):
             return Direction.DOWN
-        if self is Condition.MOVE:
+        if self in (Condition.MOVE, Condition.CROSSES):
             return Direction.EITHER
         return Direction.WIDER
 
 
-_LEVEL = frozenset({Condition.ABOVE, Condition.RESISTANCE, Condition.BELOW, Condition.SUPPORT})
+_LEVEL = frozenset(
+    {Condition.ABOVE, Condition.RESISTANCE, Condition.BELOW, Condition.SUPPORT, Condition.CROSSES}
+)
 _CHANGE = frozenset({Condition.UP, Condition.DOWN, Condition.MOVE})
+
+
+class Indicator(Enum):
+    """A daily-close indicator a rule compares with instead of a fixed number; the value is the
+    keyword people type (`BTC below ma 200d`, `ETH above ema 21d`, `BTC rsi 14d above 70`)."""
+
+    MA = "ma"
+    EMA = "ema"
+    RSI = "rsi"
 
 
 class Direction(Enum):
@@ -127,6 +140,10 @@ class Rule:
     `value` is a price or ratio for level rules, a percentage for change and `spread > X%` rules,
     and a multiple of the baseline for `spread > Kx`. `days` is N for breakout/breakdown and
     `window` the W of change rules.
+
+    With an `indicator` the condition (above, below, crosses) compares the price with the
+    indicator instead of `value`: a moving average (`ma`, `ema`) of the `days` daily closes
+    before today, `value` unused; or, for `rsi`, the `days`-day RSI with `value` the RSI level.
     """
 
     symbol: str
@@ -135,6 +152,7 @@ class Rule:
     other: str | None = None
     days: int | None = None
     window: timedelta | None = None
+    indicator: Indicator | None = None
     confirm: int = 1
     cooldown: timedelta | None = None
     once: bool = False
@@ -144,6 +162,11 @@ class Rule:
     def symbols(self) -> tuple[str, ...]:
         """Every symbol whose quote the rule needs."""
         return (self.symbol,) if self.other is None else (self.symbol, self.other)
+
+    @property
+    def is_price_level(self) -> bool:
+        """A fixed price or ratio level (what /status and charts draw), not an indicator."""
+        return self.condition.is_level and self.indicator is None
 
     @property
     def pair(self) -> str:
@@ -162,6 +185,9 @@ class RuleState:
     `armed` is None until the first good observation: a new rule learns where the price is
     before it can fire, so a level that is already crossed waits for a real crossing.
     `streak` counts consecutive observations with the condition true (for `confirm N`).
+    `above` is for `crosses` rules only: whether the price is on the upper side of the level
+    (the side the next cross leaves); their `armed` False means the next cross must clear the
+    hysteresis band.
     """
 
     armed: bool | None = None
@@ -169,6 +195,7 @@ class RuleState:
     last_fired: datetime | None = None
     fired_count: int = 0
     done: bool = False
+    above: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO text) for storage."""

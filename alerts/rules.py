@@ -14,10 +14,12 @@ from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 
-from alerts.models import Condition, Rule, RuleError
+from alerts.models import Condition, Indicator, Rule, RuleError
 
 _EG_LEVEL = "XAG above 50"
 _EG_PAIR = "XAU/XAG below 80"
+_EG_AVERAGE = "BTC below ma 200d"
+_EG_RSI = "BTC rsi 14d above 70"
 _EG_CHANNEL = "BTC breakout 20d"
 _EG_CHANGE = "BTC up 6% 1d"
 _EG_DOWN = "ETH down 10% 4h"
@@ -34,6 +36,12 @@ EXAMPLES: tuple[str, ...] = (
     "XAU below 2300",
     "XAG resistance 52",
     "XAU support 2250",
+    "XAG crosses 50",
+    _EG_AVERAGE,
+    "XAU crosses ma 50d",
+    "ETH above ema 21d",
+    _EG_RSI,
+    "XAG rsi 14d below 30",
     _EG_CHANNEL,
     "ETH breakdown 55d",
     _EG_CHANGE,
@@ -41,21 +49,43 @@ EXAMPLES: tuple[str, ...] = (
     "XAG move 3% 15m",
     _EG_SPREAD,
     "binance:SOL/USDT spread > 3x",
+    "XAG spread > 0.15",
     _EG_PAIR,
     "XAU/BTC up 10% 30d",
     "BTC below 85000 confirm 3 cooldown 1h once expires 2026-12-31",
 )
 
 _LEVELS = {
-    c.value: c for c in (Condition.ABOVE, Condition.RESISTANCE, Condition.BELOW, Condition.SUPPORT)
+    c.value: c
+    for c in (
+        Condition.ABOVE,
+        Condition.RESISTANCE,
+        Condition.BELOW,
+        Condition.SUPPORT,
+        Condition.CROSSES,
+    )
 }
+# What traders type for above and below; `>` and `>=` both read as `above` (touching counts).
+_OPERATORS = {
+    ">": Condition.ABOVE,
+    ">=": Condition.ABOVE,
+    "<": Condition.BELOW,
+    "<=": Condition.BELOW,
+}
+# The conditions an indicator (ma, ema, rsi) takes.
+_RELATIONS = {
+    **{c.value: c for c in (Condition.ABOVE, Condition.BELOW, Condition.CROSSES)},
+    **_OPERATORS,
+}
+_AVERAGES = {"ma": Indicator.MA, "sma": Indicator.MA, "ema": Indicator.EMA}
 _CHANNELS = {c.value: c for c in (Condition.BREAKOUT, Condition.BREAKDOWN)}
 _CHANGES = {c.value: c for c in (Condition.UP, Condition.DOWN, Condition.MOVE)}
-_CONDITIONS = (*_LEVELS, *_CHANNELS, *_CHANGES, "spread")
+_CONDITIONS = (*_LEVELS, *_CHANNELS, *_CHANGES, "spread", Indicator.RSI.value)
 _OPTIONS = tuple(_EG_OPTION)
 
 _MAX_NUMBER = Decimal(10) ** 15
 _MAX_DAYS = 3650
+_MAX_PERIOD = 500  # longest ma/ema/rsi period in days
 _MAX_MINUTES = _MAX_DAYS * 24 * 60
 _MAX_PART = 32  # longest venue or ticker accepted; real ones are far shorter
 _MAX_QUOTED = 30
@@ -65,6 +95,8 @@ _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
 _NUMBER = re.compile(
     r"\$?([0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?|[0-9]+(?:\.[0-9]*)?|\.[0-9]+)([kKmMbB]?)"
 )
+# `<` splits off only before what can follow it in a rule, so `<b>` stays one (bad) token.
+_OPERATOR = re.compile(r"<=?(?=[\s0-9.$]|$)|>=?")
 _PLAIN = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _DIGITS = re.compile(r"[0-9]+")
 _DAYS = re.compile(r"([0-9]+)d?")
@@ -76,12 +108,20 @@ _TICKER = re.compile(r"[A-Za-z0-9^=._-]+")
 
 def parse(text: str) -> Rule:
     """Read one rule; raise RuleError naming the bad token, with an example, on any mistake."""
-    tokens = text.replace(">", " > ").split()  # `spread>0.5%` and `spread >0.5%` read as `> 0.5%`
+    # `BTC<85k` and `spread>0.5%` read as `BTC < 85k` and `spread > 0.5%`
+    tokens = _OPERATOR.sub(lambda m: f" {m[0]} ", text).split()
     if not tokens:
         raise _error("empty rule", _EG_LEVEL)
-    if _key(tokens[0]) in _CONDITIONS and (len(tokens) == 1 or _key(tokens[1]) not in _CONDITIONS):
+    first = _key(tokens[0])
+    if (first in _CONDITIONS or first in _OPERATORS) and (
+        len(tokens) == 1 or _key(tokens[1]) not in _CONDITIONS
+    ):
         raise _error(f"missing symbol before {_q(tokens[0])}", _EG_LEVEL)
     symbol, other = _parse_subject(tokens[0])
+    if len(tokens) > 1 and _key(tokens[1]) == "ratio":  # `gold/silver ratio below 80`
+        if other is None:
+            raise _error(f"'ratio' needs a pair like XAU/XAG, not {_q(tokens[0])}", _EG_PAIR)
+        del tokens[1]
     if len(tokens) == 1:
         raise _error(f"missing condition after {_q(tokens[0])}", _EG_LEVEL)
     rule, rest = _parse_condition(symbol, other, tokens[1], tokens[2:])
@@ -92,7 +132,14 @@ def format(rule: Rule) -> str:
     """Write a rule as canonical text (inverse of `parse`)."""
     cond = rule.condition
     words = [rule.pair]
-    if cond.is_level:
+    if rule.indicator is not None:
+        if rule.days is None:
+            raise _error(f"{_q(rule.indicator.value)} rule without a number of days", _EG_AVERAGE)
+        if rule.indicator is Indicator.RSI:
+            words += ["rsi", f"{rule.days}d", cond.value, _number_text(rule.value)]
+        else:
+            words += [cond.value, rule.indicator.value, f"{rule.days}d"]
+    elif cond.is_level:
         words += [cond.value, _number_text(rule.value)]
     elif cond.is_channel:
         if rule.days is None:
@@ -103,7 +150,7 @@ def format(rule: Rule) -> str:
             raise _error(f"{_q(cond.value)} rule without a window", _EG_CHANGE)
         words += [cond.value, f"{_number_text(rule.value)}%", format_duration(rule.window)]
     else:
-        unit = "%" if cond is Condition.SPREAD_PCT else "x"
+        unit = {Condition.SPREAD_PCT: "%", Condition.SPREAD_MULT: "x"}.get(cond, "")
         words += ["spread", ">", f"{_number_text(rule.value)}{unit}"]
     if rule.confirm != 1:
         words += ["confirm", str(rule.confirm)]
@@ -190,12 +237,18 @@ def _parse_condition(
 ) -> tuple[Rule, list[str]]:
     """The rule built from the condition `word` and its arguments, and the words left over."""
     keyword = _key(word)
-    if keyword in _LEVELS:
+    if keyword in _LEVELS or keyword in _OPERATORS:
+        cond = _LEVELS.get(keyword) or _OPERATORS[keyword]
         example = _EG_LEVEL if other is None else _EG_PAIR
         if not args:
             raise _error(f"missing price after {_q(keyword)}", example)
+        average = _AVERAGES.get(_key(args[0]))
+        if average is not None:
+            return _parse_average(symbol, other, keyword, average, args[1:])
         value = parse_number(args[0])
-        return Rule(symbol=symbol, condition=_LEVELS[keyword], value=value, other=other), args[1:]
+        return Rule(symbol=symbol, condition=cond, value=value, other=other), args[1:]
+    if keyword == Indicator.RSI.value:
+        return _parse_rsi(symbol, other, args)
     if keyword in _CHANGES:
         cond = _CHANGES[keyword]
         if not args:
@@ -225,6 +278,53 @@ def _parse_condition(
         raise _error("missing threshold after 'spread >'", example)
     cond, value = _spread(args[1])
     return Rule(symbol=symbol, condition=cond, value=value), args[2:]
+
+
+def _parse_average(
+    symbol: str, other: str | None, keyword: str, kind: Indicator, args: list[str]
+) -> tuple[Rule, list[str]]:
+    """`above|below|crosses ma|ema Nd` after the subject; `args` are the words after `ma`."""
+    if other is not None:
+        pair = _q(f"{symbol}/{other}")
+        raise _error(f"a moving average needs a single symbol, not the pair {pair}", _EG_AVERAGE)
+    cond = _RELATIONS.get(keyword)
+    if cond is None:
+        message = f"{_q(keyword)} takes a price; with a moving average use above, below or crosses"
+        raise _error(message, _EG_AVERAGE)
+    if not args:
+        raise _error(f"missing days after {_q(kind.value)}", _EG_AVERAGE)
+    days = _period(args[0], _EG_AVERAGE)
+    return Rule(symbol=symbol, condition=cond, indicator=kind, days=days), args[1:]
+
+
+def _parse_rsi(symbol: str, other: str | None, args: list[str]) -> tuple[Rule, list[str]]:
+    """`rsi Nd above|below|crosses L` after the subject."""
+    if other is not None:
+        raise _error(
+            f"'rsi' needs a single symbol, not the pair {_q(f'{symbol}/{other}')}", _EG_RSI
+        )
+    if not args:
+        raise _error("missing days after 'rsi'", _EG_RSI)
+    days = _period(args[0], _EG_RSI)
+    cond = _RELATIONS.get(_key(args[1])) if len(args) > 1 else None
+    if cond is None:
+        got = f", not {_q(args[1])}" if len(args) > 1 else ""
+        raise _error(f"expected above, below or crosses after 'rsi {days}d'{got}", _EG_RSI)
+    if len(args) < 3:
+        raise _error(f"missing RSI level after {_q(args[1])}", _EG_RSI)
+    value = _plain(args[2])
+    if value is None or not 0 < value < 100:
+        raise _error(f"{_q(args[2])} is not an RSI level (over 0, under 100)", _EG_RSI)
+    rule = Rule(symbol=symbol, condition=cond, value=value, indicator=Indicator.RSI, days=days)
+    return rule, args[3:]
+
+
+def _period(token: str, example: str) -> int:
+    match = _DAYS.fullmatch(_key(token))
+    days = _int(match[1]) if match else 0
+    if not 2 <= days <= _MAX_PERIOD:
+        raise _error(f"{_q(token)} is not a number of days from 2d to {_MAX_PERIOD}d", example)
+    return days
 
 
 def _duration(token: str, example: str) -> timedelta:
@@ -258,14 +358,17 @@ def _change_percent(token: str, cond: Condition) -> float:
 
 
 def _spread(token: str) -> tuple[Condition, float]:
-    """The condition and threshold of `0.5%` (percent of mid) or `3x` (times the baseline)."""
+    """The condition and threshold of `0.5%` (percent of mid), `3x` (times the baseline) or
+    `0.15` (ask - bid in the quote currency: 15 cents)."""
     unit = token[-1:].lower()
     value = _plain(token[:-1]) if unit in ("%", "x") else None
     if value is None:
-        if _plain(token) is not None:
-            what = "% (percent of the mid price) or x (times the usual spread)"
-            raise _error(f"{_q(token)} needs a unit: {what}", _EG_SPREAD)
-        raise _error(f"{_q(token)} is not a spread threshold like 0.5% or 3x", _EG_SPREAD)
+        absolute = _plain(token.removeprefix("$"))
+        if absolute is not None:
+            if not 0 < absolute < 1e9:
+                raise _error(f"{_q(token)} is out of range (over 0)", _EG_SPREAD)
+            return Condition.SPREAD_ABS, absolute
+        raise _error(f"{_q(token)} is not a spread threshold like 0.5%, 3x or 0.15", _EG_SPREAD)
     if unit == "%":
         if not 0 < value <= 100:
             raise _error(f"{_q(token)} is out of range (over 0%, at most 100%)", _EG_SPREAD)

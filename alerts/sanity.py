@@ -34,7 +34,8 @@ class Reject(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Sanity limits. `max_age` None disables the staleness check (replay).
+    """Sanity limits. `max_age` None disables the staleness check (replay). `spread_window`
+    is the market memory behind the spread baseline.
 
     `source_max_age` overrides the age limit per quote source: Yahoo's futures quotes come
     with an exchange delay that a crypto venue's never has.
@@ -43,6 +44,7 @@ class Limits:
     max_age: timedelta | None = timedelta(minutes=10)
     max_jump_pct: float = 15.0
     source_max_age: Mapping[str, timedelta] = field(default_factory=dict)
+    spread_window: timedelta = timedelta(hours=24)  # how far back `spread > Kx` medians look
 
     def age_limit(self, source: str) -> timedelta | None:
         """The staleness limit for quotes from `source`."""

@@ -16,6 +16,11 @@ def number(x: float) -> str:
     return f"{x:.4g}"
 
 
+def money(x: float) -> str:
+    """A price difference: in cents under one unit (`21.0c`), else as a price."""
+    return f"{x * 100:.1f}c" if abs(x) < 1 else number(x)
+
+
 def pct(x: float, signed: bool = True) -> str:
     """A percentage with two decimals, signed by default: `+6.42%`."""
     return f"{x:+.2f}%" if signed else f"{x:.2f}%"

@@ -31,9 +31,11 @@ from datetime import time as dtime  # noqa: E402
 
 import yfinance as yf  # noqa: E402
 from fake_exchange import FakeExchange  # noqa: E402
+from fake_swissquote import FakeSwissquote  # noqa: E402
 from fake_yahoo import NEW_YORK, FakeYahoo, load_bars  # noqa: E402
 
 from feeds.ccxt_feed import CcxtFeed  # noqa: E402
+from feeds.swissquote_feed import SwissquoteFeed  # noqa: E402
 from feeds.yahoo_feed import YahooFeed  # noqa: E402
 from tickerbell.settings import Settings  # noqa: E402
 
@@ -166,9 +168,39 @@ async def bench_yahoo(sizes: tuple[int, ...] = (1, 10), ticks: int = 10) -> list
     return rows
 
 
+async def bench_swissquote(ticks: int = TICKS) -> list[Row]:
+    """Requests and time per tick of the spot metals feed against the fake Swissquote: it has
+    no batch form, so one request per instrument per tick, sent together (synthetic books)."""
+    rows = []
+    for symbols in (["XAG/USD"], ["XAU/USD", "XAG/USD", "XPT/USD", "XPD/USD"]):
+        async with FakeSwissquote() as fake:
+            for i, symbol in enumerate(symbols):
+                fake.set_book(symbol, 50.0 + i, 50.03 + i)
+            feed = SwissquoteFeed(lambda: datetime.now(UTC), base_url=fake.base_url)
+            try:
+                times, first_requests, first_ms = [], 0, 0.0
+                for tick in range(ticks + 1):
+                    before = len(fake.requests)
+                    start = time.perf_counter()
+                    await feed.quotes(symbols)
+                    elapsed = (time.perf_counter() - start) * 1000
+                    if tick == 0:
+                        first_requests, first_ms = len(fake.requests) - before, elapsed
+                    else:
+                        times.append(elapsed)
+                per_tick = (len(fake.requests) - first_requests) / ticks
+            finally:
+                await feed.close()
+        rows.append(
+            Row("swissquote (spot metals)", len(symbols), first_requests, first_ms, per_tick,
+                statistics.median(times), statistics.quantiles(times, n=10)[-1])
+        )  # fmt: skip
+    return rows
+
+
 async def run_all() -> list[Row]:
     """Every feed's bench, one after the other (add new feeds here)."""
-    return await bench_ccxt() + await bench_yahoo()
+    return await bench_ccxt() + await bench_yahoo() + await bench_swissquote()
 
 
 def main() -> None:

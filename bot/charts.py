@@ -208,9 +208,7 @@ def replay_spec(
             ratio = tuple((_noon(c.day), c.close / other[c.day])
                           for c in series[first.symbol] if c.day in other)  # fmt: skip
             drawn = Series(f"{subject} ratio", points=ratio)
-        levels = tuple(
-            Level(r.value, rules.format(r)) for r in subject_rules if r.condition.is_level
-        )
+        levels = tuple(Level(r.value, rules.format(r)) for r in subject_rules if r.is_price_level)
         fires = tuple((a.time, a.price)
                       for a in alerts if a.symbol == subject)  # fmt: skip
         unit = "USD" if first.other is None else "ratio"

@@ -20,7 +20,7 @@ from alerts import rules
 from alerts.engine import evaluate
 from alerts.indicators import Market, observe
 from alerts.models import Candle, Quote, Rule, RuleError, RuleState
-from alerts.text import count, number, pct, printable
+from alerts.text import count, money, number, pct, printable
 from bot.charts import RANGES, ChartCache, Level, minute_key, price_spec, rotation_spec
 from storage.db import Chat, LimitReached, Store, StoredRule, utcnow
 
@@ -31,13 +31,14 @@ FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent a command, from where. `is_admin` is the adapter's answer for group chats."""
+    """Who sent a command, from where. `is_admin` is the adapter's answer for group chats;
+    unknown means no (an adapter that forgets to ask cannot open a group to everyone)."""
 
     platform: str
     chat_id: str
     chat_kind: str = "private"
     user_id: str = ""
-    is_admin: bool = True
+    is_admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ HELP = (
     "",
     "Rules:",
     *(f"  {example}" for example in rules.EXAMPLES),
+    "Also: XAG > 50 (above), BTC < 85k (below), gold/silver ratio below 80.",
     "Options: confirm N, cooldown 1h, once, expires 2026-12-31.",
     "Symbols: BTC, ETH, XAU (gold), XAG (silver), binance:SOL/USDT, yf:^GSPC.",
 )
@@ -206,10 +208,14 @@ async def _status(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
     day = f" ({pct((price / ago - 1) * 100)} today)" if ago else ""
     lines.append(f"{number(price)}{day}")
     if quote.bid is not None and quote.ask is not None and quote.spread_pct is not None:
-        lines.append(
+        book = (
             f"bid {number(quote.bid)} / ask {number(quote.ask)}, "
-            f"spread {pct(quote.spread_pct, signed=False)}"
+            f"spread {money(quote.ask - quote.bid)} ({pct(quote.spread_pct, signed=False)})"
         )
+        median = market.spread_baseline(symbol)
+        if median is not None:
+            book += f", median {money(median * price / 100)}"
+        lines.append(book)
     high, low = market.prior_high(symbol, 20, now.date()), market.prior_low(symbol, 20, now.date())
     if high is not None and low is not None:
         lines.append(f"20-day range {number(low)} – {number(high)}")
@@ -222,7 +228,11 @@ async def _status(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
 
 @command("alert", writes=True)
 async def _alert(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
-    """Add a rule; say so when its condition already holds."""
+    """Add a rule; refuse a duplicate, ask before storing a level far from the price, and say
+    so when its condition already holds. A last word `confirm` (no number) confirms."""
+    confirmed = bool(args) and args[-1].lower() == "confirm"
+    if confirmed:
+        args = args[:-1]
     if not args:
         return error("usage: /alert RULE, e.g. /alert XAG above 50")
     rule = cmds.view.canonical(rules.parse(" ".join(args)))
@@ -233,6 +243,18 @@ async def _alert(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
             f"/alert {rules.format(replace(rule, expires=None))} expires "
             f"{cmds.clock().year + 1}-12-31"
         )
+    for stored in await cmds._rules(caller):
+        if _canonical_text(stored.text) == text and not (stored.state and stored.state.done):
+            return error(f"alert #{stored.id} here is already {text} (see /alerts).")
+    if not confirmed:
+        doubt = await _implausible(cmds, rule)
+        if doubt is not None:
+            again = (
+                f'tickerbell alert add "{text} confirm"'
+                if caller.platform == "console"
+                else f"/alert {text} confirm"
+            )
+            return Reply((f"{doubt}, so nothing is stored yet. If you mean it, send {again}",))
     chat = await cmds._chat(caller)
     try:
         rule_id = await cmds.store.add_rule(chat.id, text, caller.user_id, cmds.rules_per_chat)
@@ -248,6 +270,34 @@ async def _alert(cmds: Commands, caller: Caller, args: list[str]) -> Reply:
                 f"That is already true now ({number(obs.value)}): it fires on the next crossing."
             )
     return Reply(tuple(lines))
+
+
+def _canonical_text(text: str) -> str:
+    """A stored rule's canonical text as this version writes it."""
+    try:
+        return rules.format(rules.parse(text))
+    except RuleError:
+        return text
+
+
+PLAUSIBLE = 10.0  # a level over 10x or under a tenth of the price is probably a typo
+
+
+async def _implausible(cmds: Commands, rule: Rule) -> str | None:
+    """Why a price or ratio level looks like a typo (`XAG above 50k` with silver at 50), or
+    None when it looks fine or there is no price to compare with."""
+    if not rule.is_price_level:
+        return None
+    quotes = [await cmds.view.fresh_quote(symbol) for symbol in rule.symbols]
+    prices = [q.price for q in quotes if q is not None]
+    if len(prices) < len(quotes):
+        return None
+    now = prices[0] if rule.other is None else prices[0] / prices[1]
+    if 1 / PLAUSIBLE <= rule.value / now <= PLAUSIBLE:
+        return None
+    far = f"more than {PLAUSIBLE:g}x" if rule.value > now else "less than a tenth of"
+    what = f"{rule.pair} ratio" if rule.other else rule.pair
+    return f"{what} is {number(now)} now and {number(rule.value)} is {far} that"
 
 
 @command("alerts")
@@ -432,6 +482,6 @@ async def _levels(cmds: Commands, caller: Caller, symbol: str) -> list[Rule]:
     found = []
     for stored in await cmds._rules(caller):
         rule = rules.parse(stored.text)
-        if rule.symbol == symbol and rule.other is None and rule.condition.is_level:
+        if rule.symbol == symbol and rule.other is None and rule.is_price_level:
             found.append(rule)
     return found

@@ -4,8 +4,10 @@ Accepted forms, case-insensitive:
 
 - a bare crypto ticker from the known list (`BTC`, `ETH`, `PAXG`, ...): the configured venue's
   pair against the configured quote currency (`BTC` -> `binance`, `BTC/USDT`);
-- a metal, `XAU`/`GOLD` or `XAG`/`SILVER`: Yahoo Finance, COMEX front-month futures (`GC=F`,
-  `SI=F`) or spot (`XAUUSD=X`, `XAGUSD=X`) as `settings.metals` says;
+- a metal, `XAU`/`GOLD`, `XAG`/`SILVER`, `XPT`/`PLATINUM`, `XPD`/`PALLADIUM`: spot with a bid and
+  an ask from Swissquote (`XAG/USD`; the default, `metals="spot"`) or Yahoo Finance's COMEX/NYMEX
+  front-month futures (`GC=F`, `SI=F`, `PL=F`, `PA=F`; `metals="futures"`);
+- `venue:BASE/QUOTE:SETTLE`: a perpetual swap on a ccxt venue (`binance:XAG/USDT:USDT`);
 - `venue:BASE/QUOTE`: any spot pair on any ccxt exchange (`binance:SOL/USDT`, `kraken:XBT/EUR`);
 - `yf:TICKER`: any Yahoo Finance ticker (`yf:^GSPC`, `yf:EURUSD=X`).
 
@@ -35,12 +37,18 @@ COMMON_CRYPTO: tuple[str, ...] = (
     "SHIB", "PEPE", "AAVE", "HBAR", "ICP", "POL", "PAXG", "XAUT",
 )  # fmt: skip
 
-METAL_ALIASES: dict[str, str] = {"GOLD": "XAU", "SILVER": "XAG"}
-# metal -> (futures ticker, spot ticker) on Yahoo Finance
-METALS: dict[str, tuple[str, str]] = {"XAU": ("GC=F", "XAUUSD=X"), "XAG": ("SI=F", "XAGUSD=X")}
+METAL_ALIASES: dict[str, str] = {
+    "GOLD": "XAU",
+    "SILVER": "XAG",
+    "PLATINUM": "XPT",
+    "PALLADIUM": "XPD",
+}
+# metal -> Yahoo Finance futures ticker; spot is Swissquote's `<metal>/USD`
+METALS: dict[str, str] = {"XAU": "GC=F", "XAG": "SI=F", "XPT": "PL=F", "XPD": "PA=F"}
+SPOT = "swissquote"
 
 _TICKER = re.compile(r"[A-Z0-9]{1,20}")
-_PAIR = re.compile(r"([A-Z0-9]{1,20})/([A-Z0-9]{1,20})")
+_PAIR = re.compile(r"([A-Z0-9]{1,20})/([A-Z0-9]{1,20})(:[A-Z0-9]{1,20})?")
 _YAHOO_TICKER = re.compile(r"[A-Z0-9^=.\-]{1,20}")
 
 
@@ -64,13 +72,13 @@ class Instrument:
 
 class Catalogue:
     """Resolves user-typed symbols to instruments: bare crypto tickers on `exchange` against
-    `quote_currency`, metals from Yahoo as `metals` ("futures" or "spot") says."""
+    `quote_currency`, metals as `metals` says ("spot": Swissquote, "futures": Yahoo)."""
 
     def __init__(
         self,
         exchange: str = "binance",
         quote_currency: str = "USDT",
-        metals: str = "futures",
+        metals: str = "spot",
         crypto: Iterable[str] = COMMON_CRYPTO,
     ) -> None:
         self.venue = exchange.lower()
@@ -101,8 +109,9 @@ class Catalogue:
         name = raw.upper()
         metal = METAL_ALIASES.get(name, name)
         if metal in METALS:
-            futures, spot = METALS[metal]
-            return Instrument(metal, YAHOO, spot if self.metals_spot else futures)
+            if self.metals_spot:
+                return Instrument(metal, SPOT, f"{metal}/USD")
+            return Instrument(metal, YAHOO, METALS[metal])
         if name in self.crypto:
             return Instrument(name, f"ccxt:{self.venue}", f"{name}/{self.quote}")
         if _PAIR.fullmatch(name):
@@ -121,7 +130,8 @@ class Catalogue:
         pair = pair_text.strip().upper()
         if not _PAIR.fullmatch(pair):
             raise RuleError(
-                f"'{raw}' is not a pair: write {venue}:BASE/QUOTE — e.g. {self.examples()}"
+                f"'{raw}' is not a pair: write {venue}:BASE/QUOTE (a perpetual swap: "
+                f"{venue}:BASE/QUOTE:SETTLE) — e.g. {self.examples()}"
             )
         return Instrument(f"{venue}:{pair}", f"ccxt:{venue}", pair)
 

@@ -13,7 +13,9 @@ Quotes are not screened here: that happens once, in `alerts.indicators.Market.in
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,20 +43,23 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
 )
 # ccxt's own failures (NetworkError covers timeouts, rate limits, DDoS protection and
 # ExchangeNotAvailable) and the surprises it lets through from aiohttp, asyncio (since 3.11
-# asyncio.TimeoutError is TimeoutError) and JSON parsing.
+# asyncio.TimeoutError is TimeoutError) and JSON parsing. Not ValueError at large: a bug of
+# ours must surface as a bug, not pass for a venue outage.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     ccxt.BaseError,
     aiohttp.ClientError,
     TimeoutError,
-    ValueError,
+    json.JSONDecodeError,
 )
 RATE_LIMIT_ERRORS: tuple[type[Exception], ...] = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
 
-# Defaults per venue, under the user's exchange_options. We quote spot pairs only, so Binance
-# loads only its spot market list (one exchangeInfo request instead of three).
+# Defaults per venue, under the user's exchange_options. Most rules quote spot pairs, so Binance
+# loads only its spot market list (one exchangeInfo request instead of three); a perpetual swap
+# (`XAG/USDT:USDT`) widens it to the USD-M contracts the first time one is asked for.
 VENUE_DEFAULTS: dict[str, dict[str, Any]] = {
     "binance": {"options": {"fetchMarkets": {"types": ["spot"]}}},
 }
+CONTRACT_MARKET_TYPES = ["spot", "linear"]
 
 
 def utc_now() -> datetime:
@@ -199,7 +204,8 @@ class CcxtFeed:
     async def _listed(self, symbols: list[str]) -> list[str]:
         """The symbols the venue lists (loading markets once); the rest go to symbol_errors."""
         async with self._markets_lock:  # quotes and candles may race to load them
-            if not self._markets_loaded:
+            if not self._markets_loaded or self._needs_contracts(symbols):
+                self._widen_to_contracts(symbols)
                 self.health.requests += 1
                 await self.exchange.load_markets(reload=True)
                 self._markets_loaded = True
@@ -214,21 +220,41 @@ class CcxtFeed:
                 log.warning("%s: %s is not listed; it gets no quotes", self.venue, symbol)
         return listed
 
+    def _needs_contracts(self, symbols: list[str]) -> bool:
+        """A contract (`BASE/QUOTE:SETTLE`) is asked for that the loaded markets may lack."""
+        options = self.exchange.options.get("fetchMarkets")
+        types = options.get("types") if isinstance(options, dict) else None
+        restricted = isinstance(types, list) and "linear" not in types
+        markets = self.exchange.markets or {}
+        return restricted and any(":" in s and s not in markets for s in symbols)
+
+    def _widen_to_contracts(self, symbols: list[str]) -> None:
+        if self._needs_contracts(symbols):
+            self.exchange.options["fetchMarkets"] = {"types": CONTRACT_MARKET_TYPES}
+
     async def _fetch_tickers(self, symbols: list[str]) -> dict[str, Any]:
-        """The one request of a tick."""
-        self.health.requests += 1
-        try:
-            if self.exchange.has.get("fetchBidsAsks"):
-                tickers = await self.exchange.fetch_bids_asks(symbols)
-            else:
-                tickers = await self.exchange.fetch_tickers(symbols)
-        except ccxt.BadSymbol:
-            # A pair was delisted since the markets were loaded: reload them next time.
-            self._markets_loaded = False
-            raise
-        if not isinstance(tickers, dict) or not tickers:
-            # ccxt turns an unparsable body into an empty result instead of an error.
-            raise TransientFeedError(f"{self.venue} answered no tickers (malformed response?)")
+        """The request of a tick: one per market type (spot, swap), as venues serve each type
+        from its own endpoint."""
+        by_type: dict[str, list[str]] = {}
+        for symbol in symbols:
+            kind = str((self.exchange.markets or {}).get(symbol, {}).get("type", "spot"))
+            by_type.setdefault(kind, []).append(symbol)
+        tickers: dict[str, Any] = {}
+        for group in by_type.values():
+            self.health.requests += 1
+            try:
+                if self.exchange.has.get("fetchBidsAsks"):
+                    found = await self.exchange.fetch_bids_asks(group)
+                else:
+                    found = await self.exchange.fetch_tickers(group)
+            except ccxt.BadSymbol:
+                # A pair was delisted since the markets were loaded: reload them next time.
+                self._markets_loaded = False
+                raise
+            if not isinstance(found, dict) or not found:
+                # ccxt turns an unparsable body into an empty result instead of an error.
+                raise TransientFeedError(f"{self.venue} answered no tickers (malformed response?)")
+            tickers.update(found)
         return tickers
 
     async def _fetch_ohlcv(self, symbol: str, timeframe: str, start_ms: int) -> list[list[Any]]:
@@ -276,9 +302,12 @@ class CcxtFeed:
         retry_at = self.backoff.failure(now, at_least=retry_after)
         if self.backoff.outage_started:
             log.warning(
-                "feed down — %s; backing off, next try at %s",
+                "feed down since %s UTC: %s %s; next try at %s UTC (%s)",
+                now.astimezone(UTC).strftime("%H:%M:%S"),
+                self.venue,
+                self.health.cause,
+                retry_at.astimezone(UTC).strftime("%H:%M:%S"),
                 err,
-                retry_at.isoformat(timespec="seconds"),
             )
         else:
             log.debug("feed still down (%d failures) — %s", self.backoff.failures, err)
@@ -307,11 +336,27 @@ class CcxtFeed:
 
 
 def _plain_cause(err: BaseException) -> str:
-    """What a failure means for a user, in a few words (no URLs, no exception text)."""
+    """What a failure means for a user, in a few words (no URLs, no exception text).
+
+    ccxt wraps network failures (DNS, proxy) in its own errors; the original is in the chain.
+    """
+    chain = [err]
+    while len(chain) < 8 and (inner := chain[-1].__cause__ or chain[-1].__context__):
+        chain.append(inner)
     if isinstance(err, RATE_LIMIT_ERRORS):
         return "is rate-limiting our requests"
+    if " 451 " in str(err) or "restricted location" in str(err).lower():
+        return (
+            "refuses requests from this country (HTTP 451) — choose another venue, "
+            "e.g. TICKERBELL_EXCHANGE=kraken"
+        )
     if isinstance(err, ccxt.AuthenticationError | ccxt.PermissionDenied):
         return "refuses our credentials — check TICKERBELL_EXCHANGE_OPTIONS"
+    if any(isinstance(e, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError)
+           for e in chain):  # fmt: skip
+        return "is unreachable through the proxy — check the proxy in TICKERBELL_EXCHANGE_OPTIONS"
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "cannot be found (DNS lookup failed) — check the network or DNS"
     if isinstance(err, ccxt.ExchangeNotAvailable):
         return "is not available (the venue answers with errors)"
     if isinstance(err, ccxt.NetworkError | aiohttp.ClientError | TimeoutError | OSError):

@@ -476,6 +476,16 @@ class Store:
         )
         return [(status, alert_from_json(payload)) for status, payload in rows]
 
+    async def prune_outbox(self, before: datetime) -> int:
+        """Forget finished alerts (delivered, failed, muted, inactive, removed) decided before
+        `before`, so the outbox and the history stay bounded; pending rows stay whatever their
+        age. Returns how many rows went. The file keeps its size: freed pages are reused."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (_ts(before),)
+            )
+            return cursor.rowcount
+
     # --- subscriptions ---
 
     async def subscribe(self, chat: int, symbol: str) -> bool:
@@ -530,6 +540,48 @@ class Store:
             Quote(r[0], r[2], datetime.fromisoformat(r[1]), bid=r[3], ask=r[4], source=r[5])
             for r in reversed(rows)
         ]
+
+
+async def backup(source: Path | str, target: Path | str) -> None:
+    """Copy a database, live or not, to a new file with SQLite's online backup API.
+
+    The copy is the last commit as one consistent snapshot, taken in one step while the bot
+    keeps writing (WAL: the writer is not blocked). It is checked (`quick_check`), made a
+    self-contained file (rollback journal instead of WAL) and owner-only, and appears under its
+    name only once complete. Restore: stop the bot, delete the database's `-wal` and `-shm` files
+    if any, copy the backup over the database.
+    """
+    source, target = Path(source), Path(target)
+    if not source.is_file():
+        raise FileNotFoundError(f"no database at {source}")
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; name a new file or a folder")
+    await asyncio.to_thread(_backup, source, target)
+
+
+def _backup(source: Path, target: Path) -> None:
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    _private_file(partial)
+    src = sqlite3.connect(source)
+    try:
+        src.execute("PRAGMA busy_timeout=5000")
+        src.execute("PRAGMA query_only=ON")
+        dst = sqlite3.connect(partial)
+        try:
+            src.backup(dst)  # pages=-1: every page in one step, so one snapshot
+            dst.execute("PRAGMA journal_mode=DELETE")
+            (check,) = dst.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"the backup does not check out: {check}")
+        finally:
+            dst.close()
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        src.close()
 
 
 def _private_file(path: Path) -> None:

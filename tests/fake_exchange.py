@@ -37,6 +37,7 @@ from support.local_server import serve_locally
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 API = "/api/v3"
+FAPI = "/fapi/v1"
 DAY_MS = 86_400_000
 SYNTHETIC_COUNT = 120
 
@@ -202,6 +203,38 @@ def _market(symbol: str, base: str, quote: str, tick: str, step: str) -> dict[st
     }
 
 
+def _perpetual(symbol: str) -> dict[str, Any]:
+    """One USD-M `exchangeInfo` entry for a perpetual settled in USDT (`XAGUSDT`)."""
+    base = symbol.removesuffix("USDT")
+    return {
+        "symbol": symbol,
+        "pair": symbol,
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,
+        "onboardDate": 1767225600000,
+        "status": "TRADING",
+        "baseAsset": base,
+        "quoteAsset": "USDT",
+        "marginAsset": "USDT",
+        "pricePrecision": 2,
+        "quantityPrecision": 3,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COMMODITY",
+        "filters": [
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.01",
+                "maxPrice": "100000",
+                "tickSize": "0.01",
+            },
+            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+        ],
+        "orderTypes": ["LIMIT", "MARKET"],
+        "timeInForce": ["GTC", "IOC", "FOK"],
+    }
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -223,6 +256,7 @@ class FakeExchange:
         self.fault: Fault | None = None
         self.fault_symbols: frozenset[str] | None = None
         self.markets: dict[str, dict[str, Any]] = {}
+        self.futures: dict[str, tuple[float, float]] = {}  # perpetual id -> (bid, ask)
         self.books: dict[str, Book] = {}
         self.klines: dict[str, list[list[Any]]] = {}
         self.base_url = ""
@@ -258,9 +292,12 @@ class FakeExchange:
         app.router.add_get(f"{API}/ticker/bookTicker", self._book_ticker)
         app.router.add_get(f"{API}/ticker/24hr", self._ticker_24hr)
         app.router.add_get(f"{API}/klines", self._klines)
+        app.router.add_get(f"{FAPI}/exchangeInfo", self._futures_info)
+        app.router.add_get(f"{FAPI}/ticker/bookTicker", self._futures_book_ticker)
         app.middlewares.append(self._record_and_fault)
         self._runner, port = await serve_locally(app, shutdown_timeout=1.0)
         self.base_url = f"http://127.0.0.1:{port}{API}"
+        self.futures_url = f"http://127.0.0.1:{port}{FAPI}"
         return self
 
     async def __aexit__(
@@ -282,8 +319,11 @@ class FakeExchange:
         `timeout_on_exit` 0 skips the 250 ms ccxt sleeps in `close()` to let TLS transports
         drain: there is no TLS to 127.0.0.1.
         """
+        futures = {
+            name: self.futures_url for name in ("fapiPublic", "fapiPublicV2", "fapiPublicV3")
+        }
         return {
-            "urls": {"api": {"public": self.base_url, "private": self.base_url}},
+            "urls": {"api": {"public": self.base_url, "private": self.base_url, **futures}},
             "options": {"fetchMarkets": {"types": ["spot"]}},
             "timeout": timeout_ms,
             "timeout_on_exit": 0,
@@ -306,10 +346,11 @@ class FakeExchange:
         self._release.set()
 
     def count(self, endpoint: str | None = None) -> int:
-        """Requests received, in total or for one endpoint (`exchangeInfo`, `ticker/bookTicker`)."""
+        """Requests received, in total or for one endpoint (`exchangeInfo`, `ticker/bookTicker`,
+        or a full path such as `fapi/v1/exchangeInfo`)."""
         if endpoint is None:
             return len(self.requests)
-        return sum(1 for r in self.requests if r.path == f"{API}/{endpoint}")
+        return sum(1 for r in self.requests if r.path in (f"{API}/{endpoint}", f"/{endpoint}"))
 
     def add_kline(self, symbol: str, day: date, o: float, h: float, low: float, c: float) -> None:
         """Append (or replace the last) daily bar of `symbol`."""
@@ -376,6 +417,28 @@ class FakeExchange:
                 "symbols": list(self.markets.values()),
             }
         )
+
+    async def _futures_info(self, request: web.Request) -> web.Response:
+        """USD-M futures: the metal perpetuals (`XAUUSDT`, `XAGUSDT`), Binance's shape."""
+        symbols = [_perpetual(symbol) for symbol in self.futures]
+        return web.json_response(
+            {"timezone": "UTC", "serverTime": self._now_ms(), "symbols": symbols}
+        )
+
+    async def _futures_book_ticker(self, request: web.Request) -> web.Response:
+        """Every perpetual's book (ccxt asks for all of them and picks)."""
+        rows = [
+            {
+                "symbol": symbol,
+                "bidPrice": _fmt(bid),
+                "bidQty": "12.5",
+                "askPrice": _fmt(ask),
+                "askQty": "9.1",
+                "time": self._now_ms(),
+            }
+            for symbol, (bid, ask) in self.futures.items()
+        ]
+        return web.json_response(rows)
 
     def _selected(self, request: web.Request) -> list[str] | web.Response:
         """The `symbol`/`symbols` of a ticker request, or Binance's error for an unknown one."""

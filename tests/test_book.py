@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from alerts import rules
 from alerts.book import RuleBook
 from alerts.engine import evaluate
 from alerts.indicators import Market, observe
-from alerts.models import Quote, Rule, RuleState
+from alerts.models import Candle, Quote, Rule, RuleState
 from alerts.sanity import Limits
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -122,3 +123,143 @@ def test_a_reverted_evaluation_decides_the_same_crossing_again() -> None:
     market.ingest(Quote("AAA", 88.9, now), now)
     again = book.evaluate(market, {"AAA"}, now)
     assert sorted(f.rule_id for f in again.fires) == [1, 2]
+
+
+# Indicator rules and `crosses`: the same equivalence over several days, so that moving
+# averages and the RSI's daily part change under the rules (each day's bar closes into the
+# history, as in replay). Made-up prices around 100 with made-up daily history.
+
+indicator_rules = st.sampled_from(
+    [
+        "AAA crosses 100",
+        "AAA crosses 98 confirm 2",
+        "AAA above ma 3d",
+        "AAA below ma 5d",
+        "AAA crosses ma 3d",
+        "AAA crosses ma 3d once",
+        "AAA > ema 4d cooldown 3h",
+        "AAA below ema 4d confirm 2",
+        "AAA rsi 3d above 60",
+        "AAA rsi 3d below 40",
+        "AAA rsi 3d crosses 50",
+        "AAA rsi 5d > 70 confirm 2",
+        "AAA rsi 5d below 45",
+        "BBB crosses ma 2d",
+        "BBB rsi 2d crosses 55",
+        "BBB crosses 101",
+    ]
+).map(rules.parse)
+history = st.lists(st.floats(90, 110), min_size=3, max_size=8)
+HOURS = timedelta(hours=3)  # eight ticks a day: a walk of 60 ticks spans a week
+
+
+def day_bars(prices: list[tuple[datetime, float]]) -> Candle:
+    """The bar of one replayed day: open, high, low and close of its ticks."""
+    values = [p for _, p in prices]
+    return Candle(prices[0][0].date(), values[0], max(values), min(values), values[-1])
+
+
+def walk_days(
+    closes: list[float],
+    walk: list[tuple[float, float | None]],
+    decide: Callable[[Market, set[str], datetime], list[int]],
+) -> list[tuple[int, int]]:
+    """Drive `decide` over the walk, closing each day's bars into the market's history."""
+    market = Market(Limits(max_age=None, max_jump_pct=100))
+    first = T0.date() - timedelta(days=len(closes))
+    for symbol in ("AAA", "BBB"):
+        market.add_candles(
+            symbol, [Candle(first + timedelta(days=i), c, c, c, c) for i, c in enumerate(closes)]
+        )
+    today: dict[str, list[tuple[datetime, float]]] = {"AAA": [], "BBB": []}
+    out = []
+    for t, (a, b) in enumerate(walk):
+        now = T0 + t * HOURS
+        for symbol, ticks in today.items():
+            if ticks and ticks[0][0].date() < now.date():
+                market.add_candles(symbol, [day_bars(ticks)])
+                ticks.clear()
+        touched = set()
+        for symbol, price in (("AAA", a), ("BBB", b)):
+            if price is not None:
+                market.ingest(Quote(symbol, price, now), now)
+                today[symbol].append((now, price))
+                touched.add(symbol)
+        out.extend((t, rule_id) for rule_id in decide(market, touched, now))
+    return sorted(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(indicator_rules, level_rules), min_size=1, max_size=25),
+    history,
+    ticks,
+)
+def test_indicator_index_matches_naive_loop(
+    rule_list: list[Rule], closes: list[float], walk: list[tuple[float, float | None]]
+) -> None:
+    states = [RuleState() for _ in rule_list]
+
+    def every_rule(market: Market, touched: set[str], now: datetime) -> list[int]:
+        fired = []
+        for i, rule in enumerate(rule_list):
+            if touched & set(rule.symbols):
+                states[i], alert = evaluate(rule, states[i], observe(rule, market, now), now)
+                if alert is not None:
+                    fired.append(i + 1)
+        return fired
+
+    book = RuleBook()
+    for i, rule in enumerate(rule_list, start=1):
+        book.add(i, rule)
+
+    def by_book(market: Market, touched: set[str], now: datetime) -> list[int]:
+        return [fire.rule_id for fire in book.evaluate(market, touched, now).fires]
+
+    assert walk_days(closes, walk, by_book) == walk_days(closes, walk, every_rule)
+
+
+def test_an_average_bucket_is_visited_only_when_the_price_changes_zone() -> None:
+    """Moves that stay on one side of the average change nothing and decide nothing; the
+    move through it decides every rule of the bucket at once."""
+    book = RuleBook()
+    for i in range(1, 101):
+        book.add(i, rules.parse(f"AAA {'below' if i % 2 else 'crosses'} ma 3d"))
+    market = Market(Limits(max_age=None))
+    market.add_candles(
+        "AAA", [Candle(T0.date() - timedelta(days=d), 0, 0, 0, 100) for d in (1, 2, 3)]
+    )
+    decided = []
+    for step, price in enumerate((101.0, 101.5, 102.0, 99.0)):
+        now = T0 + timedelta(minutes=step)
+        market.ingest(Quote("AAA", price, now), now)
+        evaluation = book.evaluate(market, {"AAA"}, now)
+        decided.append((len(evaluation.changed), len(evaluation.fires)))
+    assert decided == [(100, 0), (0, 0), (0, 0), (100, 100)]
+
+
+def test_a_reverted_evaluation_decides_an_indicator_crossing_again() -> None:
+    book = RuleBook()
+    book.add(1, rules.parse("AAA below ma 3d"))
+    book.add(2, rules.parse("AAA rsi 3d below 40"))
+    book.add(3, rules.parse("AAA crosses 99.5"))
+    market = Market(Limits(max_age=None))
+    closes = (100.0, 101.0, 100.0, 101.0)
+    first = T0.date() - timedelta(days=len(closes))
+    market.add_candles(
+        "AAA", [Candle(first + timedelta(days=i), c, c, c, c) for i, c in enumerate(closes)]
+    )
+    market.ingest(Quote("AAA", 101.0, T0), T0)
+    book.evaluate(market, {"AAA"}, T0)
+    now = T0 + timedelta(minutes=1)
+    market.ingest(Quote("AAA", 98.0, now), now)
+    lost = book.evaluate(market, {"AAA"}, now)
+    assert sorted(f.rule_id for f in lost.fires) == [1, 2, 3]
+    book.revert(lost)
+    now = T0 + timedelta(minutes=2)
+    market.ingest(Quote("AAA", 98.1, now), now)
+    again = book.evaluate(market, {"AAA"}, now)
+    assert sorted(f.rule_id for f in again.fires) == [1, 2, 3]
+    book.remove(1)
+    book.remove(2)
+    assert book.symbols() == {"AAA"}

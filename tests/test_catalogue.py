@@ -26,10 +26,12 @@ def catalogue(**settings: Any) -> Catalogue:
         ("SOL", "SOL", "ccxt:binance", "SOL/USDT"),
         ("PAXG", "PAXG", "ccxt:binance", "PAXG/USDT"),
         ("XAUT", "XAUT", "ccxt:binance", "XAUT/USDT"),
-        ("XAU", "XAU", "yahoo", "GC=F"),
-        ("gold", "XAU", "yahoo", "GC=F"),
-        ("XAG", "XAG", "yahoo", "SI=F"),
-        ("Silver", "XAG", "yahoo", "SI=F"),
+        ("XAU", "XAU", "swissquote", "XAU/USD"),
+        ("gold", "XAU", "swissquote", "XAU/USD"),
+        ("XAG", "XAG", "swissquote", "XAG/USD"),
+        ("Silver", "XAG", "swissquote", "XAG/USD"),
+        ("platinum", "XPT", "swissquote", "XPT/USD"),
+        ("binance:XAG/USDT:USDT", "binance:XAG/USDT:USDT", "ccxt:binance", "XAG/USDT:USDT"),
         ("binance:SOL/USDT", "binance:SOL/USDT", "ccxt:binance", "SOL/USDT"),
         ("Binance:sol/usdt", "binance:SOL/USDT", "ccxt:binance", "SOL/USDT"),
         ("kraken:XBT/EUR", "kraken:XBT/EUR", "ccxt:kraken", "XBT/EUR"),
@@ -44,10 +46,10 @@ def test_resolves_with_default_settings(text: str, symbol: str, source: str, nat
 
 
 @pytest.mark.parametrize(
-    ("text", "native"), [("XAU", "XAUUSD=X"), ("GOLD", "XAUUSD=X"), ("XAG", "XAGUSD=X")]
+    ("text", "native"), [("XAU", "GC=F"), ("GOLD", "GC=F"), ("XAG", "SI=F"), ("XPD", "PA=F")]
 )
-def test_spot_metals_setting(text: str, native: str) -> None:
-    instrument = catalogue(metals="spot").resolve(text)
+def test_futures_metals_setting(text: str, native: str) -> None:
+    instrument = catalogue(metals="futures").resolve(text)
     assert (instrument.source, instrument.native) == ("yahoo", native)
 
 
@@ -84,7 +86,7 @@ def test_the_documented_error_message() -> None:
         ("SOL/USDT", ["needs a venue", "binance:SOL/USDT"]),
         ("binanse:SOL/USDT", ["unknown exchange 'binanse'", "did you mean binance"]),
         ("binance:SOL", ["not a pair", "binance:BASE/QUOTE"]),
-        ("binance:SOL/USDT:USDT", ["not a pair"]),
+        ("binance:SOL/USDT:USDT:X", ["not a pair"]),
         ("binance:", ["not a pair"]),
         ("yf:", ["not a Yahoo Finance ticker"]),
         ("yf:^GS PC", ["not a Yahoo Finance ticker"]),

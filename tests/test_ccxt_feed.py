@@ -140,6 +140,23 @@ async def test_duplicates_and_empty_lists_cost_nothing_extra(
     assert fake.requests[-1].query["symbols"] == '["BTCUSDT","ETHUSDT"]'
 
 
+async def test_a_metal_perpetual_is_quoted_beside_spot_pairs(
+    fake: FakeExchange, feed: CcxtFeed
+) -> None:
+    """`binance:XAG/USDT:USDT`: the USD-M contracts are loaded the first time one is asked
+    for, and each market type is one request (synthetic silver book)."""
+    fake.futures["XAGUSDT"] = (50.0, 50.02)
+    fake.set_price("BTCUSDT", 86000.0, 86000.5)
+    await feed.quotes([BTC])
+    quotes = await feed.quotes([BTC, "XAG/USDT:USDT"])
+    xag = quotes["XAG/USDT:USDT"]
+    assert (xag.bid, xag.ask) == (50.0, 50.02) and quotes[BTC].bid == 86000.0
+    assert fake.count("fapi/v1/exchangeInfo") == 1 and fake.count("fapi/v1/ticker/bookTicker") == 1
+    await feed.quotes([BTC, "XAG/USDT:USDT"])
+    assert fake.count("exchangeInfo") == 2  # spot alone, then spot and futures once: no more
+    assert fake.count("fapi/v1/exchangeInfo") == 1
+
+
 async def test_falls_back_to_fetch_tickers_without_bids_asks(
     fake: FakeExchange, clock: Clock
 ) -> None:

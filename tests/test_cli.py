@@ -21,7 +21,8 @@ TOKEN = "123456789:AAF-fake_SECRET_cli_token"
 @pytest.fixture(autouse=True)
 def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TICKERBELL_DB", str(tmp_path / "cli.db"))
-    monkeypatch.chdir(tmp_path)  # no stray .env is read
+    monkeypatch.setenv("TICKERBELL_HOME", str(tmp_path))  # no stray .env is read
+    monkeypatch.chdir(tmp_path)
 
 
 def test_console_chat_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,3 +121,77 @@ def _dump(path: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from tickerbell import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"tickerbell {__version__}\n"
+
+
+def test_the_replay_jump_default_is_the_live_one() -> None:
+    from alerts.sanity import Limits
+    from tickerbell.cli import REPLAY_MAX_JUMP_PCT
+
+    assert Limits().max_jump_pct == REPLAY_MAX_JUMP_PCT
+
+
+HEAVY = ("ccxt", "apscheduler", "matplotlib", "pydantic", "telegram", "discord", "yfinance")
+HEAVY += ("asyncio", "aiohttp", "aiosqlite")
+
+
+def _imported_by(argv: list[str], cwd: Path) -> set[str]:
+    """The heavy libraries a command line imports (what makes a command slow to start)."""
+    script = (
+        "import sys\n"
+        "from tickerbell.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd, check=True
+    )
+    return set(done.stderr.split()) & set(HEAVY)
+
+
+def test_help_and_version_import_no_heavy_library(tmp_path: Path) -> None:
+    assert _imported_by(["--help"], tmp_path) == set()
+    assert _imported_by(["--version"], tmp_path) == set()
+    assert _imported_by(["backup", "--help"], tmp_path) == set()
+
+
+def test_console_help_imports_no_market_library(tmp_path: Path) -> None:
+    """`cmd /help` needs the settings and the database, not ccxt, APScheduler or a chat library
+    (matplotlib still comes in through bot.commands, which imports bot.charts)."""
+    needed = {"pydantic", "asyncio", "aiosqlite", "matplotlib"}
+    assert _imported_by(["cmd", "/help"], tmp_path) <= needed
+
+
+def test_backup_command_copies_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["alert", "add", "XAG", "above", "50"]) == 0
+    (tmp_path / "backups").mkdir()
+    assert main(["backup", "backups/monday.db"]) == 0
+    assert f"to {tmp_path / 'backups' / 'monday.db'}" in capsys.readouterr().out
+    assert main(["backup", "backups/monday.db"]) == 2  # never overwritten
+    assert "already exists" in capsys.readouterr().err
+    assert main(["backup", "backups"]) == 0  # a folder: a dated file in it
+    assert len(list((tmp_path / "backups").glob("tickerbell-*.db"))) == 1
+    monkeypatch.setenv("TICKERBELL_DB", str(tmp_path / "backups" / "monday.db"))
+    capsys.readouterr()
+    assert main(["alerts"]) == 0
+    assert "#1  XAG above 50" in capsys.readouterr().out
+
+
+def test_backup_without_a_database_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["backup", "copy.db"]) == 2
+    assert capsys.readouterr().err == f"tickerbell: no database at {tmp_path / 'cli.db'}\n"

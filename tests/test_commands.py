@@ -17,6 +17,7 @@ from alerts.models import Candle
 from bot.commands import Caller, Commands, Reply
 from bot.render import plain, split_messages, telegram_html
 from storage.db import Store
+from tickerbell.service import Service
 
 ME = Caller("telegram", "42", "private", "u1")
 GROUP_ADMIN = Caller("telegram", "-7", "supergroup", "u1", is_admin=True)
@@ -27,7 +28,9 @@ GROUP_MEMBER = Caller("telegram", "-7", "supergroup", "u2", is_admin=False)
 async def env(tmp_path: Path) -> AsyncIterator[tuple[Commands, Store, ScriptedVenue, Clock]]:
     clock = Clock()
     venue = ScriptedVenue(clock)
-    venue.prices.update({"BTC/USDT": 86000.0, "ETH/USDT": 4000.0, "GC=F": 4100.0, "SI=F": 52.0})
+    venue.prices.update(
+        {"BTC/USDT": 86000.0, "ETH/USDT": 4000.0, "XAU/USD": 4100.0, "XAG/USD": 52.0}
+    )
     for native, price in venue.prices.items():  # synthetic daily history: a slow climb
         start = clock.now.date() - timedelta(days=120)
         venue.history[native] = [
@@ -260,3 +263,118 @@ async def test_counts_are_singular_for_one(
     assert (await say(cmds, "/alerts")).startswith("1 alert\n")
     await say(cmds, "/alert ETH above 5000")
     assert (await say(cmds, "/alerts")).startswith("2 alerts\n")
+
+
+ELSEWHERE = Caller("telegram", "43", "private", "u3")
+CONSOLE = Caller("console", "console", "console", "console")
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("/alert btc > 90k", "BTC above 90000"),
+        ("/alert ETH<=3500", "ETH below 3500"),
+        ("/alert BTC crosses 87000", "BTC crosses 87000"),
+        ("/alert gold/silver ratio below 75", "XAU/XAG below 75"),
+        ("/alert btc < sma 200d", "BTC below ma 200d"),
+        ("/alert ETH above ema 21d", "ETH above ema 21d"),
+        ("/alert XAU crosses ma 50d", "XAU crosses ma 50d"),
+        ("/alert btc RSI 14 > 70", "BTC rsi 14d above 70"),
+    ],
+)
+async def test_the_forms_traders_type_are_stored_canonically(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], text: str, stored: str
+) -> None:
+    cmds, store, _, _ = env
+    assert await say(cmds, text) == f"Alert #1 set: {stored}"
+    assert [r.text for r in await store.rules()] == [stored]
+
+
+async def test_a_duplicate_is_refused_with_the_existing_id(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, _ = env
+    await say(cmds, "/alert BTC below 85000")
+    await say(cmds, "/alert ETH rsi 14d above 70")
+    for again, text in (
+        ("/alert btc < 85k", "BTC below 85000"),
+        ("/alert ETH RSI 14 > 70", "ETH rsi 14d above 70"),
+    ):
+        reply = await cmds.handle(ME, again)
+        rule_id = 1 if text.startswith("BTC") else 2
+        assert not reply.ok
+        assert plain(reply) == f"alert #{rule_id} here is already {text} (see /alerts)."
+    assert len(await store.rules()) == 2
+    assert await say(cmds, "/alert BTC below 85000 cooldown 1h") == (
+        "Alert #3 set: BTC below 85000 cooldown 1h"  # another rule: its options differ
+    )
+    assert await say(cmds, "/alert BTC below 85000", ELSEWHERE) == "Alert #4 set: BTC below 85000"
+
+
+async def test_a_level_far_from_the_price_asks_for_a_confirmation(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, _ = env  # BTC 86,000, ETH 4,000
+    cases = {
+        "/alert BTC above 1m": (
+            "BTC is 86,000 now and 1,000,000 is more than 10x that, so nothing is stored yet. "
+            "If you mean it, send /alert BTC above 1000000 confirm"
+        ),
+        "/alert btc below 8k confirm 3": (
+            "BTC is 86,000 now and 8,000 is less than a tenth of that, so nothing is stored yet. "
+            "If you mean it, send /alert BTC below 8000 confirm 3 confirm"
+        ),
+        "/alert ETH/BTC crosses 1": (
+            "ETH/BTC ratio is 0.04651 now and 1 is more than 10x that, so nothing is stored "
+            "yet. If you mean it, send /alert ETH/BTC crosses 1 confirm"
+        ),
+    }
+    for text, asked in cases.items():
+        reply = await cmds.handle(ME, text)
+        assert reply.ok and plain(reply) == asked
+    assert await store.rules() == []
+    console = plain(await cmds.handle(CONSOLE, "/alert BTC above 1m"))
+    assert console.endswith('send tickerbell alert add "BTC above 1000000 confirm"')
+    assert await say(cmds, "/alert BTC above 1m confirm") == "Alert #1 set: BTC above 1000000"
+    assert await say(cmds, "/alert BTC below 8k confirm 3 confirm") == (
+        "Alert #2 set: BTC below 8000 confirm 3"  # `confirm 3` still counts observations
+    )
+    assert await say(cmds, "/alert BTC above 800k") == "Alert #3 set: BTC above 800000"  # 9.3x
+    assert [r.text for r in await store.rules()] == [
+        "BTC above 1000000",
+        "BTC below 8000 confirm 3",
+        "BTC above 800000",
+    ]
+    assert "usage: /alert RULE" in await say(cmds, "/alert confirm")
+
+
+async def test_moving_average_and_rsi_alerts_fire_in_the_live_service(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    """The env's history is a slow climb: BTC's 20-day MA is 86,000 x 0.9825 = 84,495 and its
+    RSI near 100 (no down day). A drop to 84,000 crosses the MA; to 80,000 also sends the
+    14-day RSI under 30 (by hand: gain 143.33 x 13/14, loss 5,856.67 / 14: RSI 24.1)."""
+    cmds, store, venue, clock = env
+    assert await say(cmds, "/alert BTC crosses ma 20d") == "Alert #1 set: BTC crosses ma 20d"
+    assert await say(cmds, "/alert BTC rsi 14d below 30") == "Alert #2 set: BTC rsi 14d below 30"
+    service = cmds.view
+    assert isinstance(service, Service)
+    for price in (86000.0, 84000.0, 80000.0):
+        venue.prices["BTC/USDT"] = price
+        await service.poll("ccxt:binance")
+        clock.tick()
+    messages = [row.alert.message for row in await store.pending()]
+    assert messages == [
+        "BTC crossed below its 20-day MA 84,495 (now 84,000)",
+        "BTC 14-day RSI fell below 30 (24.1, now 80,000)",
+    ]
+
+
+async def test_a_group_caller_whose_rights_are_unknown_is_refused_a_write(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, _ = env
+    unknown = Caller("telegram", "-9", "supergroup", "u9")  # the adapter said nothing
+    assert not (await cmds.handle(unknown, "/alert BTC below 85000")).ok
+    assert (await cmds.handle(Caller("telegram", "9", "private", "u9"), "/alerts")).ok
+    assert await store.rules() == []

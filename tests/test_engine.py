@@ -10,8 +10,8 @@ import pytest
 
 from alerts import rules
 from alerts.engine import evaluate
-from alerts.indicators import Market, observe
-from alerts.models import Alert, Candle, Condition, Direction, Quote, RuleState
+from alerts.indicators import DAY, Market, observe
+from alerts.models import Alert, Candle, Condition, Direction, Indicator, Quote, RuleState
 from alerts.sanity import Limits
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -71,10 +71,36 @@ def fired_at(text: str, prices: list[float], **kwargs: object) -> list[int]:
         ("XAG above 50 confirm 3", [49, 50.1, 50.2, 50.3, 50.4], [3]),
         ("XAG above 50 confirm 3", [49, 50.1, 49.9, 50.1, 50.2, 50.3], [5]),
         ("XAG above 50 once", [49, 50.1, 48, 50.1, 48, 50.1], [1]),
+        ("XAG > 50", [49, 50.5], [1]),
+        ("BTC < 85k", [86000, 84900], [1]),
+        ("XAG crosses 50", [49, 50.1], [1]),  # up
+        ("XAG crosses 50", [51, 50], [1]),  # down: touching counts both ways
+        ("XAG crosses 50", [49, 50.1, 49.5, 50.5, 49], [1, 2, 3, 4]),  # every clear cross
+        # flapping inside the band (49.875 .. 50.125) after a cross gives one alert
+        ("XAG crosses 50", [49, 50.1, 49.95, 50.05, 49.9, 50.12], [1]),
+        # back below only past the band counts right after a cross ...
+        ("XAG crosses 50", [49, 50.1, 49.88, 49.87], [1, 3]),
+        # ... but once clear of the band on its new side, touching the level counts again
+        ("XAG crosses 50", [49, 50.1, 50.2, 50], [1, 3]),
+        ("XAG crosses 50", [50, 49.9, 50.1, 49.8], [3]),  # learned on the level: needs the band
+        ("XAG crosses 50", [52, 53, 51], []),
+        ("XAG crosses 50 confirm 2", [49, 50.1, 49.9, 50.1, 50.2, 49.5, 49.4], [4, 6]),
+        ("XAG crosses 50 once", [49, 50.1, 48, 51], [1]),
     ],
 )
 def test_level_rules(rule: str, prices: list[float], expected: list[int]) -> None:
     assert fired_at(rule, prices) == expected
+
+
+def test_crosses_says_which_way() -> None:
+    fires = drive("XAG crosses 50", [49.0, 50.1, 49.5])
+    assert [(a.direction, a.message) for _, a in fires] == [
+        (Direction.UP, "XAG crossed above 50 (now 50.10)"),
+        (Direction.DOWN, "XAG crossed below 50 (now 49.50)"),
+    ]
+    assert fires[0][1].rule_text == "XAG crosses 50" and fires[0][1].kind == "crosses"
+    ratio = drive("XAU/XAG crosses 80", [4000.0, 4000.0], other={"XAG": [49.0, 50.5]})
+    assert [a.message for _, a in ratio] == ["XAU/XAG ratio crossed below 80 (now 79.21)"]
 
 
 def test_cooldown_holds_a_fire_back_and_releases_it_if_still_true() -> None:
@@ -113,6 +139,100 @@ def test_breakout_over_prior_n_day_high() -> None:
     assert fired_at("XAU breakout 30d", [10.5, 13], candles={"XAU": history}) == []
 
 
+def daily(last_day: date, closes: list[float]) -> list[Candle]:
+    """Flat bars (open = high = low = close) ending on `last_day`, one a calendar day."""
+    first = last_day - timedelta(days=len(closes) - 1)
+    return [Candle(first + timedelta(days=i), c, c, c, c) for i, c in enumerate(closes)]
+
+
+# A made-up steady climb: closes 10, 11, 12, 13, 14 on the five days before T0 (2026-03-02).
+CLIMB = {"XAU": daily(date(2026, 3, 1), [10, 11, 12, 13, 14])}
+
+
+@pytest.mark.parametrize(
+    ("rule", "prices", "expected"),
+    [
+        ("XAU below ma 3d", [13.5, 12.9], [1]),  # the 3-day MA is (12 + 13 + 14) / 3 = 13
+        ("XAU below ma 5d", [13.5, 12.1, 11.9], [2]),  # the 5-day MA is 12
+        ("XAU above ma 3d", [12.5, 13, 13.01, 12.97, 13.1, 12.9, 13.2], [1, 6]),  # band 12.9675
+        ("XAU crosses ma 3d", [13.5, 12.9, 13.1, 13.02, 12.99, 12.98, 12.9, 13.0], [1, 2, 4, 7]),
+        ("XAU below ma 3d", [12.5, 12.4], []),  # already below: waits for a real cross
+        ("XAU below ma 6d", [13.5, 5.0], []),  # five bars only: no 6-day MA, no decision
+        # EMA(3), alpha 1/2, seeded with (10 + 11 + 12) / 3 = 11: 11 -> 12 -> 13
+        ("XAU above ema 3d", [12.5, 13.2], [1]),
+        ("XAU below ema 5d", [12.5, 11.9], [1]),  # EMA(5) over five closes is their mean, 12
+    ],
+)
+def test_moving_average_rules(rule: str, prices: list[float], expected: list[int]) -> None:
+    assert fired_at(rule, prices, candles=CLIMB) == expected
+
+
+def test_moving_average_alert_names_the_average() -> None:
+    [(_, alert)] = drive("XAU below ma 3d", [13.5, 12.9], candles=CLIMB)
+    assert (alert.price, alert.reference, alert.direction) == (12.9, 13, Direction.DOWN)
+    assert alert.message == "XAU fell below its 3-day MA 13 (now 12.90)"
+    [(_, alert)] = drive("XAU crosses ema 3d", [13.5, 12.9], candles=CLIMB)
+    assert alert.message == "XAU crossed below its 3-day EMA 13 (now 12.90)"
+
+
+def test_the_average_moves_once_a_day_and_can_cross_a_still_price() -> None:
+    """Day one: the 2-day MA is 10 and the price 10.5, above it. The day closes at 12, so on
+    day two the MA is 11: the same price is now below it, and `below ma` fires."""
+    rule = rules.parse("XAU below ma 2d")
+    market = Market(Limits(max_age=None))
+    market.add_candles("XAU", daily(date(2026, 3, 1), [10, 10]))
+    state, fires = RuleState(), []
+    for now, close_day in ((T0, False), (T0 + timedelta(hours=6), True), (T0 + DAY, False)):
+        market.ingest(Quote("XAU", 10.5, now), now)
+        state, alert = evaluate(rule, state, observe(rule, market, now), now)
+        fires.append(alert is not None)
+        if close_day:
+            market.add_candles("XAU", [Candle(now.date(), 10, 12, 10, 12)])
+    assert fires == [False, False, True]
+    assert market.average("XAU", Indicator.MA, 2, (T0 + DAY).date()) == 11
+
+
+# Wilder's RSI(2) by hand over the closes 10, 11, 10, 12 (changes +1, -1, +2): the first two
+# changes average to gain 0.5 and loss 0.5; +2 smooths them to gain (0.5 + 2) / 2 = 1.25 and
+# loss 0.5 / 2 = 0.25. A price of 13 today (+1) gives gain 1.125, loss 0.125: RSI 90; 11 (-1)
+# gives gain 0.625, loss 0.625: RSI 50; 12 (0) gives gain 0.625, loss 0.125: RSI 83.33.
+WAVE = {"XAG": daily(date(2026, 3, 1), [10, 11, 10, 12])}
+
+
+@pytest.mark.parametrize(("price", "rsi"), [(13, 90), (11, 50), (12, 250 / 3), (11.9, 78.125)])
+def test_rsi_by_hand(price: float, rsi: float) -> None:
+    market = Market(Limits(max_age=None))
+    market.add_candles("XAG", WAVE["XAG"])
+    assert market.rsi("XAG", 2, price, T0.date()) == pytest.approx(rsi)
+    assert market.rsi("XAG", 4, price, T0.date()) is None  # four closes: not enough for RSI(4)
+
+
+@pytest.mark.parametrize(
+    ("rule", "prices", "expected"),
+    [
+        ("XAG rsi 2d above 85", [12, 13], [1]),  # 83.3 -> 90
+        ("XAG rsi 2d above 85", [13, 13.5], []),  # already above: waits
+        # re-arms only 2 RSI points under the level (under 83): 12 gives 83.3, 11.9 gives 78.1
+        ("XAG rsi 2d above 85", [12, 13, 12.1, 12.5, 12, 13], [1]),
+        ("XAG rsi 2d above 85", [12, 13, 12.1, 12.5, 11.9, 13], [1, 5]),
+        ("XAG rsi 2d below 60", [12, 11, 11.5, 13, 11], [1, 4]),
+        ("XAG rsi 2d crosses 80", [12, 11, 13], [1, 2]),
+        ("XAG rsi 3d above 50", [11, 13], []),  # RSI(3) needs four closes before today: has four
+    ],
+)
+def test_rsi_rules(rule: str, prices: list[float], expected: list[int]) -> None:
+    limits = Limits(max_age=None, max_jump_pct=50)  # these made-up moves are large
+    assert fired_at(rule, prices, candles=WAVE, limits=limits) == expected
+
+
+def test_rsi_alert_gives_the_rsi_and_the_price() -> None:
+    [(_, alert)] = drive("XAG rsi 2d above 85", [12, 13], candles=WAVE)
+    assert alert.observed == pytest.approx(90) and alert.price == 13
+    assert alert.reference is None  # the level is an RSI, not a price to draw on a chart
+    assert alert.direction is Direction.UP
+    assert alert.message == "XAG 2-day RSI rose above 85 (90.0, now 13)"
+
+
 def test_day_change_against_previous_close_across_a_weekend() -> None:
     # Friday 2026-02-27 closed at 50; Monday 2026-03-02 trades; no weekend bars
     history = [Candle(date(2026, 2, 27), 49, 51, 48, 50)]
@@ -147,6 +267,15 @@ def test_spread_multiple_of_rolling_median() -> None:
     fires = drive("XAG spread > 5x", prices, books=books)
     assert [i for i, _ in fires] == [31]
     assert fires[0][1].reference == pytest.approx(0.03 / 50.015 * 100)
+
+
+def test_spread_in_the_quote_currency() -> None:
+    """Synthetic silver: 3 cents, then 21 cents, then 4 cents (re-armed), then 16 cents."""
+    books = [(50.0, 50.03), (50.0, 50.21), (50.0, 50.04), (50.0, 50.16)]
+    prices = [(b + a) / 2 for b, a in books]
+    fires = drive("XAG spread > 0.15", prices, books=books)
+    assert [i for i, _ in fires] == [1, 3]
+    assert fires[0][1].message == "XAG spread 21.0c is over 15.0c (bid 50 / ask 50.21)"
 
 
 def test_spread_rule_skips_quotes_without_a_book() -> None:

@@ -8,8 +8,11 @@ silver futures first traded at or above $50 on 2025-10-13 (high 50.495, previous
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Callable
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -182,3 +185,97 @@ def test_replay_plot_writes_a_chart(tmp_path: Path, capsys: pytest.CaptureFixtur
     args = ["replay", "--data", f"XAG={DATA / 'silver_sif_daily.csv'}", "--rule", "XAG above 50"]
     assert main([*args, "--from", "2025-08-01", "--to", "2025-12-31", "--plot", str(out)]) == 0
     assert Image.open(out).size == (1200, 700)
+
+
+# Moving-average and RSI rules on the real history. The expected dates come from the few lines
+# below, which share no code with Tickerbell: csv rows, each day's four points (open, then the
+# low and the high, the high first on a down day, then the close), the indicator of the closes
+# before the day, and the engine's edge and hysteresis rules written out plainly. The pinned
+# first dates and counts were read off their output and checked against the CSV rows by eye.
+
+
+def day_points(name: str) -> list[tuple[str, float, list[float]]]:
+    """(date, close, the day's four points) per CSV row."""
+    out = []
+    for row in csv.DictReader((DATA / name).open()):
+        o, h, low, c = (float(row[k]) for k in ("open", "high", "low", "close"))
+        out.append((row["date"], c, [o, low, h, c] if c >= o else [o, h, low, c]))
+    return out
+
+
+def expected_fires(
+    days: list[tuple[str, float, list[float]]],
+    indicator: Callable[[list[float], float], float | None],
+    fires_at: Callable[[float], bool],
+    rearms_at: Callable[[float], bool],
+) -> list[str]:
+    """Dates of fires of an edge-triggered rule on `indicator(closes before today, price)`."""
+    armed, out, closes = None, [], []
+    for day, close, points in days:
+        for price in points:
+            value = indicator(closes, price)
+            if value is None:
+                continue
+            if armed is None:
+                armed = not fires_at(value)  # a new rule learns the market first
+            elif armed and fires_at(value):
+                out.append(day)
+                armed = False
+            elif not armed and rearms_at(value):
+                armed = True
+        closes.append(close)
+    return out
+
+
+def ma_200(closes: list[float], price: float) -> float | None:
+    return price / (sum(closes[-200:]) / 200) if len(closes) >= 200 else None  # price / MA
+
+
+def rsi_14(closes: list[float], price: float) -> float | None:
+    """Wilder's RSI(14) of the last 141 closes and today's price, seeded with a plain mean."""
+    if len(closes) < 15:
+        return None
+    window = [*closes[-141:], price]
+    moves = [b - a for a, b in pairwise(window)]
+    up = sum(max(m, 0) for m in moves[:14]) / 14
+    down = sum(max(-m, 0) for m in moves[:14]) / 14
+    for m in moves[14:]:
+        up, down = (up * 13 + max(m, 0)) / 14, (down * 13 + max(-m, 0)) / 14
+    return 100 * up / (up + down)
+
+
+@needs_data
+def test_btc_below_its_200_day_average() -> None:
+    want = expected_fires(
+        day_points("btc_usdt_daily.csv"), ma_200, lambda r: r <= 1, lambda r: r > 1.0025
+    )
+    series = load_series([f"BTC={DATA / 'btc_usdt_daily.csv'}"])
+    result = replay(series, [rules.parse("BTC below ma 200d")])
+    assert result.rejected == []  # every point reached the rule, as in the computation above
+    got = [f.alert.time.date().isoformat() for f in result.fires]
+    assert got == want
+    # the first 200 bars end 2023-07-19; BTC first traded under its 200-day MA (27,248) on
+    # 2023-08-17 (low 25,166); the 2024 summer and the 2025 slides follow
+    assert (got[0], len(got)) == ("2023-08-17", 40)
+    assert result.fires[0].alert.message == "BTC fell below its 200-day MA 27,248.25 (now 25,166)"
+
+
+@needs_data
+def test_silver_rsi_above_70() -> None:
+    want = expected_fires(
+        day_points("silver_sif_daily.csv"), rsi_14, lambda r: r >= 70, lambda r: r < 68
+    )
+    got = [d for d, _ in fires({"XAG": "silver_sif_daily.csv"}, "XAG rsi 14d above 70")]
+    assert got == want
+    # 2023-03-30: silver opened at its high, 23.985 after a 23.376 close (RSI over 70), fell
+    # to 23.605 (under 68) and closed at 23.902 (over 70 again), so it fires twice that day
+    assert (got[:3], len(got)) == (["2023-03-30", "2023-03-30", "2023-04-03"], 41)
+
+
+@needs_data
+def test_cli_replays_average_and_rsi_rules(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["replay", "--data", f"BTC={DATA / 'btc_usdt_daily.csv'}", "--to", "2023-08-31"]
+    assert main([*args, "--rule", "btc < ma 200", "--rule", "BTC rsi 14d < 30"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2023-03-09  BTC      BTC rsi 14d below 30")
+    assert out[-2:] == ["      3  BTC below ma 200d", "      3  BTC rsi 14d below 30"]

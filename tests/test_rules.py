@@ -10,9 +10,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from alerts import rules
-from alerts.models import Condition, Rule, RuleError
+from alerts.models import Condition, Indicator, Rule, RuleError
 
 C = Condition
+MA, EMA, RSI = Indicator.MA, Indicator.EMA, Indicator.RSI
 H = timedelta(hours=1)
 
 
@@ -51,6 +52,8 @@ VALID = [
     ("BTC spread >0.5%", Rule("BTC", C.SPREAD_PCT, 0.5)),
     ("BTC SPREAD above 0.5%", Rule("BTC", C.SPREAD_PCT, 0.5)),
     ("BTC spread>2X", Rule("BTC", C.SPREAD_MULT, 2.0)),
+    ("XAG spread > 0.15", Rule("XAG", C.SPREAD_ABS, 0.15)),
+    ("silver spread > $0.2", Rule("SILVER", C.SPREAD_ABS, 0.2)),
     ("binance:sol/usdt spread > 3x", Rule("binance:SOL/USDT", C.SPREAD_MULT, 3.0)),
     ("yf:^gspc below 5000", Rule("yf:^GSPC", C.BELOW, 5000.0)),
     ("YF:gc=f above 2500", Rule("yf:GC=F", C.ABOVE, 2500.0)),
@@ -76,7 +79,29 @@ VALID = [
         ),
     ),
     ("UP above 5", Rule("UP", C.ABOVE, 5.0)),
-]
+    # the forms traders type
+    ("XAG > 50", Rule("XAG", C.ABOVE, 50.0)),
+    ("BTC < 85k", Rule("BTC", C.BELOW, 85000.0)),
+    ("XAG >= 50", Rule("XAG", C.ABOVE, 50.0)),
+    ("XAG <= 50", Rule("XAG", C.BELOW, 50.0)),
+    ("XAG>50", Rule("XAG", C.ABOVE, 50.0)),
+    ("BTC<$85,000", Rule("BTC", C.BELOW, 85000.0)),
+    ("xag >=50 once", Rule("XAG", C.ABOVE, 50.0, once=True)),
+    ("XAG crosses 50", Rule("XAG", C.CROSSES, 50.0)),
+    ("XAU/XAG crosses 80", Rule("XAU", C.CROSSES, 80.0, other="XAG")),
+    ("gold/silver ratio below 80", Rule("GOLD", C.BELOW, 80.0, other="SILVER")),
+    ("XAU/XAG RATIO < 80", Rule("XAU", C.BELOW, 80.0, other="XAG")),
+    ("BTC below ma 200d", Rule("BTC", C.BELOW, indicator=MA, days=200)),
+    ("XAU crosses MA 50", Rule("XAU", C.CROSSES, indicator=MA, days=50)),
+    ("btc < sma 200d", Rule("BTC", C.BELOW, indicator=MA, days=200)),
+    ("ETH above ema 21d", Rule("ETH", C.ABOVE, indicator=EMA, days=21)),
+    ("BTC rsi 14d above 70", Rule("BTC", C.ABOVE, 70.0, indicator=RSI, days=14)),
+    ("XAG RSI 14 below 30", Rule("XAG", C.BELOW, 30.0, indicator=RSI, days=14)),
+    ("BTC rsi 14d>70.5 cooldown 1d", Rule("BTC", C.ABOVE, 70.5, indicator=RSI, days=14,
+                                          cooldown=timedelta(days=1))),
+    ("ETH rsi 7d crosses 50", Rule("ETH", C.CROSSES, 50.0, indicator=RSI, days=7)),
+    ("RSI above 5", Rule("RSI", C.ABOVE, 5.0)),  # a symbol may be called RSI
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("text", "expected"), VALID)
@@ -108,6 +133,17 @@ CANONICAL = [
         "XAG above 50 confirm 2 cooldown 4h once expires 2026-12-31",
     ),
     ("XAG above 50 confirm 1", "XAG above 50"),
+    ("XAG > 50", "XAG above 50"),
+    ("XAG >= 50", "XAG above 50"),
+    ("BTC < 85k", "BTC below 85000"),
+    ("BTC <= 85k", "BTC below 85000"),
+    ("xag CROSSES $50", "XAG crosses 50"),
+    ("gold/silver ratio below 80", "GOLD/SILVER below 80"),  # the catalogue makes it XAU/XAG
+    ("btc < SMA 200", "BTC below ma 200d"),
+    ("xau crosses ma 050d", "XAU crosses ma 50d"),
+    ("eth > EMA 21D", "ETH above ema 21d"),
+    ("btc RSI 14 > 70.0", "BTC rsi 14d above 70"),
+    ("xag rsi 14d <= 30 confirm 2", "XAG rsi 14d below 30 confirm 2"),
 ]
 
 
@@ -133,6 +169,7 @@ def test_examples_are_canonical(example: str) -> None:
 def test_examples_cover_every_condition() -> None:
     parsed = [rules.parse(example) for example in rules.EXAMPLES]
     assert {rule.condition for rule in parsed} == set(Condition)
+    assert {rule.indicator for rule in parsed} == {None, *Indicator}
     assert any(rule.other is not None for rule in parsed)
 
 
@@ -188,7 +225,7 @@ MALFORMED = [
     ("BTC spread", "spread"),
     ("BTC spread 0.5%", "0.5%"),
     ("BTC spread >", "spread >"),
-    ("BTC spread > 0.5", "0.5"),
+    ("BTC spread > -0.5", "-0.5"),
     ("BTC spread > 101%", "101%"),
     ("BTC spread > 0%", "0%"),
     ("BTC spread > 1x", "1x"),
@@ -208,6 +245,28 @@ MALFORMED = [
     ("XAG above 50 expires 2026-02-30", "2026-02-30"),
     ("XAG above 50 expires 20261231", "20261231"),
     ("XAG above 50 expires tomorrow", "tomorrow"),
+    ("> 50", ">"),
+    ("XAG >", ">"),
+    ("XAG crosses", "crosses"),
+    ("XAG => 50", "="),
+    ("XAG ratio below 80", "ratio"),
+    ("XAU/XAG ratio", "XAU/XAG"),
+    ("XAG support ma 200d", "support"),
+    ("XAU/XAG below ma 200d", "XAU/XAG"),
+    ("BTC below ma", "ma"),
+    ("BTC below ema 1d", "1d"),
+    ("BTC below ma 501d", "501d"),
+    ("BTC below ma 20x", "20x"),
+    ("BTC rsi", "rsi"),
+    ("BTC rsi 14d", "rsi 14d"),
+    ("BTC rsi 14d 70", "70"),
+    ("BTC rsi 14d support 30", "support"),
+    ("BTC rsi 14d above", "above"),
+    ("BTC rsi 14d above 100", "100"),
+    ("BTC rsi 14d above 0", "0"),
+    ("BTC rsi 14d above 7O", "7O"),
+    ("BTC rsi fourteen above 70", "fourteen"),
+    ("XAU/XAG rsi 14d above 70", "XAU/XAG"),
 ]
 
 
@@ -226,8 +285,8 @@ def test_error_suggestions() -> None:
     with pytest.raises(RuleError, match="did you mean 'cooldown'"):
         rules.parse("BTC below 85000 coldown 1h")
     with pytest.raises(RuleError) as info:
-        rules.parse("BTC spread > 0.5")
-    assert "%" in str(info.value) and "x (" in str(info.value)
+        rules.parse("BTC spread > wide")
+    assert "0.5%, 3x or 0.15" in str(info.value)
 
 
 def test_exact_messages() -> None:
@@ -352,8 +411,14 @@ def valid_rules(draw: st.DrawFn) -> Rule:
     else:
         conditions = list(Condition)
     cond = draw(st.sampled_from(conditions))
-    value, days, window = 0.0, None, None
-    if cond.is_level:
+    value, days, window, indicator = 0.0, None, None, None
+    if other is None and cond in (C.ABOVE, C.BELOW, C.CROSSES):
+        indicator = draw(st.none() | st.sampled_from(Indicator))
+    if indicator is not None:
+        days = draw(st.integers(min_value=2, max_value=500))
+        if indicator is RSI:
+            value = draw(floats(0.0, 100.0, exclude_low=True, exclude_high=True))
+    elif cond.is_level:
         value = draw(floats(1e-8, 1e15))
     elif cond.is_channel:
         days = draw(st.integers(min_value=1, max_value=3650))
@@ -363,6 +428,8 @@ def valid_rules(draw: st.DrawFn) -> Rule:
         window = draw(minutes)
     elif cond is C.SPREAD_PCT:
         value = draw(floats(1e-8, 100.0))
+    elif cond is C.SPREAD_ABS:
+        value = draw(floats(1e-8, 1e8))
     else:
         value = draw(floats(1.0, 1000.0, exclude_low=True))
     return Rule(
@@ -372,6 +439,7 @@ def valid_rules(draw: st.DrawFn) -> Rule:
         other=other,
         days=days,
         window=window,
+        indicator=indicator,
         confirm=draw(st.integers(min_value=1, max_value=100)),
         cooldown=draw(st.none() | minutes),
         once=draw(st.booleans()),
@@ -410,6 +478,7 @@ JUNK = [
     *("50", "50k", "$1,234.5", ".5", "1,23", "--5", "-5", "0", "nan", "inf", "1e400"),
     *("6%", "0.5%", "3x", "1x", "20d", "20", "1h", "90m", "2w", "20x", "0m", "3651d"),
     *("2026-12-31", "2026-13-01", "<b>", "é", "\x00", "9" * 40, "'", "e.g."),
+    *("crosses", "ma", "sma", "ema", "rsi", "ratio", "<", ">=", "<=", "=", "14d", "200d", "70"),
 ]
 
 

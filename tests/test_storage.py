@@ -14,7 +14,7 @@ import pytest
 from support.scripted import T0, Clock
 
 from alerts.models import Alert, Condition, Direction, Quote, RuleState
-from storage.db import LimitReached, Store, _statements
+from storage.db import LimitReached, Store, _statements, backup
 from storage.migrations import MIGRATIONS
 
 
@@ -217,3 +217,104 @@ async def test_removing_a_rule_drops_its_alerts_not_yet_sent(store: Store) -> No
     assert await store.remove_rule(chat.id, gone)
     assert [row.rule for row in await store.pending()] == [kept]
     assert await store.outbox_counts() == {"pending": 1, "removed": 1}
+
+
+# --- retention and backups ---
+
+
+async def test_finished_alerts_older_than_the_retention_are_pruned(store: Store) -> None:
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    chat, muted = await store.chat("telegram", "42"), await store.chat("telegram", "43")
+    await store.set_muted(muted.id, T0 + timedelta(days=365))
+    await store.commit_tick({}, [(None, chat.id, alert(50.1)), (None, chat.id, alert(50.2))])
+    await store.commit_tick({}, [(None, chat.id, alert(50.3)), (None, muted.id, alert(50.4))])
+    delivered, failed, waiting = await store.pending()
+    await store.mark_delivered(delivered.id, "m1")
+    await store.mark_failed(failed.id, "chat not found")
+    clock.now = T0 + timedelta(days=100)
+    await store.commit_tick({}, [(None, chat.id, alert(60.0))])
+    recent = (await store.pending())[-1]
+    await store.mark_delivered(recent.id, "m2")
+
+    assert await store.prune_outbox(before=T0 + timedelta(days=10)) == 3
+    # the old alert still waiting for delivery stays, however old
+    assert await store.outbox_counts() == {"pending": 1, "delivered": 1}
+    assert [a.price for _, a in await store.history(chat.id)] == [60.0, waiting.alert.price]
+    assert await store.prune_outbox(before=T0 + timedelta(days=10)) == 0
+
+
+async def test_backup_of_a_store_being_written_is_one_consistent_snapshot(
+    store: Store, tmp_path: Path
+) -> None:
+    chat = await store.chat("telegram", "42")
+    rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    written = 0
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        nonlocal written
+        while not stop.is_set():
+            state = RuleState(armed=written % 2 == 0, fired_count=written)
+            await store.commit_tick({rule: state}, [(rule, chat.id, alert(50.0 + written))])
+            written += 1
+            await asyncio.sleep(0)
+
+    writing = asyncio.create_task(writer())
+    while written < 20:
+        await asyncio.sleep(0.01)
+    before = written
+    copy = tmp_path / "backups" / "copy.db"
+    copy.parent.mkdir()
+    await backup(tmp_path / "t.db", copy)
+    after = written
+    while written < after + 20:  # the store keeps writing after the snapshot
+        await asyncio.sleep(0.01)
+    stop.set()
+    await writing
+
+    assert stat.S_IMODE(os.stat(copy).st_mode) == 0o600
+    assert sorted(os.listdir(copy.parent)) == ["copy.db"]  # one self-contained file
+    conn = sqlite3.connect(copy)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        (rows,) = conn.execute("SELECT count(*) FROM outbox").fetchone()
+        (state,) = conn.execute("SELECT state FROM rule_state").fetchone()
+    finally:
+        conn.close()
+    assert before <= rows <= after + 1  # some moment during the backup...
+    assert f'"fired_count": {rows - 1}' in state  # ...with the rule state of that same tick
+    assert await store.outbox_counts() == {"pending": written}
+
+
+async def test_a_restored_backup_opens_with_its_rules_and_alerts(tmp_path: Path) -> None:
+    live, copy = tmp_path / "live.db", tmp_path / "copy.db"
+    async with Store.open(live) as store:
+        chat = await store.chat("telegram", "42")
+        rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+        await store.commit_tick({}, [(rule, chat.id, alert())])
+        await backup(live, copy)
+        await store.add_rule(chat.id, "BTC below 85000", "u1", limit=50)  # after the backup
+    # restore: the bot is stopped; drop any -wal/-shm left by a crash, copy the backup back
+    for leftover in (live.with_name("live.db-wal"), live.with_name("live.db-shm")):
+        leftover.unlink(missing_ok=True)
+    live.write_bytes(copy.read_bytes())
+    async with Store.open(live) as store:
+        assert await store.schema_version() == len(MIGRATIONS)
+        assert [r.text for r in await store.rules()] == ["XAG above 50"]
+        assert await store.outbox_counts() == {"pending": 1}
+        await store.add_rule(chat.id, "ETH above 5000", "u1", limit=50)  # and it takes writes
+    assert stat.S_IMODE(os.stat(live).st_mode) == 0o600
+
+
+async def test_backup_never_overwrites_and_needs_a_database(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "live.db"):
+        pass
+    (tmp_path / "taken.db").write_text("precious")
+    with pytest.raises(FileExistsError):
+        await backup(tmp_path / "live.db", tmp_path / "taken.db")
+    assert (tmp_path / "taken.db").read_text() == "precious"
+    with pytest.raises(FileNotFoundError):
+        await backup(tmp_path / "missing.db", tmp_path / "new.db")
+    assert not (tmp_path / "new.db").exists()

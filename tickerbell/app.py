@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from alerts import rules
@@ -57,19 +57,42 @@ def catalogue_for(settings: Settings) -> Catalogue:
 
 
 def live_feed_factory(settings: Settings, clock: Callable[[], datetime]) -> Callable[[str], Feed]:
-    """Builds the feed for a source name: `ccxt:<venue>` or `yahoo`."""
+    """Builds the feed for a source name: `ccxt:<venue>`, `yahoo` or `swissquote`. There is one
+    Yahoo feed per process (yfinance must be called one call at a time): the spot metals feed
+    takes its daily history from it."""
+    made: dict[str, Feed] = {}
 
     def make(source: str) -> Feed:
+        if source in made:
+            return made[source]
+        feed: Feed
         if source == "yahoo":
             from feeds.yahoo_feed import YahooFeed
 
-            return YahooFeed(clock)
-        from feeds.ccxt_feed import CcxtFeed
+            feed = YahooFeed(clock)
+        elif source == "swissquote":
+            from feeds.swissquote_feed import SwissquoteFeed
 
-        venue = source.removeprefix("ccxt:")
-        return CcxtFeed(venue, settings.exchange_options.get(venue), clock=clock)
+            feed = SwissquoteFeed(clock, base_url=settings.swissquote_url, history=make("yahoo"))
+        else:
+            from feeds.ccxt_feed import CcxtFeed
+
+            venue = source.removeprefix("ccxt:")
+            feed = CcxtFeed(venue, settings.exchange_options.get(venue), clock=clock)
+        made[source] = feed
+        return feed
 
     return make
+
+
+def limits_for(settings: Settings, replay: bool = False) -> Limits:
+    """The quote sanity limits and market memory the settings ask for."""
+    return Limits(
+        max_age=REPLAY_MAX_AGE if replay else settings.max_quote_age,
+        max_jump_pct=settings.max_jump_pct,
+        source_max_age=settings.max_quote_age_by_source,
+        spread_window=timedelta(hours=settings.spread_baseline_hours),
+    )
 
 
 class FrontEnd(Notifier, Protocol):
@@ -179,11 +202,7 @@ async def run(
         by_name.update({n.name: n for n in notifiers})
         parts.push_async_callback(_close_notifiers, by_name)
         delivery = Delivery(store, by_name, clock=utcnow)
-        limits = Limits(
-            max_age=REPLAY_MAX_AGE if replay is not None else settings.max_quote_age,
-            max_jump_pct=settings.max_jump_pct,
-            source_max_age=settings.max_quote_age_by_source,
-        )
+        limits = limits_for(settings, replay=replay is not None)
         service = Service(
             store,
             catalogue,
@@ -210,11 +229,13 @@ async def run(
             front_ends = make_front_ends(settings, store, commands)
         for front_end in front_ends:
             by_name[front_end.name] = delivery.notifiers[front_end.name] = front_end
-        log.info(
-            "tickerbell starting: database %s, chats on %s",
-            settings.db.resolve(),
-            ", ".join(by_name),
-        )
+        _log_start(settings, by_name, replay is not None)
+        housekeeping = [asyncio.create_task(_log_first_prices(service), name="first prices")]
+        if replay is None:  # a replay's database is thrown away, and its clock is years ago
+            days = settings.outbox_retention_days
+            housekeeping.append(asyncio.create_task(_prune_daily(store, days), name="prune"))
+        for task in housekeeping:
+            parts.callback(task.cancel)
         delivery_task = asyncio.create_task(delivery.run(), name="delivery")
         parts.push_async_callback(_stop_delivery, delivery, delivery_task)
         await service.start()
@@ -277,3 +298,76 @@ async def _stop_after_replay(replay: ReplayFeed, store: Store, stop: asyncio.Eve
         await asyncio.sleep(0.2)
         if replay.finished and (await store.outbox_counts()).get("pending", 0) == 0:
             stop.set()
+
+
+def _log_start(settings: Settings, chats: dict[str, Notifier], replay: bool) -> None:
+    """The start-up block: what runs, on which database, serving which chats, priced how.
+
+    The service's own lines follow it (the rules and symbols it watches, each source it polls
+    and how often), then each symbol's first good price as it arrives.
+    """
+    from tickerbell import __version__
+
+    log.info("tickerbell %s starting", __version__)
+    log.info("database %s", settings.db.resolve())
+    if settings.settings_file is not None:
+        log.info("settings from %s and the environment", settings.settings_file)
+    else:
+        log.info("settings from the environment (no %s)", settings.home / ".env")
+    for note in settings.notes:
+        log.warning(note)
+    described = []
+    for name in chats:
+        if name == "telegram":
+            allowed = len(settings.allowed_chats)
+            name += f" ({allowed} allowed chats)" if allowed else " (any chat)"
+        elif name == "discord":
+            guild = settings.discord_guild_id
+            name += f" (commands in server {guild})" if guild else " (global commands)"
+        described.append(name)
+    log.info("chats: %s", ", ".join(described))
+    if replay:
+        log.info("prices: replayed from history")
+        return
+    metals = (
+        "spot from Swissquote"
+        if settings.metals == "spot"
+        else f"futures from Yahoo every {settings.poll_yahoo_seconds:g}s"
+    )
+    log.info(
+        "prices: crypto from %s in %s every %gs, metals %s",
+        settings.exchange,
+        settings.quote_currency,
+        settings.poll_crypto_seconds,
+        metals,
+    )
+
+
+async def _log_first_prices(service: Service, every: float = 1.0) -> None:
+    """Log each watched symbol's first good price once it arrives (`BTC 91,234.5 from
+    binance`): the sign, at start, that prices flow. Outages are the feeds' to log."""
+    from alerts.text import number
+
+    seen: set[str] = set()
+    while True:
+        for symbol in sorted(service.book.symbols() - seen):
+            last = service.market.history(symbol).last
+            if last is not None:
+                seen.add(symbol)
+                source = last.source.removeprefix("ccxt:")
+                log.info("%s %s from %s", symbol, number(last.price), source)
+        await asyncio.sleep(every)
+
+
+async def _prune_daily(store: Store, days: int) -> None:
+    """Forget finished alerts older than the retention (TICKERBELL_OUTBOX_RETENTION_DAYS; 0
+    keeps them all), at start and then once a day."""
+    while days:
+        try:
+            pruned = await store.prune_outbox(utcnow() - timedelta(days=days))
+        except Exception:
+            log.exception("pruning old alerts failed; trying again tomorrow")
+        else:
+            if pruned:
+                log.info("pruned %d finished alerts older than %d days", pruned, days)
+        await asyncio.sleep(24 * 3600)

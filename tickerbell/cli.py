@@ -1,46 +1,31 @@
-"""The `tickerbell` command line: `replay` now; `run`, `alert` and `cmd` join as they land."""
+"""The `tickerbell` command line: run, replay, the console chat (`alert`, `alerts`, `cmd`),
+backup and discord-sync.
+
+Each command imports what it needs when it runs (matplotlib, ccxt, APScheduler and the chat
+libraries take seconds to import), so `--help`, `--version` and a bad setting answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
-import tempfile
-from collections import Counter
-from collections.abc import Sequence
-from datetime import date
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from alerts import rules
-from alerts.models import Candle, RuleError
-from alerts.sanity import Limits
-from alerts.text import number
-from bot import charts
-from bot.commands import Caller, Commands
-from bot.render import plain
-from feeds.catalogue import canonical_rule
-from feeds.replay import (
-    REPLAY_MAX_AGE,
-    ReplayCatalogue,
-    ReplayError,
-    ReplayFeed,
-    canonical_symbol,
-    check_replayable,
-    read_candles,
-    replay,
-    symbol_from_name,
-)
-from storage.db import LimitReached, Store, utcnow
-from tickerbell import app
-from tickerbell.app import setup_logging
-from tickerbell.delivery import Delivery
-from tickerbell.service import Service
-from tickerbell.settings import Settings
+from tickerbell import __version__
 
-CONSOLE_CALLER = Caller("console", "console", "console", "console")
+if TYPE_CHECKING:
+    from alerts.models import Candle
+    from feeds.replay import ReplayFeed
+    from tickerbell.service import Service
+    from tickerbell.settings import Settings
+
+CONSOLE = ("console", "console", "console", "console")  # the console chat's Caller
 CHART_FILE = Path("tickerbell-chart.png")  # where `tickerbell cmd "/chart ..."` puts the picture
+REPLAY_MAX_JUMP_PCT = 15.0  # alerts.sanity.Limits' default, kept here so --help imports nothing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,8 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.handler(args))
-    except (RuleError, ReplayError, LimitReached) as err:
-        print(f"tickerbell: {err}", file=sys.stderr)
+    except _user_errors() as err:  # evaluated only once something was raised
+        problems = getattr(err, "problems", None) or [f"tickerbell: {err}"]
+        print("\n".join(problems), file=sys.stderr)
         return 2
     except BrokenPipeError:  # `tickerbell cmd /help | head`: the reader left, not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -61,10 +47,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What a person can fix: shown as one line (no traceback) and exit code 2."""
+    from alerts.models import RuleError
+    from feeds.replay import ReplayError
+    from storage.db import LimitReached
+    from tickerbell.settings import SettingsError
+
+    return (RuleError, ReplayError, LimitReached, SettingsError)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tickerbell", description="Market alerts for gold, silver and crypto."
+        prog="tickerbell",
+        description="Market alerts for gold, silver and crypto. Settings come from the "
+        "environment and $TICKERBELL_HOME/.env (default ~/.tickerbell/.env); see .env.example.",
     )
+    parser.add_argument("--version", action="version", version=f"tickerbell {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     rp = sub.add_parser(
         "replay",
@@ -86,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--max-jump",
         type=float,
-        default=Limits().max_jump_pct,
+        default=REPLAY_MAX_JUMP_PCT,
         metavar="PCT",
         help="an isolated move larger than this is held until the next price confirms it",
     )
@@ -137,11 +136,32 @@ def _parser() -> argparse.ArgumentParser:
         help="also remove global commands (after setting DISCORD_GUILD_ID)",
     )
     sync.set_defaults(handler=_discord_sync)
+    backup = sub.add_parser(
+        "backup",
+        help="copy the database to PATH, safely while the bot runs",
+        description="Copy the database with SQLite's online backup: a consistent snapshot, "
+        "safe while the bot runs. PATH is a new file, or a folder to put a dated copy in. "
+        "Restore: stop the bot, delete the database's -wal and -shm files if any, copy the "
+        "backup over the database.",
+    )
+    backup.add_argument("path", type=Path, metavar="PATH")
+    backup.set_defaults(handler=_backup)
     return parser
+
+
+def _settings() -> Settings:
+    """This run's settings (SettingsError names each bad one); the database's folder exists."""
+    from tickerbell.settings import load
+
+    settings = load()
+    settings.db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return settings
 
 
 def load_series(specs: Sequence[str]) -> dict[str, list[Candle]]:
     """Read `[SYM=]PATH` specs into candles per canonical symbol."""
+    from feeds.replay import ReplayError, canonical_symbol, read_candles, symbol_from_name
+
     series: dict[str, list[Candle]] = {}
     for spec in specs:
         name, sep, raw_path = spec.partition("=")
@@ -157,6 +177,15 @@ def load_series(specs: Sequence[str]) -> dict[str, list[Candle]]:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    import json
+    from collections import Counter
+
+    from alerts import rules
+    from alerts.sanity import Limits
+    from alerts.text import number
+    from feeds.catalogue import canonical_rule
+    from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, replay
+
     out = sys.stdout
     series = load_series(args.data)
     catalogue = ReplayCatalogue(frozenset(series))
@@ -187,6 +216,8 @@ def _replay(args: argparse.Namespace) -> int:
                      and (not args.end or c.day <= args.end)]
             for symbol, bars in series.items()
         }  # fmt: skip
+        from bot import charts
+
         args.plot.write_bytes(charts.render(charts.replay_spec(window, parsed, alerts)))
     summary = sys.stderr if args.json else out
     print(f"-- {len(result.fires)} fires, {len(result.rejected)} quotes rejected", file=summary)
@@ -197,8 +228,14 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = Settings()
-    setup_logging(settings.log_level)
+    import asyncio
+
+    from feeds.replay import ReplayError, ReplayFeed
+    from tickerbell import app
+    from tickerbell.settings import check_exchanges
+
+    settings = _settings()
+    app.setup_logging(settings.log_level)
     if args.feed == "replay":
         if not args.data:
             raise ReplayError("--feed replay needs --data [SYM=]PATH")
@@ -206,6 +243,7 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_replay_run(settings, feed, args.rule, args.speed))
     if args.data:
         raise ReplayError("--data is for --feed replay")
+    check_exchanges(settings)
     return asyncio.run(app.run(settings, once_rules=args.rule))
 
 
@@ -217,6 +255,15 @@ async def _replay_run(
     The console's own rules are read from the real database (opened read-only, never written)
     where their symbols have data; no chat platform starts, so years-old alerts reach no chat.
     """
+    import tempfile
+
+    from alerts import rules
+    from alerts.models import RuleError
+    from feeds.catalogue import canonical_rule
+    from feeds.replay import ReplayCatalogue, check_replayable
+    from storage.db import Store
+    from tickerbell import app
+
     catalogue = ReplayCatalogue(frozenset(feed.symbols))
     kept: list[str] = []
     if settings.db.exists():
@@ -246,28 +293,58 @@ async def _replay_run(
         )
 
 
+class _ServiceOnDemand:
+    """Stands in for the Service in a console command and builds it on first use: /help,
+    /alerts and /remove need no market, so they import no ccxt, APScheduler or feed."""
+
+    def __init__(self, build: Callable[[], Service]) -> None:
+        self._build = build
+        self._service: Service | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._service is None:
+            self._service = self._build()
+        return getattr(self._service, name)
+
+    async def close_feeds(self) -> None:
+        if self._service is not None:
+            await self._service.close_feeds()
+
+
 def _console_command(text: str) -> int:
     """Answer one command as the console chat, exactly as a chat user would get it."""
-    settings = Settings()
+    import asyncio
+
+    from bot.commands import Caller, Commands
+    from bot.render import plain
+    from storage.db import Store, utcnow
+
+    settings = _settings()
 
     async def go() -> int:
         async with Store.open(settings.db) as store:
-            service = Service(
-                store,
-                app.catalogue_for(settings),
-                app.live_feed_factory(settings, utcnow),
-                Delivery(store, {}),
-                limits=Limits(
-                    max_age=settings.max_quote_age,
-                    max_jump_pct=settings.max_jump_pct,
-                    source_max_age=settings.max_quote_age_by_source,
-                ),
-                band=settings.hysteresis_pct / 100,
-                poll_interval=lambda source: settings.poll_crypto_seconds,
-            )
+
+            def build() -> Service:
+                from tickerbell import app
+                from tickerbell.delivery import Delivery
+                from tickerbell.service import Service
+                from tickerbell.settings import check_exchanges
+
+                check_exchanges(settings)
+                return Service(
+                    store,
+                    app.catalogue_for(settings),
+                    app.live_feed_factory(settings, utcnow),
+                    Delivery(store, {}),
+                    limits=app.limits_for(settings),
+                    band=settings.hysteresis_pct / 100,
+                    poll_interval=lambda source: settings.poll_crypto_seconds,
+                )
+
+            service = _ServiceOnDemand(build)
             commands = Commands(store, service, rules_per_chat=settings.rules_per_chat)
             try:
-                reply = await commands.handle(CONSOLE_CALLER, text)
+                reply = await commands.handle(Caller(*CONSOLE), text)
             finally:
                 await service.close_feeds()
         print(plain(reply), file=sys.stdout if reply.ok else sys.stderr)
@@ -280,12 +357,16 @@ def _console_command(text: str) -> int:
 
 
 def _discord_sync(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = _settings()
     if settings.discord_bot_token is None:
         print("tickerbell: set DISCORD_BOT_TOKEN first (see .env.example)", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    import asyncio
+
+    from tickerbell.app import setup_logging
     from tickerbell.discord_sync import discord_sync
+
+    setup_logging(settings.log_level)
 
     token = settings.discord_bot_token.get_secret_value()
     return asyncio.run(
@@ -313,6 +394,29 @@ def _alert_remove(args: argparse.Namespace) -> int:
 
 def _alerts(args: argparse.Namespace) -> int:
     return _console_command("/alerts")
+
+
+def _backup(args: argparse.Namespace) -> int:
+    import asyncio
+    import sqlite3
+
+    from storage.db import backup
+
+    settings = _settings()
+    target = args.path.expanduser().resolve()
+    if target.is_dir():
+        target /= f"tickerbell-{datetime.now(UTC):%Y%m%d-%H%M%S}.db"
+    try:
+        asyncio.run(backup(settings.db, target))
+    except (FileNotFoundError, FileExistsError) as err:
+        print(f"tickerbell: {err}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as err:
+        print(f"tickerbell: backup of {settings.db} failed: {err}", file=sys.stderr)
+        return 1
+    size = target.stat().st_size
+    print(f"backed up {settings.db} to {target} ({size / 1e6:.1f} MB)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -27,7 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alerts import rules
 from alerts.book import RuleBook
-from alerts.indicators import Market
+from alerts.indicators import Market, bars_needed
 from alerts.models import Alert, Candle, Quote, Rule, RuleError
 from alerts.sanity import Limits
 from feeds.base import Feed, FeedError
@@ -139,7 +139,11 @@ class Service:
             self.rule_chat[rule_id] = row.chat
         await self._refresh_digest()
         self._revision = revision
-        self._days_needed = self._history_days()
+        needed = self._history_days()
+        for symbol, days in needed.items():
+            if days > self._days_needed.get(symbol, 0):
+                self._history_day.pop(symbol, None)  # a new rule looks further back: load again
+        self._days_needed = needed
         for source in {self.instrument(s).source for s in self.book.symbols()} - self._polled:
             self._poll_feed(source)
         if len(self.book):
@@ -195,10 +199,16 @@ class Service:
 
     async def _poll_job(self, source: str) -> None:
         """The scheduler's job: start a tick unless the last one is still running."""
-        running = self._ticks.get(source)
+        self._start_task(f"poll:{source}", lambda: self.poll(source))
+
+    def _start_task(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run a job's work as our own task, unless its last run is still going. The
+        scheduler's jobs only start work: shutting the scheduler down (which cancels running
+        jobs) never cuts a tick or a rules reload in the middle; `stop` waits for them."""
+        running = self._ticks.get(name)
         if self._stopping or (running is not None and not running.done()):
             return
-        self._ticks[source] = asyncio.create_task(self.poll(source), name=f"poll:{source}")
+        self._ticks[name] = asyncio.create_task(work(), name=name)
 
     async def _poll(self, source: str) -> None:
         await self.refresh_rules()
@@ -288,8 +298,8 @@ class Service:
             days = max(days, self._days_needed.get(instrument.symbol, 0))
             if not days:
                 continue
-            # N bars of a market closed at weekends span about 7/5 N calendar days
-            since = self.clock() - timedelta(days=days * 7 // 5 + 10)
+            # N bars of a market closed at weekends and holidays span about 3/2 N calendar days
+            since = self.clock() - timedelta(days=days * 3 // 2 + 10)
             try:
                 candles = await feed.candles(instrument.native, "1d", since)
             except FeedError as err:
@@ -305,7 +315,7 @@ class Service:
         """Per symbol, how many days of daily bars its rules look back (0: none)."""
         days: dict[str, int] = {}
         for rule in self.book.rules.values():
-            need = rule.days or 0
+            need = bars_needed(rule)
             if rule.window is not None and rule.window % timedelta(days=1) == timedelta(0):
                 need = max(need, rule.window.days)
             if need:
@@ -365,6 +375,9 @@ class Service:
             since = f"{health.down_since:%H:%M} UTC"
             return f"{venue} {health.cause or 'is failing'} since {since}; retrying."
         parts = [f"{instrument.source} {instrument.native}"]
+        note = getattr(feed, "book_note", None)
+        if note:
+            parts[0] += f" ({note})"
         if hist.last is not None:
             age = (self.clock() - hist.last.ts).total_seconds()
             parts.append(f"quote {age:.0f}s old")
@@ -407,7 +420,10 @@ class Service:
         """Load the rules, then poll each needed feed on its own job; re-read rules on a timer."""
         self.scheduler.start()
         await self.refresh_rules()
-        self._schedule("rules", self._refresh_safely, RULES_REFRESH_SECONDS)
+        self._schedule("rules", self._rules_job, RULES_REFRESH_SECONDS)
+
+    async def _rules_job(self) -> None:
+        self._start_task("rules", self._refresh_safely)
 
     async def _refresh_safely(self) -> None:
         try:

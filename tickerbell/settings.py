@@ -1,13 +1,49 @@
-"""One typed settings object, read once from the environment and `.env`."""
+"""One typed settings object, read once from the environment and the data directory's `.env`.
+
+Where things live: the data directory, `TICKERBELL_HOME` (default `~/.tickerbell`), holds `.env`
+and the database, whatever the current folder. The layout before it still works: when the data
+directory has no `.env` (or no database), a `.env` (or `tickerbell.db`) in the current folder is
+used, and `load` leaves a note saying so and how to move it. A bad value is one `SettingsError`
+line per variable: its name, its value and what is allowed.
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
+import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+import pydantic_settings
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path("~/.tickerbell")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MIN_POLL_SECONDS = {"poll_crypto_seconds": 1.0, "poll_yahoo_seconds": 15.0}
+_TELEGRAM_TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
+_CHAT_IDS = r"^\s*(-?\d+\s*(,\s*-?\d+\s*)*,?)?\s*$"
+_HTTP_URL = r"^https?://\S+$"
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used: one line per problem, fit to show as they are."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class Settings(BaseSettings):
@@ -15,50 +51,154 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="TICKERBELL_",
-        env_file=".env",
         env_ignore_empty=True,
         extra="ignore",
         frozen=True,
     )
 
-    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
-    telegram_api_base_url: str = Field(
-        "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
+    # Each description says what is allowed: a bad value is reported as
+    # `NAME=value: expected <description>`.
+    telegram_bot_token: SecretStr | None = Field(
+        None,
+        validation_alias="TELEGRAM_BOT_TOKEN",
+        description="a token from @BotFather, like 123456789:AA...",
     )
-    telegram_allowed_chats: str = Field("", validation_alias="TELEGRAM_ALLOWED_CHATS")
-    telegram_overall_per_second: float = Field(30.0, validation_alias="TELEGRAM_OVERALL_PER_SECOND")
-    telegram_chat_per_second: float = Field(1.0, validation_alias="TELEGRAM_CHAT_PER_SECOND")
-    telegram_group_per_minute: float = Field(20.0, validation_alias="TELEGRAM_GROUP_PER_MINUTE")
-    discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
-    discord_guild_id: int | None = Field(None, validation_alias="DISCORD_GUILD_ID")
+    telegram_api_base_url: str = Field(
+        "https://api.telegram.org/bot",
+        validation_alias="TELEGRAM_API_BASE_URL",
+        pattern=_HTTP_URL,
+        description="an http(s) URL",
+    )
+    telegram_allowed_chats: str = Field(
+        "",
+        validation_alias="TELEGRAM_ALLOWED_CHATS",
+        pattern=_CHAT_IDS,
+        description="comma-separated integer chat ids, e.g. 12345678,-1001234567890",
+    )
+    telegram_overall_per_second: float = Field(
+        30.0,
+        validation_alias="TELEGRAM_OVERALL_PER_SECOND",
+        gt=0,
+        allow_inf_nan=False,
+        description="a number of messages > 0",
+    )
+    telegram_chat_per_second: float = Field(
+        1.0,
+        validation_alias="TELEGRAM_CHAT_PER_SECOND",
+        gt=0,
+        allow_inf_nan=False,
+        description="a number of messages > 0",
+    )
+    telegram_group_per_minute: float = Field(
+        20.0,
+        validation_alias="TELEGRAM_GROUP_PER_MINUTE",
+        gt=0,
+        allow_inf_nan=False,
+        description="a number of messages > 0",
+    )
+    discord_bot_token: SecretStr | None = Field(
+        None, validation_alias="DISCORD_BOT_TOKEN", description="a bot token"
+    )
+    discord_guild_id: int | None = Field(
+        None, validation_alias="DISCORD_GUILD_ID", gt=0, description="a server id (an integer)"
+    )
     discord_admin_role: str = Field("", validation_alias="DISCORD_ADMIN_ROLE")
     discord_api_base_url: str = Field(
-        "https://discord.com/api/v10", validation_alias="DISCORD_API_BASE_URL"
+        "https://discord.com/api/v10",
+        validation_alias="DISCORD_API_BASE_URL",
+        pattern=_HTTP_URL,
+        description="an http(s) URL",
     )
     discord_gateway_url: str = Field(
-        "wss://gateway.discord.gg/", validation_alias="DISCORD_GATEWAY_URL"
+        "wss://gateway.discord.gg/",
+        validation_alias="DISCORD_GATEWAY_URL",
+        pattern=r"^wss?://\S+$",
+        description="a ws(s) URL",
     )
 
-    db: Path = Path("tickerbell.db")
-    log_level: str = "INFO"
+    # `load` makes both absolute: a relative db is inside home.
+    home: Path = Field(DEFAULT_HOME, description="a folder")
+    db: Path = Field(Path("tickerbell.db"), description="a file path")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description=f"one of {', '.join(LOG_LEVELS)}"
+    )
 
-    exchange: str = "binance"
-    quote_currency: str = "USDT"
-    exchange_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    metals: Literal["futures", "spot"] = "futures"
+    exchange: str = Field("binance", description="a ccxt exchange id")
+    quote_currency: str = Field(
+        "USDT", pattern=r"^[A-Za-z0-9]{2,10}$", description="a currency code such as USDT or USD"
+    )
+    exchange_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='a JSON object keyed by exchange id, e.g. {"binance": {"apiKey": "..."}}',
+    )
+    metals: Literal["futures", "spot"] = Field("spot", description="spot or futures")
+    swissquote_url: str = Field(
+        "https://forex-data-feed.swissquote.com/public-quotes/bboquotes/instrument",
+        pattern=_HTTP_URL,
+        description="an http(s) URL",
+    )
+    spread_baseline_hours: float = Field(
+        24.0, gt=0, allow_inf_nan=False, description="a number of hours > 0"
+    )
 
-    poll_crypto_seconds: float = 10.0
-    poll_yahoo_seconds: float = 60.0
-    max_quote_age_seconds: float = 600.0
-    max_quote_age_yahoo_seconds: float = 1800.0
-    max_jump_pct: float = 15.0
-    hysteresis_pct: float = 0.25
+    # The minimum poll intervals (MIN_POLL_SECONDS) bind what a person sets; code may poll a
+    # local fake faster (the tests do).
+    poll_crypto_seconds: float = Field(
+        10.0, gt=0, allow_inf_nan=False, description="a number of seconds >= 1"
+    )
+    poll_yahoo_seconds: float = Field(
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="a number of seconds >= 15 (Yahoo rate-limits faster polling)",
+    )
+    max_quote_age_seconds: float = Field(
+        600.0, gt=0, allow_inf_nan=False, description="a number of seconds > 0"
+    )
+    max_quote_age_yahoo_seconds: float = Field(
+        1800.0, gt=0, allow_inf_nan=False, description="a number of seconds > 0"
+    )
+    max_jump_pct: float = Field(15.0, gt=0, allow_inf_nan=False, description="a percentage > 0")
+    hysteresis_pct: float = Field(
+        0.25, ge=0, le=50, allow_inf_nan=False, description="a percentage from 0 to 50"
+    )
 
-    rules_per_chat: int = 50
-    commands_per_minute: int = 20
+    rules_per_chat: int = Field(50, ge=1, description="a whole number >= 1")
+    commands_per_minute: int = Field(20, ge=1, description="a whole number >= 1")
+    outbox_retention_days: int = Field(
+        90, ge=0, description="a whole number of days >= 0 (0 keeps every alert)"
+    )
 
-    metrics_port: int = 0
-    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535, description="a port number from 0 (off) to 65535")
+    metrics_host: str = Field("127.0.0.1", description="an address, e.g. 127.0.0.1 or 0.0.0.0")
+
+    _read_from: Path | None = PrivateAttr(None)
+    _notes: tuple[str, ...] = PrivateAttr(())
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        """`debug` is DEBUG; anything else is left for the check to report as typed."""
+        if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+            return value.strip().upper()
+        return value
+
+    @field_validator("poll_crypto_seconds", "poll_yahoo_seconds", mode="before")
+    @classmethod
+    def _polite_polling(cls, value: Any, info: ValidationInfo) -> Any:
+        """A poll interval typed by a person (a string) respects the venue's minimum."""
+        if isinstance(value, str):
+            seconds = float(value)
+            if not (math.isfinite(seconds) and seconds >= MIN_POLL_SECONDS[info.field_name]):
+                raise ValueError("too frequent")
+        return value
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _TELEGRAM_TOKEN.fullmatch(value.get_secret_value().strip()):
+            raise ValueError("not a Telegram bot token")
+        return value
 
     @property
     def allowed_chats(self) -> frozenset[str]:
@@ -72,3 +212,101 @@ class Settings(BaseSettings):
     @property
     def max_quote_age_by_source(self) -> dict[str, timedelta]:
         return {"yahoo": timedelta(seconds=self.max_quote_age_yahoo_seconds)}
+
+    @property
+    def settings_file(self) -> Path | None:
+        """The `.env` file these settings were read from, if any."""
+        return self._read_from
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What a person should know about where things were found (the old layout)."""
+        return self._notes
+
+
+def data_home() -> Path:
+    """The data directory: `TICKERBELL_HOME`, else ~/.tickerbell, as an absolute path."""
+    return Path(os.environ.get("TICKERBELL_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
+def load(cwd: Path | None = None) -> Settings:
+    """The settings of this run: the environment over `<home>/.env`, paths made absolute.
+
+    `TICKERBELL_HOME` itself is read from the environment only (it says where `.env` is).
+    Raises SettingsError naming every bad variable.
+    """
+    here = (cwd or Path.cwd()).resolve()
+    home = data_home()
+    notes: list[str] = []
+    env_file = next((f for f in (home / ".env", here / ".env") if f.is_file()), None)
+    if env_file is not None and env_file.parent != home:
+        notes.append(
+            f"settings read from {env_file}, the old place; move the file to {home / '.env'} "
+            "so that Tickerbell finds it from any folder"
+        )
+    try:
+        settings = Settings(_env_file=env_file, home=home)  # type: ignore[call-arg]
+    except ValidationError as err:
+        raise SettingsError([_problem(error) for error in err.errors()]) from None
+    except pydantic_settings.SettingsError as err:  # a JSON setting that does not parse
+        found = re.search(r'field "(\w+)"', str(err))
+        name = _env_name(found.group(1)) if found else "a setting"
+        field = Settings.model_fields.get(found.group(1) if found else "")
+        expected = field.description if field is not None else "valid JSON"
+        raise SettingsError([f"{name} is not valid JSON: expected {expected}"]) from None
+    db = settings.db.expanduser()
+    if not db.is_absolute():
+        new, old = home / db, here / db
+        if old.exists() and not new.exists():
+            notes.append(
+                f"using the database {old} in the current folder, the old default; to find it "
+                f"from any folder, stop the bot and move it: mv {old}* {home}/"
+            )
+            db = old
+        else:
+            db = new
+    settings = settings.model_copy(update={"db": db})
+    settings._read_from, settings._notes = env_file, tuple(notes)
+    return settings
+
+
+def check_exchanges(settings: Settings) -> None:
+    """Raise SettingsError when TICKERBELL_EXCHANGE or a key of TICKERBELL_EXCHANGE_OPTIONS is not
+    a ccxt exchange id. Imports ccxt (most of a second): call it only where prices are fetched."""
+    import ccxt
+
+    venues = [("TICKERBELL_EXCHANGE", settings.exchange)]
+    venues += [("TICKERBELL_EXCHANGE_OPTIONS key", key) for key in settings.exchange_options]
+    problems = []
+    for name, venue in venues:
+        if venue.lower() not in ccxt.exchanges:
+            close = difflib.get_close_matches(venue.lower(), ccxt.exchanges, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{name}={venue}: expected a ccxt exchange id{hint}")
+    if problems:
+        raise SettingsError(problems)
+
+
+def _env_name(field_name: str) -> str:
+    """The environment variable a field is read from."""
+    field = Settings.model_fields.get(field_name)
+    alias = field.validation_alias if field is not None else None
+    return alias if isinstance(alias, str) else f"TICKERBELL_{field_name.upper()}"
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One line for one validation error: `NAME=value: expected ...`."""
+    loc = [str(part) for part in error["loc"]]
+    fields = Settings.model_fields
+    by_alias = {f.validation_alias: n for n, f in fields.items() if f.validation_alias}
+    field_name = by_alias.get(loc[0], loc[0]) if loc else ""
+    field = fields.get(field_name)
+    name = ".".join([_env_name(field_name), *loc[1:]])
+    value = error.get("input")
+    if field is not None and "SecretStr" in str(field.annotation):
+        shown = "(hidden)"
+    else:
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    expected = field.description if field is not None and field.description else error["msg"]
+    return f"{name}={shown}: expected {expected}"
