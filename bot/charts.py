@@ -15,14 +15,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-
-from matplotlib.axes import Axes
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from alerts import rules
 from alerts.indicators import Market
 from alerts.models import Alert, Candle, Rule
+
+if TYPE_CHECKING:  # matplotlib takes most of a second to import: only rendering needs it
+    from matplotlib.axes import Axes
 
 WIDTH, HEIGHT, DPI = 12, 7, 100  # 1200 x 700 pixels: readable on a phone
 BACKGROUND, PANEL, TEXT, GRID = "#1f2430", "#262c3a", "#e6e9ef", "#3b4252"
@@ -71,6 +71,9 @@ class ChartSpec:
 
 def render(spec: ChartSpec) -> bytes:
     """Draw the chart and return PNG bytes (call it through ChartCache from async code)."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI, facecolor=BACKGROUND)
     axes = fig.subplots(len(spec.panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, panel in zip(axes, spec.panels, strict=True):
@@ -120,6 +123,8 @@ def _panel(ax: Axes, panel: Panel, small: bool) -> None:
 
 def _candles(ax: Axes, candles: Sequence[Candle]) -> None:
     """Daily candles as two collections (wicks, then thick bodies): one artist each, fast."""
+    from matplotlib.dates import date2num
+
     xs = [date2num(c.day) for c in candles]
     colours = [UP if c.close >= c.open else DOWN for c in candles]
     ax.vlines(xs, [c.low for c in candles], [c.high for c in candles], colors=colours,

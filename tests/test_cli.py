@@ -167,9 +167,9 @@ def test_help_and_version_import_no_heavy_library(tmp_path: Path) -> None:
 
 
 def test_console_help_imports_no_market_library(tmp_path: Path) -> None:
-    """`cmd /help` needs the settings and the database, not ccxt, APScheduler or a chat library
-    (matplotlib still comes in through bot.commands, which imports bot.charts)."""
-    needed = {"pydantic", "asyncio", "aiosqlite", "matplotlib"}
+    """`cmd /help` needs the settings and the database, not ccxt, APScheduler, matplotlib or a
+    chat library."""
+    needed = {"pydantic", "asyncio", "aiosqlite"}
     assert _imported_by(["cmd", "/help"], tmp_path) <= needed
 
 

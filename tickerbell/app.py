@@ -235,7 +235,7 @@ async def run(
             days = settings.outbox_retention_days
             housekeeping.append(asyncio.create_task(_prune_daily(store, days), name="prune"))
         for task in housekeeping:
-            parts.callback(task.cancel)
+            parts.push_async_callback(_cancel, task)
         delivery_task = asyncio.create_task(delivery.run(), name="delivery")
         parts.push_async_callback(_stop_delivery, delivery, delivery_task)
         await service.start()
@@ -264,7 +264,7 @@ async def run(
             log.info("metrics on %s:%s", settings.metrics_host, settings.metrics_port)
         if replay is not None:
             watcher = asyncio.create_task(_stop_after_replay(replay, store, stop))
-            parts.callback(watcher.cancel)
+            parts.push_async_callback(_cancel, watcher)
         await stop.wait()
         log.info("shutting down")
     return 0
@@ -276,6 +276,13 @@ async def _quietly(what: str, step: Callable[..., Awaitable[object]], *args: obj
         await step(*args)
     except Exception:
         log.exception("%s failed during shutdown", what)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _stop_delivery(delivery: Delivery, task: asyncio.Task[None]) -> None:
