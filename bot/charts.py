@@ -78,9 +78,9 @@ def render(spec: ChartSpec) -> bytes:
     axes = fig.subplots(len(spec.panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, panel in zip(axes, spec.panels, strict=True):
         _panel(ax, panel, small=len(spec.panels) > 1)
-    locator = AutoDateLocator()
+    locator = AutoDateLocator()  # type: ignore[no-untyped-call]  # matplotlib: untyped
     axes[-1].xaxis.set_major_locator(locator)
-    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     axes[-1].set_xlabel(spec.subtitle, color=TEXT, fontsize=13)
     axes[0].set_title(spec.title, color=TEXT, fontsize=20, loc="left", pad=14)
     fig.tight_layout()
@@ -125,7 +125,7 @@ def _candles(ax: Axes, candles: Sequence[Candle]) -> None:
     """Daily candles as two collections (wicks, then thick bodies): one artist each, fast."""
     from matplotlib.dates import date2num
 
-    xs = [date2num(c.day) for c in candles]
+    xs = [date2num(c.day) for c in candles]  # type: ignore[no-untyped-call]
     colours = [UP if c.close >= c.open else DOWN for c in candles]
     ax.vlines(xs, [c.low for c in candles], [c.high for c in candles], colors=colours,
               linewidth=1.2)  # fmt: skip

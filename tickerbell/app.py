@@ -23,13 +23,14 @@ from alerts import rules
 from alerts.sanity import Limits
 from bot.charts import AlertCharts, ChartCache
 from bot.commands import Commands
+from bot.notifier import Notifier
 from feeds.base import Feed
 from feeds.catalogue import Catalogue
 from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayFeed
 from feeds.replay import SOURCE as REPLAY
 from storage.db import Store, utcnow
 from tickerbell import metrics
-from tickerbell.delivery import ConsoleNotifier, Delivery, Notifier
+from tickerbell.delivery import ConsoleNotifier, Delivery
 from tickerbell.service import Resolver, Service
 from tickerbell.settings import Settings
 

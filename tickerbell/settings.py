@@ -189,7 +189,8 @@ class Settings(BaseSettings):
         """A poll interval typed by a person (a string) respects the venue's minimum."""
         if isinstance(value, str):
             seconds = float(value)
-            if not (math.isfinite(seconds) and seconds >= MIN_POLL_SECONDS[info.field_name]):
+            least = MIN_POLL_SECONDS[str(info.field_name)]
+            if not (math.isfinite(seconds) and seconds >= least):
                 raise ValueError("too frequent")
         return value
 
@@ -245,7 +246,7 @@ def load(cwd: Path | None = None) -> Settings:
             "so that Tickerbell finds it from any folder"
         )
     try:
-        settings = Settings(_env_file=env_file, home=home)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file, home=home)
     except ValidationError as err:
         raise SettingsError([_problem(error) for error in err.errors()]) from None
     except pydantic_settings.SettingsError as err:  # a JSON setting that does not parse
