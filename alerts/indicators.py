@@ -96,6 +96,20 @@ class Market:
                 hist.spreads.popleft()
         return None
 
+    def restore(self, quotes: list[Quote]) -> None:
+        """Put back quotes that were screened when first seen (stored ones, oldest first), so
+        short windows and spread baselines work at once after a restart."""
+        for quote in quotes:
+            hist = self.history(quote.symbol)
+            if hist.last is not None and quote.ts <= hist.last.ts:
+                continue
+            hist.last = quote
+            hist.ticks.append((quote.ts, quote.price))
+            spread = quote.spread_pct
+            if spread is not None:
+                hist.spreads.append((quote.ts, spread))
+            self.guard.remember(quote)
+
     def add_candles(self, symbol: str, candles: list[Candle]) -> None:
         """Merge daily candles (a later copy of a day replaces an earlier one). A wick that is
         a bad print by the guard's measure is cut back to the bar's body, so it never becomes

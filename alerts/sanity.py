@@ -104,6 +104,10 @@ class QuoteGuard:
         self._last_good: dict[str, tuple[float, datetime]] = {}
         self._suspect: dict[str, _Suspect] = {}
 
+    def remember(self, quote: Quote) -> None:
+        """Take an earlier good quote as the reference (a restart restoring the market)."""
+        self._last_good[quote.symbol] = (quote.price, quote.ts)
+
     def check(
         self, quote: Quote, now: datetime, typical_range_pct: float | None = None
     ) -> Reject | None:

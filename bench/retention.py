@@ -89,7 +89,7 @@ async def simulate_year(path: Path, prune: bool) -> tuple[int, dict[str, int]]:
 
 
 async def add_quotes(path: Path) -> int:
-    """Two days of quotes as the service saves them (each tick drops what is over 2 days old)."""
+    """Two days of quotes as the service saves them (it drops what is over 2 days old hourly)."""
     clock = Clock()
     async with Store.open(path, clock=clock) as store:
         start = T0 + timedelta(days=DAYS)
@@ -97,7 +97,8 @@ async def add_quotes(path: Path) -> int:
         for i in range(steps):
             now = start + i * QUOTE_EVERY
             quotes = [Quote(s, 100.0 + i % 50, now, 99.9, 100.1, "x") for s in QUOTE_SYMBOLS]
-            await store.save_quotes(quotes, keep_after=now - timedelta(days=QUOTE_DAYS))
+            await store.save_quotes(quotes)
+        await store.prune_quotes(now - timedelta(days=QUOTE_DAYS))
     return size(path)
 
 

@@ -518,8 +518,8 @@ class Store:
 
     # --- recent quotes ---
 
-    async def save_quotes(self, quotes: Iterable[Quote], keep_after: datetime) -> None:
-        """Record good quotes and drop those older than `keep_after` (retention)."""
+    async def save_quotes(self, quotes: Iterable[Quote]) -> None:
+        """Record good quotes (they warm the market after a restart)."""
         rows = [(q.symbol, _ts(q.ts), q.last, q.bid, q.ask, q.source) for q in quotes]
         async with self.transaction() as conn:
             await conn.executemany(
@@ -527,14 +527,21 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            await conn.execute("DELETE FROM quotes WHERE ts < ?", (_ts(keep_after),))
 
-    async def recent_quotes(self, symbol: str, limit: int = 1000) -> list[Quote]:
-        """A symbol's stored quotes, oldest first."""
+    async def prune_quotes(self, before: datetime) -> int:
+        """Drop quotes older than `before`; return how many."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute("DELETE FROM quotes WHERE ts < ?", (_ts(before),))
+            return cursor.rowcount
+
+    async def recent_quotes(
+        self, symbol: str, since: datetime | None = None, limit: int = 20_000
+    ) -> list[Quote]:
+        """A symbol's stored quotes (since a time), oldest first."""
         rows = await self._all(
-            "SELECT symbol, ts, last, bid, ask, source FROM quotes WHERE symbol = ?"
+            "SELECT symbol, ts, last, bid, ask, source FROM quotes WHERE symbol = ? AND ts >= ?"
             " ORDER BY ts DESC LIMIT ?",
-            (symbol, limit),
+            (symbol, _ts(since) or "", limit),
         )
         return [
             Quote(r[0], r[2], datetime.fromisoformat(r[1]), bid=r[3], ask=r[4], source=r[5])

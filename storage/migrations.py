@@ -82,4 +82,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE chats ADD COLUMN charts INTEGER NOT NULL DEFAULT 1;
     """,
+    # 4: recent quotes are pruned by time
+    """
+    CREATE INDEX quotes_by_ts ON quotes (ts);
+    """,
 )

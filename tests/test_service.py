@@ -405,3 +405,27 @@ async def test_status_says_plainly_when_the_venue_is_down_and_forgets_it_after(
         clock.tick()
         await svc.poll("ccxt:binance")
         assert "since" not in svc.feed_note("BTC") and "http" not in svc.feed_note("BTC")
+
+
+async def test_after_a_restart_a_short_window_rule_sees_the_minutes_before_it(
+    tmp_path: Path,
+) -> None:
+    """The market's recent quotes are stored and restored: a 3% fall over 15 minutes that
+    spans the restart fires on the first tick after it (synthetic prices)."""
+    db, clock, tg = tmp_path / "w.db", Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    venue.prices["BTC/USDT"] = 86000.0
+    async with service(db, clock, venue, tg) as (svc, store, _):
+        await add_rule(store, "telegram", "42", "BTC down 3% 15m")
+        for _ in range(20):
+            await svc.poll("ccxt:binance")
+            clock.tick(60)
+    venue.prices["BTC/USDT"] = 83000.0  # -3.5% against 15 minutes ago
+    async with service(db, clock, venue, tg) as (svc, store, delivery):
+        await svc.start()
+        try:
+            await svc.poll("ccxt:binance")
+            await delivery.drain()
+        finally:
+            await svc.stop()
+    assert tg.sent == [("42", "BTC -3.49% over 15m (now 83,000, was 86,000)")]

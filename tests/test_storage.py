@@ -132,8 +132,11 @@ async def test_recent_quotes_with_retention(store: Store) -> None:
     quotes = [
         Quote("BTC", 100.0 + i, T0 + timedelta(minutes=i), 99.0, 101.0, "x") for i in range(5)
     ]
-    await store.save_quotes(quotes, keep_after=T0 + timedelta(minutes=2))
+    await store.save_quotes(quotes)
+    assert await store.prune_quotes(T0 + timedelta(minutes=2)) == 2
     assert [q.last for q in await store.recent_quotes("BTC")] == [102.0, 103.0, 104.0]
+    later = await store.recent_quotes("BTC", since=T0 + timedelta(minutes=4))
+    assert [q.last for q in later] == [104.0]
 
 
 async def test_one_chats_retry_holds_back_only_that_chat(store: Store) -> None:

@@ -27,7 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alerts import rules
 from alerts.book import RuleBook
-from alerts.indicators import Market, bars_needed
+from alerts.indicators import TICK_MEMORY, Market, bars_needed
 from alerts.models import Alert, Candle, Quote, Rule, RuleError
 from alerts.sanity import Limits
 from feeds.base import Feed, FeedError
@@ -38,6 +38,7 @@ from tickerbell.delivery import Delivery
 log = logging.getLogger(__name__)
 
 QUOTE_RETENTION = timedelta(days=2)
+QUOTE_PRUNE_EVERY = timedelta(hours=1)
 # What a `/subscribe SYM` chat hears about: a big day move and a 20-day high or low.
 DIGEST_RULES = ("move 3% 1d", "breakout 20d", "breakdown 20d")
 DIGEST_ALL = ("XAU", "XAG", "BTC", "ETH")  # what `/subscribe all` means
@@ -98,6 +99,7 @@ class Service:
         self._ticks: dict[str, asyncio.Task[None]] = {}
         self._rejecting: dict[str, str] = {}
         self._store_failing = False
+        self._quotes_pruned: datetime | None = None
         self.delivery = delivery
         self.limits = limits
         self.poll_interval = poll_interval
@@ -266,7 +268,10 @@ class Service:
             if changed or alerts:
                 await self.store.commit_tick(changed, alerts)
             if good:
-                await self.store.save_quotes(good, keep_after=now - QUOTE_RETENTION)
+                await self.store.save_quotes(good)
+            if self._quotes_pruned is None or now - self._quotes_pruned > QUOTE_PRUNE_EVERY:
+                await self.store.prune_quotes(now - QUOTE_RETENTION)
+                self._quotes_pruned = now
         except Exception as err:
             self.book.revert(evaluation)  # decided again next tick, not lost
             stats.failures += 1
@@ -420,7 +425,15 @@ class Service:
         """Load the rules, then poll each needed feed on its own job; re-read rules on a timer."""
         self.scheduler.start()
         await self.refresh_rules()
+        await self._warm_market()
         self._schedule("rules", self._rules_job, RULES_REFRESH_SECONDS)
+
+    async def _warm_market(self) -> None:
+        """Restore the recent quotes of the watched symbols (short windows, spread baselines,
+        the jump guard's reference) so a restart does not start from an empty memory."""
+        since = self.clock() - TICK_MEMORY
+        for symbol in sorted(self.book.symbols()):
+            self.market.restore(await self.store.recent_quotes(symbol, since))
 
     async def _rules_job(self) -> None:
         self._start_task("rules", self._refresh_safely)
