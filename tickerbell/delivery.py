@@ -24,12 +24,12 @@ from datetime import datetime, timedelta
 
 from alerts.models import Alert
 from bot.notifier import DeliveryError, Notifier
+from feeds.backoff import Backoff
 from storage.db import Chat, OutboxRow, Store, utcnow
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE = 2.0
-RETRY_CAP = 600.0
+ROW_RETRY = Backoff(base=2.0, cap=600.0)  # a failed send: 2 s, 4 s, ... 10 minutes
 STORE_RETRY_CAP = 30.0
 
 
@@ -77,7 +77,7 @@ class Delivery:
         self.charts = charts
         self.batch = batch
         self.parallel_chats = parallel_chats
-        self.store_retry = store_retry
+        self.store_retry = Backoff(base=store_retry, cap=max(store_retry, STORE_RETRY_CAP))
         self._wake = asyncio.Event()
         self._stopping = False
         self._down: dict[str, str] = {}
@@ -102,7 +102,7 @@ class Delivery:
                 if not store_failures:
                     log.error("delivery: cannot record deliveries (%s); holding all sends", err)
                 store_failures += 1
-                wait = min(STORE_RETRY_CAP, self.store_retry * 2 ** min(store_failures - 1, 16))
+                wait = self.store_retry.delay(store_failures)
             except Exception:
                 log.exception("delivery round failed; retrying")
             if handled >= self.batch and not store_failures:
@@ -230,6 +230,6 @@ class Delivery:
         if platform not in self._down:
             log.warning("%s: delivery failing (%s); retrying with backoff", platform, err)
         self._down[platform] = str(err)
-        delay = max(err.retry_after, min(RETRY_CAP, RETRY_BASE * 2 ** min(row.attempts, 16)))
+        delay = max(err.retry_after, ROW_RETRY.delay(row.attempts + 1))
         await self.store.mark_retry(row.id, str(err), self.clock() + timedelta(seconds=delay))
         self.on_result(platform, "retry")
