@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+import aiohttp
 
 from alerts.models import Candle, Quote
 
@@ -53,6 +56,24 @@ class FeedHealth:
         self.last_ok = now
         self.consecutive_failures = 0
         self.down_since = self.cause = None
+
+
+def network_cause(err: BaseException) -> str | None:
+    """What a network failure means for a user, in a few words (no URLs, no exception text);
+    None when `err` is no network failure. Libraries wrap the original: the chain is read."""
+    chain = [err]
+    while len(chain) < 8 and (inner := chain[-1].__cause__ or chain[-1].__context__):
+        chain.append(inner)
+    if any(isinstance(e, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError)
+           for e in chain):  # fmt: skip
+        return "is unreachable through the proxy — check the proxy setting"
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "cannot be found (DNS lookup failed) — check the network or DNS"
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return "does not answer in time — check the network or proxy"
+    if any(isinstance(e, aiohttp.ClientError | OSError) for e in chain):
+        return "is unreachable — check the network or proxy"
+    return None
 
 
 class Feed(Protocol):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +26,13 @@ import ccxt.async_support as ccxt_async
 
 from alerts.models import Candle, Quote
 from feeds.backoff import Backoff
-from feeds.base import FeedError, FeedHealth, PermanentFeedError, TransientFeedError
+from feeds.base import (
+    FeedError,
+    FeedHealth,
+    PermanentFeedError,
+    TransientFeedError,
+    network_cause,
+)
 
 log = logging.getLogger(__name__)
 
@@ -340,9 +345,6 @@ def _plain_cause(err: BaseException) -> str:
 
     ccxt wraps network failures (DNS, proxy) in its own errors; the original is in the chain.
     """
-    chain = [err]
-    while len(chain) < 8 and (inner := chain[-1].__cause__ or chain[-1].__context__):
-        chain.append(inner)
     if isinstance(err, RATE_LIMIT_ERRORS):
         return "is rate-limiting our requests"
     if " 451 " in str(err) or "restricted location" in str(err).lower():
@@ -352,14 +354,12 @@ def _plain_cause(err: BaseException) -> str:
         )
     if isinstance(err, ccxt.AuthenticationError | ccxt.PermissionDenied):
         return "refuses our credentials — check TICKERBELL_EXCHANGE_OPTIONS"
-    if any(isinstance(e, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError)
-           for e in chain):  # fmt: skip
-        return "is unreachable through the proxy — check the proxy in TICKERBELL_EXCHANGE_OPTIONS"
-    if any(isinstance(e, socket.gaierror) for e in chain):
-        return "cannot be found (DNS lookup failed) — check the network or DNS"
+    cause = network_cause(err)
+    if cause is not None:
+        return cause
     if isinstance(err, ccxt.ExchangeNotAvailable):
         return "is not available (the venue answers with errors)"
-    if isinstance(err, ccxt.NetworkError | aiohttp.ClientError | TimeoutError | OSError):
+    if isinstance(err, ccxt.NetworkError):
         return "is unreachable — check the network or proxy"
     return "answers with errors"
 

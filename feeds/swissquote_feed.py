@@ -31,7 +31,14 @@ import aiohttp
 
 from alerts.models import Candle, Quote
 from feeds.backoff import Backoff
-from feeds.base import Feed, FeedError, FeedHealth, PermanentFeedError, TransientFeedError
+from feeds.base import (
+    Feed,
+    FeedError,
+    FeedHealth,
+    PermanentFeedError,
+    TransientFeedError,
+    network_cause,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +152,19 @@ class SwissquoteFeed:
             raise TransientFeedError(f"swissquote: not a quote list for {symbol}") from err
 
     def _failed(self, now: datetime, err: FeedError) -> None:
-        cause = "is rate-limiting our requests" if "429" in str(err) else "is not answering"
+        if "429" in str(err):
+            cause = "is rate-limiting our requests"
+        else:
+            cause = network_cause(err) or "answers with errors"
         self.health.failed(now, str(err), cause)
         retry_at = self.backoff.failure(now)
         if self.backoff.outage_started:
             log.warning(
-                "feed down — %s; backing off, next try at %s",
+                "feed down since %s UTC: swissquote %s; next try at %s UTC (%s)",
+                now.astimezone(UTC).strftime("%H:%M:%S"),
+                cause,
+                retry_at.astimezone(UTC).strftime("%H:%M:%S"),
                 err,
-                retry_at.isoformat(timespec="seconds"),
             )
 
 

@@ -8,6 +8,7 @@ rollover are where the test puts them; the end-to-end test runs on the wall cloc
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -211,3 +212,20 @@ async def test_tickerbell_run_polls_the_spot_source_and_status_shows_the_book(
         finally:
             stop.set()
             assert await asyncio.wait_for(running, 20) == 0
+
+
+async def test_an_unreachable_source_is_told_in_plain_words(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as closed:  # a port nobody listens on: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/instrument"
+    feed = SwissquoteFeed(clock, base_url=url, timeout=5.0)
+    try:
+        with pytest.raises(TransientFeedError):
+            await feed.quotes(["XAG/USD"])
+    finally:
+        await feed.close()
+    assert feed.health.cause == "is unreachable — check the network or proxy"
+    [line] = [r.getMessage() for r in caplog.records if "feed down" in r.getMessage()]
+    assert line.startswith("feed down since 14:00:00 UTC: swissquote is unreachable")
