@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -17,8 +18,10 @@ import pytest
 from fake_exchange import FakeExchange, Fault
 from fake_telegram import FakeTelegram
 from fake_telegram import Fault as TelegramFault
+from support.scripted import an_alert, enqueue
 from support.waiting import until
 
+from storage.db import Store
 from tickerbell import app
 from tickerbell.settings import Settings
 
@@ -127,3 +130,34 @@ async def test_health_says_when_the_telegram_command_side_is_down(tmp_path: Path
 
 async def _is(health: Callable[[], Awaitable[tuple[int, str]]], status: int) -> bool:
     return (await health())[0] == status
+
+
+async def test_start_tells_the_first_price_and_prunes_old_finished_alerts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    db = tmp_path / "d.db"
+    long_ago = datetime.now(UTC) - timedelta(days=120)
+    async with Store.open(db, clock=lambda: long_ago) as store:  # a run four months ago
+        console = await store.chat("console", "console")
+        await enqueue(store, console, an_alert())
+        [row] = await store.pending()
+        await store.mark_delivered(row.id, None)
+    async with FakeExchange() as exchange:
+        exchange.set_price("BTCUSDT", 86000.0, 86000.0)
+        settings = Settings(
+            db=db,
+            exchange_options={"binance": exchange.ccxt_options()},
+            poll_crypto_seconds=0.2,
+            outbox_retention_days=90,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(app.run(settings, once_rules=["BTC below 85000"], stop=stop))
+        try:
+            await until(lambda: _said(caplog, "BTC 86,000 from binance"), timeout=15)
+            await until(lambda: _said(caplog, "pruned 1 finished alerts"), timeout=15)
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(running, 20) == 0
+    async with Store.open(db) as store:
+        assert await store.outbox_counts() == {}
