@@ -100,6 +100,7 @@ class Service:
         self._rejecting: dict[str, str] = {}
         self._store_failing = False
         self._quotes_pruned: datetime | None = None
+        self._quotes_failing = False
         self.delivery = delivery
         self.limits = limits
         self.poll_interval = poll_interval
@@ -267,11 +268,6 @@ class Service:
         try:
             if changed or alerts:
                 await self.store.commit_tick(changed, alerts)
-            if good:
-                await self.store.save_quotes(good)
-            if self._quotes_pruned is None or now - self._quotes_pruned > QUOTE_PRUNE_EVERY:
-                await self.store.prune_quotes(now - QUOTE_RETENTION)
-                self._quotes_pruned = now
         except Exception as err:
             self.book.revert(evaluation)  # decided again next tick, not lost
             stats.failures += 1
@@ -284,6 +280,7 @@ class Service:
         if self._store_failing:
             log.info("saving ticks works again")
             self._store_failing = False
+        await self._keep_quotes(good, now)
         committed = time.perf_counter()
         self.stats.last_tick = {
             "fetch": fetched - started,
@@ -293,6 +290,23 @@ class Service:
         if alerts:
             self.stats.alerts_decided += len(alerts)
             self.delivery.wake()
+
+    async def _keep_quotes(self, good: list[Quote], now: datetime) -> None:
+        """Store the tick's good quotes (they warm the market after a restart) and drop old
+        ones hourly. Best effort: the tick's decisions are committed already, so a failure
+        here must not undo them."""
+        try:
+            if good:
+                await self.store.save_quotes(good)
+            if self._quotes_pruned is None or now - self._quotes_pruned > QUOTE_PRUNE_EVERY:
+                await self.store.prune_quotes(now - QUOTE_RETENTION)
+                self._quotes_pruned = now
+        except Exception as err:
+            if not self._quotes_failing:
+                log.warning("cannot save recent quotes (%s); alerts are not affected", err)
+            self._quotes_failing = True
+            return
+        self._quotes_failing = False
 
     async def _load_history(self, feed: Feed, wanted: list[Instrument], days: int = 0) -> None:
         """Daily candles for rules that look back in days, fetched at most once a day."""
