@@ -37,7 +37,7 @@ from feeds.base import FeedHealth
 from feeds.catalogue import Catalogue
 from storage.db import Chat, Store
 from tickerbell.delivery import Delivery
-from tickerbell.service import Service
+from tickerbell.market_data import MarketData
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_telegram import FakeTelegram, Limits
@@ -107,25 +107,18 @@ async def main(chats: int, scale: float, direct: bool, interval: float) -> None:
             subscribed = await store.import_chats("telegram", ids, "private")
             for chat in subscribed:
                 await store.subscribe(chat.id, "XAU")
-            delivery = Delivery(store, {}, interval=interval)
-            service = Service(
-                store,
-                Catalogue(),
-                lambda source: NoFeed(),
-                delivery,
-                limits=QuoteLimits(max_age=timedelta(minutes=10)),
-                band=0.0025,
-                poll_interval=lambda source: 60.0,
+            data = MarketData(
+                Catalogue(), lambda source: NoFeed(), QuoteLimits(max_age=timedelta(minutes=10))
             )
             bot = TelegramBot(
                 token=TOKEN,
                 base_url=fake.base_url,
-                commands=Commands(store, service),
+                commands=Commands(store, data),
                 store=store,
                 rates=rates,
             )
             timed = Timed(bot)
-            delivery.notifiers[timed.name] = timed
+            delivery = Delivery(store, {timed.name: timed}, interval=interval)
             await bot.start()
             worker = None if direct else asyncio.create_task(delivery.run())
             try:

@@ -23,7 +23,7 @@ from alerts.sanity import Limits
 from feeds.base import FeedHealth
 from feeds.catalogue import Catalogue
 from storage.db import Store
-from tickerbell.delivery import Delivery
+from tickerbell.market_data import MarketData
 from tickerbell.service import Service
 
 CHATS, RULES, TICKS = 10_000, 100_000, 7
@@ -70,16 +70,13 @@ async def main() -> None:
             await store.import_rules(rows)
             del rows  # the benchmark's own setup data is not the service's memory
             print(f"setup: {CHATS:,} chats, {RULES:,} rules in {time.perf_counter() - start:.1f} s")
-            service = Service(
-                store,
+            data = MarketData(
                 Catalogue(),
                 lambda source: venue,
-                Delivery(store, {}),
-                limits=Limits(max_age=timedelta(minutes=10)),
-                band=0.0025,
-                poll_interval=lambda source: 10.0,
+                Limits(max_age=timedelta(minutes=10)),
                 clock=lambda: venue.now,
             )
+            service = Service(store, data, band=0.0025, poll_interval=lambda source: 10.0)
             start = time.perf_counter()
             await service.poll("ccxt:binance")  # every rule learns where the market is
             print(f"first tick (load {RULES:,} rules, every state saved): "

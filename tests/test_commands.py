@@ -17,6 +17,7 @@ from alerts.models import Candle
 from bot.commands import Caller, Commands, Reply
 from bot.render import plain, split_messages, telegram_html
 from storage.db import Store
+from tickerbell.market_data import MarketData
 from tickerbell.service import Service
 
 ME = Caller("telegram", "42", "private", "u1")
@@ -40,7 +41,7 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[Commands, Store, ScriptedVe
         ]  # fmt: skip
     async with service(tmp_path / "cmd.db", clock, venue) as (svc, store, _):
         yield (
-            Commands(store, svc, rules_per_chat=3, commands_per_minute=30, clock=clock),
+            Commands(store, svc.data, rules_per_chat=3, commands_per_minute=30, clock=clock),
             store,
             venue,
             clock,
@@ -357,8 +358,9 @@ async def test_moving_average_and_rsi_alerts_fire_in_the_live_service(
     cmds, store, venue, clock = env
     assert await say(cmds, "/alert BTC crosses ma 20d") == "Alert #1 set: BTC crosses ma 20d"
     assert await say(cmds, "/alert BTC rsi 14d below 30") == "Alert #2 set: BTC rsi 14d below 30"
-    service = cmds.view
-    assert isinstance(service, Service)
+    data = cmds.view
+    assert isinstance(data, MarketData)  # the live service ticks over the commands' market data
+    service = Service(store, data, band=0.0025, poll_interval=lambda source: 10.0)
     for price in (86000.0, 84000.0, 80000.0):
         venue.prices["BTC/USDT"] = price
         await service.poll("ccxt:binance")

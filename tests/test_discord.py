@@ -103,7 +103,7 @@ async def rig(db: Path, *, start: bool = True, **options: Any) -> AsyncIterator[
         options.setdefault("gateway", False)
         options.setdefault("retry_base", 0.02)  # reconnecting: 20 ms doubling up to 0.2 s
         options.setdefault("retry_cap", 0.2)
-        commands = Commands(store, service, clock=clock)
+        commands = Commands(store, service.data, clock=clock)
         bot = DiscordBot(token=TOKEN, commands=commands, store=store, **options)
         delivery.notifiers[bot.name] = bot
         try:
@@ -643,7 +643,7 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
     ):
         delivery = Delivery(store, {}, clock=clock)
         service = make_service(store, delivery, venue, clock)
-        commands = Commands(store, service)
+        commands = Commands(store, service.data)
         telegram = TelegramBot(
             token=telegram_token,
             base_url=tg.base_url,

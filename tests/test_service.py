@@ -100,18 +100,18 @@ async def test_outage_fires_nothing_and_health_follows(tmp_path: Path) -> None:
         await add_rule(store, "telegram", "1", "BTC below 85000")
         venue.prices["BTC/USDT"] = 86000.0
         await svc.poll("ccxt:binance")
-        assert svc.healthy()
+        assert svc.data.healthy()
         venue.down = True
         for _ in range(30):  # five minutes of failures
             clock.tick()
             await svc.poll("ccxt:binance")
-        assert not svc.healthy()
+        assert not svc.data.healthy()
         assert svc.stats.feeds["ccxt:binance"].failures == 30
         venue.down = False
         venue.prices["BTC/USDT"] = 85500.0  # recovered, still above the level
         clock.tick()
         await svc.poll("ccxt:binance")
-        assert svc.healthy()
+        assert svc.data.healthy()
         await delivery.drain()
         assert tg.sent == []
 
@@ -222,7 +222,7 @@ async def test_subscribers_get_the_notable_move_digest(tmp_path: Path) -> None:
         ]
         await store.unsubscribe(one.id)
         await svc.refresh_rules()
-        assert svc.digest_chats["BTC"] == {two.id}
+        assert svc.rules.digest_chats["BTC"] == {two.id}
 
 
 async def test_alerts_carry_a_chart_unless_the_chat_turned_charts_off(tmp_path: Path) -> None:
@@ -256,7 +256,7 @@ async def test_chart_axes_name_the_quote_currency(
 ) -> None:
     clock = Clock()
     async with service(tmp_path / "cur.db", clock, ScriptedVenue(clock)) as (svc, _, _):
-        assert svc.currency(symbol) == currency
+        assert svc.data.currency(symbol) == currency
 
 
 @pytest.mark.parametrize("look_first", ["fresh_quote", "daily"])
@@ -273,9 +273,9 @@ async def test_a_symbol_looked_at_before_its_rule_is_polled_once_the_rule_exists
         try:
             venue.prices["BTC/USDT"] = 86000.0
             if look_first == "fresh_quote":
-                assert await svc.fresh_quote("BTC") is not None
+                assert await svc.data.fresh_quote("BTC") is not None
             else:
-                await svc.daily("BTC", 30)
+                await svc.data.daily("BTC", 30)
             await add_rule(store, "telegram", "42", "BTC below 85000")
             await svc.refresh_rules()
             seen = venue.requests
@@ -376,11 +376,11 @@ async def test_zero_prices_are_counted_and_logged_once(
             await svc.poll("ccxt:binance")
             clock.tick()
         assert svc.stats.feeds["ccxt:binance"].rejected == {"not_positive": 5}
-        assert not svc.healthy()
-        assert "rejected" in svc.feed_note("BTC")
+        assert not svc.data.healthy()
+        assert "rejected" in svc.data.feed_note("BTC")
         venue.prices["BTC/USDT"] = 86000.0
         await svc.poll("ccxt:binance")
-        assert "rejected" not in svc.feed_note("BTC")
+        assert "rejected" not in svc.data.feed_note("BTC")
     lines = [r.getMessage() for r in caplog.records if "BTC" in r.getMessage()]
     assert sum("rejecting BTC quotes" in line for line in lines) == 1
     assert sum("good BTC quotes again" in line for line in lines) == 1
@@ -399,12 +399,12 @@ async def test_status_says_plainly_when_the_venue_is_down_and_forgets_it_after(
         venue.health.failed(clock(), "binance GET https://api.binance.com/... timed out", "is x")
         clock.tick()
         await svc.poll("ccxt:binance")
-        assert svc.feed_note("BTC") == "binance is x since 12:00 UTC; retrying."
+        assert svc.data.feed_note("BTC") == "binance is x since 12:00 UTC; retrying."
         venue.down = False
         venue.health.ok(clock())
         clock.tick()
         await svc.poll("ccxt:binance")
-        assert "since" not in svc.feed_note("BTC") and "http" not in svc.feed_note("BTC")
+        assert "since" not in svc.data.feed_note("BTC") and "http" not in svc.data.feed_note("BTC")
 
 
 async def test_after_a_restart_a_short_window_rule_sees_the_minutes_before_it(

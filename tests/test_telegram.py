@@ -92,7 +92,7 @@ async def rig(
         bot = TelegramBot(
             token=TOKEN,
             base_url=fake.base_url,
-            commands=Commands(store, service),
+            commands=Commands(store, service.data),
             store=store,
             **options,
         )

@@ -1,12 +1,15 @@
 """The composition root: builds every part from Settings, runs them, and shuts down in reverse.
 
-Start-up: database (migrated) -> notifiers -> delivery -> service (scheduler, feeds on demand)
--> Telegram and Discord (when a token is set) -> metrics. One `AsyncExitStack` owns every
-part as it starts, so whether the run ends by SIGINT/SIGTERM, the end of a replay or a part
-that fails to start, everything already started is closed in reverse: stop taking commands,
-stop polling, stop delivery after the row in flight (the rest stay pending in the outbox),
-close feeds, close notifiers, close the database. A chat platform that is unreachable at start
-does not stop the bot: its adapter keeps retrying while everything else runs.
+Each part is given what it needs when it is built and never wired afterwards: database
+(migrated) -> market data (feeds on demand) -> command layer -> Telegram and Discord adapters
+(when a token is set) -> delivery (every notifier, the chart maker, the stats) -> service (the
+ticks; it wakes delivery). Then they start: delivery, service, the adapters, metrics. One
+`AsyncExitStack` owns every part as it starts, so whether the run ends by SIGINT/SIGTERM, the
+end of a replay or a part that fails to start, everything already started is closed in
+reverse: stop taking commands, stop polling, stop delivery after the row in flight (the rest
+stay pending in the outbox), close notifiers, close feeds, close the database. A chat platform
+that is unreachable at start does not stop the bot: its adapter keeps retrying while
+everything else runs.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from feeds.replay import SOURCE as REPLAY
 from storage.db import Store, utcnow
 from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery
-from tickerbell.service import Resolver, Service
+from tickerbell.market_data import MarketData, Resolver
+from tickerbell.service import Service
 from tickerbell.settings import Settings
 
 log = logging.getLogger("tickerbell")
@@ -199,37 +203,36 @@ async def run(
             for symbol in rule.symbols:
                 catalogue.resolve(symbol)
             await store.add_rule(console.id, rules.format(rule), RUN_RULE, settings.rules_per_chat)
-        by_name: dict[str, Notifier] = {"console": ConsoleNotifier()}
-        by_name.update({n.name: n for n in notifiers})
-        parts.push_async_callback(_close_notifiers, by_name)
-        delivery = Delivery(store, by_name, clock=utcnow)
-        limits = limits_for(settings, replay=replay is not None)
-        service = Service(
-            store,
-            catalogue,
-            feed_for,
-            delivery,
-            limits=limits,
-            band=settings.hysteresis_pct / 100,
-            poll_interval=poll_interval(settings, replay_speed),
-            clock=clock,
+        data = MarketData(
+            catalogue, feed_for, limits_for(settings, replay=replay is not None), clock=clock
         )
-        parts.push_async_callback(service.close_feeds)
-        delivery.on_result = service.stats.delivery
+        parts.push_async_callback(data.close_feeds)
         chart_cache = ChartCache()
-        delivery.charts = AlertCharts(service.market, chart_cache, service.currency).for_alert
         commands = Commands(
             store,
-            service,
+            data,
             rules_per_chat=settings.rules_per_chat,
             commands_per_minute=settings.commands_per_minute,
             charts=chart_cache,
         )
-        front_ends: list[FrontEnd] = []
-        if replay is None:
-            front_ends = make_front_ends(settings, store, commands)
-        for front_end in front_ends:
-            by_name[front_end.name] = delivery.notifiers[front_end.name] = front_end
+        front_ends = [] if replay is not None else make_front_ends(settings, store, commands)
+        by_name: dict[str, Notifier] = {"console": ConsoleNotifier()}
+        by_name.update({n.name: n for n in (*notifiers, *front_ends)})
+        parts.push_async_callback(_close_notifiers, by_name)
+        delivery = Delivery(
+            store,
+            by_name,
+            clock=utcnow,
+            on_result=data.stats.delivery,
+            charts=AlertCharts(data.market, chart_cache, data.currency).for_alert,
+        )
+        service = Service(
+            store,
+            data,
+            band=settings.hysteresis_pct / 100,
+            poll_interval=poll_interval(settings, replay_speed),
+            wake=delivery.wake,
+        )
         _log_start(settings, by_name, replay is not None)
         housekeeping = [asyncio.create_task(_log_first_prices(service), name="first prices")]
         if replay is None:  # a replay's database is thrown away, and its clock is years ago

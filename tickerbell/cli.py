@@ -20,7 +20,7 @@ from tickerbell import __version__
 if TYPE_CHECKING:
     from alerts.models import Candle
     from feeds.replay import ReplayFeed
-    from tickerbell.service import Service
+    from tickerbell.market_data import MarketData
     from tickerbell.settings import Settings
 
 CONSOLE = ("console", "console", "console", "console")  # the console chat's Caller
@@ -293,22 +293,22 @@ async def _replay_run(
         )
 
 
-class _ServiceOnDemand:
-    """Stands in for the Service in a console command and builds it on first use: /help,
-    /alerts and /remove need no market, so they import no ccxt, APScheduler or feed."""
+class _MarketOnDemand:
+    """Stands in for the market data in a console command and builds it on first use: /help,
+    /alerts and /remove need no market, so they import no ccxt or feed."""
 
-    def __init__(self, build: Callable[[], Service]) -> None:
+    def __init__(self, build: Callable[[], MarketData]) -> None:
         self._build = build
-        self._service: Service | None = None
+        self._data: MarketData | None = None
 
     def __getattr__(self, name: str) -> Any:
-        if self._service is None:
-            self._service = self._build()
-        return getattr(self._service, name)
+        if self._data is None:
+            self._data = self._build()
+        return getattr(self._data, name)
 
     async def close_feeds(self) -> None:
-        if self._service is not None:
-            await self._service.close_feeds()
+        if self._data is not None:
+            await self._data.close_feeds()
 
 
 def _console_command(text: str) -> int:
@@ -324,29 +324,24 @@ def _console_command(text: str) -> int:
     async def go() -> int:
         async with Store.open(settings.db) as store:
 
-            def build() -> Service:
+            def build() -> MarketData:
                 from tickerbell import app
-                from tickerbell.delivery import Delivery
-                from tickerbell.service import Service
+                from tickerbell.market_data import MarketData
                 from tickerbell.settings import check_exchanges
 
                 check_exchanges(settings)
-                return Service(
-                    store,
+                return MarketData(
                     app.catalogue_for(settings),
                     app.live_feed_factory(settings, utcnow),
-                    Delivery(store, {}),
-                    limits=app.limits_for(settings),
-                    band=settings.hysteresis_pct / 100,
-                    poll_interval=lambda source: settings.poll_crypto_seconds,
+                    app.limits_for(settings),
                 )
 
-            service = _ServiceOnDemand(build)
-            commands = Commands(store, service, rules_per_chat=settings.rules_per_chat)
+            data = _MarketOnDemand(build)
+            commands = Commands(store, data, rules_per_chat=settings.rules_per_chat)
             try:
                 reply = await commands.handle(Caller(*CONSOLE), text)
             finally:
-                await service.close_feeds()
+                await data.close_feeds()
         print(plain(reply), file=sys.stdout if reply.ok else sys.stderr)
         if reply.image is not None:
             CHART_FILE.write_bytes(reply.image)

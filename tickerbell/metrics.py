@@ -74,7 +74,7 @@ class _Snapshot(Collector):
 
 def problems(service: Service, front_ends: Sequence[Listening] = ()) -> list[str]:
     """What makes the bot unhealthy now (empty when healthy)."""
-    found = [] if service.healthy() else ["no feed has a fresh good quote"]
+    found = [] if service.data.healthy() else ["no feed has a fresh good quote"]
     found.extend(
         f"{front_end.name} is not receiving commands"
         for front_end in front_ends

@@ -15,6 +15,7 @@ from feeds.base import Feed, FeedHealth, TransientFeedError
 from feeds.catalogue import Catalogue
 from storage.db import Chat, Store, utcnow
 from tickerbell.delivery import Delivery, DeliveryError
+from tickerbell.market_data import MarketData
 from tickerbell.service import Service
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -92,15 +93,9 @@ def make_service(
     poll_seconds: float = 10.0,
 ) -> Service:
     """A real Service over `store` whose every price source is `feed` (the far side's stand-in)."""
+    data = MarketData(Catalogue(), lambda source: feed, Limits(max_age=max_age), clock=clock)
     return Service(
-        store,
-        Catalogue(),
-        lambda source: feed,
-        delivery,
-        limits=Limits(max_age=max_age),
-        band=0.0025,
-        poll_interval=lambda source: poll_seconds,
-        clock=clock,
+        store, data, band=0.0025, poll_interval=lambda source: poll_seconds, wake=delivery.wake
     )
 
 

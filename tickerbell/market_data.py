@@ -1,0 +1,262 @@
+"""Market data: the feeds, where each symbol's price comes from, daily history and the live
+`Market` that ticks feed and chat commands read.
+
+One object owns it all, so a feed is created in one place whether a tick or `/status` asks
+first, and a bad quote is counted and logged in one place. It is `bot.commands.MarketView`:
+the command layer reads prices through it, never through the service that runs the ticks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Protocol
+
+from alerts.indicators import Market
+from alerts.models import Candle, Quote, Rule, RuleError
+from alerts.sanity import Limits
+from feeds.base import Feed, FeedError
+from feeds.catalogue import Instrument, canonical_rule
+from storage.db import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Resolver(Protocol):
+    """Maps a symbol to where its price comes from (feeds.catalogue.Catalogue, or replay's)."""
+
+    def resolve(self, text: str) -> Instrument: ...
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """Per-feed figures for /metrics and /healthz."""
+
+    polls: int = 0
+    failures: int = 0
+    last_good: datetime | None = None
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Stats:
+    """What the service counts; the metrics endpoint reads it."""
+
+    feeds: dict[str, FeedStats] = field(default_factory=dict)
+    alerts_decided: int = 0
+    last_tick: dict[str, float] = field(default_factory=dict)
+    deliveries: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def delivery(self, platform: str, outcome: str) -> None:
+        key = (platform, outcome)
+        self.deliveries[key] = self.deliveries.get(key, 0) + 1
+
+    def feed(self, source: str) -> FeedStats:
+        return self.feeds.setdefault(source, FeedStats())
+
+
+class MarketData:
+    """Feeds (one per source, created on first use), instruments, history and the Market."""
+
+    def __init__(
+        self,
+        catalogue: Resolver,
+        feed_for: Callable[[str], Feed],
+        limits: Limits,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        stats: Stats | None = None,
+    ) -> None:
+        self.catalogue = catalogue
+        self.feed_for = feed_for
+        self.limits = limits
+        self.clock = clock
+        self.stats = stats or Stats()
+        self.market = Market(limits)
+        self.feeds: dict[str, Feed] = {}
+        self.instruments: dict[str, Instrument] = {}
+        self.rejecting: dict[str, str] = {}  # symbol -> why its quotes are refused now
+        self._history_day: dict[str, date] = {}
+        self._history_failing: set[str] = set()
+        self._days_needed: dict[str, int] = {}
+
+    # --- symbols and feeds ---
+
+    def canonical(self, rule: Rule) -> Rule:
+        """The rule with its symbols as the catalogue names them (GOLD -> XAU)."""
+        return canonical_rule(rule, self.instrument)
+
+    def instrument(self, symbol: str) -> Instrument:
+        found = self.instruments.get(symbol)
+        if found is None:
+            found = self.instruments[symbol] = self.catalogue.resolve(symbol)
+        return found
+
+    def feed(self, source: str) -> Feed:
+        """The one feed of a source, created on first use."""
+        found = self.feeds.get(source)
+        if found is None:
+            found = self.feeds[source] = self.feed_for(source)
+        return found
+
+    async def close_feeds(self) -> None:
+        for feed in self.feeds.values():
+            try:
+                await feed.close()
+            except Exception:
+                log.exception("closing %s failed", feed.name)
+
+    # --- what a tick does with a feed ---
+
+    async def fetch(self, source: str, symbols: Iterable[str]) -> list[Quote] | None:
+        """One round of quotes of `symbols` from `source`, ingested into the market: the good
+        ones (an empty list when every quote was refused), or None when the feed failed (it
+        logs the outage once and backs off)."""
+        wanted = [i for s in symbols if (i := self.instrument(s)).source == source]
+        if not wanted:
+            return []
+        feed = self.feed(source)
+        stats = self.stats.feed(source)
+        stats.polls += 1
+        await self.load_history(feed, wanted)
+        try:
+            raw = await feed.quotes([i.native for i in wanted])
+        except FeedError:
+            stats.failures += 1
+            return None
+        now = self.clock()
+        by_native = {i.native: i.symbol for i in wanted}
+        good: list[Quote] = []
+        for native, quote in raw.items():
+            symbol = by_native.get(native)
+            if symbol is not None:
+                ingested = self._ingest(source, replace(quote, symbol=symbol), now)
+                if ingested:
+                    good.append(ingested)
+        if good:
+            stats.last_good = now
+        return good
+
+    def _ingest(self, source: str, quote: Quote, now: datetime) -> Quote | None:
+        """The quote into the market, or None when the guard refuses it (logged once per run of
+        bad quotes, counted by reason)."""
+        symbol = quote.symbol
+        problem = self.market.ingest(quote, now)
+        if problem is None:
+            if self.rejecting.pop(symbol, None) is not None:
+                log.info("%s: good %s quotes again (%s)", source, symbol, quote.price)
+            return quote
+        rejected = self.stats.feed(source).rejected
+        rejected[problem.value] = rejected.get(problem.value, 0) + 1
+        if symbol not in self.rejecting:
+            log.warning(
+                "%s: rejecting %s quotes (%s: %s); no rule sees them",
+                source,
+                symbol,
+                problem.value,
+                quote.price,
+            )
+        self.rejecting[symbol] = problem.value
+        return None
+
+    def need_history(self, days: dict[str, int]) -> None:
+        """Per symbol, how many days of daily bars the rules look back; a symbol that now
+        looks further back than before is loaded again."""
+        for symbol, wanted in days.items():
+            if wanted > self._days_needed.get(symbol, 0):
+                self._history_day.pop(symbol, None)
+        self._days_needed = dict(days)
+
+    async def load_history(self, feed: Feed, wanted: list[Instrument], days: int = 0) -> None:
+        """Daily candles for rules that look back in days, fetched at most once a day."""
+        today = self.clock().date()
+        for instrument in wanted:
+            if self._history_day.get(instrument.symbol) == today:
+                continue
+            days = max(days, self._days_needed.get(instrument.symbol, 0))
+            if not days:
+                continue
+            # N bars of a market closed at weekends and holidays span about 3/2 N calendar days
+            since = self.clock() - timedelta(days=days * 3 // 2 + 10)
+            try:
+                candles = await feed.candles(instrument.native, "1d", since)
+            except FeedError as err:
+                if instrument.symbol not in self._history_failing:
+                    log.warning("history for %s unavailable: %s", instrument.symbol, err)
+                    self._history_failing.add(instrument.symbol)
+                continue
+            self._history_failing.discard(instrument.symbol)
+            self.market.add_candles(instrument.symbol, candles)
+            self._history_day[instrument.symbol] = today
+
+    # --- what chat commands read (bot.commands.MarketView) ---
+
+    async def fresh_quote(self, symbol: str) -> Quote | None:
+        """The current quote; a symbol no rule watches is fetched once, now."""
+        now = self.clock()
+        quote = self.market.quote(symbol, now)
+        if quote is not None:
+            return quote
+        instrument = self.instrument(symbol)
+        feed = self.feed(instrument.source)
+        try:
+            raw = await feed.quotes([instrument.native])
+            await self.load_history(feed, [instrument], days=20)
+        except FeedError:
+            return None
+        if instrument.native in raw:
+            self.market.ingest(replace(raw[instrument.native], symbol=symbol), now)
+        return self.market.quote(symbol, now)
+
+    async def daily(self, symbol: str, days: int) -> list[Candle]:
+        """Daily bars of the last `days` days (loaded from the feed if not in memory yet)."""
+        instrument = self.instrument(symbol)
+        have = self.market.history(symbol).candles
+        start = self.clock().date() - timedelta(days=days)
+        if not have or have[0].day > start:
+            self._history_day.pop(symbol, None)
+            await self.load_history(self.feed(instrument.source), [instrument], days=days)
+        return [c for c in self.market.history(symbol).candles if c.day >= start]
+
+    def currency(self, symbol: str) -> str:
+        """The quote currency of a pair (`BTC/USDT` -> USDT); Yahoo's metals are in USD."""
+        try:
+            native = self.instrument(symbol).native
+        except RuleError:
+            return "USD"  # a ratio or an unknown symbol: no currency of its own
+        return native.rsplit("/", 1)[1] if "/" in native else "USD"
+
+    def feed_note(self, symbol: str) -> str:
+        """Where the price comes from and how fresh it is, for /status."""
+        instrument = self.instrument(symbol)
+        feed = self.feeds.get(instrument.source)
+        hist = self.market.history(symbol)
+        closed: set[str] = getattr(feed, "market_closed", set())
+        if instrument.native in closed:
+            return f"{instrument.source} {instrument.native}: market closed"
+        venue = instrument.source.removeprefix("ccxt:")
+        health = feed.health if feed is not None else None
+        if health is not None and health.down_since is not None:
+            since = f"{health.down_since:%H:%M} UTC"
+            return f"{venue} {health.cause or 'is failing'} since {since}; retrying."
+        parts = [f"{instrument.source} {instrument.native}"]
+        note = getattr(feed, "book_note", None)
+        if note:
+            parts[0] += f" ({note})"
+        if hist.last is not None:
+            age = (self.clock() - hist.last.ts).total_seconds()
+            parts.append(f"quote {age:.0f}s old")
+        if symbol in self.rejecting:
+            parts.append(f"its quotes are being rejected ({self.rejecting[symbol]})")
+        return ", ".join(parts)
+
+    def healthy(self) -> bool:
+        """True when some feed produced a good quote within the staleness limit."""
+        now = self.clock()
+        for source, stats in self.stats.feeds.items():
+            limit = self.limits.age_limit(source)
+            if limit is None or (stats.last_good is not None and now - stats.last_good <= limit):
+                return True
+        return False
