@@ -1,1 +1,2 @@
-"""Persistence: aiosqlite connection, migrations and repositories (no SQL elsewhere)."""
+"""Persistence: the storage contract (api), the SQLite store (db, migrations; no SQL elsewhere)
+and an in-memory store (memory)."""

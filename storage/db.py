@@ -1,4 +1,5 @@
-"""The SQLite store: one aiosqlite connection, migrations, and every query Tickerbell makes.
+"""The SQLite store (a `storage.api.Storage`): one aiosqlite connection, migrations, and every
+query Tickerbell makes.
 
 Pragmas: WAL (readers never block the writer), a 5 s busy timeout (the CLI may write while the
 service runs), and `synchronous=FULL`. In WAL mode NORMAL can lose the last commits on a power
@@ -19,9 +20,8 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,54 +29,24 @@ from typing import Any
 import aiosqlite
 
 from alerts.models import Alert, Condition, Direction, Quote, RuleState
+from storage.api import Chat, Clock, LimitReached, OutboxRow, Storage, StoredRule, utcnow
 from storage.migrations import MIGRATIONS
 
-Clock = Callable[[], datetime]
+# The value names callers import from here until they import them from storage.api.
+__all__ = [
+    "Chat",
+    "Clock",
+    "LimitReached",
+    "OutboxRow",
+    "Store",
+    "StoredRule",
+    "alert_from_json",
+    "alert_to_json",
+    "backup",
+    "utcnow",
+]
+
 _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class LimitReached(Exception):
-    """A chat already has as many rules as it may."""
-
-
-@dataclass(frozen=True, slots=True)
-class Chat:
-    """A place alerts go: a Telegram chat, a Discord channel, or the console."""
-
-    id: int
-    platform: str
-    chat_id: str
-    kind: str
-    active: bool
-    muted_until: datetime | None
-    charts: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRule:
-    """A rule row: canonical text plus its saved engine state (None before the first tick)."""
-
-    id: int
-    chat: int
-    text: str
-    created_by: str
-    created_at: datetime
-    state: RuleState | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One decided alert waiting for (or done with) delivery to one chat."""
-
-    id: int
-    rule: int | None
-    chat: Chat
-    alert: Alert
-    attempts: int
 
 
 def alert_to_json(alert: Alert) -> str:
@@ -170,7 +140,7 @@ class Store:
             await conn.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One serialised write transaction: all of it lands, or none of it."""
         async with self._write:
             await self._conn.execute("BEGIN IMMEDIATE")
@@ -189,7 +159,7 @@ class Store:
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
-            async with self.transaction() as conn:
+            async with self._transaction() as conn:
                 for statement in _statements(script):
                     await conn.execute(statement)
                 await conn.execute("DELETE FROM schema_version")
@@ -212,7 +182,7 @@ class Store:
 
     async def chat(self, platform: str, chat_id: str, kind: str = "private") -> Chat:
         """The chat with this platform id, created on first sight."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "INSERT INTO chats (platform, chat_id, kind, created_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (platform, chat_id) DO NOTHING",
@@ -235,24 +205,26 @@ class Store:
             f"SELECT {_CHAT_COLUMNS} FROM chats WHERE id = ?",
             (chat,),
         )
+        if row is None:
+            raise KeyError(f"no chat {chat}")
         return _chat(row)
 
     async def set_chat_active(self, chat: int, active: bool) -> None:
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute("UPDATE chats SET active = ? WHERE id = ?", (int(active), chat))
 
     async def set_muted(self, chat: int, until: datetime | None) -> None:
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute("UPDATE chats SET muted_until = ? WHERE id = ?", (_ts(until), chat))
 
     async def set_charts(self, chat: int, on: bool) -> None:
         """Whether this chat's alerts carry a chart."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute("UPDATE chats SET charts = ? WHERE id = ?", (int(on), chat))
 
     async def move_chat(self, platform: str, old_id: str, new_id: str) -> None:
         """A chat changed its id (a Telegram group became a supergroup): keep its rules."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "UPDATE chats SET chat_id = ? WHERE platform = ? AND chat_id = ?",
                 (new_id, platform, old_id),
@@ -262,7 +234,7 @@ class Store:
 
     async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
         """Insert a rule (its canonical text); raise LimitReached past `limit` active rules."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             async with conn.execute(
                 "SELECT count(*) FROM rules WHERE chat = ? AND active = 1", (chat,)
             ) as cur:
@@ -279,7 +251,7 @@ class Store:
     async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
         """Insert many (chat, canonical text, created_by) rules in one transaction (no limit)."""
         stamp = _ts(self._clock())
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.executemany(
                 "INSERT INTO rules (chat, text, created_by, created_at) VALUES (?, ?, ?, ?)",
                 [(chat, text, by, stamp) for chat, text, by in rows],
@@ -287,14 +259,14 @@ class Store:
 
     async def import_chats(self, platform: str, chat_ids: list[str], kind: str) -> list[Chat]:
         """Create many chats in one transaction; return them all (new or existing)."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.executemany(
                 "INSERT INTO chats (platform, chat_id, kind, created_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (platform, chat_id) DO NOTHING",
                 [(platform, chat_id, kind, _ts(self._clock())) for chat_id in chat_ids],
             )
         rows = await self._all(
-            f"SELECT {_CHAT_COLUMNS} FROM chats WHERE platform = ?",
+            f"SELECT {_CHAT_COLUMNS} FROM chats WHERE platform = ? ORDER BY chat_id",
             (platform,),
         )
         wanted = set(chat_ids)
@@ -303,7 +275,7 @@ class Store:
     async def remove_rule(self, chat: int, rule: int) -> bool:
         """Deactivate one of this chat's rules and drop its alerts not yet sent; False when
         the chat has no such rule."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE rules SET active = 0 WHERE id = ? AND chat = ? AND active = 1",
                 (rule, chat),
@@ -318,7 +290,7 @@ class Store:
     async def remove_all_rules(self, chat: int) -> int:
         """Deactivate every rule of this chat and drop their alerts not yet sent; return how
         many rules."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE rules SET active = 0 WHERE chat = ? AND active = 1", (chat,)
             )
@@ -331,7 +303,7 @@ class Store:
 
     async def remove_rules_created_by(self, chat: int, created_by: str) -> int:
         """Deactivate a chat's rules made by one author (the rules of a finished `run --rule`)."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE rules SET active = 0 WHERE chat = ? AND created_by = ? AND active = 1",
                 (chat, created_by),
@@ -378,7 +350,7 @@ class Store:
         """
         now = self._clock()
         stamp = _ts(now)
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.executemany(
                 "INSERT INTO rule_state (rule, state, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (rule) DO UPDATE SET state = excluded.state,"
@@ -439,7 +411,7 @@ class Store:
         ]
 
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "UPDATE outbox SET status = 'delivered', delivered_at = ?, message_id = ?,"
                 " attempts = attempts + 1 WHERE id = ?",
@@ -447,7 +419,7 @@ class Store:
             )
 
     async def mark_retry(self, row: int, error: str, next_attempt: datetime) -> None:
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
                 " WHERE id = ?",
@@ -456,7 +428,7 @@ class Store:
 
     async def mark_failed(self, row: int, error: str) -> None:
         """A permanent failure: the row stops being retried and keeps its error."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?"
                 " WHERE id = ?",
@@ -480,7 +452,7 @@ class Store:
         """Forget finished alerts (delivered, failed, muted, inactive, removed) decided before
         `before`, so the outbox and the history stay bounded; pending rows stay whatever their
         age. Returns how many rows went. The file keeps its size: freed pages are reused."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             cursor = await conn.execute(
                 "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (_ts(before),)
             )
@@ -490,7 +462,7 @@ class Store:
 
     async def subscribe(self, chat: int, symbol: str) -> bool:
         """Subscribe a chat to a symbol's notable-move digest; False if it already was."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             cursor = await conn.execute(
                 "INSERT INTO subscriptions (chat, symbol, created_at) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
@@ -500,7 +472,7 @@ class Store:
 
     async def unsubscribe(self, chat: int, symbol: str | None = None) -> int:
         """Drop one subscription, or all of a chat's; return how many."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             if symbol is None:
                 cursor = await conn.execute("DELETE FROM subscriptions WHERE chat = ?", (chat,))
             else:
@@ -512,8 +484,11 @@ class Store:
     async def subscriptions(self, chat: int | None = None) -> list[tuple[int, str]]:
         """(chat, symbol) pairs: one chat's, or all."""
         if chat is None:
-            return [tuple(r) for r in await self._all("SELECT chat, symbol FROM subscriptions")]
-        rows = await self._all("SELECT chat, symbol FROM subscriptions WHERE chat = ?", (chat,))
+            rows = await self._all("SELECT chat, symbol FROM subscriptions ORDER BY chat, symbol")
+            return [(r[0], r[1]) for r in rows]
+        rows = await self._all(
+            "SELECT chat, symbol FROM subscriptions WHERE chat = ? ORDER BY symbol", (chat,)
+        )
         return [(r[0], r[1]) for r in rows]
 
     # --- recent quotes ---
@@ -521,7 +496,7 @@ class Store:
     async def save_quotes(self, quotes: Iterable[Quote]) -> None:
         """Record good quotes (they warm the market after a restart)."""
         rows = [(q.symbol, _ts(q.ts), q.last, q.bid, q.ask, q.source) for q in quotes]
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.executemany(
                 "INSERT OR REPLACE INTO quotes (symbol, ts, last, bid, ask, source)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -530,7 +505,7 @@ class Store:
 
     async def prune_quotes(self, before: datetime) -> int:
         """Drop quotes older than `before`; return how many."""
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             cursor = await conn.execute("DELETE FROM quotes WHERE ts < ?", (_ts(before),))
             return cursor.rowcount
 
@@ -547,6 +522,9 @@ class Store:
             Quote(r[0], r[2], datetime.fromisoformat(r[1]), bid=r[3], ask=r[4], source=r[5])
             for r in reversed(rows)
         ]
+
+
+_STORE_IS_STORAGE: type[Storage] = Store  # mypy checks that Store keeps the contract
 
 
 async def backup(source: Path | str, target: Path | str) -> None:

@@ -1,4 +1,5 @@
-"""The SQLite store on real files: migrations, pragmas, atomic ticks, the outbox life cycle."""
+"""The storage contract (storage.api) against every backend, and the SQLite store on real files:
+migrations, pragmas, connections, backups."""
 
 from __future__ import annotations
 
@@ -6,16 +7,21 @@ import asyncio
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
 from support.scripted import T0, Clock
 
 from alerts.models import Alert, Condition, Direction, Quote, RuleState
+from storage.api import Storage
 from storage.db import LimitReached, Store, _statements, backup
+from storage.memory import MemoryStore
 from storage.migrations import MIGRATIONS
+
+# What each backend raises for a write naming a chat or rule that does not exist.
+REFUSED: dict[str, type[Exception]] = {"sqlite": sqlite3.IntegrityError, "memory": ValueError}
 
 
 def alert(price: float = 50.5) -> Alert:
@@ -25,13 +31,35 @@ def alert(price: float = 50.5) -> Alert:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "t.db", clock=Clock()) as s:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=list(REFUSED))
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(backend: str, tmp_path: Path, clock: Clock) -> AsyncIterator[Storage]:
+    """Each backend in turn, for the tests of the contract."""
+    if backend == "sqlite":
+        async with Store.open(tmp_path / "t.db", clock=clock) as sqlite:
+            yield sqlite
+    else:
+        async with MemoryStore.open(clock=clock) as memory:
+            yield memory
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
+    """The SQLite store, for what only it has: a file, pragmas, two connections, backups."""
+    async with Store.open(tmp_path / "t.db", clock=clock) as s:
         yield s
 
 
-async def test_pragmas_and_version(store: Store, tmp_path: Path) -> None:
-    assert await store.schema_version() == len(MIGRATIONS)
+async def test_pragmas_and_version(sqlite_store: Store, tmp_path: Path) -> None:
+    assert await sqlite_store.schema_version() == len(MIGRATIONS)
     conn = sqlite3.connect(tmp_path / "t.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -60,7 +88,7 @@ async def test_database_made_by_migration_1_opens_with_later_code(tmp_path: Path
         assert (rule.text, rule.state) == ("XAG above 50", None)
 
 
-async def test_rules_limit_and_revision(store: Store) -> None:
+async def test_rules_limit_and_revision(store: Storage) -> None:
     chat = await store.chat("telegram", "42")
     assert await store.chat("telegram", "42") == chat  # created once
     before = await store.rules_revision()
@@ -77,11 +105,11 @@ async def test_rules_limit_and_revision(store: Store) -> None:
     assert await store.remove_all_rules(chat.id) == 1
 
 
-async def test_tick_is_one_transaction(store: Store) -> None:
+async def test_tick_is_one_transaction(store: Storage, backend: str) -> None:
     chat = await store.chat("console", "console")
     rule = await store.add_rule(chat.id, "XAG above 50", "cli", limit=50)
     fired = RuleState(armed=False, last_fired=T0, fired_count=1)
-    with pytest.raises(sqlite3.IntegrityError):  # the second alert names no chat: all rolls back
+    with pytest.raises(REFUSED[backend]):  # the second alert names no chat: all rolls back
         await store.commit_tick({rule: fired}, [(rule, chat.id, alert()), (rule, 999, alert())])
     assert (await store.rules())[0].state is None
     assert await store.outbox_counts() == {}
@@ -90,9 +118,7 @@ async def test_tick_is_one_transaction(store: Store) -> None:
     assert (await store.rules())[0].state == fired
 
 
-async def test_outbox_life_cycle(store: Store) -> None:
-    clock = store._clock
-    assert isinstance(clock, Clock)
+async def test_outbox_life_cycle(store: Storage, clock: Clock) -> None:
     chat = await store.chat("console", "console")
     rule = await store.add_rule(chat.id, "XAG above 50", "cli", limit=50)
     await store.commit_tick({}, [(rule, chat.id, alert(50.5)), (rule, chat.id, alert(51.0))])
@@ -108,7 +134,7 @@ async def test_outbox_life_cycle(store: Store) -> None:
     assert [status for status, _ in await store.history(chat.id)] == ["failed", "delivered"]
 
 
-async def test_muted_and_inactive_chats_are_not_queued(store: Store) -> None:
+async def test_muted_and_inactive_chats_are_not_queued(store: Storage) -> None:
     muted = await store.chat("telegram", "1")
     gone = await store.chat("telegram", "2")
     await store.set_muted(muted.id, T0 + timedelta(hours=1))
@@ -118,7 +144,7 @@ async def test_muted_and_inactive_chats_are_not_queued(store: Store) -> None:
     assert await store.outbox_counts() == {"muted": 1, "inactive": 1}
 
 
-async def test_subscriptions_and_chat_move(store: Store) -> None:
+async def test_subscriptions_and_chat_move(store: Storage) -> None:
     chat = await store.chat("telegram", "-100")
     assert await store.subscribe(chat.id, "XAG")
     assert not await store.subscribe(chat.id, "XAG")
@@ -128,7 +154,7 @@ async def test_subscriptions_and_chat_move(store: Store) -> None:
     assert await store.unsubscribe(chat.id) == 1
 
 
-async def test_recent_quotes_with_retention(store: Store) -> None:
+async def test_recent_quotes_with_retention(store: Storage) -> None:
     quotes = [
         Quote("BTC", 100.0 + i, T0 + timedelta(minutes=i), 99.0, 101.0, "x") for i in range(5)
     ]
@@ -139,9 +165,7 @@ async def test_recent_quotes_with_retention(store: Store) -> None:
     assert [q.last for q in later] == [104.0]
 
 
-async def test_one_chats_retry_holds_back_only_that_chat(store: Store) -> None:
-    clock = store._clock
-    assert isinstance(clock, Clock)
+async def test_one_chats_retry_holds_back_only_that_chat(store: Storage, clock: Clock) -> None:
     slow, other = await store.chat("telegram", "1"), await store.chat("telegram", "2")
     await store.commit_tick({}, [(None, slow.id, alert(50.5)), (None, other.id, alert(50.6))])
     await store.commit_tick({}, [(None, slow.id, alert(51.0))])
@@ -156,14 +180,15 @@ async def test_one_chats_retry_holds_back_only_that_chat(store: Store) -> None:
     ]
 
 
-async def test_reads_never_see_a_write_that_is_not_committed(store: Store) -> None:
+async def test_reads_never_see_a_write_that_is_not_committed(sqlite_store: Store) -> None:
     """A read running while another coroutine's transaction is open sees the last commit only
     (the shared-connection race that lost alerts in the crash test)."""
+    store = sqlite_store
     chat = await store.chat("console", "console")
     inside, release = asyncio.Event(), asyncio.Event()
 
     async def tick_that_fails() -> None:
-        async with store.transaction() as conn:
+        async with store._transaction() as conn:
             await conn.execute(
                 "INSERT INTO outbox (chat, payload, created_at) VALUES (?, '{}', ?)",
                 (chat.id, T0.isoformat()),
@@ -182,7 +207,8 @@ async def test_reads_never_see_a_write_that_is_not_committed(store: Store) -> No
     assert await store.outbox_counts() == {}
 
 
-async def test_concurrent_reads_and_writes_keep_every_row_whole(store: Store) -> None:
+async def test_concurrent_reads_and_writes_keep_every_row_whole(sqlite_store: Store) -> None:
+    store = sqlite_store
     chat = await store.chat("console", "console")
 
     async def writer() -> None:
@@ -212,7 +238,7 @@ async def test_database_file_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
-async def test_removing_a_rule_drops_its_alerts_not_yet_sent(store: Store) -> None:
+async def test_removing_a_rule_drops_its_alerts_not_yet_sent(store: Storage) -> None:
     chat = await store.chat("telegram", "42")
     kept = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
     gone = await store.add_rule(chat.id, "XAG above 60", "u1", limit=50)
@@ -225,9 +251,9 @@ async def test_removing_a_rule_drops_its_alerts_not_yet_sent(store: Store) -> No
 # --- retention and backups ---
 
 
-async def test_finished_alerts_older_than_the_retention_are_pruned(store: Store) -> None:
-    clock = store._clock
-    assert isinstance(clock, Clock)
+async def test_finished_alerts_older_than_the_retention_are_pruned(
+    store: Storage, clock: Clock
+) -> None:
     chat, muted = await store.chat("telegram", "42"), await store.chat("telegram", "43")
     await store.set_muted(muted.id, T0 + timedelta(days=365))
     await store.commit_tick({}, [(None, chat.id, alert(50.1)), (None, chat.id, alert(50.2))])
@@ -248,8 +274,9 @@ async def test_finished_alerts_older_than_the_retention_are_pruned(store: Store)
 
 
 async def test_backup_of_a_store_being_written_is_one_consistent_snapshot(
-    store: Store, tmp_path: Path
+    sqlite_store: Store, tmp_path: Path
 ) -> None:
+    store = sqlite_store
     chat = await store.chat("telegram", "42")
     rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
     written = 0
@@ -321,3 +348,272 @@ async def test_backup_never_overwrites_and_needs_a_database(tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError):
         await backup(tmp_path / "missing.db", tmp_path / "new.db")
     assert not (tmp_path / "new.db").exists()
+
+
+# --- the rest of the contract, for every backend ---
+
+
+async def test_a_chats_waiting_row_holds_back_its_later_rows_only(
+    store: Storage, clock: Clock
+) -> None:
+    chat, other = await store.chat("telegram", "1"), await store.chat("telegram", "2")
+    await store.commit_tick({}, [(None, chat.id, alert(50.0 + i)) for i in range(3)])
+    await store.commit_tick({}, [(None, other.id, alert(60.0))])
+    first, middle, last, others = await store.pending()
+    assert first.id < middle.id < last.id < others.id  # ids grow in the order rows are made
+    await store.mark_retry(middle.id, "429", T0 + timedelta(seconds=30))
+    assert [r.id for r in await store.pending()] == [first.id, others.id]
+    assert [r.id for r in await store.pending(limit=1)] == [first.id]
+    clock.now = T0 + timedelta(seconds=29)
+    assert [r.id for r in await store.pending()] == [first.id, others.id]
+    clock.now = T0 + timedelta(seconds=30)  # due at its time
+    rows = await store.pending()
+    assert [r.id for r in rows] == [first.id, middle.id, last.id, others.id]
+    assert [r.attempts for r in rows] == [0, 1, 0, 0]
+    await store.mark_retry(middle.id, "429 again", T0 + timedelta(seconds=60))
+    await store.mark_failed(first.id, "blocked")
+    assert await store.pending() == [others]
+    assert await store.outbox_counts() == {"failed": 1, "pending": 3}  # a retry stays pending
+
+
+async def test_pending_rows_carry_their_chat_as_it_is_now(store: Storage) -> None:
+    chat = await store.chat("telegram", "42")
+    await store.commit_tick({}, [(None, chat.id, alert())])
+    await store.set_chat_active(chat.id, False)
+    await store.set_charts(chat.id, False)
+    await store.set_muted(chat.id, T0 + timedelta(hours=1))
+    [row] = await store.pending()  # made before: still pending, and it shows the chat now
+    assert row.chat == await store.get_chat(chat.id)
+    assert (row.chat.active, row.chat.charts) == (False, False)
+    assert row.chat.muted_until == T0 + timedelta(hours=1)
+    assert (row.rule, row.alert, row.attempts) == (None, alert(), 0)
+
+
+@pytest.mark.parametrize(
+    ("muted_for", "active", "status"),
+    [
+        (None, True, "pending"),
+        (timedelta(0), True, "pending"),  # a mute ends at its time
+        (timedelta(seconds=1), True, "muted"),
+        (-timedelta(hours=1), False, "inactive"),
+        (timedelta(hours=1), False, "muted"),  # muted wins over inactive
+    ],
+)
+async def test_what_a_tick_records_for_a_chat(
+    store: Storage, muted_for: timedelta | None, active: bool, status: str
+) -> None:
+    chat = await store.chat("telegram", "42")
+    until = None if muted_for is None else (T0 + muted_for).astimezone(timezone(timedelta(hours=2)))
+    await store.set_muted(chat.id, until)
+    await store.set_chat_active(chat.id, active)
+    stored = await store.get_chat(chat.id)
+    assert stored.muted_until == until
+    assert stored.muted_until is None or stored.muted_until.utcoffset() == timedelta(0)
+    queued = await store.commit_tick({}, [(None, chat.id, alert())])
+    assert queued == (status == "pending")
+    assert await store.outbox_counts() == {status: 1}
+    assert await store.history(chat.id) == [(status, alert())]
+
+
+async def test_chats_are_made_once_found_moved_and_imported(store: Storage, backend: str) -> None:
+    group = await store.chat("telegram", "-7", "group")
+    assert await store.chat("telegram", "-7", "supergroup") == group  # keeps its kind
+    assert (group.kind, group.active, group.muted_until, group.charts) == (
+        "group",
+        True,
+        None,
+        True,
+    )
+    assert await store.find_chat("telegram", "-8") is None
+    assert await store.find_chat("discord", "-7") is None  # ids are per platform
+    assert await store.get_chat(group.id) == group
+    with pytest.raises(KeyError):
+        await store.get_chat(group.id + 100)
+    await store.set_charts(group.id, False)
+    assert not (await store.get_chat(group.id)).charts
+    await store.set_chat_active(group.id + 100, False)  # unknown: nothing happens
+
+    imported = await store.import_chats("telegram", ["b", "-7", "a", "b"], "private")
+    assert [c.chat_id for c in imported] == ["-7", "a", "b"]  # by chat id, each once
+    assert imported[0] == await store.get_chat(group.id)
+    assert {c.kind for c in imported[1:]} == {"private"}
+    assert len({c.id for c in imported}) == 3
+
+    await store.move_chat("telegram", "-7", "-1007")
+    assert await store.find_chat("telegram", "-7") is None
+    moved = await store.find_chat("telegram", "-1007")
+    assert moved is not None and moved.id == group.id
+    await store.move_chat("telegram", "-7", "-1008")  # gone already: nothing happens
+    assert await store.find_chat("telegram", "-1008") is None
+    with pytest.raises(REFUSED[backend]):
+        await store.move_chat("telegram", "a", "b")  # taken
+    assert [c.chat_id for c in await store.import_chats("telegram", ["a", "b"], "x")] == [
+        "a",
+        "b",
+    ]
+
+
+async def test_rules_keep_their_author_time_and_last_state(store: Storage, clock: Clock) -> None:
+    one, two = await store.chat("telegram", "1"), await store.chat("telegram", "2")
+    first = await store.add_rule(one.id, "XAG above 50", "u1", limit=1)
+    clock.now = T0 + timedelta(minutes=5)
+    await store.import_rules([(two.id, "BTC below 85000", "u2"), (one.id, "ETH above 5000", "")])
+    assert [(r.chat, r.text, r.created_by, r.created_at, r.state) for r in await store.rules()] == [
+        (one.id, "XAG above 50", "u1", T0, None),
+        (two.id, "BTC below 85000", "u2", T0 + timedelta(minutes=5), None),
+        (one.id, "ETH above 5000", "", T0 + timedelta(minutes=5), None),
+    ]
+    assert [r.text for r in await store.rules(one.id)] == ["XAG above 50", "ETH above 5000"]
+    armed, fired = RuleState(armed=True), RuleState(armed=False, last_fired=T0, fired_count=1)
+    await store.commit_tick({first: armed}, [])
+    await store.commit_tick({first: fired}, [])
+    assert [r.state for r in await store.rules(one.id)] == [fired, None]
+    with pytest.raises(LimitReached):  # imported rules count towards the limit
+        await store.add_rule(one.id, "XAU above 5000", "u1", limit=2)
+
+
+async def test_removing_rules_by_author_or_all_at_once(store: Storage) -> None:
+    chat, other = await store.chat("telegram", "1"), await store.chat("telegram", "2")
+    mine = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    run = await store.add_rule(chat.id, "XAG above 60", "run", limit=50)
+    elsewhere = await store.add_rule(other.id, "XAG above 70", "run", limit=50)
+    await store.commit_tick(
+        {},
+        [
+            (mine, chat.id, alert(50.5)),
+            (run, chat.id, alert(60.5)),
+            (None, chat.id, alert(61.0)),  # a digest alert: no rule
+            (elsewhere, other.id, alert(70.5)),
+        ],
+    )
+    assert await store.remove_rules_created_by(chat.id, "run") == 1
+    assert await store.remove_rules_created_by(chat.id, "run") == 0
+    assert [r.id for r in await store.rules()] == [mine, elsewhere]
+    assert await store.outbox_counts() == {"pending": 4}  # their alerts still go
+    assert await store.remove_all_rules(chat.id) == 1
+    assert [r.id for r in await store.rules()] == [elsewhere]
+    assert [r.alert.price for r in await store.pending()] == [61.0, 70.5]
+    assert await store.outbox_counts() == {"pending": 2, "removed": 2}
+    assert await store.remove_all_rules(chat.id) == 0
+
+
+async def test_the_revision_counts_rule_and_subscription_changes(store: Storage) -> None:
+    chat = await store.chat("telegram", "1")
+    assert await store.rules_revision() == 0
+    rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    assert await store.rules_revision() == 1
+    steps: list[tuple[Callable[[], Awaitable[object]], int]] = [
+        (lambda: store.import_rules([(chat.id, "XAG 60", "u1"), (chat.id, "XAG 70", "")]), 2),
+        (lambda: store.subscribe(chat.id, "XAU"), 1),
+        (lambda: store.subscribe(chat.id, "XAU"), 0),  # already was
+        (lambda: store.subscribe(chat.id, "XAG"), 1),
+        (lambda: store.commit_tick({rule: RuleState(armed=True)}, [(rule, chat.id, alert())]), 0),
+        (lambda: store.set_muted(chat.id, T0 + timedelta(hours=1)), 0),
+        (lambda: store.set_chat_active(chat.id, False), 0),
+        (lambda: store.remove_rule(chat.id, rule), 1),
+        (lambda: store.remove_rule(chat.id, rule), 0),
+        (lambda: store.remove_rules_created_by(chat.id, ""), 1),
+        (lambda: store.remove_all_rules(chat.id), 1),
+        (lambda: store.unsubscribe(chat.id), 2),
+        (lambda: store.unsubscribe(chat.id), 0),
+    ]
+    expected = 1
+    for step, bump in steps:
+        await step()
+        expected += bump
+        assert await store.rules_revision() == expected
+
+
+async def test_subscriptions_are_ordered_and_dropped_one_by_one(store: Storage) -> None:
+    one, two = await store.chat("telegram", "1"), await store.chat("telegram", "2")
+    for chat, symbol in [(two, "ZZZ"), (one, "YYY"), (two, "AAA"), (one, "BBB")]:
+        assert await store.subscribe(chat.id, symbol)
+    assert await store.subscriptions() == [
+        (one.id, "BBB"),
+        (one.id, "YYY"),
+        (two.id, "AAA"),
+        (two.id, "ZZZ"),
+    ]
+    assert await store.subscriptions(two.id) == [(two.id, "AAA"), (two.id, "ZZZ")]
+    assert await store.unsubscribe(one.id, "YYY") == 1
+    assert await store.unsubscribe(one.id, "YYY") == 0
+    assert await store.unsubscribe(two.id + 100) == 0
+    assert await store.subscriptions(one.id) == [(one.id, "BBB")]
+
+
+async def test_writes_naming_what_does_not_exist_are_refused_whole(
+    store: Storage, backend: str
+) -> None:
+    chat = await store.chat("telegram", "1")
+    rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    refused: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.add_rule(chat.id + 100, "XAG above 60", "u1", limit=50),
+        lambda: store.import_rules([(chat.id, "XAG 60", "u1"), (chat.id + 100, "XAG 70", "")]),
+        lambda: store.subscribe(chat.id + 100, "XAU"),
+        lambda: store.commit_tick({rule: RuleState(armed=True), rule + 100: RuleState()}, []),
+        lambda: store.commit_tick({}, [(None, chat.id, alert()), (rule + 100, chat.id, alert())]),
+    ]
+    for write in refused:
+        with pytest.raises(REFUSED[backend]):
+            await write()
+    assert [(r.id, r.state) for r in await store.rules()] == [(rule, None)]
+    assert await store.rules_revision() == 1
+    assert await store.subscriptions() == []
+    assert await store.outbox_counts() == {}
+
+
+async def test_history_is_newest_first_and_marks_of_unknown_rows_do_nothing(
+    store: Storage,
+) -> None:
+    chat, other = await store.chat("telegram", "1"), await store.chat("telegram", "2")
+    await store.commit_tick({}, [(None, chat.id, alert(50.0 + i)) for i in range(3)])
+    await store.commit_tick({}, [(None, other.id, alert(60.0))])
+    first = (await store.pending())[0]
+    await store.mark_delivered(first.id, "m1")
+    assert await store.history(chat.id, limit=2) == [
+        ("pending", alert(52.0)),
+        ("pending", alert(51.0)),
+    ]
+    assert [s for s, _ in await store.history(chat.id)] == ["pending", "pending", "delivered"]
+    assert await store.history(other.id) == [("pending", alert(60.0))]
+    assert await store.history(other.id + 100) == []
+    missing = max(r.id for r in await store.pending()) + 100
+    await store.mark_delivered(missing, "m2")
+    await store.mark_retry(missing, "timeout", T0 + timedelta(seconds=30))
+    await store.mark_failed(missing, "gone")
+    assert await store.outbox_counts() == {"delivered": 1, "pending": 3}
+
+
+async def test_quotes_are_one_per_time_and_come_back_in_utc(store: Storage) -> None:
+    east = timezone(timedelta(hours=2))
+    at = [(T0 + timedelta(minutes=i)).astimezone(east) for i in range(4)]
+    await store.save_quotes(
+        [Quote("BTC", 100.0 + i, ts, source="x", bar=True) for i, ts in enumerate(at)]
+    )
+    await store.save_quotes(
+        [Quote("BTC", 200.0, at[1], 199.0, 201.0, "y"), Quote("ETH", 5.0, at[0])]
+    )
+    btc = await store.recent_quotes("BTC")
+    assert btc == [
+        Quote("BTC", 100.0, T0, source="x"),
+        Quote("BTC", 200.0, T0 + timedelta(minutes=1), 199.0, 201.0, "y"),  # replaced
+        Quote("BTC", 102.0, T0 + timedelta(minutes=2), source="x"),
+        Quote("BTC", 103.0, T0 + timedelta(minutes=3), source="x"),
+    ]
+    assert {q.ts.utcoffset() for q in btc} == {timedelta(0)}
+    assert [q.last for q in await store.recent_quotes("BTC", limit=2)] == [102.0, 103.0]
+    assert [q.last for q in await store.recent_quotes("BTC", since=at[1], limit=1)] == [103.0]
+    assert await store.recent_quotes("XAU") == []
+    assert await store.prune_quotes(T0 + timedelta(minutes=1)) == 2  # every symbol's
+    assert await store.recent_quotes("ETH") == []
+    assert [q.last for q in await store.recent_quotes("BTC")] == [200.0, 102.0, 103.0]
+
+
+async def test_pruning_keeps_what_was_decided_at_the_cut(store: Storage) -> None:
+    chat = await store.chat("telegram", "42")
+    await store.commit_tick({}, [(None, chat.id, alert())])
+    [row] = await store.pending()
+    await store.mark_failed(row.id, "chat not found")
+    assert await store.prune_outbox(before=T0) == 0
+    assert await store.prune_outbox(before=T0 + timedelta(microseconds=1)) == 1
+    assert await store.outbox_counts() == {}

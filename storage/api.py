@@ -1,0 +1,222 @@
+"""What every storage backend offers: the stored values and one small Protocol per concern.
+
+The layers above depend on these names only, so a backend (SQLite in `storage.db`, memory in
+`storage.memory`, PostgreSQL later) is a new module, not an edit of its callers. The
+docstrings are the contract a backend must honour; tests/test_storage.py checks it against
+each backend. No driver type crosses these interfaces.
+
+Ids are positive integers given by the store, increasing in the order rows are made. The
+times a store keeps in its own fields (when a chat is muted until, when a rule or an outbox row
+was made, a quote's time) come back as the same instants in UTC; alerts and rule states come
+back equal to what was stored. A write that names a chat or rule that does not exist, or takes
+a chat id in use, raises the backend's integrity error (SQLite: sqlite3.IntegrityError; memory:
+ValueError) and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from alerts.models import Alert, Quote, RuleState
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LimitReached(Exception):
+    """A chat already has as many rules as it may."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A place alerts go: a Telegram chat, a Discord channel, or the console."""
+
+    id: int
+    platform: str
+    chat_id: str
+    kind: str
+    active: bool
+    muted_until: datetime | None
+    charts: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRule:
+    """A rule row: canonical text plus its saved engine state (None before the first tick)."""
+
+    id: int
+    chat: int
+    text: str
+    created_by: str
+    created_at: datetime
+    state: RuleState | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One decided alert waiting for (or done with) delivery to one chat."""
+
+    id: int
+    rule: int | None
+    chat: Chat
+    alert: Alert
+    attempts: int
+
+
+class ChatStore(Protocol):
+    """Chats by (platform, platform's chat id). Chats are never deleted: a chat that is gone
+    is made inactive, so its rules and history stay."""
+
+    async def chat(self, platform: str, chat_id: str, kind: str = "private") -> Chat:
+        """The chat with this platform id, created on first sight (active, not muted, charts
+        on, of this kind); an existing chat keeps its kind."""
+
+    async def find_chat(self, platform: str, chat_id: str) -> Chat | None:
+        """The chat if it exists, without creating it."""
+
+    async def get_chat(self, chat: int) -> Chat:
+        """The chat with this store id; KeyError when there is none."""
+
+    async def set_chat_active(self, chat: int, active: bool) -> None:
+        """An inactive chat's new alerts are recorded as 'inactive' and never delivered.
+        An unknown id changes nothing."""
+
+    async def set_muted(self, chat: int, until: datetime | None) -> None:
+        """Until `until` (exclusive) the chat's new alerts are recorded as 'muted' and never
+        delivered; None unmutes. An unknown id changes nothing."""
+
+    async def set_charts(self, chat: int, on: bool) -> None:
+        """Whether this chat's alerts carry a chart. An unknown id changes nothing."""
+
+    async def move_chat(self, platform: str, old_id: str, new_id: str) -> None:
+        """A chat changed its platform id (a Telegram group became a supergroup): it keeps its
+        store id, rules, subscriptions and outbox. No chat with `old_id`: nothing changes;
+        `new_id` already taken by another chat: raises, nothing changes."""
+
+    async def import_chats(self, platform: str, chat_ids: list[str], kind: str) -> list[Chat]:
+        """Create many chats at once (as `chat` would, all or none); return each named chat
+        once, new or existing, ordered by platform chat id."""
+
+
+class RuleStore(Protocol):
+    """Rules of chats and their engine states. A removed rule is kept but inactive: it is no
+    longer listed, and its id is never reused."""
+
+    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
+        """Insert a rule (its canonical text) and return its id. Raises LimitReached, adding
+        nothing, when the chat already has `limit` active rules; raises when the chat does not
+        exist."""
+
+    async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
+        """Insert many (chat, canonical text, created_by) rules, all or none, with no limit;
+        raises when a chat does not exist."""
+
+    async def remove_rule(self, chat: int, rule: int) -> bool:
+        """Deactivate one of this chat's active rules and mark the rule's alerts for this chat
+        still pending 'removed' (never delivered); False when the chat has no such active
+        rule."""
+
+    async def remove_all_rules(self, chat: int) -> int:
+        """Deactivate every active rule of this chat and mark the chat's pending alerts that
+        came from a rule 'removed' (digest alerts, with no rule, stay); return how many
+        rules."""
+
+    async def remove_rules_created_by(self, chat: int, created_by: str) -> int:
+        """Deactivate a chat's active rules made by one author (the rules of a finished
+        `run --rule`); their pending alerts stay. Return how many rules."""
+
+    async def rules(self, chat: int | None = None) -> list[StoredRule]:
+        """Active rules with their last committed states, by id: one chat's, or everyone's."""
+
+    async def rules_revision(self) -> int:
+        """A counter that grows by one for each rule added or deactivated and each
+        subscription added or dropped (what the service watches): a cheap 'did anything
+        change'. Starts at 0 in a new store; nothing else moves it."""
+
+    async def commit_tick(
+        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
+    ) -> int:
+        """Save rule states (replacing earlier ones) and enqueue (rule or None, chat, alert)
+        in one transaction: all of it lands, or none of it.
+
+        Each alert becomes one outbox row, in the given order, stamped with the clock's now:
+        'muted' when its chat is muted past now, else 'inactive' when the chat is inactive,
+        else 'pending'. Returns how many rows of this tick are pending. A state or alert
+        naming a rule or chat that does not exist raises, and nothing lands.
+        """
+
+
+class OutboxStore(Protocol):
+    """Decided alerts and their delivery. A row's status is 'pending' until delivered,
+    'delivered', 'failed' (for good), or one set when it was made or its rule removed:
+    'muted', 'inactive', 'removed'. Only pending rows are ever delivered."""
+
+    async def pending(self, limit: int = 500) -> list[OutboxRow]:
+        """Up to `limit` pending rows that are due, oldest (lowest id) first, each with its
+        chat as it is now. A chat's pending row waiting for its retry time holds back that
+        chat's later rows (not its earlier ones, nor other chats'), so each chat gets its
+        alerts in order."""
+
+    async def mark_delivered(self, row: int, message_id: str | None) -> None:
+        """The row went out (as platform message `message_id`): delivered, one more attempt.
+        An unknown id changes nothing."""
+
+    async def mark_retry(self, row: int, error: str, next_attempt: datetime) -> None:
+        """A sending attempt failed for now: one more attempt, the error kept (its first 500
+        characters), and the row is not due before `next_attempt`. Its status stays. An unknown
+        id changes nothing."""
+
+    async def mark_failed(self, row: int, error: str) -> None:
+        """A permanent failure: 'failed', one more attempt, never retried; keeps its error.
+        An unknown id changes nothing."""
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """Rows per status, for the statuses that have rows."""
+
+    async def history(self, chat: int, limit: int = 20) -> list[tuple[str, Alert]]:
+        """A chat's last `limit` alerts of any status, newest first, with their status."""
+
+    async def prune_outbox(self, before: datetime) -> int:
+        """Forget rows that are not pending and were made before `before`, so the outbox and
+        the history stay bounded; pending rows stay whatever their age. Returns how many."""
+
+
+class SubscriptionStore(Protocol):
+    """Chats subscribed to a symbol's notable-move digest: at most one per (chat, symbol)."""
+
+    async def subscribe(self, chat: int, symbol: str) -> bool:
+        """Subscribe a chat to a symbol; False, changing nothing, if it already was. Raises
+        when the chat does not exist."""
+
+    async def unsubscribe(self, chat: int, symbol: str | None = None) -> int:
+        """Drop one subscription, or all of a chat's; return how many."""
+
+    async def subscriptions(self, chat: int | None = None) -> list[tuple[int, str]]:
+        """(chat, symbol) pairs, one chat's or all, ordered by chat then symbol."""
+
+
+class QuoteStore(Protocol):
+    """Recent good quotes, one per (symbol, time): they warm the market after a restart."""
+
+    async def save_quotes(self, quotes: Iterable[Quote]) -> None:
+        """Record quotes; one with the same symbol and time as a stored one replaces it. What
+        comes back is symbol, last, time (in UTC), bid, ask and source."""
+
+    async def prune_quotes(self, before: datetime) -> int:
+        """Drop quotes of every symbol older than `before`; return how many."""
+
+    async def recent_quotes(
+        self, symbol: str, since: datetime | None = None, limit: int = 20_000
+    ) -> list[Quote]:
+        """A symbol's newest `limit` stored quotes at or after `since`, oldest first."""
+
+
+class Storage(ChatStore, RuleStore, OutboxStore, SubscriptionStore, QuoteStore, Protocol):
+    """Everything the service, delivery and chat front ends need of a store. Each backend
+    opens with its own async context manager factory, taking a `clock` (the store's now)."""

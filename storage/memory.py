@@ -1,0 +1,336 @@
+"""An in-memory `storage.api.Storage`: the SQLite store's behaviour without a file.
+
+For tests of the layers above (swap `Store.open(path, clock=...)` for
+`MemoryStore.open(clock=...)`) and as the reference a new backend is compared with. Nothing
+survives the context. Each method runs without awaiting anything, so on one event loop every
+call is atomic: a write lands whole or, when it raises, not at all. Where SQLite refuses a write
+with an IntegrityError (a chat or rule that does not exist, a chat id taken), this store raises
+ValueError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from alerts.models import Alert, Quote, RuleState
+from storage.api import Chat, Clock, LimitReached, OutboxRow, Storage, StoredRule, utcnow
+
+
+@dataclass(slots=True)
+class _Rule:
+    id: int
+    chat: int
+    text: str
+    created_by: str
+    created_at: datetime
+    active: bool = True
+
+
+@dataclass(slots=True)
+class _Row:
+    """One outbox row with the bookkeeping SQLite keeps in its columns."""
+
+    id: int
+    rule: int | None
+    chat: int
+    alert: Alert
+    created_at: datetime
+    status: str
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+    message_id: str | None = None
+
+
+class MemoryStore:
+    """Chats, rules, outbox, subscriptions and quotes in dicts; each method keeps the contract
+    written in storage.api. Open with `async with MemoryStore.open(clock=...) as store`."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._chats: dict[int, Chat] = {}
+        self._chat_ids: dict[tuple[str, str], int] = {}
+        self._rules: dict[int, _Rule] = {}
+        self._states: dict[int, RuleState] = {}
+        self._revision = 0
+        self._outbox: dict[int, _Row] = {}
+        self._subscriptions: set[tuple[int, str]] = set()
+        self._quotes: dict[tuple[str, datetime], Quote] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, clock: Clock = utcnow) -> AsyncIterator[MemoryStore]:
+        """A new empty store, dropped on exit."""
+        yield cls(clock)
+
+    def _now(self) -> datetime:
+        return self._clock().astimezone(UTC)
+
+    def _check_chat(self, chat: int) -> None:
+        """A write naming a chat that does not exist is refused (SQLite: a foreign key)."""
+        if chat not in self._chats:
+            raise ValueError(f"no chat {chat}")
+
+    # --- chats ---
+
+    async def chat(self, platform: str, chat_id: str, kind: str = "private") -> Chat:
+        return self._chat(platform, chat_id, kind)
+
+    def _chat(self, platform: str, chat_id: str, kind: str) -> Chat:
+        found = self._chat_ids.get((platform, chat_id))
+        if found is not None:
+            return self._chats[found]
+        made = Chat(_next_id(self._chats), platform, chat_id, kind, True, None)
+        self._chats[made.id] = made
+        self._chat_ids[(platform, chat_id)] = made.id
+        return made
+
+    async def find_chat(self, platform: str, chat_id: str) -> Chat | None:
+        found = self._chat_ids.get((platform, chat_id))
+        return None if found is None else self._chats[found]
+
+    async def get_chat(self, chat: int) -> Chat:
+        if chat not in self._chats:
+            raise KeyError(f"no chat {chat}")
+        return self._chats[chat]
+
+    async def set_chat_active(self, chat: int, active: bool) -> None:
+        if chat in self._chats:
+            self._chats[chat] = replace(self._chats[chat], active=active)
+
+    async def set_muted(self, chat: int, until: datetime | None) -> None:
+        if chat in self._chats:
+            muted_until = None if until is None else until.astimezone(UTC)
+            self._chats[chat] = replace(self._chats[chat], muted_until=muted_until)
+
+    async def set_charts(self, chat: int, on: bool) -> None:
+        if chat in self._chats:
+            self._chats[chat] = replace(self._chats[chat], charts=on)
+
+    async def move_chat(self, platform: str, old_id: str, new_id: str) -> None:
+        moving = self._chat_ids.get((platform, old_id))
+        if moving is None:
+            return
+        taken = self._chat_ids.get((platform, new_id))
+        if taken is not None and taken != moving:
+            raise ValueError(f"{platform} chat {new_id} exists already")
+        del self._chat_ids[(platform, old_id)]
+        self._chat_ids[(platform, new_id)] = moving
+        self._chats[moving] = replace(self._chats[moving], chat_id=new_id)
+
+    async def import_chats(self, platform: str, chat_ids: list[str], kind: str) -> list[Chat]:
+        chats = {chat_id: self._chat(platform, chat_id, kind) for chat_id in chat_ids}
+        return [chats[chat_id] for chat_id in sorted(chats)]
+
+    # --- rules ---
+
+    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
+        count = sum(1 for rule in self._rules.values() if rule.chat == chat and rule.active)
+        if count >= limit:
+            raise LimitReached(f"this chat already has {count} rules (the limit is {limit})")
+        self._check_chat(chat)
+        return self._add_rule(chat, text, created_by, self._now())
+
+    def _add_rule(self, chat: int, text: str, created_by: str, created_at: datetime) -> int:
+        rule = _Rule(_next_id(self._rules), chat, text, created_by, created_at)
+        self._rules[rule.id] = rule
+        self._revision += 1
+        return rule.id
+
+    async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
+        for chat, _, _ in rows:
+            self._check_chat(chat)
+        now = self._now()
+        for chat, text, created_by in rows:
+            self._add_rule(chat, text, created_by, now)
+
+    async def remove_rule(self, chat: int, rule: int) -> bool:
+        found = self._rules.get(rule)
+        removed = self._deactivate([found] if found is not None and found.chat == chat else [])
+        self._mark_removed(chat, lambda row_rule: row_rule == rule)
+        return removed > 0
+
+    async def remove_all_rules(self, chat: int) -> int:
+        removed = self._deactivate([r for r in self._rules.values() if r.chat == chat])
+        self._mark_removed(chat, lambda row_rule: row_rule is not None)
+        return removed
+
+    async def remove_rules_created_by(self, chat: int, created_by: str) -> int:
+        return self._deactivate(
+            [r for r in self._rules.values() if r.chat == chat and r.created_by == created_by]
+        )
+
+    def _deactivate(self, rules: Iterable[_Rule]) -> int:
+        """Deactivate the active ones of `rules`; return how many."""
+        count = 0
+        for rule in rules:
+            if rule.active:
+                rule.active = False
+                count += 1
+        self._revision += count
+        return count
+
+    def _mark_removed(self, chat: int, of_rule: Callable[[int | None], bool]) -> None:
+        for row in self._outbox.values():
+            if row.chat == chat and row.status == "pending" and of_rule(row.rule):
+                row.status = "removed"
+
+    async def rules(self, chat: int | None = None) -> list[StoredRule]:
+        return [
+            StoredRule(r.id, r.chat, r.text, r.created_by, r.created_at, self._states.get(r.id))
+            for r in sorted(self._rules.values(), key=lambda rule: rule.id)
+            if r.active and (chat is None or r.chat == chat)
+        ]
+
+    async def rules_revision(self) -> int:
+        return self._revision
+
+    async def commit_tick(
+        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
+    ) -> int:
+        unknown = {*states, *(rule for rule, _, _ in alerts if rule is not None)} - set(self._rules)
+        if unknown:
+            raise ValueError(f"no rule {min(unknown)}")
+        for _, chat, _ in alerts:
+            self._check_chat(chat)
+        now = self._clock()
+        self._states.update(states)
+        next_id = _next_id(self._outbox)
+        queued = 0
+        for offset, (rule, chat, alert) in enumerate(alerts):
+            status = self._delivery_status(self._chats[chat], now)
+            row = _Row(next_id + offset, rule, chat, alert, now.astimezone(UTC), status)
+            self._outbox[row.id] = row
+            queued += status == "pending"
+        return queued
+
+    @staticmethod
+    def _delivery_status(chat: Chat, now: datetime) -> str:
+        if chat.muted_until is not None and chat.muted_until > now:
+            return "muted"
+        return "pending" if chat.active else "inactive"
+
+    # --- the outbox ---
+
+    async def pending(self, limit: int = 500) -> list[OutboxRow]:
+        now = self._clock()
+        rows = sorted(
+            (row for row in self._outbox.values() if row.status == "pending"),
+            key=lambda row: row.id,
+        )
+        held_from: dict[int, int] = {}  # chat -> its first row waiting for its retry time
+        for row in rows:
+            if row.next_attempt_at is not None and row.next_attempt_at > now:
+                held_from.setdefault(row.chat, row.id)
+        due = [row for row in rows if row.id < held_from.get(row.chat, math.inf)]
+        return [
+            OutboxRow(row.id, row.rule, self._chats[row.chat], row.alert, row.attempts)
+            for row in due[:limit]
+        ]
+
+    async def mark_delivered(self, row: int, message_id: str | None) -> None:
+        found = self._outbox.get(row)
+        if found is not None:
+            found.status = "delivered"
+            found.delivered_at = self._now()
+            found.message_id = message_id
+            found.attempts += 1
+
+    async def mark_retry(self, row: int, error: str, next_attempt: datetime) -> None:
+        found = self._outbox.get(row)
+        if found is not None:
+            found.attempts += 1
+            found.last_error = error[:500]
+            found.next_attempt_at = next_attempt.astimezone(UTC)
+
+    async def mark_failed(self, row: int, error: str) -> None:
+        found = self._outbox.get(row)
+        if found is not None:
+            found.status = "failed"
+            found.attempts += 1
+            found.last_error = error[:500]
+
+    async def outbox_counts(self) -> dict[str, int]:
+        counts = Counter(row.status for row in self._outbox.values())
+        return dict(sorted(counts.items()))
+
+    async def history(self, chat: int, limit: int = 20) -> list[tuple[str, Alert]]:
+        rows = sorted(
+            (row for row in self._outbox.values() if row.chat == chat),
+            key=lambda row: row.id,
+            reverse=True,
+        )
+        return [(row.status, row.alert) for row in rows[:limit]]
+
+    async def prune_outbox(self, before: datetime) -> int:
+        gone = [
+            row.id
+            for row in self._outbox.values()
+            if row.status != "pending" and row.created_at < before
+        ]
+        for row_id in gone:
+            del self._outbox[row_id]
+        return len(gone)
+
+    # --- subscriptions ---
+
+    async def subscribe(self, chat: int, symbol: str) -> bool:
+        self._check_chat(chat)
+        if (chat, symbol) in self._subscriptions:
+            return False
+        self._subscriptions.add((chat, symbol))
+        self._revision += 1
+        return True
+
+    async def unsubscribe(self, chat: int, symbol: str | None = None) -> int:
+        gone = {
+            (c, s) for c, s in self._subscriptions if c == chat and (symbol is None or s == symbol)
+        }
+        self._subscriptions -= gone
+        self._revision += len(gone)
+        return len(gone)
+
+    async def subscriptions(self, chat: int | None = None) -> list[tuple[int, str]]:
+        return sorted(pair for pair in self._subscriptions if chat is None or pair[0] == chat)
+
+    # --- recent quotes ---
+
+    async def save_quotes(self, quotes: Iterable[Quote]) -> None:
+        for q in quotes:
+            ts = q.ts.astimezone(UTC)
+            self._quotes[(q.symbol, ts)] = Quote(
+                q.symbol, q.last, ts, bid=q.bid, ask=q.ask, source=q.source
+            )
+
+    async def prune_quotes(self, before: datetime) -> int:
+        gone = [key for key in self._quotes if key[1] < before]
+        for key in gone:
+            del self._quotes[key]
+        return len(gone)
+
+    async def recent_quotes(
+        self, symbol: str, since: datetime | None = None, limit: int = 20_000
+    ) -> list[Quote]:
+        kept = sorted(
+            (
+                quote
+                for (stored, ts), quote in self._quotes.items()
+                if stored == symbol and (since is None or ts >= since)
+            ),
+            key=lambda quote: quote.ts,
+        )
+        return kept[-limit:] if limit > 0 else []
+
+
+def _next_id(ids: Iterable[int]) -> int:
+    """One past the highest id in use, as SQLite numbers rows (a pruned last id comes again)."""
+    return max(ids, default=0) + 1
+
+
+_MEMORY_STORE_IS_STORAGE: type[Storage] = MemoryStore  # mypy checks that it keeps the contract
