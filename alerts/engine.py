@@ -25,7 +25,6 @@ from datetime import datetime
 from alerts import rules
 from alerts.indicators import Observation
 from alerts.models import Alert, Condition, Direction, Indicator, Rule, RuleState
-from alerts.text import money, number, pct
 
 DEFAULT_BAND = 0.0025
 RSI_BAND = 2.0  # RSI points an RSI rule must move back past its level to re-arm
@@ -174,14 +173,14 @@ def _test(cond: Condition, value: float, threshold: float, band: float) -> tuple
 def _alert(rule: Rule, obs: Observation, direction: Direction) -> Alert:
     return Alert(
         rule_text=rules.format(rule),
-        symbol=rule.pair,
-        condition=rule.condition,
+        rule=rule,
         direction=direction,
         price=obs.price,
         reference=obs.reference,
         observed=obs.value,
         time=obs.time,
-        message=describe(rule, obs, direction),
+        bid=obs.quote.bid,
+        ask=obs.quote.ask,
     )
 
 
@@ -190,61 +189,3 @@ def _direction(rule: Rule, obs: Observation) -> Direction:
     if direction is Direction.EITHER:
         return Direction.UP if obs.value >= 0 else Direction.DOWN
     return direction
-
-
-_LEVEL_VERBS = {
-    Condition.ABOVE: "rose above",
-    Condition.BELOW: "fell below",
-    Condition.RESISTANCE: "broke through resistance at",
-    Condition.SUPPORT: "broke support at",
-}
-
-
-def describe(rule: Rule, obs: Observation, direction: Direction | None = None) -> str:
-    """One plain-text sentence about a fire; renderers add platform markup around it.
-    `direction` says which way a `crosses` rule fired."""
-    cond, subject, ref = rule.condition, rule.pair, obs.reference
-    now_text = f"now {number(obs.price)}"
-    if cond is Condition.CROSSES:
-        verb = "crossed above" if direction is Direction.UP else "crossed below"
-    else:
-        verb = _LEVEL_VERBS.get(cond, "")
-    if rule.indicator is Indicator.RSI:
-        rsi = f"{rule.days}-day RSI {verb} {number(rule.value)}"
-        return f"{subject} {rsi} ({obs.value:.1f}, {now_text})"
-    if rule.indicator is not None:
-        assert ref is not None
-        average = f"{rule.days}-day {rule.indicator.value.upper()}"
-        return f"{subject} {verb} its {average} {number(ref)} ({now_text})"
-    if cond.is_level:
-        what = f"{subject} ratio" if rule.other else subject
-        return f"{what} {verb} {number(rule.value)} ({now_text})"
-    if cond.is_channel:
-        assert ref is not None
-        side = "high" if cond is Condition.BREAKOUT else "low"
-        verb = "broke above" if cond is Condition.BREAKOUT else "broke below"
-        return f"{subject} {verb} its {rule.days}-day {side} {number(ref)} ({now_text})"
-    if cond.is_change:
-        assert rule.window is not None and ref is not None
-        window = rules.format_duration(rule.window)
-        if rule.other:
-            lead = "outperformed" if obs.value >= 0 else "underperformed"
-            return (
-                f"{rule.symbol} {lead} {rule.other} by {pct(abs(obs.value), signed=False)} "
-                f"over {window} (ratio {number(obs.price)}, was {number(ref)})"
-            )
-        return f"{subject} {pct(obs.value)} over {window} ({now_text}, was {number(ref)})"
-    quote = obs.quote
-    book = f"bid {number(quote.bid or 0)} / ask {number(quote.ask or 0)}"
-    if cond is Condition.SPREAD_MULT:
-        assert ref is not None
-        wide = (quote.ask or 0) - (quote.bid or 0)
-        usual = ref * quote.price / 100
-        return (
-            f"{subject} spread {money(wide)} ({pct(obs.value, signed=False)}), "
-            f"{obs.value / ref:.1f}x its {money(usual)} median ({book})"
-        )
-    if cond is Condition.SPREAD_ABS:
-        return f"{subject} spread {money(obs.value)} is over {money(rule.value)} ({book})"
-    limit = pct(rule.value, signed=False)
-    return f"{subject} spread {pct(obs.value, signed=False)} is over {limit} ({book})"

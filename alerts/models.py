@@ -217,17 +217,33 @@ class RuleState:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """A decided fire: everything a message about it needs, and nothing platform-specific."""
+    """A decided fire as data: everything a renderer needs to word it, nothing platform-specific
+    and no sentence (front ends word it, see `bot.wording`).
+
+    `rule_text` is the canonical text of `rule`. `price` is the subject's price (the ratio for
+    pairs), `observed` what the rule compared and `reference` what it compared it with (see
+    `alerts.indicators.Observation`). `bid`/`ask` are the book of the rule's (first) symbol,
+    None without one.
+    """
 
     rule_text: str
-    symbol: str
-    condition: Condition
+    rule: Rule
     direction: Direction
     price: float
     reference: float | None
     observed: float
     time: datetime
-    message: str
+    bid: float | None = None
+    ask: float | None = None
+
+    @property
+    def symbol(self) -> str:
+        """The subject as people write it: `XAG` or `XAU/XAG`."""
+        return self.rule.pair
+
+    @property
+    def condition(self) -> Condition:
+        return self.rule.condition
 
     @property
     def kind(self) -> str:

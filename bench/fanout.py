@@ -29,7 +29,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alerts.models import Alert, Candle, Condition, Direction, Quote
+from alerts import rules
+from alerts.models import Alert, Candle, Direction, Quote
 from alerts.sanity import Limits as QuoteLimits
 from bot.commands import Commands
 from bot.telegram_bot import Rates, TelegramBot
@@ -46,14 +47,12 @@ TOKEN = "123456789:AAF-bench_token"
 FIRST_CHAT = 100_000_000
 ALERT = Alert(
     rule_text="XAU up 2% 1d",
-    symbol="XAU",
-    condition=Condition.UP,
+    rule=rules.parse("XAU up 2% 1d"),
     direction=Direction.UP,
     price=4110.0,
     reference=4029.4,
     observed=2.0,
     time=datetime(2026, 3, 2, 14, 30, tzinfo=UTC),
-    message="XAU up 2.00% in 1d (now 4,110)",
 )  # synthetic figures
 
 

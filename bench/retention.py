@@ -16,7 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alerts.models import Alert, Condition, Direction, Quote, RuleState
+from alerts.models import Alert, Direction, Quote, RuleState
+from alerts.rules import parse
 from storage.db import Store
 
 DAYS, PER_DAY, TICKS_PER_DAY, CHATS, RULES_PER_CHAT = 365, 100, 10, 20, 5
@@ -66,10 +67,10 @@ async def simulate_year(path: Path, prune: bool) -> tuple[int, dict[str, int]]:
                 for _ in range(PER_DAY // TICKS_PER_DAY):
                     rule, chat = rules[n % len(rules)]
                     price = 50.0 + (n % 97) / 10
+                    text = f"XAG above {price:.1f}"
                     alert = Alert(
-                        f"XAG above {price:.1f}", "XAG", Condition.ABOVE, Direction.UP, price,
-                        price - 0.1, price, clock.now,
-                        f"XAG rose above {price:.1f} (now {price + 0.02:.2f}), up 1.2% today",
+                        text, parse(text), Direction.UP, price, price - 0.1, price,
+                        clock.now, price - 0.01, price + 0.01,
                     )  # fmt: skip
                     fired.append((rule, chat, alert))
                     n += 1

@@ -56,6 +56,7 @@ from bot import render
 from bot.charts import RANGES
 from bot.commands import Caller, Commands, Reply
 from bot.notifier import DeliveryError
+from bot.wording import sentence
 from feeds.backoff import Backoff
 from feeds.catalogue import COMMON_CRYPTO
 from storage.db import Chat, Store
@@ -129,7 +130,7 @@ def alert_embed(alert: Alert) -> discord.Embed:
     """An alert as an embed: coloured by direction, the symbol, the message, rule and time."""
     embed = discord.Embed(
         title=_cut(alert.symbol, TITLE_LIMIT),
-        description=_cut(discord.utils.escape_markdown(alert.message), DESCRIPTION_LIMIT),
+        description=_cut(discord.utils.escape_markdown(sentence(alert)), DESCRIPTION_LIMIT),
         colour=COLOURS.get(alert.direction, BLURPLE),
         timestamp=alert.time,
     )

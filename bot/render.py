@@ -6,6 +6,7 @@ import html
 
 from alerts.models import Alert, Direction
 from bot.commands import Reply
+from bot.wording import parts, sentence
 
 TELEGRAM_LIMIT = 4096
 _ARROWS = {Direction.UP: "🟢▲", Direction.DOWN: "🔴▼", Direction.WIDER: "🟠↔"}
@@ -33,29 +34,16 @@ def telegram_html(reply: Reply) -> list[str]:
 def alert_plain(alert: Alert) -> str:
     """An alert as one plain line."""
     stamp = alert.time.strftime("%Y-%m-%d %H:%M UTC")
-    return f"{alert.message} — {alert.rule_text} ({stamp})"
+    return f"{sentence(alert)} — {alert.rule_text} ({stamp})"
 
 
 def alert_html(alert: Alert) -> str:
     """An alert as a Telegram HTML message: its subject, named once, in bold."""
     arrow = _ARROWS.get(alert.direction, "🔔")
     stamp = alert.time.strftime("%Y-%m-%d %H:%M UTC")
-    lead = _subject(alert)
-    if lead:
-        headline = f"<b>{html.escape(lead)}</b>{html.escape(alert.message[len(lead) :])}"
-    else:
-        headline = f"<b>{html.escape(alert.symbol)}</b> {html.escape(alert.message)}"
+    words = parts(alert)
+    headline = f"<b>{html.escape(words.subject)}</b> {html.escape(words.rest)}"
     return f"{arrow} {headline}\n<i>{html.escape(alert.rule_text)}</i> · {stamp}"
-
-
-def _subject(alert: Alert) -> str:
-    """The message's first word when it names the alert's subject, else "".
-
-    The engine's messages start with their subject: the symbol, a pair (`XAU/XAG ratio ...`),
-    or a pair's first symbol (`XAU outperformed BTC ...`).
-    """
-    first = alert.message.split(" ", 1)[0]
-    return first if first and first in (alert.symbol, alert.symbol.split("/", 1)[0]) else ""
 
 
 def split_messages(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:

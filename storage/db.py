@@ -28,7 +28,8 @@ from typing import Any
 
 import aiosqlite
 
-from alerts.models import Alert, Condition, Direction, Quote, RuleState
+from alerts import rules
+from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleError, RuleState
 from storage.api import Chat, Clock, LimitReached, OutboxRow, Storage, StoredRule, utcnow
 from storage.migrations import MIGRATIONS
 
@@ -50,7 +51,7 @@ _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
 
 
 def alert_to_json(alert: Alert) -> str:
-    """Serialise an alert for the outbox."""
+    """Serialise an alert for the outbox: its data, no sentence (front ends word it)."""
     return json.dumps(
         {
             "rule_text": alert.rule_text,
@@ -61,24 +62,35 @@ def alert_to_json(alert: Alert) -> str:
             "reference": alert.reference,
             "observed": alert.observed,
             "time": alert.time.isoformat(),
-            "message": alert.message,
+            "bid": alert.bid,
+            "ask": alert.ask,
         }
     )
 
 
 def alert_from_json(text: str) -> Alert:
-    """Inverse of `alert_to_json`."""
+    """Inverse of `alert_to_json`; the rule is parsed back from its text.
+
+    Rows from before alerts were data (a `message`, no `bid`/`ask`) load with no book. A rule
+    text that no longer parses (the grammar changed since) loads as a bare rule of the stored
+    subject and condition: the alert is still delivered, in the fewer words the wording can
+    say without the rule's details, never as an error that would hold up the outbox.
+    """
     data: dict[str, Any] = json.loads(text)
+    try:
+        rule = rules.parse(data["rule_text"])
+    except RuleError:
+        rule = Rule(symbol=data["symbol"], condition=Condition(data["condition"]))
     return Alert(
         rule_text=data["rule_text"],
-        symbol=data["symbol"],
-        condition=Condition(data["condition"]),
+        rule=rule,
         direction=Direction(data["direction"]),
         price=data["price"],
         reference=data["reference"],
         observed=data["observed"],
         time=datetime.fromisoformat(data["time"]),
-        message=data["message"],
+        bid=data.get("bid"),
+        ask=data.get("ask"),
     )
 
 

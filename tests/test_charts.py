@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from PIL import Image
 
 from alerts import rules
-from alerts.models import Alert, Candle, Condition, Direction
+from alerts.models import Alert, Candle, Direction
 from bot.charts import ChartCache, ChartSpec, Level, Panel, Series, render, replay_spec
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -34,8 +34,8 @@ def test_candles_ratio_and_fires_in_a_replay_chart() -> None:
     day0 = date(2026, 1, 1)
     silver = [Candle(day0 + timedelta(days=i), 48 + i, 49 + i, 47 + i, 48.5 + i) for i in range(5)]
     gold = [Candle(day0 + timedelta(days=i), 4000, 4010, 3990, 4000) for i in range(5)]
-    fire = Alert("XAG above 50", "XAG", Condition.ABOVE, Direction.UP, 50.5, 50, 50.5,
-                 datetime(2026, 1, 3, 16, tzinfo=UTC), "XAG rose above 50")  # fmt: skip
+    fire = Alert("XAG above 50", rules.parse("XAG above 50"), Direction.UP, 50.5, 50, 50.5,
+                 datetime(2026, 1, 3, 16, tzinfo=UTC))  # fmt: skip
     spec = replay_spec(
         {"XAG": silver, "XAU": gold},
         [rules.parse("XAG above 50"), rules.parse("XAU/XAG below 80")],

@@ -16,6 +16,7 @@ from alerts import rules
 from alerts.models import Candle
 from bot.commands import Caller, Commands, Reply
 from bot.render import plain, split_messages, telegram_html
+from bot.wording import sentence
 from storage.db import Store
 from tickerbell.market_data import MarketData
 from tickerbell.service import Service
@@ -365,7 +366,7 @@ async def test_moving_average_and_rsi_alerts_fire_in_the_live_service(
         venue.prices["BTC/USDT"] = price
         await service.poll("ccxt:binance")
         clock.tick()
-    messages = [row.alert.message for row in await store.pending()]
+    messages = [sentence(row.alert) for row in await store.pending()]
     assert messages == [
         "BTC crossed below its 20-day MA 84,495 (now 84,000)",
         "BTC 14-day RSI fell below 30 (24.1, now 80,000)",

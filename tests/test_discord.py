@@ -38,7 +38,7 @@ from support import scripted
 from support.scripted import T0, Clock, ScriptedVenue, enqueue, make_service
 from support.waiting import until
 
-from alerts.models import Alert, Candle, Condition, Direction
+from alerts.models import Alert, Candle, Direction
 from bot.commands import Commands, Reply
 from bot.discord_bot import (
     AMBER,
@@ -122,9 +122,6 @@ async def invoke(bot: DiscordBot, payload: dict[str, Any]) -> None:
 
 
 XAG_ALERT: dict[str, Any] = {
-    "rule_text": "XAG above 50",
-    "symbol": "XAG",
-    "condition": Condition.ABOVE,
     "direction": Direction.UP,
     "price": 50.2,
     "reference": 50.0,
@@ -132,8 +129,8 @@ XAG_ALERT: dict[str, Any] = {
 }
 
 
-def an_alert(message: str = "XAG rose above 50 (now 50.2)", **changes: Any) -> Alert:
-    return scripted.an_alert(message, **{**XAG_ALERT, **changes})
+def an_alert(rule: str = "XAG above 50", **changes: Any) -> Alert:
+    return scripted.an_alert(rule, **{**XAG_ALERT, **changes})
 
 
 def only(items: list[T]) -> T:
@@ -184,13 +181,13 @@ def test_alert_embeds_are_coloured_by_direction() -> None:
     up = alert_embed(an_alert()).to_dict()
     assert (up["title"], up["description"], up["color"]) == (
         "XAG",
-        "XAG rose above 50 (now 50.2)",
+        "XAG rose above 50 (now 50.20)",
         GREEN.value,
     )
     assert up["footer"] == {"text": "XAG above 50"}
     assert up["timestamp"] == "2026-03-02T12:00:00+00:00"
-    down = alert_embed(an_alert("BTC fell below 85,000", direction=Direction.DOWN))
-    wider = alert_embed(an_alert("XAG spread 0.8%", direction=Direction.WIDER))
+    down = alert_embed(an_alert("BTC below 85000", direction=Direction.DOWN))
+    wider = alert_embed(an_alert("XAG spread > 0.5%", direction=Direction.WIDER))
     assert (down.colour, wider.colour) == (RED, AMBER)
 
 
@@ -222,7 +219,7 @@ async def test_alert_with_chart_arrives_as_embed_and_attachment(
         assert message_id == str(posted.id)
         embed = only(posted.embeds)
         assert embed["title"] == "XAG"
-        assert embed["description"] == "XAG rose above 50 (now 50.2)"
+        assert embed["description"] == "XAG rose above 50 (now 50.20)"
         assert embed["color"] == 0x2ECC71
         assert embed["footer"]["text"] == "XAG above 50"
         assert embed["image"]["url"] == "attachment://chart.png"
@@ -257,7 +254,7 @@ async def test_a_channel_that_is_gone_is_deactivated_and_left_alone(
         assert await r.store.outbox_counts() == {"failed": 1}
         found = await r.store.find_chat("discord", str(CHANNEL))
         assert found is not None and not found.active
-        await enqueue(r.store, chat, an_alert("XAG rose above 50 (now 51)"))
+        await enqueue(r.store, chat, an_alert(price=51.0))
         await r.delivery.drain()
         with pytest.raises(DeliveryError) as caught:
             await r.bot.send(chat, an_alert())  # even asked directly, it does not try

@@ -13,6 +13,7 @@ from alerts.engine import evaluate
 from alerts.indicators import DAY, Market, observe
 from alerts.models import Alert, Candle, Condition, Direction, Indicator, Quote, RuleState
 from alerts.sanity import Limits
+from bot.wording import sentence
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 STEP = timedelta(minutes=1)
@@ -94,13 +95,13 @@ def test_level_rules(rule: str, prices: list[float], expected: list[int]) -> Non
 
 def test_crosses_says_which_way() -> None:
     fires = drive("XAG crosses 50", [49.0, 50.1, 49.5])
-    assert [(a.direction, a.message) for _, a in fires] == [
+    assert [(a.direction, sentence(a)) for _, a in fires] == [
         (Direction.UP, "XAG crossed above 50 (now 50.10)"),
         (Direction.DOWN, "XAG crossed below 50 (now 49.50)"),
     ]
     assert fires[0][1].rule_text == "XAG crosses 50" and fires[0][1].kind == "crosses"
     ratio = drive("XAU/XAG crosses 80", [4000.0, 4000.0], other={"XAG": [49.0, 50.5]})
-    assert [a.message for _, a in ratio] == ["XAU/XAG ratio crossed below 80 (now 79.21)"]
+    assert [sentence(a) for _, a in ratio] == ["XAU/XAG ratio crossed below 80 (now 79.21)"]
 
 
 def test_cooldown_holds_a_fire_back_and_releases_it_if_still_true() -> None:
@@ -170,9 +171,9 @@ def test_moving_average_rules(rule: str, prices: list[float], expected: list[int
 def test_moving_average_alert_names_the_average() -> None:
     [(_, alert)] = drive("XAU below ma 3d", [13.5, 12.9], candles=CLIMB)
     assert (alert.price, alert.reference, alert.direction) == (12.9, 13, Direction.DOWN)
-    assert alert.message == "XAU fell below its 3-day MA 13 (now 12.90)"
+    assert sentence(alert) == "XAU fell below its 3-day MA 13 (now 12.90)"
     [(_, alert)] = drive("XAU crosses ema 3d", [13.5, 12.9], candles=CLIMB)
-    assert alert.message == "XAU crossed below its 3-day EMA 13 (now 12.90)"
+    assert sentence(alert) == "XAU crossed below its 3-day EMA 13 (now 12.90)"
 
 
 def test_the_average_moves_once_a_day_and_can_cross_a_still_price() -> None:
@@ -230,7 +231,7 @@ def test_rsi_alert_gives_the_rsi_and_the_price() -> None:
     assert alert.observed == pytest.approx(90) and alert.price == 13
     assert alert.reference is None  # the level is an RSI, not a price to draw on a chart
     assert alert.direction is Direction.UP
-    assert alert.message == "XAG 2-day RSI rose above 85 (90.0, now 13)"
+    assert sentence(alert) == "XAG 2-day RSI rose above 85 (90.0, now 13)"
 
 
 def test_day_change_against_previous_close_across_a_weekend() -> None:
@@ -275,7 +276,8 @@ def test_spread_in_the_quote_currency() -> None:
     prices = [(b + a) / 2 for b, a in books]
     fires = drive("XAG spread > 0.15", prices, books=books)
     assert [i for i, _ in fires] == [1, 3]
-    assert fires[0][1].message == "XAG spread 21.0c is over 15.0c (bid 50 / ask 50.21)"
+    assert (fires[0][1].bid, fires[0][1].ask) == (50.0, 50.21)
+    assert sentence(fires[0][1]) == "XAG spread 21.0c is over 15.0c (bid 50 / ask 50.21)"
 
 
 def test_spread_rule_skips_quotes_without_a_book() -> None:
@@ -302,7 +304,7 @@ def test_relative_performance() -> None:
         other={"BTC": [101000.0, 101000.0]},
     )
     assert [i for i, _ in fires] == [1]
-    assert "outperformed BTC" in fires[0][1].message
+    assert "outperformed BTC" in sentence(fires[0][1])
 
 
 @pytest.mark.parametrize(
@@ -350,7 +352,9 @@ def test_alert_carries_what_a_message_needs() -> None:
     assert alert.direction is Direction.UP
     assert (alert.price, alert.reference, alert.observed) == (50.5, 50.0, 50.5)
     assert alert.time == T0 + STEP
-    assert alert.message == "XAG rose above 50 (now 50.50)"
+    assert alert.rule == rules.parse("XAG above 50 cooldown 1h")
+    assert (alert.bid, alert.ask) == (None, None)  # the quote had no book
+    assert sentence(alert) == "XAG rose above 50 (now 50.50)"
 
 
 def test_state_is_plain_json() -> None:

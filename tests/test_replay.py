@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from alerts import rules
+from bot.wording import sentence
 from feeds.replay import bar_path, read_candles, replay, symbol_from_name
 from tickerbell.cli import load_series, main
 
@@ -257,7 +258,7 @@ def test_btc_below_its_200_day_average() -> None:
     # the first 200 bars end 2023-07-19; BTC first traded under its 200-day MA (27,248) on
     # 2023-08-17 (low 25,166); the 2024 summer and the 2025 slides follow
     assert (got[0], len(got)) == ("2023-08-17", 40)
-    assert result.fires[0].alert.message == "BTC fell below its 200-day MA 27,248.25 (now 25,166)"
+    assert sentence(result.fires[0].alert) == "BTC fell below its 200-day MA 27,248.25 (now 25,166)"
 
 
 @needs_data

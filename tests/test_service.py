@@ -321,7 +321,7 @@ async def test_a_full_disk_mid_fan_out_sends_no_chat_a_second_copy(tmp_path: Pat
             for n in range(20):
                 chat = await store.chat("telegram", str(n))
                 for k in range(3):
-                    await enqueue(store, chat, an_alert(f"alert {k} for chat {n}"))
+                    await enqueue(store, chat, an_alert(price=100.0 * n + k + 1))
             tg.after_send = lambda sent: disk.fill() if sent == 3 else None
             delivery = Delivery(store, {"telegram": tg}, clock=clock, store_retry=0.05)
             delivering = asyncio.create_task(delivery.run())
@@ -339,7 +339,7 @@ async def test_a_full_disk_mid_fan_out_sends_no_chat_a_second_copy(tmp_path: Pat
     assert len(copies) == 60 and set(copies.values()) == {1}
     for n in range(20):  # and each chat still got its alerts in order
         assert [m for c, m in tg.sent if c == str(n)] == [
-            f"alert {k} for chat {n}" for k in range(3)
+            f"BTC fell below 85,000 (now {100 * n + k + 1:,})" for k in range(3)
         ]
 
 
@@ -352,7 +352,7 @@ async def test_a_chat_waiting_for_its_retry_gets_nothing_else_meanwhile(tmp_path
     async with Store.open(tmp_path / "k.db", clock=clock) as store:
         chat = await store.chat("telegram", "42")
         for price in (84000.0, 83000.0):
-            await enqueue(store, chat, an_alert(f"BTC at {price:,.0f}", price=price))
+            await enqueue(store, chat, an_alert(price=price))
         tg.failures = [DeliveryError("flood control", retry_after=30)]
         delivery = Delivery(store, {"telegram": tg}, clock=clock)
         await delivery.drain()
@@ -360,7 +360,10 @@ async def test_a_chat_waiting_for_its_retry_gets_nothing_else_meanwhile(tmp_path
         assert tg.sent == []  # the second alert does not overtake the first
         clock.tick(31)
         await delivery.drain()
-        assert tg.sent == [("42", "BTC at 84,000"), ("42", "BTC at 83,000")]
+        assert tg.sent == [
+            ("42", "BTC fell below 85,000 (now 84,000)"),
+            ("42", "BTC fell below 85,000 (now 83,000)"),
+        ]
 
 
 async def test_zero_prices_are_counted_and_logged_once(

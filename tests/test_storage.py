@@ -4,6 +4,7 @@ migrations, pragmas, connections, backups."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import stat
@@ -14,20 +15,30 @@ from pathlib import Path
 import pytest
 from support.scripted import T0, Clock
 
-from alerts.models import Alert, Condition, Direction, Quote, RuleState
+from alerts import rules
+from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleState
+from bot import render
+from bot.wording import sentence
 from storage.api import Storage
-from storage.db import LimitReached, Store, _statements, backup
+from storage.db import (
+    LimitReached,
+    Store,
+    _statements,
+    alert_from_json,
+    alert_to_json,
+    backup,
+)
 from storage.memory import MemoryStore
 from storage.migrations import MIGRATIONS
+from tickerbell.delivery import ConsoleNotifier, Delivery
 
 # What each backend raises for a write naming a chat or rule that does not exist.
 REFUSED: dict[str, type[Exception]] = {"sqlite": sqlite3.IntegrityError, "memory": ValueError}
 
 
 def alert(price: float = 50.5) -> Alert:
-    return Alert(
-        "XAG above 50", "XAG", Condition.ABOVE, Direction.UP, price, 50.0, price, T0, "msg"
-    )
+    rule = rules.parse("XAG above 50")
+    return Alert("XAG above 50", rule, Direction.UP, price, 50.0, price, T0, price - 0.01, price)
 
 
 @pytest.fixture
@@ -617,3 +628,77 @@ async def test_pruning_keeps_what_was_decided_at_the_cut(store: Storage) -> None
     assert await store.prune_outbox(before=T0) == 0
     assert await store.prune_outbox(before=T0 + timedelta(microseconds=1)) == 1
     assert await store.outbox_counts() == {}
+
+
+# Outbox payloads exactly as the version whose alerts carried a `message` (and no book) wrote them.
+OLD_PAYLOADS = [
+    '{"rule_text": "XAG above 50", "symbol": "XAG", "condition": "above", "direction": "up", '
+    '"price": 50.5, "reference": 50.0, "observed": 50.5, "time": "2026-03-02T12:00:00+00:00", '
+    '"message": "XAG rose above 50 (now 50.50)"}',
+    '{"rule_text": "XAU/XAG below 80", "symbol": "XAU/XAG", "condition": "below", '
+    '"direction": "down", "price": 79.21, "reference": 80.0, "observed": 79.21, '
+    '"time": "2026-03-02T12:00:00+00:00", "message": "XAU/XAG ratio fell below 80 (now 79.21)"}',
+    '{"rule_text": "XAG spread > 0.15", "symbol": "XAG", "condition": "spread_abs", '
+    '"direction": "wider", "price": 50.105, "reference": 0.15, "observed": 0.21000000000000085, '
+    '"time": "2026-03-02T12:00:00+00:00", '
+    '"message": "XAG spread 21.0c is over 15.0c (bid 50 / ask 50.21)"}',
+]
+
+
+async def insert_payloads(store: Store, chat: int, payloads: list[str]) -> None:
+    """Outbox rows as an earlier version left them in the database."""
+    async with store._transaction() as conn:
+        for payload in payloads:
+            await conn.execute(
+                "INSERT INTO outbox (chat, payload, created_at) VALUES (?, ?, ?)",
+                (chat, payload, T0.isoformat()),
+            )
+
+
+async def test_outbox_rows_from_before_alerts_were_data_still_load_and_render(
+    sqlite_store: Store,
+) -> None:
+    store = sqlite_store
+    chat = await store.chat("console", "console")
+    await insert_payloads(store, chat.id, OLD_PAYLOADS)
+    level, ratio, spread = [row.alert for row in await store.pending()]
+    assert level.rule == rules.parse("XAG above 50") and level.symbol == "XAG"
+    assert (level.bid, level.ask) == (None, None)
+    assert ratio.rule == rules.parse("XAU/XAG below 80") and ratio.symbol == "XAU/XAG"
+    assert sentence(level) == "XAG rose above 50 (now 50.50)"  # their old messages, word for word
+    assert render.alert_html(ratio).split("\n")[0] == (
+        "🔴▼ <b>XAU/XAG</b> ratio fell below 80 (now 79.21)"
+    )
+    assert sentence(spread) == "XAG spread 21.0c is over 15.0c"  # the book was not stored
+
+
+async def test_an_alert_whose_rule_no_longer_parses_is_still_delivered(
+    sqlite_store: Store, clock: Clock
+) -> None:
+    """A stored rule text the grammar no longer reads (here a made-up condition) loads as a bare
+    rule of the stored subject and condition, and goes out in the words that are still true."""
+    store = sqlite_store
+    chat = await store.chat("console", "console")
+    payload = (
+        '{"rule_text": "XAU/XAG wobbles 80", "symbol": "XAU/XAG", "condition": "crosses", '
+        '"direction": "up", "price": 80.5, "reference": 80.0, "observed": 80.5, '
+        '"time": "2026-03-02T12:00:00+00:00", "bid": null, "ask": null}'
+    )
+    await insert_payloads(store, chat.id, [payload])
+    [row] = await store.pending()
+    assert row.alert.rule == Rule("XAU/XAG", Condition.CROSSES)
+    assert (row.alert.rule_text, row.alert.symbol) == ("XAU/XAG wobbles 80", "XAU/XAG")
+    printed: list[str] = []
+    delivery = Delivery(store, {"console": ConsoleNotifier(printed.append)}, clock=clock)
+    await delivery.drain()
+    assert printed == [
+        "[2026-03-02 12:00:00 UTC] ALERT XAU/XAG alert triggered (now 80.50)  (XAU/XAG wobbles 80)"
+    ]
+    assert await store.outbox_counts() == {"delivered": 1}
+
+
+def test_an_alert_is_stored_as_data_without_a_sentence() -> None:
+    stored = json.loads(alert_to_json(alert(50.5)))
+    assert "message" not in stored
+    assert (stored["rule_text"], stored["bid"], stored["ask"]) == ("XAG above 50", 50.49, 50.5)
+    assert alert_from_json(alert_to_json(alert(50.5))) == alert(50.5)

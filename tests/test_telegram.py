@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, html_problem, plain
+from support.kinds import EVERY_KIND
 from support.scripted import an_alert, enqueue, make_service
 from support.waiting import until
 from telegram import Bot
 from telegram.error import InvalidToken
 
-from alerts.models import Candle, Quote
+from alerts.models import Alert, Candle, Condition, Direction, Quote, Rule
 from bot.commands import Commands
 from bot.telegram_bot import COMMANDS, Rates, SendLimiter, TelegramBot
 from feeds.base import FeedHealth
@@ -277,7 +278,7 @@ async def test_a_chat_that_is_gone_is_deactivated(
         assert await r.store.outbox_counts() == {"failed": 1}
         found = await r.store.find_chat("telegram", str(USER))
         assert found is not None and not found.active
-        await enqueue(r.store, chat, an_alert("BTC fell below 85,000 (now 83,000)"))
+        await enqueue(r.store, chat, an_alert(price=83000.0))
         await r.delivery.drain()
         assert sends_to(fake, USER) == 1  # nothing more was tried
         assert await r.store.outbox_counts() == {"failed": 1, "inactive": 1}
@@ -348,25 +349,25 @@ async def test_a_migration_notice_moves_the_rules_at_once(
         assert await r.store.find_chat("telegram", str(old)) is None
 
 
+ARROWS = {Direction.UP: "🟢▲", Direction.DOWN: "🔴▼", Direction.WIDER: "🟠↔"}
+
+
 @pytest.mark.parametrize(
-    ("symbol", "message", "headline"),
-    [
-        ("BTC", "BTC fell below 85,000 (now 84,000)", "BTC fell below 85,000 (now 84,000)"),
-        ("XAU/XAG", "XAU/XAG ratio rose above 80 (now 81)", "XAU/XAG ratio rose above 80 (now 81)"),
-        ("XAU/BTC", "XAU outperformed BTC by 3.00% over 1d (ratio 0.03, was 0.029)",
-         "XAU outperformed BTC by 3.00% over 1d (ratio 0.03, was 0.029)"),
-    ],
-)  # fmt: skip
+    ("alert", "subject", "rest"), EVERY_KIND, ids=[alert.rule_text for alert, _, _ in EVERY_KIND]
+)
 async def test_an_alert_names_its_symbol_once(
-    tmp_path: Path, fake: FakeTelegram, symbol: str, message: str, headline: str
+    tmp_path: Path, fake: FakeTelegram, alert: Alert, subject: str, rest: str
 ) -> None:
+    """Every kind of alert: its subject once, in bold, then the rest of its sentence."""
     async with rig(tmp_path / "s.db", fake) as r:
         chat = await r.store.chat("telegram", str(USER))
-        assert await r.bot.send(chat, an_alert(message, symbol=symbol)) is not None
+        assert await r.bot.send(chat, alert) is not None
     [sent] = fake.texts(USER)
-    assert plain(sent).splitlines()[0] == f"🔴▼ {headline}"
-    lead = message.split()[0]
-    assert sent.startswith(f"🔴▼ <b>{lead}</b> ")
+    arrow = ARROWS[alert.direction]
+    headline = plain(sent).splitlines()[0]
+    assert headline == f"{arrow} {subject} {rest}"
+    assert headline.count(subject) == 1
+    assert sent.startswith(f"{arrow} <b>{subject}</b> ") and sent.count("<b>") == 1
 
 
 # --- 6. the allowlist ---
@@ -408,7 +409,8 @@ async def test_chats_off_the_allowlist_are_refused(tmp_path: Path, fake: FakeTel
 
 async def test_dynamic_values_are_escaped(tmp_path: Path, fake: FakeTelegram) -> None:
     async with rig(tmp_path / "e.db", fake) as r:
-        nasty = an_alert("A&B<C> fell below 1 & rose > 2", symbol="A&B<C>", rule_text="A<B & C>D")
+        rotation = Rule("A&B<C>", Condition.UP, 3.0, other="X&Y>", window=timedelta(days=1))
+        nasty = an_alert(rotation, rule_text="A<B & C>D", price=0.5, reference=0.485, observed=3.0)
         chat = await r.store.chat("telegram", str(USER))
         assert await r.bot.send(chat, nasty) is not None
         fake.push("/alert X&Y above 3", chat_id=USER)
@@ -416,8 +418,13 @@ async def test_dynamic_values_are_escaped(tmp_path: Path, fake: FakeTelegram) ->
         await until(lambda: len(fake.texts(USER)) == 3)
         sent = fake.texts(USER)
         assert all(html_problem(text) is None for text in sent)
-        assert sent[0].startswith("🔴▼ <b>A&amp;B&lt;C&gt;</b> fell below 1 &amp; rose &gt; 2\n")
-        assert plain(sent[0]).startswith("🔴▼ A&B<C> fell below 1 & rose > 2\nA<B & C>D")
+        assert sent[0].startswith(
+            "🔴▼ <b>A&amp;B&lt;C&gt;</b> outperformed X&amp;Y&gt; by 3.00% over 1d"
+            " (ratio 0.5, was 0.485)\n"
+        )
+        assert plain(sent[0]).startswith(
+            "🔴▼ A&B<C> outperformed X&Y> by 3.00% over 1d (ratio 0.5, was 0.485)\nA<B & C>D"
+        )
         assert "'X&Y' is not a valid symbol" in plain(sent[1])
         assert "'<b' is not a price" in plain(sent[2])
         assert "&lt;b" in sent[2]
@@ -645,7 +652,8 @@ async def test_an_alert_with_a_chart_goes_as_a_photo_with_its_caption(
     async with rig(tmp_path / "p.db", fake) as r:
         chat = await r.store.chat("telegram", str(USER))
         assert await r.bot.send(chat, an_alert(), image=png) is not None
-        long_caption = an_alert("x" * 1100)  # over the 1024-character caption limit
+        # over the 1024-character caption limit
+        long_caption = an_alert(Rule("X" * 1100, Condition.BELOW, 85000.0))
         assert await r.bot.send(chat, long_caption, image=png) is not None
     photos = [c for c in fake.calls if c.method == "sendPhoto"]
     assert len(photos) == 1

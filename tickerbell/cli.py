@@ -183,6 +183,7 @@ def _replay(args: argparse.Namespace) -> int:
     from alerts import rules
     from alerts.sanity import Limits
     from alerts.text import number
+    from bot.wording import sentence
     from feeds.catalogue import canonical_rule
     from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, replay
 
@@ -202,13 +203,13 @@ def _replay(args: argparse.Namespace) -> int:
                 "rule": alert.rule_text,
                 "kind": alert.kind,
                 "price": alert.price,
-                "message": alert.message,
+                "message": sentence(alert),
             }
             print(json.dumps(record), file=out)
         else:
             day = alert.time.date().isoformat()
             line = f"{day}  {alert.symbol:<8} {alert.rule_text:<28} {number(alert.price):>12}"
-            print(f"{line}  {alert.message}", file=out)
+            print(f"{line}  {sentence(alert)}", file=out)
     if args.plot:
         alerts = [fire.alert for fire in result.fires]
         window = {

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from alerts.models import Alert
 from bot.notifier import DeliveryError, Notifier
+from bot.wording import sentence
 from feeds.backoff import Backoff
 from storage.db import Chat, OutboxRow, Store, utcnow
 
@@ -47,7 +48,7 @@ class ConsoleNotifier:
 
     async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         stamp = alert.time.strftime("%Y-%m-%d %H:%M:%S UTC")
-        self._write(f"[{stamp}] ALERT {alert.message}  ({alert.rule_text})")
+        self._write(f"[{stamp}] ALERT {sentence(alert)}  ({alert.rule_text})")
         return None
 
     async def close(self) -> None:

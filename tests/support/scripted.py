@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alerts.models import Alert, Candle, Condition, Direction, Quote
+from alerts import rules
+from alerts.models import Alert, Candle, Direction, Quote, Rule
 from alerts.sanity import Limits
+from bot.wording import sentence
 from feeds.base import Feed, FeedHealth, TransientFeedError
 from feeds.catalogue import Catalogue
 from storage.db import Chat, Store, utcnow
@@ -75,7 +77,7 @@ class Recorder:
             raise self.failure
         if self.failures:
             raise self.failures.pop(0)
-        self.sent.append((chat.chat_id, alert.message))
+        self.sent.append((chat.chat_id, sentence(alert)))
         self.after_send(len(self.sent))
         self.images.append(image)
         return str(len(self.sent))
@@ -109,18 +111,18 @@ async def service(
         yield svc, store, delivery
 
 
-def an_alert(message: str = "BTC fell below 85,000 (now 84,000)", **changes: Any) -> Alert:
-    """A synthetic decided alert (made-up numbers); `changes` override its fields."""
+def an_alert(rule: str | Rule = "BTC below 85000", **changes: Any) -> Alert:
+    """A synthetic decided alert (made-up numbers) of `rule` (text or parsed); `changes`
+    override its fields (give `rule_text` with a rule that has no canonical text)."""
+    parsed = rules.parse(rule) if isinstance(rule, str) else rule
     fields: dict[str, Any] = {
-        "rule_text": "BTC below 85000",
-        "symbol": "BTC",
-        "condition": Condition.BELOW,
+        "rule_text": changes["rule_text"] if "rule_text" in changes else rules.format(parsed),
+        "rule": parsed,
         "direction": Direction.DOWN,
         "price": 84000.0,
         "reference": 85000.0,
         "observed": 84000.0,
         "time": datetime(2026, 3, 2, 12, tzinfo=UTC),
-        "message": message,
     }
     fields.update(changes)
     return Alert(**fields)
