@@ -10,7 +10,8 @@ times a store keeps in its own fields (when a chat is muted until, when a rule o
 was made, a quote's time) come back as the same instants in UTC; alerts and rule states come
 back equal to what was stored. A write that names a chat or rule that does not exist, or takes
 a chat id in use, raises the backend's integrity error (SQLite: sqlite3.IntegrityError; memory:
-ValueError) and changes nothing.
+ValueError) and changes nothing. A store that cannot work at all for now raises
+`StorageUnavailable` (every backend translates its driver's operational errors into it).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ def utcnow() -> datetime:
 
 class LimitReached(Exception):
     """A chat already has as many rules as it may."""
+
+
+class StorageUnavailable(Exception):
+    """The store cannot be read or written just now (a full disk, an I/O error, a lost
+    connection): the call changed nothing, and the same call may work later. Callers hold
+    their work and retry; they never treat it as a verdict on the data."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,16 @@ import aiosqlite
 
 from alerts import rules
 from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleError, RuleState
-from storage.api import Chat, Clock, LimitReached, OutboxRow, Storage, StoredRule, utcnow
+from storage.api import (
+    Chat,
+    Clock,
+    LimitReached,
+    OutboxRow,
+    Storage,
+    StorageUnavailable,
+    StoredRule,
+    utcnow,
+)
 from storage.migrations import MIGRATIONS
 
 # The value names callers import from here until they import them from storage.api.
@@ -39,6 +48,7 @@ __all__ = [
     "Clock",
     "LimitReached",
     "OutboxRow",
+    "StorageUnavailable",
     "Store",
     "StoredRule",
     "alert_from_json",
@@ -155,13 +165,14 @@ class Store:
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One serialised write transaction: all of it lands, or none of it."""
         async with self._write:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
+            with _unavailable_on_failure():
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                await self._conn.execute("COMMIT")
 
     async def _migrate(self) -> None:
         await self._conn.execute(
@@ -188,7 +199,8 @@ class Store:
 
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         """Rows of one committed-state read, fetched in the same job as the statement."""
-        return list(await self._reader.execute_fetchall(sql, tuple(args)))
+        with _unavailable_on_failure():
+            return list(await self._reader.execute_fetchall(sql, tuple(args)))
 
     # --- chats ---
 
@@ -579,6 +591,16 @@ def _backup(source: Path, target: Path) -> None:
         raise
     finally:
         src.close()
+
+
+@contextmanager
+def _unavailable_on_failure() -> Iterator[None]:
+    """SQLite's operational errors (a full disk, an I/O error, a lock held past the busy
+    timeout) as the contract's StorageUnavailable; integrity errors pass unchanged."""
+    try:
+        yield
+    except sqlite3.OperationalError as err:
+        raise StorageUnavailable(str(err)) from err
 
 
 def _private_file(path: Path) -> None:

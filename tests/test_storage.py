@@ -13,13 +13,14 @@ from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
+from support.full_disk import small_disk
 from support.scripted import T0, Clock
 
 from alerts import rules
 from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleState
 from bot import render
 from bot.wording import sentence
-from storage.api import Storage
+from storage.api import Storage, StorageUnavailable
 from storage.db import (
     LimitReached,
     Store,
@@ -702,3 +703,24 @@ def test_an_alert_is_stored_as_data_without_a_sentence() -> None:
     assert "message" not in stored
     assert (stored["rule_text"], stored["bid"], stored["ask"]) == ("XAG above 50", 50.49, 50.5)
     assert alert_from_json(alert_to_json(alert(50.5))) == alert(50.5)
+
+
+async def test_a_full_disk_is_storage_unavailable_and_lands_nothing_partial(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The contract's StorageUnavailable, not a driver error, reaches the layers above: a write
+    that cannot land changes nothing, and the same write works once there is room again."""
+    with small_disk(tmp_path / "disk") as disk:
+        async with Store.open(disk.path / "full.db", clock=clock) as store:
+            chat = await store.chat("telegram", "42")
+            batch = [(None, chat.id, alert(50.0 + i / 100)) for i in range(200)]
+            disk.fill()
+            landed = 0
+            with pytest.raises(StorageUnavailable):
+                for _ in range(1000):  # pages the WAL had in hand fill first
+                    await store.commit_tick({}, batch)
+                    landed += len(batch)
+            assert await store.outbox_counts() == ({"pending": landed} if landed else {})
+            disk.free()
+            await store.commit_tick({}, batch)
+            assert await store.outbox_counts() == {"pending": landed + len(batch)}

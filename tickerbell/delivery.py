@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -26,7 +25,7 @@ from alerts.models import Alert
 from bot.notifier import DeliveryError, Notifier
 from bot.wording import sentence
 from feeds.backoff import Backoff
-from storage.db import Chat, OutboxRow, Store, utcnow
+from storage.api import Chat, OutboxRow, Storage, StorageUnavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class Delivery:
 
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         notifiers: Mapping[str, Notifier],
         clock: Callable[[], datetime] = utcnow,
         interval: float = 1.0,
@@ -175,7 +174,7 @@ class Delivery:
             return await self._send(platform, notifier, row)
         except StoreFailing:
             raise
-        except (sqlite3.Error, OSError) as err:
+        except (StorageUnavailable, OSError) as err:
             raise StoreFailing(str(err)) from err
 
     async def _send(self, platform: str, notifier: Notifier, row: OutboxRow) -> bool:

@@ -19,7 +19,7 @@ from alerts.models import Candle, Quote, Rule, RuleError
 from alerts.sanity import Limits
 from feeds.base import Feed, FeedError
 from feeds.catalogue import Instrument, canonical_rule
-from storage.db import utcnow
+from storage.api import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from storage.db import Store
+from storage.api import Storage
 from tickerbell.service import Service
 
 
@@ -84,7 +84,7 @@ def problems(service: Service, front_ends: Sequence[Listening] = ()) -> list[str
 
 
 def make_app(
-    service: Service, store: Store, front_ends: Sequence[Listening] = ()
+    service: Service, store: Storage, front_ends: Sequence[Listening] = ()
 ) -> web.Application:
     """The aiohttp application serving /metrics and /healthz."""
 
@@ -106,7 +106,7 @@ def make_app(
 
 
 async def start(
-    service: Service, store: Store, host: str, port: int, front_ends: Sequence[Listening] = ()
+    service: Service, store: Storage, host: str, port: int, front_ends: Sequence[Listening] = ()
 ) -> web.AppRunner:
     """Serve the endpoints; the caller awaits `runner.cleanup()` on shutdown."""
     runner = web.AppRunner(make_app(service, store, front_ends), access_log=None)

@@ -17,7 +17,7 @@ from alerts import rules
 from alerts.book import Fire, RuleBook
 from alerts.indicators import bars_needed
 from alerts.models import Rule, RuleError
-from storage.db import Store
+from storage.api import Storage
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ DIGEST_ALL = ("XAU", "XAG", "BTC", "ETH")  # what `/subscribe all` means
 class RuleSync:
     """The rule book's contents: which rule belongs to which chat, and who hears a digest."""
 
-    def __init__(self, store: Store, book: RuleBook, canonical: Callable[[Rule], Rule]) -> None:
+    def __init__(self, store: Storage, book: RuleBook, canonical: Callable[[Rule], Rule]) -> None:
         self.store = store
         self.book = book
         self.canonical = canonical

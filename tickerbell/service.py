@@ -27,7 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from alerts.book import RuleBook
 from alerts.indicators import TICK_MEMORY
 from alerts.models import Alert, Quote
-from storage.db import Store, utcnow
+from storage.api import Storage, utcnow
 from tickerbell.market_data import MarketData
 from tickerbell.rule_sync import RuleSync
 
@@ -46,7 +46,7 @@ class Service:
 
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         data: MarketData,
         *,
         band: float,
