@@ -168,6 +168,36 @@ async def test_rules_added_while_running_are_picked_up_within_a_tick(
         assert len(svc.book) == 1
 
 
+async def test_a_rule_written_by_this_process_is_in_the_book_at_once(tmp_path: Path) -> None:
+    """The command layer sets `rules_changed` after its write: no wait for the timed re-read
+    (an hour here) and no tick needed."""
+    from tickerbell.service import Service
+
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    async with service(tmp_path / "n.db", clock, venue) as (ticking, store, _):
+        changed = asyncio.Event()
+        svc = Service(
+            store,
+            ticking.data,
+            band=0.0025,
+            poll_interval=lambda source: 3600.0,
+            rules_changed=changed,
+            rules_refresh_seconds=3600.0,
+        )
+        await svc.start()
+        try:
+            assert len(svc.book) == 0
+            await add_rule(store, "telegram", "1", "BTC below 85000")
+            changed.set()
+            await until(lambda: len(svc.book) == 1)
+            await add_rule(store, "telegram", "1", "ETH above 5000")
+            changed.set()
+            await until(lambda: len(svc.book) == 2)
+        finally:
+            await svc.stop()
+
+
 async def test_metrics_and_healthz_over_http(tmp_path: Path) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 

@@ -41,7 +41,10 @@ RULES_REFRESH_SECONDS = 2.0
 class Service:
     """Runs the ticks: owns the rule book and the scheduler; one instance per process.
 
-    `wake` is called after a tick committed alerts (delivery's `wake`).
+    `wake` is called after a tick committed alerts (delivery's `wake`). `rules_changed` is set
+    by the command layer of this process after it wrote a rule or subscription: the rule book
+    is brought in line at once. Writes by another process (the CLI) are found by the timed
+    re-read every `rules_refresh_seconds`.
     """
 
     def __init__(
@@ -52,6 +55,8 @@ class Service:
         band: float,
         poll_interval: Callable[[str], float],
         wake: Callable[[], None] = lambda: None,
+        rules_changed: asyncio.Event | None = None,
+        rules_refresh_seconds: float = RULES_REFRESH_SECONDS,
     ) -> None:
         self.store = store
         self.data = data
@@ -62,6 +67,9 @@ class Service:
         self.rules = RuleSync(store, self.book, data.canonical)
         self.poll_interval = poll_interval
         self.wake = wake
+        self.rules_changed = rules_changed
+        self.rules_refresh_seconds = rules_refresh_seconds
+        self._follower: asyncio.Task[None] | None = None
         self._polled: set[str] = set()
         self._ticks: dict[str, asyncio.Task[None]] = {}
         self._store_failing = False
@@ -195,7 +203,11 @@ class Service:
         self.scheduler.start()
         await self.refresh_rules()
         await self._warm_market()
-        self._schedule("rules", self._rules_job, RULES_REFRESH_SECONDS)
+        self._schedule("rules", self._rules_job, self.rules_refresh_seconds)
+        if self.rules_changed is not None:
+            self._follower = asyncio.create_task(
+                self._follow(self.rules_changed), name="rule changes"
+            )
 
     async def _warm_market(self) -> None:
         """Restore the recent quotes of the watched symbols (short windows, spread baselines,
@@ -207,6 +219,17 @@ class Service:
     async def _rules_job(self) -> None:
         self._start_task("rules", self._refresh_safely)
 
+    async def _follow(self, changed: asyncio.Event) -> None:
+        """Re-read the rules each time this process's commands changed them; a re-read that
+        was already running may have missed the change, so one more starts after it."""
+        while True:
+            await changed.wait()
+            changed.clear()
+            running = self._ticks.get("rules")
+            if running is not None and not running.done():
+                await asyncio.wait([running])
+            self._start_task("rules", self._refresh_safely)
+
     async def _refresh_safely(self) -> None:
         try:
             await self.refresh_rules()
@@ -216,6 +239,9 @@ class Service:
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop scheduling polls and let a poll that is running finish its commit."""
         self._stopping = True
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         running = [task for task in self._ticks.values() if not task.done()]
