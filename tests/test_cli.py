@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,13 @@ TOKEN = "123456789:AAF-fake_SECRET_cli_token"
 def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TICKERBELL_DB", str(tmp_path / "cli.db"))
     monkeypatch.setenv("TICKERBELL_HOME", str(tmp_path))  # no stray .env is read
+    # The metals' spot source on a port nobody listens on: the console's commands ask it for
+    # prices, and a test never reaches the internet (it used to reach Swissquote and, through
+    # it, Yahoo: that changed yfinance's process-wide cookie handling for later tests).
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("TICKERBELL_SWISSQUOTE_URL", f"http://127.0.0.1:{port}/instrument")
     monkeypatch.chdir(tmp_path)
 
 
@@ -71,6 +79,19 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         ["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, cwd=tmp_path
     )
     assert done.stderr == "" and done.returncode == 0
+
+
+def test_a_price_source_down_is_told_in_the_reply_alone(tmp_path: Path) -> None:
+    """Offline (the spot source's port refuses), `/status XAG` answers in one short reply that
+    says so; no log lines from the feeds or yfinance beside it, no traceback."""
+    tickerbell = Path(sys.executable).with_name("tickerbell")
+    done = subprocess.run(
+        [str(tickerbell), "cmd", "/status", "XAG"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    first, note = done.stdout.splitlines()[1:3]
+    assert first == "no price for XAG yet."
+    assert note.startswith("swissquote is unreachable") and note.endswith("retrying.")
 
 
 def synthetic_silver(path: Path) -> Path:

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 import yfinance as yf
 from fake_yahoo import FILES, NEW_YORK, FakeYahoo, Seen, UnexpectedHost, load_bars
+from yfinance.data import SingletonMeta, YfData
 
 from alerts.indicators import Market
 from feeds.base import PermanentFeedError
@@ -60,6 +61,17 @@ def yf_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep yfinance's cookie and time-zone caches out of the user's home."""
     yf.set_tz_cache_location(str(tmp_path_factory.mktemp("yfinance-cache")))
     yield
+
+
+@pytest.fixture(autouse=True)
+def fresh_yfinance() -> Iterator[None]:
+    """Each test starts as a new process does. yfinance keeps its session, cookie, crumb and
+    cookie strategy in one process-wide object (`yfinance.data.YfData`, a singleton), and a
+    failed crumb fetch anywhere earlier in the process switches the strategy for good: the next
+    test's first call then sends requests no new process sends."""
+    SingletonMeta._instances.pop(YfData, None)
+    yield
+    SingletonMeta._instances.pop(YfData, None)
 
 
 @pytest.fixture

@@ -313,14 +313,21 @@ class _MarketOnDemand:
 
 
 def _console_command(text: str) -> int:
-    """Answer one command as the console chat, exactly as a chat user would get it."""
+    """Answer one command as the console chat, exactly as a chat user would get it.
+
+    The reply is the whole answer: a price source that is down is said in it (`/status`), so
+    the feeds' outage warnings and yfinance's own lines are not printed beside it.
+    """
     import asyncio
+    import logging
 
     from bot.commands import Caller, Commands
     from bot.render import plain
     from storage.db import Store, utcnow
 
     settings = _settings()
+    logging.basicConfig(level=logging.ERROR, format="tickerbell: %(levelname)s %(message)s")
+    logging.getLogger("yfinance").setLevel(logging.CRITICAL)
 
     async def go() -> int:
         async with Store.open(settings.db) as store:

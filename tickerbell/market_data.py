@@ -203,11 +203,12 @@ class MarketData:
         feed = self.feed(instrument.source)
         try:
             raw = await feed.quotes([instrument.native])
+            if instrument.native not in raw:
+                return None  # no price, no use for its history (the feed logs an outage once)
             await self.load_history(feed, [instrument], days=20)
         except FeedError:
             return None
-        if instrument.native in raw:
-            self.market.ingest(replace(raw[instrument.native], symbol=symbol), now)
+        self.market.ingest(replace(raw[instrument.native], symbol=symbol), now)
         return self.market.quote(symbol, now)
 
     async def daily(self, symbol: str, days: int) -> list[Candle]:
