@@ -54,8 +54,9 @@ from alerts import rules
 from alerts.models import Alert, Direction
 from bot import render
 from bot.charts import RANGES
-from bot.commands import Caller, Commands, Reply
+from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
+from bot.replies import Reply
 from feeds.backoff import Backoff
 from feeds.catalogue import COMMON_CRYPTO
 from storage.db import Chat, Store

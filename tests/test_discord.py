@@ -39,7 +39,7 @@ from support.scripted import T0, Clock, ScriptedVenue, enqueue, make_service
 from support.waiting import until
 
 from alerts.models import Alert, Candle, Condition, Direction
-from bot.commands import Commands, Reply
+from bot.commands import Commands
 from bot.discord_bot import (
     AMBER,
     GREEN,
@@ -50,6 +50,7 @@ from bot.discord_bot import (
     reply_embeds,
     sync_file_for,
 )
+from bot.replies import Reply
 from storage.db import Store
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.discord_sync import discord_sync

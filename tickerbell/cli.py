@@ -317,6 +317,7 @@ def _console_command(text: str) -> int:
 
     from bot.commands import Caller, Commands
     from bot.render import plain
+    from bot.replies import CONSOLE as SPELLING
     from storage.db import Store, utcnow
 
     settings = _settings()
@@ -344,7 +345,7 @@ def _console_command(text: str) -> int:
             service = _ServiceOnDemand(build)
             commands = Commands(store, service, rules_per_chat=settings.rules_per_chat)
             try:
-                reply = await commands.handle(Caller(*CONSOLE), text)
+                reply = await commands.handle(Caller(*CONSOLE), text, SPELLING)
             finally:
                 await service.close_feeds()
         print(plain(reply), file=sys.stdout if reply.ok else sys.stderr)
