@@ -33,7 +33,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -56,7 +55,7 @@ from bot import render
 from bot.charts import RANGES
 from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
-from bot.replies import Reply
+from bot.replies import Reply, Spelling
 from feeds.backoff import Backoff
 from feeds.catalogue import COMMON_CRYPTO
 from storage.db import Chat, Store
@@ -92,12 +91,13 @@ CANNOT_POST = (
     "Send Messages, Embed Links and Attach Files here."
 )
 
-# The command layer names its commands as typed on Telegram; on Discord three of them live in
-# the /alert group. Only command names are rewritten, never rule text (it has no '/').
-_SPELLINGS = (
-    (re.compile(r"/alerts\b"), "/alert list"),
-    (re.compile(r"/remove\b"), "/alert remove"),
-    (re.compile(r"/alert (?!add\b|list\b|remove\b)"), "/alert add "),
+# How Discord writes the commands a reply points to: three of them live in the /alert group.
+SPELLING = Spelling(
+    add="/alert add",
+    list="/alert list",
+    remove="/alert remove",
+    confirm_add="/alert add {rule} confirm",
+    confirm_remove_all="/alert remove all confirm",
 )
 
 
@@ -107,7 +107,7 @@ _SPELLINGS = (
 def reply_embeds(reply: Reply, limit: int = DESCRIPTION_LIMIT) -> list[discord.Embed]:
     """The reply as embeds, one per message: title, lines, the table in a code block."""
     colour = GREEN if reply.ok else RED
-    lines = [discord.utils.escape_markdown(_discord_spelling(line)) for line in reply.lines]
+    lines = [discord.utils.escape_markdown(line) for line in reply.lines]
     if not reply.ok and lines:
         lines[0] = "⚠️ " + lines[0]
     rows = render.plain(Reply((), table=reply.table)).split("\n") if reply.table else []
@@ -136,12 +136,6 @@ def alert_embed(alert: Alert) -> discord.Embed:
     )
     embed.set_footer(text=_cut(alert.rule_text, FOOTER_LIMIT))
     return embed
-
-
-def _discord_spelling(line: str) -> str:
-    for pattern, spelling in _SPELLINGS:
-        line = pattern.sub(spelling, line)
-    return line
 
 
 def _pack(items: list[str], limit: int) -> list[list[str]]:
@@ -816,7 +810,7 @@ class DiscordBot:
 
     async def _handle_in_time(self, interaction: Interaction, caller: Caller, text: str) -> Reply:
         """The command's reply; past `defer_after` seconds, tell Discord we are working on it."""
-        work = asyncio.ensure_future(self.commands.handle(caller, text))
+        work = asyncio.ensure_future(self.commands.handle(caller, text, SPELLING))
         try:
             return await asyncio.wait_for(asyncio.shield(work), self.defer_after)
         except TimeoutError:
