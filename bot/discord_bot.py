@@ -2,10 +2,10 @@
 
 Slash commands (`/status`, `/alert add|list|remove`, `/mute`, `/unmute`, `/subscribe`,
 `/unsubscribe`, `/chart`, `/rotation`, `/charts`, `/help`) are a real `CommandTree`; each one
-builds the command layer's text (`/alert add rule:"XAG above 50"` -> `/alert XAG above 50`),
-passes it to the platform-neutral `Commands`, and answers with the `Reply` as an embed (green
-when ok, red when not; refusals and errors only to the caller). Alerts go to the channel where
-the rule was made.
+calls the command layer's typed operation with its options (`/alert add rule:"XAG above 50"`
+-> `Commands.add_alert(caller, "XAG above 50")`) and answers with the result in words, written
+the Discord way (`/alert list`, not `/alerts`), as an embed (green when ok, red when not;
+refusals and errors only to the caller). Alerts go to the channel where the rule was made.
 
 Commands reach Discord only when synced, and syncing is deliberate: at start-up only when the
 tree's JSON differs from the last sync (a hash kept in a small file beside the database), or on
@@ -35,7 +35,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,11 +51,12 @@ from discord.gateway import DiscordWebSocket
 
 from alerts import rules
 from alerts.models import Alert, Direction
-from bot import render
+from bot import render, replies
 from bot.charts import RANGES
 from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
 from bot.replies import Reply, Spelling
+from bot.results import Command, Result
 from feeds.backoff import Backoff
 from feeds.catalogue import COMMON_CRYPTO
 from storage.db import Chat, Store
@@ -210,6 +211,7 @@ class TickerClient(discord.Client):
 
 
 Interaction = discord.Interaction[TickerClient]
+Call = Callable[[Commands, Caller], Awaitable[Result]]  # one typed operation, for a caller
 
 
 class CommandTree(app_commands.CommandTree[TickerClient]):
@@ -238,10 +240,10 @@ def make_tree(client: TickerClient, guild_id: int | None = None) -> CommandTree:
     return tree
 
 
-async def _answer(interaction: Interaction, text: str, posts_here: bool = False) -> None:
+async def _answer(interaction: Interaction, call: Call, posts_here: bool = False) -> None:
     handler = interaction.client.handler
     if handler is not None:
-        await handler.answer(interaction, text, posts_here=posts_here)
+        await handler.answer(interaction, call, posts_here=posts_here)
 
 
 async def _symbols(interaction: Interaction, current: str) -> list[Choice[str]]:
@@ -272,7 +274,7 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
     @app_commands.autocomplete(symbol=_symbols)
     async def status(interaction: Interaction, symbol: str) -> None:
         """Price, day change, spread and this channel's nearest alert levels."""
-        await _answer(interaction, f"/status {symbol}")
+        await _answer(interaction, lambda cmds, who: cmds.status(who, symbol))
 
     alert = app_commands.Group(name="alert", description="Add, list and remove price alerts")
 
@@ -281,44 +283,44 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
     @app_commands.autocomplete(rule=_rules)
     async def add(interaction: Interaction, rule: str) -> None:
         """Add an alert for this channel."""
-        await _answer(interaction, f"/alert {rule}", posts_here=True)
+        await _answer(interaction, lambda cmds, who: cmds.add_alert(who, rule), posts_here=True)
 
     @alert.command(name="list")
     async def list_(interaction: Interaction) -> None:
         """This channel's alerts with their ids."""
-        await _answer(interaction, "/alerts")
+        await _answer(interaction, lambda cmds, who: cmds.list_alerts(who))
 
     @alert.command(name="remove")
     @app_commands.describe(alert="The alert's id from /alert list, or: all")
     @app_commands.autocomplete(alert=_alert_ids)
     async def remove(interaction: Interaction, alert: str) -> None:
         """Remove an alert by id (all: every alert here, after a confirmation)."""
-        await _answer(interaction, f"/remove {alert}")
+        await _answer(interaction, lambda cmds, who: cmds.remove(who, alert))
 
     @app_commands.command(name="mute")
     @app_commands.describe(duration="How long, e.g. 30m, 2h, 1d; empty: until /unmute")
     async def mute(interaction: Interaction, duration: str | None = None) -> None:
         """Pause this channel's alerts."""
-        await _answer(interaction, f"/mute {duration or ''}")
+        await _answer(interaction, lambda cmds, who: cmds.mute(who, duration))
 
     @app_commands.command(name="unmute")
     async def unmute(interaction: Interaction) -> None:
         """Resume this channel's alerts."""
-        await _answer(interaction, "/unmute")
+        await _answer(interaction, lambda cmds, who: cmds.unmute(who))
 
     @app_commands.command(name="subscribe")
     @app_commands.describe(symbol=f"{symbol_help}, or all")
     @app_commands.autocomplete(symbol=_subscribable)
     async def subscribe(interaction: Interaction, symbol: str) -> None:
         """Follow a symbol's notable moves in this channel."""
-        await _answer(interaction, f"/subscribe {symbol}", posts_here=True)
+        await _answer(interaction, lambda cmds, who: cmds.subscribe(who, symbol), posts_here=True)
 
     @app_commands.command(name="unsubscribe")
     @app_commands.describe(symbol="The symbol to stop following; empty: all of them")
     @app_commands.autocomplete(symbol=_subscribable)
     async def unsubscribe(interaction: Interaction, symbol: str | None = None) -> None:
         """Stop following notable moves."""
-        await _answer(interaction, f"/unsubscribe {symbol or ''}")
+        await _answer(interaction, lambda cmds, who: cmds.unsubscribe(who, symbol))
 
     @app_commands.command(name="chart")
     @app_commands.rename(span="range")
@@ -327,24 +329,31 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
     @app_commands.autocomplete(symbol=_symbols)
     async def chart(interaction: Interaction, symbol: str, span: str = "1m") -> None:
         """A price chart with this channel's alert levels on it."""
-        await _answer(interaction, f"/chart {symbol} {span}")
+        await _answer(interaction, lambda cmds, who: cmds.chart(who, symbol, span))
 
     @app_commands.command(name="rotation")
     async def rotation(interaction: Interaction) -> None:
         """Gold, silver, BTC and ETH side by side."""
-        await _answer(interaction, "/rotation")
+        await _answer(interaction, lambda cmds, who: cmds.rotation(who))
 
     @app_commands.command(name="charts")
     @app_commands.describe(setting="on: alerts here come with a chart; off: text only")
     @app_commands.choices(setting=[Choice(name="on", value="on"), Choice(name="off", value="off")])
     async def charts(interaction: Interaction, setting: str) -> None:
         """Charts with this channel's alerts, on or off."""
-        await _answer(interaction, f"/charts {setting}")
+        on = setting.lower()
+
+        async def call(cmds: Commands, who: Caller) -> Result:
+            if on not in ("on", "off"):
+                return await cmds.invalid(who, cmds.set_charts, Command.CHARTS)
+            return await cmds.set_charts(who, on == "on")
+
+        await _answer(interaction, call)
 
     @app_commands.command(name="help")
     async def help_(interaction: Interaction) -> None:
         """The commands and the rule language with examples."""
-        await _answer(interaction, "/help")
+        await _answer(interaction, lambda cmds, who: cmds.help(who))
 
     return [status, alert, mute, unmute, subscribe, unsubscribe, chart, rotation, charts, help_]
 
@@ -746,22 +755,22 @@ class DiscordBot:
 
     # --- answering slash commands ---
 
-    async def answer(self, interaction: Interaction, text: str, posts_here: bool = False) -> None:
-        """Run one command through the command layer and answer with its reply as embeds."""
+    async def answer(self, interaction: Interaction, call: Call, posts_here: bool = False) -> None:
+        """Run one typed operation of the command layer and answer with its result as embeds."""
         try:
             if not self._accepting:
                 await self._respond(interaction, Reply((STOPPING,), ok=False))
                 return
             caller = self.caller(interaction)
             await self._reactivate(interaction, caller)
-            reply = await self._handle_in_time(interaction, caller, text)
+            reply = await self._run_in_time(interaction, caller, call)
             if posts_here and reply.ok and not _can_post(interaction):
                 reply = replace(reply, lines=(*reply.lines, CANNOT_POST))
             await self._respond(interaction, reply)
         except discord.HTTPException as err:
-            log.warning("discord: could not answer %r: %s", text[:40], err)
+            log.warning("discord: could not answer /%s: %s", _name(interaction), err)
         except Exception:
-            log.exception("discord: command %r failed", text[:40])
+            log.exception("discord: /%s failed", _name(interaction))
             with contextlib.suppress(discord.HTTPException):
                 await self._respond(interaction, Reply((SORRY,), ok=False))
 
@@ -808,14 +817,15 @@ class DiscordBot:
             )
         return choices
 
-    async def _handle_in_time(self, interaction: Interaction, caller: Caller, text: str) -> Reply:
+    async def _run_in_time(self, interaction: Interaction, caller: Caller, call: Call) -> Reply:
         """The command's reply; past `defer_after` seconds, tell Discord we are working on it."""
-        work = asyncio.ensure_future(self.commands.handle(caller, text, SPELLING))
+        work = asyncio.ensure_future(call(self.commands, caller))
         try:
-            return await asyncio.wait_for(asyncio.shield(work), self.defer_after)
+            result = await asyncio.wait_for(asyncio.shield(work), self.defer_after)
         except TimeoutError:
             await interaction.response.defer(thinking=True)
-            return await work
+            result = await work
+        return replies.reply(result, SPELLING)
 
     async def _respond(self, interaction: Interaction, reply: Reply) -> None:
         """Send the embeds (a chart on the first); refusals and errors only to the caller."""
@@ -845,6 +855,12 @@ class DiscordBot:
         if stored is not None and not stored.active:
             await self.store.set_chat_active(stored.id, True)
             log.info("discord: channel %s is reachable again; delivering to it", caller.chat_id)
+
+
+def _name(interaction: Interaction) -> str:
+    """The slash command's name as people type it (`alert add`), for the log."""
+    command = interaction.command
+    return command.qualified_name if command is not None else "?"
 
 
 def _describe(err: BaseException) -> str:

@@ -540,6 +540,36 @@ async def test_remove_and_help_speak_discords_command_names(
         assert answer.embeds[0]["description"] == "⚠️ no alert #7 here — see /alert list."
 
 
+async def test_confirmations_are_asked_for_in_discords_command_names(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "cf.db") as r:
+
+        async def say(command: str, **options: str) -> str:
+            name, *path = command.split()
+            payload = fake.interaction(
+                name, *path, options=options, channel_id=CHANNEL, guild_id=GUILD,
+                permissions=ADMIN_PERMISSIONS,
+            )  # fmt: skip
+            await invoke(r.bot, payload)
+            return str(only(fake.answers(payload)).embeds[0]["description"])
+
+        assert await say("alert add", rule="BTC above 1m") == (
+            "BTC is 86,000 now and 1,000,000 is more than 10x that, so nothing is stored yet. "
+            "If you mean it, send /alert add BTC above 1000000 confirm"
+        )
+        assert await say("alert add", rule="BTC above 1000000 confirm") == (
+            "Alert #1 set: BTC above 1000000"
+        )
+        assert await say("alert remove", alert="all") == (
+            "This removes all 1 alert here. Send /alert remove all confirm to do it."
+        )
+        assert await say("alert remove", alert="all confirm") == "Removed 1 alert."
+        assert await say("alert remove", alert="1 2") == (
+            "⚠️ usage: /alert remove ID (see /alert list), e.g. /alert remove 3"
+        )
+
+
 async def test_a_long_list_continues_in_follow_ups(tmp_path: Path, fake: FakeDiscord) -> None:
     async with rig(tmp_path / "l.db") as r:
         chat = await r.store.chat("discord", str(CHANNEL), "guild")
