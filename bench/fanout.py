@@ -32,7 +32,8 @@ from pathlib import Path
 from alerts.models import Alert, Candle, Condition, Direction, Quote
 from alerts.sanity import Limits as QuoteLimits
 from bot.commands import Commands
-from bot.telegram_bot import Rates, TelegramBot
+from bot.telegram.adapter import TelegramBot
+from bot.telegram.pacing import Rates
 from feeds.base import FeedHealth
 from feeds.catalogue import Catalogue
 from storage.db import Chat, Store

@@ -40,16 +40,9 @@ from support.waiting import until
 
 from alerts.models import Alert, Candle, Condition, Direction
 from bot.commands import Commands
-from bot.discord_bot import (
-    AMBER,
-    GREEN,
-    RED,
-    DiscordBot,
-    alert_embed,
-    build,
-    reply_embeds,
-    sync_file_for,
-)
+from bot.discord.adapter import DiscordBot, build
+from bot.discord.render import AMBER, GREEN, RED, alert_embed, reply_embeds
+from bot.discord.sync import sync_file_for
 from bot.replies import Reply
 from storage.db import Store
 from tickerbell.delivery import Delivery, DeliveryError
@@ -143,7 +136,7 @@ def only(items: list[T]) -> T:
 
 
 def messages(
-    caplog: pytest.LogCaptureFixture, level: int, name: str = "bot.discord_bot"
+    caplog: pytest.LogCaptureFixture, level: int, name: str = "bot.discord.adapter"
 ) -> list[str]:
     """What `name` logged at exactly this level."""
     return [r.getMessage() for r in caplog.records if r.levelno == level and r.name == name]
@@ -662,7 +655,8 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
     fake = server
     from fake_telegram import FakeTelegram, plain
 
-    from bot.telegram_bot import Rates, TelegramBot
+    from bot.telegram.adapter import TelegramBot
+    from bot.telegram.pacing import Rates
 
     telegram_token, user = "123456789:AAF-fake_tickerbell_token", 4242
     clock = Clock()
@@ -992,7 +986,7 @@ async def test_start_returns_while_discord_is_down_and_connects_when_it_is_back(
         assert await r.bot.send(chat, an_alert()) is not None
         assert only(fake.posted(CHANNEL)).embeds[0]["title"] == "XAG"
         [warning] = worse_than_info(caplog)
-        assert warning.startswith("bot.discord_bot: discord: cannot log in (")
+        assert warning.startswith("bot.discord.adapter: discord: cannot log in (")
         [logged_in] = [m for m in messages(caplog, logging.INFO) if "logged in" in m]
         assert logged_in.startswith("discord: logged in as Tickerbell after ")
     assert open_sessions() <= sessions

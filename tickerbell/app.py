@@ -114,7 +114,8 @@ def make_front_ends(settings: Settings, store: Store, commands: Commands) -> lis
     """Telegram and/or Discord, for whichever tokens are set."""
     front_ends: list[FrontEnd] = []
     if settings.telegram_bot_token is not None:
-        from bot.telegram_bot import Rates, TelegramBot
+        from bot.telegram.adapter import TelegramBot
+        from bot.telegram.pacing import Rates
 
         rates = Rates(
             settings.telegram_overall_per_second,
@@ -132,7 +133,7 @@ def make_front_ends(settings: Settings, store: Store, commands: Commands) -> lis
             )
         )
     if settings.discord_bot_token is not None:
-        from bot.discord_bot import build
+        from bot.discord.adapter import build
 
         front_ends.append(
             build(
