@@ -21,6 +21,7 @@ from typing import Protocol
 
 from alerts import rules
 from alerts.sanity import Limits
+from bot import redaction
 from bot.charts import AlertCharts, ChartCache
 from bot.commands import Commands
 from bot.notifier import Notifier
@@ -42,10 +43,12 @@ SHUTDOWN_SECONDS = 5.0
 
 
 def setup_logging(level: str) -> None:
-    """Log to stderr; keep httpx quiet (its INFO lines carry the Telegram token in URLs)."""
+    """Log to stderr, bot tokens redacted (bot.redaction); keep httpx quiet (its INFO lines
+    carry the Telegram token in URLs)."""
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redaction.install()
     for noisy in ("httpx", "httpcore", "apscheduler", "telegram.ext.Updater"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # yfinance logs every failed request itself; our feed logs each outage once

@@ -14,7 +14,7 @@ deactivated and never written to again until someone uses a command there), 5xx 
 failures to a transient one (and holds Discord sends back for a short while), and it counts
 every invalid answer (401, 403, 429) so as never to approach Discord's ban of 10,000 in ten
 minutes (bot.discord.guard): past a conservative limit Discord delivery pauses and says so in
-the log.
+the log. The token's signature is redacted from every log record (bot.redaction).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from bot.discord.render import CHART, SYMBOLS, alert_embed
 from bot.discord.sync import point_discord_py, sync_commands, sync_file_for
 from bot.discord.tree import TickerClient, make_tree
 from bot.notifier import DeliveryError
+from bot.redaction import redact
 from feeds.backoff import Backoff
 from storage.db import Chat, Store
 
@@ -82,6 +83,7 @@ class DiscordBot:
         login_timeout: float = LOGIN_TIMEOUT,
         start_wait: float = START_WAIT,
     ) -> None:
+        redact(_secret_of(token))  # before discord.py could log it
         self.token = token
         self.store = store
         self.guild_id = guild_id
@@ -340,6 +342,11 @@ class DiscordBot:
         self.invalid.record(
             params.response.status, params.response.headers.get("X-RateLimit-Scope")
         )
+
+
+def _secret_of(token: str) -> str:
+    """The secret part of a bot token (`<bot id>.<timestamp>.<signature>`): its signature."""
+    return token.rpartition(".")[2] or token
 
 
 def _describe(err: BaseException) -> str:

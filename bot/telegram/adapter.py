@@ -12,8 +12,8 @@ It is also the "telegram" notifier of the delivery worker: `send` maps Telegram'
 `DeliveryError` (Forbidden: the chat is gone; RetryAfter: waited out a few times, then handed
 back with its delay; ChatMigrated: the chat's rules follow it to its new id). Sends are paced
 below Telegram's flood limits (bot.telegram.pacing), and the token's secret is redacted from
-every log record for the rest of the process (httpx and PTB log URLs, Telegram URLs contain the
-token, and PTB's InvalidToken quotes it).
+every log record for the rest of the process (bot.redaction: httpx and PTB log URLs, Telegram
+URLs contain the token, and PTB's InvalidToken quotes it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,7 @@ from alerts.models import Alert
 from bot import render
 from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
+from bot.redaction import redact, scrub
 from bot.telegram.admins import Admins
 from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
 from feeds.backoff import Backoff
@@ -83,53 +84,6 @@ def _secret_of(token: str) -> str:
     return token.partition(":")[2] or token
 
 
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "<token>")
-    return text
-
-
-class _Redactor:
-    """A log record factory that blanks secrets out of every record: the message with its
-    arguments formatted, the traceback (exception chains included) and the stack.
-
-    Installed once per process and never removed: records are made after a bot is closed too
-    (app.py logs a failed start's exception), and a token once held stays secret.
-    """
-
-    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
-        self.inner = inner
-        self.secrets: tuple[str, ...] = ()
-
-    @classmethod
-    def install(cls, secret: str) -> None:
-        """Redact `secret` from now on; the first call wraps the current record factory."""
-        factory = logging.getLogRecordFactory()
-        if not isinstance(factory, cls):
-            factory = cls(factory)
-            logging.setLogRecordFactory(factory)
-        if secret and secret not in factory.secrets:
-            factory.secrets = (*factory.secrets, secret)  # one assignment: threads log too
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = self.inner(*args, **kwargs)
-        try:
-            message = record.getMessage()
-            clean = _redact(message, self.secrets)
-            if clean != message:
-                record.msg, record.args = clean, None
-            if record.exc_info and record.exc_info[1] is not None:
-                # Formatted now, as a Formatter would (it uses exc_text when set): an exception's
-                # text is not ours to change, and it is formatted only once a handler runs.
-                text = logging.Formatter().formatException(record.exc_info)
-                record.exc_text = _redact(text, self.secrets)
-            if record.stack_info:
-                record.stack_info = _redact(record.stack_info, self.secrets)
-        except Exception:  # a malformed record is logging's to report, not ours
-            pass
-        return record
-
-
 class TelegramBot:
     """The Telegram front end and the delivery notifier for platform "telegram"."""
 
@@ -155,7 +109,7 @@ class TelegramBot:
     ) -> None:
         # Before the Bot exists: it logs its URL, token included, at DEBUG.
         self._secret = _secret_of(token)
-        _Redactor.install(self._secret)
+        redact(self._secret)
         self.commands = commands
         self.store = store
         self.allowed_chats = frozenset(allowed_chats)
@@ -294,7 +248,7 @@ class TelegramBot:
         if isinstance(err, InvalidToken):
             return "Telegram refused the token"
         text = err.message if isinstance(err, TelegramError) else repr(err)
-        return _redact(text, (self._secret,))
+        return scrub(text, (self._secret,))
 
     # --- the notifier ---
 
