@@ -11,7 +11,6 @@ written.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from collections import defaultdict, deque
@@ -24,7 +23,8 @@ from alerts import rules
 from alerts.engine import evaluate
 from alerts.indicators import Market, observe
 from alerts.models import Candle, Quote, Rule, RuleError, RuleState
-from bot.charts import RANGES, ChartCache, Level, minute_key, price_spec, rotation_spec
+from bot import chat_text, views
+from bot.charts import RANGES, ChartCache
 from bot.replies import CHAT, Reply, Spelling, reply
 from bot.results import (
     AdminsOnly,
@@ -32,32 +32,22 @@ from bot.results import (
     AlertList,
     AlertState,
     AtLimit,
-    Book,
-    Chart,
     ChartsSet,
     Command,
     Duplicate,
     Expired,
     Help,
     Listed,
-    Moves,
     Muted,
-    Nearby,
     NeedsConfirmation,
-    NoHistory,
     NoSuchAlert,
-    NotACommand,
     Problem,
-    Ratio,
     RemoveAllAsked,
     Removed,
     RemovedAll,
     Result,
-    Rotation,
-    Status,
     Subscribed,
     TooFast,
-    UnknownCommand,
     Unmuted,
     Unsubscribed,
     Usage,
@@ -68,10 +58,6 @@ RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 PLAUSIBLE = 10.0  # a level over 10x or under a tenth of the price is probably a typo
-RANGE_DAYS = 20  # the high-low range /status shows
-NEAREST = 3  # levels /status shows
-ROTATION = ("XAU", "XAG", "BTC", "ETH")
-ROTATION_WINDOWS = (("1d", 1), ("1w", 7), ("1m", 30))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +143,9 @@ class Commands:
     # --- chat text ---
 
     async def handle(self, caller: Caller, text: str, spelling: Spelling = CHAT) -> Reply:
-        """Answer one chat message, commands written as `spelling` says. Never raises."""
-        words = text.strip().split()
-        if not words or not words[0].startswith("/"):
-            return reply(NotACommand(), spelling)
-        name = words[0][1:].split("@", 1)[0].lower()
-        parse = _TEXT.get(name)
-        if parse is None:
-            close = difflib.get_close_matches(name, list(_TEXT), n=1)
-            return reply(UnknownCommand(name, close[0] if close else None), spelling)
-        return reply(await parse(self, caller, words[1:]), spelling)
+        """Answer one chat message (bot.chat_text parses it into an operation), commands
+        written as `spelling` says. Never raises."""
+        return reply(await chat_text.answer(self, caller, text), spelling)
 
     # --- the gate ---
 
@@ -218,31 +197,8 @@ class Commands:
         if len(symbol.split()) != 1:
             return Usage(Command.STATUS)
         symbol = self._symbol(symbol)
-        quote = await self.view.fresh_quote(symbol)
-        note = self.view.feed_note(symbol)
-        if quote is None:
-            return Status(symbol, note)
-        now, market, price = self.clock(), self.view.market, quote.price
-        ago = market.price_ago(symbol, timedelta(days=1), now)
-        book = None
-        if quote.bid is not None and quote.ask is not None and quote.spread_pct is not None:
-            median = market.spread_baseline(symbol)
-            usual = None if median is None else median * price / 100
-            book = Book(quote.bid, quote.ask, quote.spread_pct, usual)
-        high = market.prior_high(symbol, RANGE_DAYS, now.date())
-        low = market.prior_low(symbol, RANGE_DAYS, now.date())
         levels = await self._levels(caller, symbol)
-        nearest = sorted(levels, key=lambda r: abs(r.value / price - 1))[:NEAREST]
-        return Status(
-            symbol,
-            note,
-            price=price,
-            day_change_pct=(price / ago - 1) * 100 if ago else None,
-            book=book,
-            range_days=RANGE_DAYS,
-            day_range=(low, high) if high is not None and low is not None else None,
-            nearest=tuple(Nearby(rules.format(r), (r.value / price - 1) * 100) for r in nearest),
-        )
+        return await views.status(self.view, symbol, levels, self.clock())
 
     @operation(writes=True)
     async def add_alert(self, caller: Caller, rule: Rule | str, confirmed: bool = False) -> Result:
@@ -379,66 +335,13 @@ class Commands:
         if len(symbol.split()) != 1 or span not in RANGES:
             return Usage(Command.CHART)
         symbol = self._symbol(symbol)
-        now = self.clock()
-        await self.view.fresh_quote(symbol)
-        candles = await self.view.daily(symbol, RANGES[span])
-        since = now - timedelta(days=1)
-        ticks = [(ts, p) for ts, p in self.view.market.history(symbol).ticks if ts >= since]
-        levels = [Level(r.value, rules.format(r)) for r in await self._levels(caller, symbol)]
-        spec = price_spec(symbol, span, candles, ticks, levels, unit=self.view.currency(symbol))
-        if spec is None:
-            return NoHistory(symbol)
-        image = await self.charts.get(
-            minute_key("chart", symbol, span, tuple(levels), now=now), lambda: spec
-        )
-        prices = (
-            [p for _, p in ticks]
-            if span == "1d" and len(ticks) >= 2
-            else [c.close for c in candles]
-        )
-        return Chart(symbol, span, prices[0], prices[-1], image)
+        levels = await self._levels(caller, symbol)
+        return await views.chart(self.view, self.charts, symbol, span, levels, self.clock())
 
     @operation()
     async def rotation(self, caller: Caller) -> Result:
         """Gold, silver, BTC and ETH side by side: changes, the gold ratios, a normalised chart."""
-        now = self.clock()
-        year_start = now.date().replace(month=1, day=1)
-        days = max(35, (now.date() - year_start).days + 7)  # the last close of last year too
-        closes: dict[str, list[Candle]] = {}
-        last: dict[str, float] = {}
-        moves = []
-        for symbol in ROTATION:
-            bars = await self.view.daily(symbol, days)
-            quote = await self.view.fresh_quote(symbol)
-            if quote is None or not bars:
-                moves.append(Moves(symbol, tuple(None for _ in ROTATION_WINDOWS), None))
-                continue
-            last[symbol] = quote.price
-            closes[symbol] = [c for c in bars if c.day >= year_start] or bars[-30:]
-            changes = tuple(
-                self._change(symbol, quote.price, timedelta(days=d), now)
-                for _, d in ROTATION_WINDOWS
-            )
-            before_year = [c for c in bars if c.day < year_start]
-            year = (quote.price / before_year[-1].close - 1) * 100 if before_year else None
-            moves.append(Moves(symbol, changes, year))
-        ratios = tuple(
-            Ratio(a, b, last[a] / last[b])
-            for a, b in (("XAU", "XAG"), ("XAU", "BTC"))
-            if a in last and b in last
-        )
-        image = None
-        if closes:
-            since = min(bars[0].day for bars in closes.values())
-            spec = rotation_spec(closes, f"gold, silver, BTC and ETH since {since}, start = 100")
-            if spec is not None:
-                image = await self.charts.get(minute_key("rotation", now=now), lambda: spec)
-        windows = tuple(w for w, _ in ROTATION_WINDOWS)
-        return Rotation(windows, tuple(moves), ratios, image)
-
-    def _change(self, symbol: str, price: float, window: timedelta, now: datetime) -> float | None:
-        ago = self.view.market.price_ago(symbol, window, now)
-        return (price / ago - 1) * 100 if ago else None
+        return await views.rotation(self.view, self.charts, self.clock())
 
     @operation(writes=True)
     async def set_charts(self, caller: Caller, on: bool) -> Result:
@@ -484,85 +387,3 @@ def _state(state: RuleState | None) -> AlertState:
     if state.done:
         return AlertState.DONE
     return AlertState.ARMED if state.armed else AlertState.WAITING
-
-
-# --- chat text: each command's words into a typed call ---
-
-TextCommand = Callable[[Commands, Caller, list[str]], Awaitable[Result]]
-
-
-async def _start(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.help(caller, greeting=True)
-
-
-async def _help(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.help(caller)
-
-
-async def _status(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.status(caller, " ".join(args))
-
-
-async def _alert(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.add_alert(caller, " ".join(args))
-
-
-async def _alerts(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.list_alerts(caller)
-
-
-async def _remove(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.remove(caller, " ".join(args))
-
-
-async def _mute(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.mute(caller, " ".join(args) or None)
-
-
-async def _unmute(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    if args:
-        return await cmds.invalid(caller, cmds.unmute, Command.UNMUTE)
-    return await cmds.unmute(caller)
-
-
-async def _subscribe(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.subscribe(caller, " ".join(args))
-
-
-async def _unsubscribe(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    return await cmds.unsubscribe(caller, " ".join(args) or None)
-
-
-async def _chart(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    if not args:
-        return await cmds.chart(caller, "")
-    return await cmds.chart(caller, args[0], " ".join(args[1:]) or "1m")
-
-
-async def _rotation(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    if args:
-        return await cmds.invalid(caller, cmds.rotation, Command.ROTATION)
-    return await cmds.rotation(caller)
-
-
-async def _charts(cmds: Commands, caller: Caller, args: list[str]) -> Result:
-    if len(args) != 1 or args[0].lower() not in ("on", "off"):
-        return await cmds.invalid(caller, cmds.set_charts, Command.CHARTS)
-    return await cmds.set_charts(caller, args[0].lower() == "on")
-
-
-_TEXT: dict[str, TextCommand] = {
-    Command.START.value: _start,
-    Command.HELP.value: _help,
-    Command.STATUS.value: _status,
-    Command.ALERT.value: _alert,
-    Command.ALERTS.value: _alerts,
-    Command.REMOVE.value: _remove,
-    Command.MUTE.value: _mute,
-    Command.UNMUTE.value: _unmute,
-    Command.SUBSCRIBE.value: _subscribe,
-    Command.UNSUBSCRIBE.value: _unsubscribe,
-    Command.CHART.value: _chart,
-    Command.ROTATION.value: _rotation,
-    Command.CHARTS.value: _charts,
-}
