@@ -33,7 +33,8 @@ from alerts import rules
 from alerts.models import Alert, Candle, Direction, Quote
 from alerts.sanity import Limits as QuoteLimits
 from bot.commands import Commands
-from bot.telegram_bot import Rates, TelegramBot
+from bot.telegram.adapter import TelegramBot
+from bot.telegram.pacing import Rates
 from feeds.base import FeedHealth
 from feeds.catalogue import Catalogue
 from storage.db import Chat, Store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from alerts.models import Alert, Direction
-from bot.commands import Reply
+from bot.replies import Reply
 from bot.wording import parts, sentence
 
 TELEGRAM_LIMIT = 4096

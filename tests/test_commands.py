@@ -14,8 +14,25 @@ from support.scripted import Clock, ScriptedVenue, service
 
 from alerts import rules
 from alerts.models import Candle
-from bot.commands import Caller, Commands, Reply
+from bot.commands import Caller, Commands
 from bot.render import plain, split_messages, telegram_html
+from bot.replies import CONSOLE as CONSOLE_SPELLING
+from bot.replies import Reply
+from bot.results import (
+    AdminsOnly,
+    AlertAdded,
+    Command,
+    Duplicate,
+    Help,
+    Muted,
+    Nearby,
+    NoSuchAlert,
+    Problem,
+    Removed,
+    Status,
+    TooFast,
+    Usage,
+)
 from bot.wording import sentence
 from storage.db import Store
 from tickerbell.market_data import MarketData
@@ -335,7 +352,7 @@ async def test_a_level_far_from_the_price_asks_for_a_confirmation(
         reply = await cmds.handle(ME, text)
         assert reply.ok and plain(reply) == asked
     assert await store.rules() == []
-    console = plain(await cmds.handle(CONSOLE, "/alert BTC above 1m"))
+    console = plain(await cmds.handle(CONSOLE, "/alert BTC above 1m", CONSOLE_SPELLING))
     assert console.endswith('send tickerbell alert add "BTC above 1000000 confirm"')
     assert await say(cmds, "/alert BTC above 1m confirm") == "Alert #1 set: BTC above 1000000"
     assert await say(cmds, "/alert BTC below 8k confirm 3 confirm") == (
@@ -381,3 +398,63 @@ async def test_a_group_caller_whose_rights_are_unknown_is_refused_a_write(
     assert not (await cmds.handle(unknown, "/alert BTC below 85000")).ok
     assert (await cmds.handle(Caller("telegram", "9", "private", "u9"), "/alerts")).ok
     assert await store.rules() == []
+
+
+# --- the typed operations: what Discord calls, behind the same gate as chat text ---
+
+
+async def test_typed_operations_return_typed_results(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, clock = env
+    added = await cmds.add_alert(ME, "btc below 85k")
+    assert added == AlertAdded(1, "BTC below 85000")
+    assert await cmds.add_alert(ME, rules.parse("BTC below 85000")) == Duplicate(
+        1, "BTC below 85000"
+    )
+    status = await cmds.status(ME, "btc")
+    assert isinstance(status, Status) and status.price == 86000.0
+    assert status.nearest == (Nearby("BTC below 85000", (85000 / 86000 - 1) * 100),)
+    assert await cmds.mute(ME, timedelta(hours=2)) == Muted(clock.now + timedelta(hours=2))
+    problem = await cmds.mute(ME, "2x")
+    assert isinstance(problem, Problem) and "is not a duration" in problem.message
+    assert await cmds.remove(ME, "#1") == Removed(1)
+    assert await cmds.remove_alert(ME, 1) == NoSuchAlert(1)
+    assert await cmds.chart(ME, "XAU", "5y") == Usage(Command.CHART)
+    assert await store.rules() == []
+
+
+async def test_the_gate_holds_for_typed_calls(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, clock = env
+    assert await cmds.add_alert(GROUP_MEMBER, "BTC below 85000") == AdminsOnly()
+    assert await cmds.invalid(GROUP_MEMBER, cmds.unmute, Command.UNMUTE) == AdminsOnly()
+    assert await cmds.invalid(GROUP_MEMBER, cmds.rotation, Command.ROTATION) == Usage(
+        Command.ROTATION
+    )
+    assert isinstance(await cmds.status(GROUP_MEMBER, "BTC"), Status)
+    assert await store.find_chat("telegram", "-7") is None
+    for _ in range(30 - 4):  # typed calls and chat text count toward one limit
+        assert (await cmds.handle(GROUP_MEMBER, "/help")).ok
+    assert await cmds.help(GROUP_MEMBER) == TooFast(30)
+    clock.tick(61)
+    assert await cmds.help(GROUP_MEMBER) == Help()
+
+
+async def test_a_write_says_so_at_once_and_a_read_does_not(tmp_path: Path) -> None:
+    """`changed` is how the running service hears of this process's writes without waiting
+    for its timed re-read of the rules."""
+    from support.scripted import service
+
+    clock = Clock()
+    calls: list[str] = []
+    async with service(tmp_path / "w.db", clock, ScriptedVenue(clock)) as (svc, store, _):
+        cmds = Commands(store, svc.data, clock=clock, changed=lambda: calls.append("changed"))
+        await cmds.handle(ME, "/alerts")
+        await cmds.handle(ME, "/help")
+        assert calls == []
+        await cmds.handle(ME, "/alert XAG above 50")
+        assert calls == ["changed"]
+        await cmds.remove_alert(ME, 1)
+        assert calls == ["changed", "changed"]

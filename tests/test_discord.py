@@ -30,26 +30,22 @@ from discord.gateway import DiscordWebSocket
 from fake_discord import (
     ADMIN_PERMISSIONS,
     APP_PERMISSIONS,
+    Callback,
     FakeDiscord,
     Fault,
     Guild,
+    Posted,
 )
 from support import scripted
 from support.scripted import T0, Clock, ScriptedVenue, enqueue, make_service
 from support.waiting import until
 
 from alerts.models import Alert, Candle, Direction
-from bot.commands import Commands, Reply
-from bot.discord_bot import (
-    AMBER,
-    GREEN,
-    RED,
-    DiscordBot,
-    alert_embed,
-    build,
-    reply_embeds,
-    sync_file_for,
-)
+from bot.commands import Commands
+from bot.discord.adapter import DiscordBot, build
+from bot.discord.render import AMBER, GREEN, RED, alert_embed, reply_embeds
+from bot.discord.sync import sync_file_for
+from bot.replies import Reply
 from storage.db import Store
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.discord_sync import discord_sync
@@ -101,6 +97,9 @@ async def rig(db: Path, *, start: bool = True, **options: Any) -> AsyncIterator[
         delivery = Delivery(store, {})
         service = make_service(store, delivery, venue, clock)
         options.setdefault("gateway", False)
+        # Answers never race the defer time on a busy machine unless a test asks for it
+        # (defer_after=0: every answer deferred).
+        options.setdefault("defer_after", 60.0)
         options.setdefault("retry_base", 0.02)  # reconnecting: 20 ms doubling up to 0.2 s
         options.setdefault("retry_cap", 0.2)
         commands = Commands(store, service.data, clock=clock)
@@ -139,7 +138,7 @@ def only(items: list[T]) -> T:
 
 
 def messages(
-    caplog: pytest.LogCaptureFixture, level: int, name: str = "bot.discord_bot"
+    caplog: pytest.LogCaptureFixture, level: int, name: str = "bot.discord.adapter"
 ) -> list[str]:
     """What `name` logged at exactly this level."""
     return [r.getMessage() for r in caplog.records if r.levelno == level and r.name == name]
@@ -536,6 +535,36 @@ async def test_remove_and_help_speak_discords_command_names(
         assert answer.embeds[0]["description"] == "⚠️ no alert #7 here — see /alert list."
 
 
+async def test_confirmations_are_asked_for_in_discords_command_names(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "cf.db") as r:
+
+        async def say(command: str, **options: str) -> str:
+            name, *path = command.split()
+            payload = fake.interaction(
+                name, *path, options=options, channel_id=CHANNEL, guild_id=GUILD,
+                permissions=ADMIN_PERMISSIONS,
+            )  # fmt: skip
+            await invoke(r.bot, payload)
+            return str(only(fake.answers(payload)).embeds[0]["description"])
+
+        assert await say("alert add", rule="BTC above 1m") == (
+            "BTC is 86,000 now and 1,000,000 is more than 10x that, so nothing is stored yet. "
+            "If you mean it, send /alert add BTC above 1000000 confirm"
+        )
+        assert await say("alert add", rule="BTC above 1000000 confirm") == (
+            "Alert #1 set: BTC above 1000000"
+        )
+        assert await say("alert remove", alert="all") == (
+            "This removes all 1 alert here. Send /alert remove all confirm to do it."
+        )
+        assert await say("alert remove", alert="all confirm") == "Removed 1 alert."
+        assert await say("alert remove", alert="1 2") == (
+            "⚠️ usage: /alert remove ID (see /alert list), e.g. /alert remove 3"
+        )
+
+
 async def test_a_long_list_continues_in_follow_ups(tmp_path: Path, fake: FakeDiscord) -> None:
     async with rig(tmp_path / "l.db") as r:
         chat = await r.store.chat("discord", str(CHANNEL), "guild")
@@ -570,8 +599,13 @@ async def test_a_slow_command_is_deferred_then_answered(tmp_path: Path, fake: Fa
         assert error.ephemeral and "unknown symbol 'NOPE1'" in error.embeds[0]["description"]
 
 
-async def test_a_chart_comes_as_the_embeds_image(tmp_path: Path, fake: FakeDiscord) -> None:
-    async with rig(tmp_path / "c.db") as r:
+@pytest.mark.parametrize("defer_after", [60.0, 0.0], ids=["answered", "deferred"])
+async def test_a_chart_comes_as_the_embeds_image(
+    tmp_path: Path, fake: FakeDiscord, defer_after: float
+) -> None:
+    """Both ways a chart can arrive: in the answer, or (drawn past the defer time, as a first
+    chart on a busy machine is) in the edit of the deferred answer. The test fixes which."""
+    async with rig(tmp_path / "c.db", defer_after=defer_after) as r:
         start = T0.date() - timedelta(days=40)
         r.venue.history["BTC/USDT"] = [
             Candle(start + timedelta(days=i), 80_000 + i, 80_500 + i, 79_500 + i, 80_100 + i)
@@ -580,7 +614,11 @@ async def test_a_chart_comes_as_the_embeds_image(tmp_path: Path, fake: FakeDisco
         payload = fake.interaction("chart", options={"symbol": "BTC", "range": "1m"},
                                    channel_id=CHANNEL, guild_id=GUILD)  # fmt: skip
         await invoke(r.bot, payload)
-        answer = only(fake.answers(payload))
+        if defer_after:
+            answer: Callback | Posted = only(fake.answers(payload))
+        else:
+            assert [c.type for c in fake.answers(payload)] == [5]
+            answer = only(fake.edits)
         assert answer.embeds[0]["image"]["url"] == "attachment://chart.png"
         assert answer.embeds[0]["description"].startswith("BTC 1m: ")
         [(name, image)] = answer.files
@@ -628,7 +666,8 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
     fake = server
     from fake_telegram import FakeTelegram, plain
 
-    from bot.telegram_bot import Rates, TelegramBot
+    from bot.telegram.adapter import TelegramBot
+    from bot.telegram.pacing import Rates
 
     telegram_token, user = "123456789:AAF-fake_tickerbell_token", 4242
     clock = Clock()
@@ -958,7 +997,7 @@ async def test_start_returns_while_discord_is_down_and_connects_when_it_is_back(
         assert await r.bot.send(chat, an_alert()) is not None
         assert only(fake.posted(CHANNEL)).embeds[0]["title"] == "XAG"
         [warning] = worse_than_info(caplog)
-        assert warning.startswith("bot.discord_bot: discord: cannot log in (")
+        assert warning.startswith("bot.discord.adapter: discord: cannot log in (")
         [logged_in] = [m for m in messages(caplog, logging.INFO) if "logged in" in m]
         assert logged_in.startswith("discord: logged in as Tickerbell after ")
     assert open_sessions() <= sessions

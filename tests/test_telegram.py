@@ -31,7 +31,8 @@ from telegram.error import InvalidToken
 
 from alerts.models import Alert, Candle, Condition, Direction, Quote, Rule
 from bot.commands import Commands
-from bot.telegram_bot import COMMANDS, Rates, SendLimiter, TelegramBot
+from bot.telegram.adapter import COMMANDS, TelegramBot
+from bot.telegram.pacing import Rates, SendLimiter
 from feeds.base import FeedHealth
 from storage.db import Store
 from tickerbell import app
@@ -118,7 +119,7 @@ def records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [
         rec.getMessage()
         for rec in caplog.records
-        if rec.name == "bot.telegram_bot" and rec.levelno == level
+        if rec.name == "bot.telegram.adapter" and rec.levelno == level
     ]
 
 
@@ -545,7 +546,7 @@ async def test_the_token_never_reaches_a_log(tmp_path: Path, fake: FakeTelegram)
 async def test_start_returns_at_once_and_connects_when_telegram_comes_up(
     tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.telegram_bot")
+    caplog.set_level(logging.INFO, logger="bot.telegram.adapter")
     await fake.go_down()  # connections refused
     fake.fail_method("getMe", Fault.BAD_GATEWAY, times=2)  # and once up, two 502s
     async with rig(tmp_path / "d.db", fake, connected=False) as r:

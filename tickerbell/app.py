@@ -24,6 +24,7 @@ from typing import Protocol
 
 from alerts import rules
 from alerts.sanity import Limits
+from bot import redaction
 from bot.charts import AlertCharts, ChartCache
 from bot.commands import Commands
 from bot.notifier import Notifier
@@ -46,10 +47,12 @@ SHUTDOWN_SECONDS = 5.0
 
 
 def setup_logging(level: str) -> None:
-    """Log to stderr; keep httpx quiet (its INFO lines carry the Telegram token in URLs)."""
+    """Log to stderr, bot tokens redacted (bot.redaction); keep httpx quiet (its INFO lines
+    carry the Telegram token in URLs)."""
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redaction.install()
     for noisy in ("httpx", "httpcore", "apscheduler", "telegram.ext.Updater"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # yfinance logs every failed request itself; our feed logs each outage once
@@ -118,7 +121,8 @@ def make_front_ends(settings: Settings, store: Store, commands: Commands) -> lis
     """Telegram and/or Discord, for whichever tokens are set."""
     front_ends: list[FrontEnd] = []
     if settings.telegram_bot_token is not None:
-        from bot.telegram_bot import Rates, TelegramBot
+        from bot.telegram.adapter import TelegramBot
+        from bot.telegram.pacing import Rates
 
         rates = Rates(
             settings.telegram_overall_per_second,
@@ -136,7 +140,7 @@ def make_front_ends(settings: Settings, store: Store, commands: Commands) -> lis
             )
         )
     if settings.discord_bot_token is not None:
-        from bot.discord_bot import build
+        from bot.discord.adapter import build
 
         front_ends.append(
             build(
@@ -208,12 +212,14 @@ async def run(
         )
         parts.push_async_callback(data.close_feeds)
         chart_cache = ChartCache()
+        rules_changed = asyncio.Event()  # set by a command's write, followed by the service
         commands = Commands(
             store,
             data,
             rules_per_chat=settings.rules_per_chat,
             commands_per_minute=settings.commands_per_minute,
             charts=chart_cache,
+            changed=rules_changed.set,
         )
         front_ends = [] if replay is not None else make_front_ends(settings, store, commands)
         by_name: dict[str, Notifier] = {"console": ConsoleNotifier()}
@@ -232,6 +238,7 @@ async def run(
             band=settings.hysteresis_pct / 100,
             poll_interval=poll_interval(settings, replay_speed),
             wake=delivery.wake,
+            rules_changed=rules_changed,
         )
         _log_start(settings, by_name, replay is not None)
         housekeeping = [asyncio.create_task(_log_first_prices(service), name="first prices")]

@@ -323,6 +323,7 @@ def _console_command(text: str) -> int:
 
     from bot.commands import Caller, Commands
     from bot.render import plain
+    from bot.replies import CONSOLE as SPELLING
     from storage.db import Store, utcnow
 
     settings = _settings()
@@ -347,7 +348,7 @@ def _console_command(text: str) -> int:
             data = _MarketOnDemand(build)
             commands = Commands(store, data, rules_per_chat=settings.rules_per_chat)
             try:
-                reply = await commands.handle(Caller(*CONSOLE), text)
+                reply = await commands.handle(Caller(*CONSOLE), text, SPELLING)
             finally:
                 await data.close_feeds()
         print(plain(reply), file=sys.stdout if reply.ok else sys.stderr)

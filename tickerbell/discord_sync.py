@@ -15,13 +15,8 @@ from typing import TextIO
 import aiohttp
 import discord
 
-from bot.discord_bot import (
-    TickerClient,
-    make_tree,
-    point_discord_py,
-    sync_commands,
-    sync_file_for,
-)
+from bot.discord.sync import point_discord_py, sync_commands, sync_file_for
+from bot.discord.tree import TickerClient, make_tree
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ goes to the platform-neutral `Commands` layer and its `Reply` is rendered as Tel
 It is also the "telegram" notifier of the delivery worker: `send` maps Telegram's errors onto
 `DeliveryError` (Forbidden: the chat is gone; RetryAfter: waited out a few times, then handed
 back with its delay; ChatMigrated: the chat's rules follow it to its new id). Sends are paced
-below Telegram's flood limits by `SendLimiter`, and the token's secret is redacted from every
-log record for the rest of the process (httpx and PTB log URLs, Telegram URLs contain the token,
-and PTB's InvalidToken quotes it).
+below Telegram's flood limits (bot.telegram.pacing), and the token's secret is redacted from
+every log record for the rest of the process (bot.redaction: httpx and PTB log URLs, Telegram
+URLs contain the token, and PTB's InvalidToken quotes it).
 """
 
 from __future__ import annotations
@@ -22,23 +22,13 @@ import asyncio
 import contextlib
 import logging
 import time
-import warnings
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Collection,
-    Coroutine,
-    Hashable,
-    Iterable,
-)
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from telegram import BotCommand, Message, Update
 from telegram import Chat as TelegramChat
-from telegram.constants import ChatMemberStatus, ChatType, ParseMode
+from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -48,20 +38,15 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.ext import (
-    Application,
-    ApplicationBuilder,
-    BaseRateLimiter,
-    ContextTypes,
-    MessageHandler,
-    filters,
-)
-from telegram.warnings import PTBDeprecationWarning
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 
 from alerts.models import Alert
 from bot import render
 from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
+from bot.redaction import redact, scrub
+from bot.telegram.admins import Admins
+from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
 from feeds.backoff import Backoff
 from storage.db import Chat, Store
 
@@ -84,128 +69,9 @@ COMMANDS = (
     ("rotation", "Gold, silver, BTC, ETH side by side"),
     ("charts", "Charts with alerts: /charts on|off"),
 )
-ADMIN_STATUSES = frozenset({ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR})
-GROUP_KINDS = frozenset({ChatType.GROUP, ChatType.SUPERGROUP})
 REFUSAL = "Sorry, this bot only answers the chats its owner has allowed."
 HINT = "I answer commands: try /help, or /status BTC."
 SORRY = "Sorry, something went wrong on my side. Please try again in a minute."
-
-Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Telegram's flood limits as we respect them; 0 turns a limit off."""
-
-    overall_per_second: float = 30.0
-    chat_per_second: float = 1.0
-    group_per_minute: float = 20.0
-
-
-class KeyedLocks:
-    """One asyncio.Lock per key (FIFO), kept only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        """Hold the key's lock for the block."""
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users > 1:
-                self._locks[key] = (lock, users - 1)
-            else:
-                del self._locks[key]
-
-
-class Pacer:
-    """Spaces events at least `interval` seconds apart per key, first come first served.
-
-    No bursts: slots are booked one at a time, when the previous event went, so a stalled
-    event loop slows sends down instead of releasing a backlog at once. Slots stay on their
-    grid (a late wake-up does not push every later slot back), and a strict spacing never puts
-    more than N in any window of N intervals.
-    """
-
-    def __init__(self, clock: Callable[[], float], sleep: Sleep) -> None:
-        self.clock = clock
-        self.sleep = sleep
-        self._next: dict[Hashable, float] = {}
-        self._locks = KeyedLocks()
-
-    async def wait(self, key: Hashable, interval: float) -> None:
-        """Return when `key` may go again, and start its next interval."""
-        if interval <= 0:
-            return
-        async with self._locks.hold(key):
-            now = self.clock()
-            slot = max(now, self._next.get(key, now))
-            self._next[key] = slot + interval
-            if len(self._next) > 4096:  # forget keys whose interval has passed
-                self._next = {k: t for k, t in self._next.items() if t > now}
-            if slot > now:
-                await self.sleep(slot - now)
-
-
-class SendLimiter(BaseRateLimiter[int]):
-    """PTB rate limiter: overall, per private chat and per group, for message-sending calls.
-
-    PTB's AIORateLimiter has no per-private-chat bucket and allows bursts of the full rate; this
-    one spaces sends evenly, at `HEADROOM` of each limit: spaced at exactly the limit, the
-    smallest network jitter puts N+1 arrivals in some window of Telegram's. Other calls
-    (getUpdates, getChatMember, ...) are not limited. A RetryAfter is not retried here:
-    `TelegramBot` decides (it knows what is being sent).
-    """
-
-    HEADROOM = 0.95
-
-    def __init__(self, rates: Rates, clock: Callable[[], float], sleep: Sleep) -> None:
-        self.rates = rates
-        self.pacer = Pacer(clock, sleep)
-
-    async def initialize(self) -> None:
-        """Nothing to set up."""
-
-    async def shutdown(self) -> None:
-        """Nothing to release."""
-
-    async def process_request(
-        self,
-        callback: Callable[..., Coroutine[Any, Any, Any]],
-        args: Any,
-        kwargs: dict[str, Any],
-        endpoint: str,
-        data: dict[str, Any],
-        rate_limit_args: int | None,
-    ) -> Any:
-        """Wait for the chat's slot, then the bot's, then make the call."""
-        chat_id = data.get("chat_id")
-        if chat_id is not None and endpoint.startswith(("send", "copy", "forward")):
-            if _is_group(chat_id):
-                interval = _interval(self.rates.group_per_minute / 60)
-            else:
-                interval = _interval(self.rates.chat_per_second)
-            await self.pacer.wait(str(chat_id), interval)
-            await self.pacer.wait(None, _interval(self.rates.overall_per_second))
-        return await callback(*args, **kwargs)
-
-
-def _interval(per_second: float) -> float:
-    return 1 / (per_second * SendLimiter.HEADROOM) if per_second > 0 else 0.0
-
-
-def _is_group(chat_id: object) -> bool:
-    """Groups, supergroups and channels have negative ids (or an @username)."""
-    try:
-        return int(str(chat_id)) < 0
-    except ValueError:
-        return True
 
 
 def _chat_ref(chat_id: str) -> int | str:
@@ -213,64 +79,9 @@ def _chat_ref(chat_id: str) -> int | str:
     return int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id
 
 
-def _retry_seconds(err: RetryAfter) -> float:
-    """RetryAfter's delay in seconds (its `retry_after` type is changing in PTB 22.x)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = err.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
 def _secret_of(token: str) -> str:
     """The secret half of a bot token (`<bot id>:<secret>`); the bot id is public."""
     return token.partition(":")[2] or token
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "<token>")
-    return text
-
-
-class _Redactor:
-    """A log record factory that blanks secrets out of every record: the message with its
-    arguments formatted, the traceback (exception chains included) and the stack.
-
-    Installed once per process and never removed: records are made after a bot is closed too
-    (app.py logs a failed start's exception), and a token once held stays secret.
-    """
-
-    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
-        self.inner = inner
-        self.secrets: tuple[str, ...] = ()
-
-    @classmethod
-    def install(cls, secret: str) -> None:
-        """Redact `secret` from now on; the first call wraps the current record factory."""
-        factory = logging.getLogRecordFactory()
-        if not isinstance(factory, cls):
-            factory = cls(factory)
-            logging.setLogRecordFactory(factory)
-        if secret and secret not in factory.secrets:
-            factory.secrets = (*factory.secrets, secret)  # one assignment: threads log too
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = self.inner(*args, **kwargs)
-        try:
-            message = record.getMessage()
-            clean = _redact(message, self.secrets)
-            if clean != message:
-                record.msg, record.args = clean, None
-            if record.exc_info and record.exc_info[1] is not None:
-                # Formatted now, as a Formatter would (it uses exc_text when set): an exception's
-                # text is not ours to change, and it is formatted only once a handler runs.
-                text = logging.Formatter().formatException(record.exc_info)
-                record.exc_text = _redact(text, self.secrets)
-            if record.stack_info:
-                record.stack_info = _redact(record.stack_info, self.secrets)
-        except Exception:  # a malformed record is logging's to report, not ours
-            pass
-        return record
 
 
 class TelegramBot:
@@ -298,13 +109,12 @@ class TelegramBot:
     ) -> None:
         # Before the Bot exists: it logs its URL, token included, at DEBUG.
         self._secret = _secret_of(token)
-        _Redactor.install(self._secret)
+        redact(self._secret)
         self.commands = commands
         self.store = store
         self.allowed_chats = frozenset(allowed_chats)
         self.retries = retries
         self.max_retry_wait = max_retry_wait
-        self.admin_cache_seconds = admin_cache_seconds
         self.poll_timeout = poll_timeout
         self.reconnect_base = reconnect_base
         self.reconnect_cap = reconnect_cap
@@ -313,7 +123,6 @@ class TelegramBot:
         self._task: asyncio.Task[None] | None = None  # connecting, then polling
         self._connected = False  # getMe answered and the Application runs: sends may go
         self._receiving = False  # the last getUpdates (or the connection) succeeded
-        self._admins: dict[tuple[int, int], tuple[bool, float]] = {}
         self._turns = KeyedLocks()  # one message at a time per chat, in arrival order
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
@@ -324,6 +133,9 @@ class TelegramBot:
             .updater(None)  # we poll ourselves (see _poll)
             .concurrent_updates(16)  # a slow /status must not hold up everyone else
             .build()
+        )
+        self.admins = Admins(
+            self.app.bot.get_chat_member, clock, admin_cache_seconds, self._describe
         )
         only_new = filters.UpdateType.MESSAGE  # an edited "/alert ..." must not add it twice
         self.app.add_handler(MessageHandler(only_new & filters.COMMAND, self._on_command))
@@ -420,7 +232,7 @@ class TelegramBot:
     def _failed(self, backoff: Backoff, what: str, err: Exception) -> float:
         """Count a failed attempt and warn at the first of an outage; the seconds to wait."""
         now = datetime.now(UTC)
-        at_least = _retry_seconds(err) if isinstance(err, RetryAfter) else 0.0
+        at_least = retry_seconds(err) if isinstance(err, RetryAfter) else 0.0
         wait = (backoff.failure(now, at_least) - now).total_seconds()
         if backoff.outage_started:
             log.warning(
@@ -436,7 +248,7 @@ class TelegramBot:
         if isinstance(err, InvalidToken):
             return "Telegram refused the token"
         text = err.message if isinstance(err, TelegramError) else repr(err)
-        return _redact(text, (self._secret,))
+        return scrub(text, (self._secret,))
 
     # --- the notifier ---
 
@@ -449,7 +261,7 @@ class TelegramBot:
         chat_id = chat.chat_id
         text = render.alert_html(alert)
         mode: ParseMode | None = ParseMode.HTML
-        waits = moves = 0
+        waits, moves = FloodWaits(self.retries, self.max_retry_wait, self.sleep), 0
         while True:
             try:
                 message: Message
@@ -463,14 +275,11 @@ class TelegramBot:
                     )
                 return str(message.message_id)
             except RetryAfter as err:
-                delay = _retry_seconds(err)
-                if waits >= self.retries or delay > self.max_retry_wait:
+                if not await waits.wait_out(err, chat_id):
+                    delay = retry_seconds(err)
                     raise DeliveryError(
                         f"flood control, retry in {delay:g}s", retry_after=delay
                     ) from err
-                waits += 1
-                log.info("telegram: flood control in chat %s; waiting %gs", chat_id, delay)
-                await self.sleep(delay)
             except ChatMigrated as err:
                 new_id = str(err.new_chat_id)
                 if moves >= 2 or new_id == chat_id:
@@ -523,7 +332,7 @@ class TelegramBot:
                 chat_id=str(chat.id),
                 chat_kind=chat.type,
                 user_id=str(sender.id) if sender else "",
-                is_admin=await self._is_admin(chat, message),
+                is_admin=await self.admins.is_admin(chat, message),
             )
             reply = await self.commands.handle(caller, message.text)
             parts = render.telegram_html(reply)
@@ -580,17 +389,16 @@ class TelegramBot:
 
     async def _answer(self, chat_id: int, html: str) -> Message:
         """Send one HTML message, waiting out a short flood-control delay once."""
-        try:
-            message: Message = await self.app.bot.send_message(
-                chat_id, html, parse_mode=ParseMode.HTML
-            )
-        except RetryAfter as err:
-            delay = _retry_seconds(err)
-            if delay > self.max_retry_wait:
-                raise
-            await self.sleep(delay)
-            message = await self.app.bot.send_message(chat_id, html, parse_mode=ParseMode.HTML)
-        return message
+        waits = FloodWaits(1, self.max_retry_wait, self.sleep)
+        while True:
+            try:
+                message: Message = await self.app.bot.send_message(
+                    chat_id, html, parse_mode=ParseMode.HTML
+                )
+                return message
+            except RetryAfter as err:
+                if not await waits.wait_out(err, chat_id):
+                    raise
 
     async def _move(self, old: str, new: str) -> None:
         """Carry a chat's rules, mute and subscriptions over to its new id."""
@@ -625,31 +433,3 @@ class TelegramBot:
         if stored is not None and not stored.active:
             await self.store.set_chat_active(stored.id, True)
             log.info("telegram: chat %s is back; delivering to it again", chat.id)
-
-    async def _is_admin(self, chat: TelegramChat, message: Message) -> bool:
-        """Private chats: yes. Groups: the sender is the creator or an administrator."""
-        if chat.type not in GROUP_KINDS:
-            return True
-        if message.sender_chat is not None and message.sender_chat.id == chat.id:
-            return True  # an anonymous admin, posting as the group itself
-        user = message.from_user
-        if user is None:
-            return False
-        key, now = (chat.id, user.id), self.clock()
-        cached = self._admins.get(key)
-        if cached is not None and now - cached[1] < self.admin_cache_seconds:
-            return cached[0]
-        try:
-            member = await self.app.bot.get_chat_member(chat.id, user.id)
-        except TelegramError as err:
-            log.warning(
-                "telegram: cannot check admin rights in chat %s: %s", chat.id, self._describe(err)
-            )
-            return False
-        is_admin = member.status in ADMIN_STATUSES
-        if len(self._admins) > 4096:
-            self._admins = {
-                k: v for k, v in self._admins.items() if now - v[1] < self.admin_cache_seconds
-            }
-        self._admins[key] = (is_admin, now)
-        return is_admin

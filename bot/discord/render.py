@@ -1,0 +1,132 @@
+"""Discord's words and looks: replies and alerts as embeds (within Discord's limits), the
+commands spelled the Discord way, and autocomplete choices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import discord
+from discord.app_commands import Choice
+
+from alerts import rules
+from alerts.models import Alert, Direction
+from bot import render
+from bot.replies import Reply, Spelling
+from bot.wording import sentence
+from feeds.catalogue import COMMON_CRYPTO
+from storage.db import StoredRule
+
+GREEN = discord.Colour(0x2ECC71)
+RED = discord.Colour(0xE74C3C)
+AMBER = discord.Colour(0xF39C12)
+BLURPLE = discord.Colour(0x5865F2)
+COLOURS = {Direction.UP: GREEN, Direction.DOWN: RED, Direction.WIDER: AMBER}
+
+TITLE_LIMIT, DESCRIPTION_LIMIT, FOOTER_LIMIT = 256, 4096, 2048
+CHOICES = 25  # Discord shows at most 25 autocomplete choices of at most 100 characters
+CHOICE_LENGTH = 100
+SYMBOLS: tuple[str, ...] = tuple(dict.fromkeys(("XAU", "XAG", "BTC", "ETH", *COMMON_CRYPTO)))
+CHART = "chart.png"  # a chart's attachment name, shown as its embed's image
+
+SORRY = "Sorry, something went wrong on my side. Please try again in a minute."
+STOPPING = "Tickerbell is restarting; please try again in a minute."
+CANNOT_POST = (
+    "I can't post in this channel, so its alerts can't arrive: give me View Channel, "
+    "Send Messages, Embed Links and Attach Files here."
+)
+
+# How Discord writes the commands a reply points to: three of them live in the /alert group.
+SPELLING = Spelling(
+    add="/alert add",
+    list="/alert list",
+    remove="/alert remove",
+    confirm_add="/alert add {rule} confirm",
+    confirm_remove_all="/alert remove all confirm",
+)
+
+
+def reply_embeds(reply: Reply, limit: int = DESCRIPTION_LIMIT) -> list[discord.Embed]:
+    """The reply as embeds, one per message: title, lines, the table in a code block."""
+    colour = GREEN if reply.ok else RED
+    lines = [discord.utils.escape_markdown(line) for line in reply.lines]
+    if not reply.ok and lines:
+        lines[0] = "⚠️ " + lines[0]
+    rows = render.plain(Reply((), table=reply.table)).split("\n") if reply.table else []
+    rows = [row.replace("`", "ˋ") for row in rows]
+    pages = ["\n".join(group) for group in _pack(lines, limit)]
+    pages += ["```\n" + "\n".join(group) + "\n```" for group in _pack(rows, limit - 8)]
+    merged: list[str] = []
+    for page in pages:
+        if merged and len(merged[-1]) + 1 + len(page) <= limit:
+            merged[-1] += "\n" + page
+        else:
+            merged.append(page)
+    embeds = [discord.Embed(description=page or None, colour=colour) for page in merged or [""]]
+    if reply.title:
+        embeds[0].title = _cut(reply.title, TITLE_LIMIT)
+    return embeds
+
+
+def alert_embed(alert: Alert) -> discord.Embed:
+    """An alert as an embed: coloured by direction, the symbol, the message, rule and time."""
+    embed = discord.Embed(
+        title=_cut(alert.symbol, TITLE_LIMIT),
+        description=_cut(discord.utils.escape_markdown(sentence(alert)), DESCRIPTION_LIMIT),
+        colour=COLOURS.get(alert.direction, BLURPLE),
+        timestamp=alert.time,
+    )
+    embed.set_footer(text=_cut(alert.rule_text, FOOTER_LIMIT))
+    return embed
+
+
+def _pack(items: list[str], limit: int) -> list[list[str]]:
+    """Consecutive items in groups whose newline-joined length stays within `limit`."""
+    groups: list[list[str]] = []
+    size = 0
+    for raw in items:
+        item = _cut(raw, limit)
+        if groups and size + 1 + len(item) <= limit:
+            groups[-1].append(item)
+            size += 1 + len(item)
+        else:
+            groups.append([item])
+            size = len(item)
+    return groups
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def symbol_choices(current: str, symbols: Sequence[str] = SYMBOLS) -> list[Choice[str]]:
+    """Known symbols matching what the user typed (prefix first), led by the text itself."""
+    typed = current.strip()[:CHOICE_LENGTH]
+    wanted = typed.upper()
+    names = [s for s in symbols if s.startswith(wanted)]
+    names += [s for s in symbols if wanted in s and not s.startswith(wanted)]
+    if typed and wanted not in names:
+        names.insert(0, typed)
+    return [Choice(name=name, value=name) for name in names[:CHOICES]]
+
+
+def rule_choices(current: str) -> list[Choice[str]]:
+    """What the user typed, then the rule examples that start with it (all when none do)."""
+    typed = current.strip()[:CHOICE_LENGTH]
+    examples = [e for e in rules.EXAMPLES if e.lower().startswith(typed.lower())]
+    names = [typed] if typed and typed not in examples else []
+    names += examples or list(rules.EXAMPLES)
+    return [Choice(name=_cut(name, CHOICE_LENGTH), value=name) for name in names[:CHOICES]]
+
+
+def alert_choices(stored: Sequence[StoredRule], current: str) -> list[Choice[str]]:
+    """A channel's alerts matching what the user typed, as `#id rule` choices, then `all`."""
+    typed = current.strip().lstrip("#").lower()
+    choices = [
+        Choice(name=_cut(f"#{r.id} {r.text}", CHOICE_LENGTH), value=str(r.id))
+        for r in stored
+        if typed in f"{r.id} {r.text}".lower()
+    ][: CHOICES - 2]
+    if "all".startswith(typed[:3]):
+        choices.append(Choice(name="all (asks first)", value="all"))
+        choices.append(Choice(name="all confirm — remove every alert here", value="all confirm"))
+    return choices

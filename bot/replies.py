@@ -1,0 +1,288 @@
+"""Results in words: `reply(result, spelling)` turns a command's typed result into a
+platform-neutral `Reply` (title, lines, table, chart), writing the commands it points to the
+way the platform spells them (`/alerts` on Telegram, `/alert list` on Discord, ...).
+
+Markup and escaping are the platform renderers' (bot.render, bot.discord.render).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_never
+
+from alerts import rules
+from alerts.text import count, money, number, pct, printable
+from bot.charts import RANGES
+from bot.results import (
+    AdminsOnly,
+    AlertAdded,
+    AlertList,
+    AlertState,
+    AtLimit,
+    Chart,
+    ChartsSet,
+    Command,
+    Duplicate,
+    Expired,
+    Help,
+    Muted,
+    NeedsConfirmation,
+    NoHistory,
+    NoSuchAlert,
+    NotACommand,
+    Problem,
+    Refusal,
+    RemoveAllAsked,
+    Removed,
+    RemovedAll,
+    Result,
+    Rotation,
+    Status,
+    Subscribed,
+    TooFast,
+    UnknownCommand,
+    Unmuted,
+    Unsubscribed,
+    Usage,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A platform-neutral answer: a title, plain lines, an optional table, and whether it is
+    an error. Renderers escape and mark it up per platform."""
+
+    lines: tuple[str, ...]
+    title: str | None = None
+    table: tuple[tuple[str, ...], ...] = ()
+    ok: bool = True
+    image: bytes | None = None
+
+
+def error(message: str) -> Reply:
+    """A one-line error reply."""
+    return Reply((message,), ok=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Spelling:
+    """How a platform writes the commands a reply points people to.
+
+    `confirm_add` is a template with `{rule}` for the rule's canonical text.
+    """
+
+    add: str = "/alert"
+    list: str = "/alerts"
+    remove: str = "/remove"
+    confirm_add: str = "/alert {rule} confirm"
+    confirm_remove_all: str = "/remove all confirm"
+
+
+CHAT = Spelling()  # Telegram: the commands as typed in a chat
+CONSOLE = Spelling(
+    confirm_add='tickerbell alert add "{rule} confirm"',
+    confirm_remove_all="tickerbell alert remove all confirm",
+)
+
+GREETING = "I watch gold, silver and crypto and tell you when a rule fires."
+_STATES = {
+    AlertState.NEW: "new",
+    AlertState.ARMED: "armed",
+    AlertState.WAITING: "fired, waiting to re-arm",
+    AlertState.DONE: "done",
+}
+
+
+def help_lines(spelling: Spelling) -> tuple[str, ...]:
+    """The commands and the rule language with examples."""
+    add, listing, remove = spelling.add, spelling.list, spelling.remove
+    return (
+        "Commands:",
+        "/status SYM — price, day change, spread, nearest alerts (e.g. /status XAG)",
+        f"{add} RULE — add an alert (e.g. {add} XAG above 50)",
+        f"{listing} — this chat's alerts with ids",
+        f"{remove} ID — remove one ({remove} all removes every alert)",
+        "/mute [DURATION] — pause alerts (e.g. /mute 2h); /unmute",
+        "/subscribe SYM|all — notable moves of a symbol; /unsubscribe [SYM]",
+        "/chart SYM [1d|1w|1m|3m|1y] — a price chart (e.g. /chart XAU 3m)",
+        "/rotation — gold, silver, BTC and ETH side by side",
+        "/charts on|off — charts with this chat's alerts",
+        "",
+        "Rules:",
+        *(f"  {example}" for example in rules.EXAMPLES),
+        "Also: XAG > 50 (above), BTC < 85k (below), gold/silver ratio below 80.",
+        "Options: confirm N, cooldown 1h, once, expires 2026-12-31.",
+        "Symbols: BTC, ETH, XAU (gold), XAG (silver), binance:SOL/USDT, yf:^GSPC.",
+    )
+
+
+def usage(command: Command, spelling: Spelling) -> str:
+    """The command's usage line with an example."""
+    add, listing, remove = spelling.add, spelling.list, spelling.remove
+    match command:
+        case Command.ALERT:
+            return f"usage: {add} RULE, e.g. {add} XAG above 50"
+        case Command.STATUS:
+            return "usage: /status SYM, e.g. /status BTC"
+        case Command.REMOVE:
+            return f"usage: {remove} ID (see {listing}), e.g. {remove} 3"
+        case Command.MUTE:
+            return "usage: /mute [DURATION], e.g. /mute 2h"
+        case Command.UNMUTE:
+            return "usage: /unmute (no arguments)"
+        case Command.SUBSCRIBE:
+            return "usage: /subscribe SYM|all, e.g. /subscribe XAU"
+        case Command.UNSUBSCRIBE:
+            return "usage: /unsubscribe [SYM], e.g. /unsubscribe XAU"
+        case Command.CHART:
+            return f"usage: /chart SYM [{'|'.join(RANGES)}], e.g. /chart XAU 3m"
+        case Command.ROTATION:
+            return "usage: /rotation (no arguments)"
+        case Command.CHARTS:
+            return "usage: /charts on|off, e.g. /charts off"
+        case _:  # start, help and alerts take whatever follows
+            return f"usage: /{command.value}"
+
+
+def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
+    """The result as a platform-neutral reply, with commands written as `spelling` says."""
+    if isinstance(result, Refusal):
+        return error(refusal_text(result, spelling))
+    match result:
+        case Help(greeting=greeting):
+            lines = help_lines(spelling)
+            return Reply((GREETING, *lines)) if greeting else Reply(lines, title="Tickerbell help")
+        case Status():
+            return _status(result)
+        case AlertAdded(rule_id=rule_id, rule=rule, already_true=value):
+            added = f"Alert #{rule_id} set: {rule}"
+            if value is None:
+                return Reply((added,))
+            return Reply(
+                (
+                    added,
+                    f"That is already true now ({number(value)}): it fires on the next crossing.",
+                )
+            )
+        case NeedsConfirmation():
+            far = (
+                f"more than {result.factor:g}x"
+                if result.level > result.now
+                else "less than a tenth of"
+            )
+            again = spelling.confirm_add.format(rule=result.rule)
+            return Reply(
+                (
+                    f"{result.subject} is {number(result.now)} now and {number(result.level)} is "
+                    f"{far} that, so nothing is stored yet. If you mean it, send {again}",
+                )
+            )
+        case AlertList(alerts=alerts):
+            if not alerts:
+                return Reply((f"No alerts yet. Add one, e.g. {spelling.add} XAG above 50",))
+            rows = tuple((f"#{a.rule_id}", a.rule, _STATES[a.state]) for a in alerts)
+            return Reply((), title=count(len(alerts), "alert"), table=rows)
+        case RemoveAllAsked(count=n):
+            stored = count(n, "alert")
+            return Reply(
+                (f"This removes all {stored} here. Send {spelling.confirm_remove_all} to do it.",)
+            )
+        case RemovedAll(count=n):
+            return Reply((f"Removed {count(n, 'alert')}.",))
+        case Removed(rule_id=rule_id):
+            return Reply((f"Removed alert #{rule_id}.",))
+        case Muted(until=until):
+            when = "until you /unmute" if until is None else f"until {until:%Y-%m-%d %H:%M} UTC"
+            return Reply((f"Muted {when}. Alerts meanwhile are kept in the history, not sent.",))
+        case Unmuted():
+            return Reply(("Alerts are on again.",))
+        case Subscribed(symbol=symbol, added=added):
+            return Reply(
+                (f"Subscribed to {symbol}." if added else f"Already subscribed to {symbol}.",)
+            )
+        case Unsubscribed(count=n):
+            return Reply((f"Unsubscribed ({n})." if n else "No such subscription here.",))
+        case Chart():
+            summary = (
+                f"{result.symbol} {result.span}: {number(result.first)} → {number(result.last)}"
+            )
+            if result.first > 0:
+                summary += f" ({pct((result.last / result.first - 1) * 100)})"
+            return Reply((summary,), image=result.image)
+        case Rotation():
+            return _rotation(result)
+        case ChartsSet(on=on):
+            return Reply(
+                ("Alerts here come with a chart." if on else "Alerts here are text only.",)
+            )
+        case _:
+            assert_never(result)
+
+
+def refusal_text(refusal: Refusal, spelling: Spelling = CHAT) -> str:
+    """Why nothing was done, in one line."""
+    match refusal:
+        case NotACommand():
+            return "commands start with '/'. Try /help, e.g. /status BTC"
+        case UnknownCommand(name=name, suggestion=suggestion):
+            hint = f" — did you mean /{suggestion}?" if suggestion else ""
+            return f"unknown command '/{printable(name)}'{hint} Try /help."
+        case TooFast(per_minute=per_minute):
+            return f"slow down: at most {per_minute} commands a minute."
+        case AdminsOnly():
+            return (
+                "only admins change alerts in a group; "
+                f"everyone can use /status and {spelling.list}."
+            )
+        case Usage(command=command):
+            return usage(command, spelling)
+        case Problem(message=message):
+            return message
+        case Expired():
+            return (
+                f"that rule expired on {refusal.expires}; give a later day, e.g. "
+                f"{spelling.add} {refusal.rule} expires {refusal.suggested_year}-12-31"
+            )
+        case Duplicate(rule_id=rule_id, rule=rule):
+            return f"alert #{rule_id} here is already {rule} (see {spelling.list})."
+        case AtLimit(reason=reason):
+            return f"{reason}; remove one first, e.g. {spelling.remove} 3 (see {spelling.list})."
+        case NoSuchAlert(rule_id=rule_id):
+            return f"no alert #{rule_id} here — see {spelling.list}."
+        case NoHistory(symbol=symbol):
+            return f"no price history for {symbol} yet; try again in a minute."
+    raise TypeError(f"no words for {refusal!r}")
+
+
+def _status(status: Status) -> Reply:
+    if status.price is None:
+        return Reply((f"no price for {status.symbol} yet.", status.feed_note), title=status.symbol)
+    change = status.day_change_pct
+    day = f" ({pct(change)} today)" if change is not None else ""
+    lines = [f"{number(status.price)}{day}"]
+    book = status.book
+    if book is not None:
+        text = (
+            f"bid {number(book.bid)} / ask {number(book.ask)}, "
+            f"spread {money(book.ask - book.bid)} ({pct(book.spread_pct, signed=False)})"
+        )
+        if book.median_spread is not None:
+            text += f", median {money(book.median_spread)}"
+        lines.append(text)
+    if status.day_range is not None:
+        low, high = status.day_range
+        lines.append(f"{status.range_days}-day range {number(low)} – {number(high)}")
+    for level in status.nearest:
+        lines.append(f"alert {level.rule}: {pct(level.away_pct)} away")
+    lines.append(status.feed_note)
+    return Reply(tuple(lines), title=status.symbol)
+
+
+def _rotation(rotation: Rotation) -> Reply:
+    def cell(change: float | None) -> str:
+        return "–" if change is None else pct(change)
+
+    rows = [("", *rotation.windows, "YTD")]
+    rows += [(m.symbol, *map(cell, m.changes), cell(m.year)) for m in rotation.moves]
+    lines = tuple(f"{r.symbol}/{r.other} ratio {number(r.value)}" for r in rotation.ratios)
+    return Reply(lines, title="Rotation", table=tuple(rows), image=rotation.image)

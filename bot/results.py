@@ -1,0 +1,323 @@
+"""What a command did, as typed values: the command layer returns them, each platform puts
+them into words (bot.replies for chat text, bot.discord.render for embeds).
+
+Refusals share a base class, so a renderer tells "did not do it" from "done" without knowing
+every kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import Enum
+
+
+class Command(Enum):
+    """The commands, named as people type them in a chat (`/alert`, `/alerts`, ...)."""
+
+    START = "start"
+    HELP = "help"
+    STATUS = "status"
+    ALERT = "alert"
+    ALERTS = "alerts"
+    REMOVE = "remove"
+    MUTE = "mute"
+    UNMUTE = "unmute"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    CHART = "chart"
+    ROTATION = "rotation"
+    CHARTS = "charts"
+
+
+# --- refusals: nothing was done ---
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Base of every answer that did nothing and says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotACommand(Refusal):
+    """Chat text that does not start with '/'."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownCommand(Refusal):
+    """A '/word' that is no command; `suggestion` is the closest one, if any is close."""
+
+    name: str
+    suggestion: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TooFast(Refusal):
+    """The caller is over the commands-per-minute limit."""
+
+    per_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminsOnly(Refusal):
+    """A change asked for in a group by someone who is not an admin there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage(Refusal):
+    """The command's arguments are malformed: the answer is its usage with an example."""
+
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class Problem(Refusal):
+    """A user-facing error whose message is already fit to show (a RuleError's)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expired(Refusal):
+    """A rule whose `expires` day is past; `rule` is its text without the expiry."""
+
+    rule: str
+    expires: date
+    suggested_year: int
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate(Refusal):
+    """The chat already has this rule (not yet done) as alert `rule_id`."""
+
+    rule_id: int
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class AtLimit(Refusal):
+    """The chat has as many rules as it may; `reason` is the store's sentence."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoSuchAlert(Refusal):
+    """No alert with this id in the chat."""
+
+    rule_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoHistory(Refusal):
+    """Nothing to draw a chart from yet."""
+
+    symbol: str
+
+
+# --- answers ---
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    """The commands and the rule language; `greeting` adds the one-line introduction."""
+
+    greeting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """The order book's top: bid, ask, the spread in percent of the mid, and the usual spread
+    (the median) in price units when known."""
+
+    bid: float
+    ask: float
+    spread_pct: float
+    median_spread: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Nearby:
+    """One of the chat's price levels on the symbol and how far the price is from it."""
+
+    rule: str
+    away_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A symbol's price (None: no quote yet), day change, book, N-day range, the chat's nearest
+    levels and where the price comes from."""
+
+    symbol: str
+    feed_note: str
+    price: float | None = None
+    day_change_pct: float | None = None
+    book: Book | None = None
+    range_days: int = 20
+    day_range: tuple[float, float] | None = None  # (low, high) over range_days
+    nearest: tuple[Nearby, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertAdded:
+    """A stored rule: its id, canonical text, and the value that already meets it, if any."""
+
+    rule_id: int
+    rule: str
+    already_true: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsConfirmation:
+    """A level far from the price (a typo?): nothing stored until confirmed.
+
+    `subject` is what the level is compared with (`BTC`, `ETH/BTC ratio`), `factor` how far off
+    counts as far (10: over 10x or under a tenth)."""
+
+    rule: str
+    subject: str
+    now: float
+    level: float
+    factor: float
+
+
+class AlertState(Enum):
+    """Where a stored rule stands."""
+
+    NEW = "new"
+    ARMED = "armed"
+    WAITING = "waiting"  # fired, waits to re-arm
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One stored rule as the chat's list shows it."""
+
+    rule_id: int
+    rule: str
+    state: AlertState
+
+
+@dataclass(frozen=True, slots=True)
+class AlertList:
+    """The chat's rules, oldest first."""
+
+    alerts: tuple[Listed, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAllAsked:
+    """`remove all` without the confirmation: how many it would remove."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedAll:
+    """Every rule of the chat removed."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """One rule removed."""
+
+    rule_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Muted:
+    """Alerts paused until a time, or (None) until unmuted."""
+
+    until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unmuted:
+    """Alerts on again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """Following a symbol's notable moves (`all`: every watched symbol); `added` False when
+    the chat already did."""
+
+    symbol: str
+    added: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    """How many subscriptions were removed."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A price chart over `span` with its first and last price."""
+
+    symbol: str
+    span: str
+    first: float
+    last: float
+    image: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Moves:
+    """One symbol's changes over the rotation windows and since the year began (None: no
+    price to compare with)."""
+
+    symbol: str
+    changes: tuple[float | None, ...]
+    year: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    """The price of `symbol` in units of `other`."""
+
+    symbol: str
+    other: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """Gold, silver, BTC and ETH side by side: changes per window, gold ratios, a chart."""
+
+    windows: tuple[str, ...]
+    moves: tuple[Moves, ...]
+    ratios: tuple[Ratio, ...]
+    image: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChartsSet:
+    """Charts with the chat's alerts on or off."""
+
+    on: bool
+
+
+Done = (
+    Help
+    | Status
+    | AlertAdded
+    | NeedsConfirmation
+    | AlertList
+    | RemoveAllAsked
+    | RemovedAll
+    | Removed
+    | Muted
+    | Unmuted
+    | Subscribed
+    | Unsubscribed
+    | Chart
+    | Rotation
+    | ChartsSet
+)
+Result = Done | Refusal
