@@ -195,6 +195,17 @@ def format_duration(td: timedelta) -> str:
     return f"{minutes}m"
 
 
+def parse_symbol(text: str) -> str:
+    """One symbol as people type it (`xag`, `binance:SOL/USDT`, `yf:^GSPC`), checked exactly as
+    a rule's subject is; a pair is refused. Whether the symbol is known is the catalogue's to say.
+    """
+    token = text.strip()
+    symbol, other = _parse_subject(token)
+    if other is not None:
+        raise _error(f"{_q(token)} is a pair; give one symbol", "XAG or binance:SOL/USDT")
+    return symbol
+
+
 def _parse_subject(token: str) -> tuple[str, str | None]:
     """The symbol and, for a pair, the other symbol of a subject token."""
     parts = token.split("/")

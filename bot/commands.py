@@ -20,8 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Concatenate, ParamSpec, Protocol, TypeAlias
 
 from alerts import rules
-from alerts.engine import evaluate
-from alerts.indicators import Market, observe
+from alerts.indicators import Market
 from alerts.models import Candle, Quote, Rule, RuleError, RuleState
 from bot import chat_text, views
 from bot.charts import RANGES, ChartCache
@@ -52,7 +51,7 @@ from bot.results import (
     Unsubscribed,
     Usage,
 )
-from storage.db import Chat, LimitReached, Store, StoredRule, utcnow
+from storage.api import Chat, LimitReached, Storage, StoredRule, utcnow
 
 RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
@@ -79,6 +78,16 @@ class MarketView(Protocol):
 
     def canonical(self, rule: Rule) -> Rule:
         """The rule with its symbols resolved (raises RuleError for unknown symbols)."""
+        ...
+
+    def symbol(self, text: str) -> str:
+        """One symbol as the catalogue names it (gold -> XAU); RuleError for a malformed,
+        unknown or paired one."""
+        ...
+
+    def holds_now(self, rule: Rule) -> float | None:
+        """The observed value when the rule's condition already holds now (a new rule then
+        waits for the next crossing), else None."""
         ...
 
     async def fresh_quote(self, symbol: str) -> Quote | None:
@@ -124,7 +133,7 @@ class Commands:
 
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         view: MarketView,
         *,
         rules_per_chat: int = 50,
@@ -236,13 +245,7 @@ class Commands:
             rule_id = await self.store.add_rule(chat.id, text, caller.user_id, self.rules_per_chat)
         except LimitReached as err:
             return AtLimit(str(err))
-        now = self.clock()
-        obs = observe(rule, self.view.market, now)
-        if obs is not None:
-            state, _ = evaluate(rule, RuleState(), obs, now)
-            if state.armed is False:
-                return AlertAdded(rule_id, text, already_true=obs.value)
-        return AlertAdded(rule_id, text)
+        return AlertAdded(rule_id, text, already_true=self.view.holds_now(rule))
 
     async def _implausible(self, rule: Rule) -> NeedsConfirmation | None:
         """A price or ratio level that looks like a typo (`XAG above 50k` with silver at 50),
@@ -360,8 +363,7 @@ class Commands:
     # --- helpers ---
 
     def _symbol(self, text: str) -> str:
-        """A symbol as the catalogue names it; the rule parser vets the token's characters."""
-        return self.view.canonical(rules.parse(f"{text.strip()} above 1")).symbol
+        return self.view.symbol(text)
 
     async def _chat(self, caller: Caller) -> Chat:
         return await self.store.chat(caller.platform, caller.chat_id, caller.chat_kind)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from alerts.models import Alert
-from storage.db import Chat
+from storage.api import Chat
 
 
 class Notifier(Protocol):

@@ -32,7 +32,8 @@ from feeds.base import Feed
 from feeds.catalogue import Catalogue
 from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayFeed
 from feeds.replay import SOURCE as REPLAY
-from storage.db import Store, utcnow
+from storage.api import Storage, utcnow
+from storage.db import Store
 from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery
 from tickerbell.market_data import MarketData, Resolver
@@ -117,7 +118,7 @@ class FrontEnd(Notifier, Protocol):
     def listening(self) -> bool: ...
 
 
-def make_front_ends(settings: Settings, store: Store, commands: Commands) -> list[FrontEnd]:
+def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> list[FrontEnd]:
     """Telegram and/or Discord, for whichever tokens are set."""
     front_ends: list[FrontEnd] = []
     if settings.telegram_bot_token is not None:
@@ -310,7 +311,7 @@ async def _close_notifiers(by_name: dict[str, Notifier]) -> None:
         await _quietly(f"closing {notifier.name}", notifier.close)
 
 
-async def _stop_after_replay(replay: ReplayFeed, store: Store, stop: asyncio.Event) -> None:
+async def _stop_after_replay(replay: ReplayFeed, store: Storage, stop: asyncio.Event) -> None:
     """End the run once the replay is played out and its alerts are delivered."""
     while not stop.is_set():
         await asyncio.sleep(0.2)
@@ -377,7 +378,7 @@ async def _log_first_prices(service: Service, every: float = 1.0) -> None:
         await asyncio.sleep(every)
 
 
-async def _prune_daily(store: Store, days: int) -> None:
+async def _prune_daily(store: Storage, days: int) -> None:
     """Forget finished alerts older than the retention (TICKERBELL_OUTBOX_RETENTION_DAYS; 0
     keeps them all), at start and then once a day."""
     while days:

@@ -51,7 +51,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """What a person can fix: shown as one line (no traceback) and exit code 2."""
     from alerts.models import RuleError
     from feeds.replay import ReplayError
-    from storage.db import LimitReached
+    from storage.api import LimitReached
     from tickerbell.settings import SettingsError
 
     return (RuleError, ReplayError, LimitReached, SettingsError)

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
-from alerts.indicators import Market
-from alerts.models import Candle, Quote, Rule, RuleError
+from alerts import rules
+from alerts.engine import evaluate
+from alerts.indicators import Market, observe
+from alerts.models import Candle, Quote, Rule, RuleError, RuleState
 from alerts.sanity import Limits
 from feeds.base import Feed, FeedError
 from feeds.catalogue import Instrument, canonical_rule
@@ -87,6 +89,21 @@ class MarketData:
     def canonical(self, rule: Rule) -> Rule:
         """The rule with its symbols as the catalogue names them (GOLD -> XAU)."""
         return canonical_rule(rule, self.instrument)
+
+    def symbol(self, text: str) -> str:
+        """One symbol as the catalogue names it (gold -> XAU); RuleError for a malformed,
+        unknown or paired one."""
+        return self.instrument(rules.parse_symbol(text)).symbol
+
+    def holds_now(self, rule: Rule) -> float | None:
+        """The observed value when the rule's condition already holds now, else None: what the
+        engine would decide for a new rule (it learns where the price is, and waits)."""
+        now = self.clock()
+        obs = observe(rule, self.market, now)
+        if obs is None:
+            return None
+        state, _ = evaluate(rule, RuleState(), obs, now)
+        return obs.value if state.armed is False else None
 
     def instrument(self, symbol: str) -> Instrument:
         found = self.instruments.get(symbol)

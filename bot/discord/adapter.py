@@ -43,7 +43,7 @@ from bot.discord.tree import TickerClient, make_tree
 from bot.notifier import DeliveryError
 from bot.redaction import redact
 from feeds.backoff import Backoff
-from storage.db import Chat, Store
+from storage.api import Chat, Storage
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class DiscordBot:
         *,
         token: str,
         commands: Commands,
-        store: Store,
+        store: Storage,
         guild_id: int | None = None,
         admin_role: str = "",
         sync_file: Path | None = None,
@@ -358,7 +358,7 @@ def build(
     *,
     token: str,
     commands: Commands,
-    store: Store,
+    store: Storage,
     db_path: Path | str,
     guild_id: int | None = None,
     admin_role: str = "",

@@ -20,7 +20,7 @@ from bot.discord import render
 from bot.discord.render import CANNOT_POST, CHART, SORRY, SPELLING, STOPPING, reply_embeds
 from bot.discord.tree import Call, Interaction
 from bot.replies import Reply
-from storage.db import Store
+from storage.api import Storage
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class SlashAnswers:
         *,
         platform: str,
         commands: Commands,
-        store: Store,
+        store: Storage,
         admin_role: str = "",
         symbols: Sequence[str] = render.SYMBOLS,
         defer_after: float = DEFER_AFTER,

@@ -14,7 +14,7 @@ from bot import render
 from bot.replies import Reply, Spelling
 from bot.wording import sentence
 from feeds.catalogue import COMMON_CRYPTO
-from storage.db import StoredRule
+from storage.api import StoredRule
 
 GREEN = discord.Colour(0x2ECC71)
 RED = discord.Colour(0xE74C3C)

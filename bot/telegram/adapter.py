@@ -48,7 +48,7 @@ from bot.redaction import redact, scrub
 from bot.telegram.admins import Admins
 from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
 from feeds.backoff import Backoff
-from storage.db import Chat, Store
+from storage.api import Chat, Storage
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class TelegramBot:
         *,
         token: str,
         commands: Commands,
-        store: Store,
+        store: Storage,
         base_url: str = DEFAULT_BASE_URL,
         allowed_chats: Collection[str] = (),
         rates: Rates | None = None,
