@@ -57,7 +57,7 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[Commands, Store, ScriptedVe
                    price * (0.79 + i / 600), price * (0.8 + i / 600))
             for i in range(120)
         ]  # fmt: skip
-    async with service(tmp_path / "cmd.db", clock, venue) as (svc, store, _):
+    async with service(None, clock, venue) as (svc, store, _):  # the in-memory store
         yield (
             Commands(store, svc.data, rules_per_chat=3, commands_per_minute=30, clock=clock),
             store,

@@ -15,7 +15,9 @@ from alerts.sanity import Limits
 from bot.wording import sentence
 from feeds.base import Feed, FeedHealth, TransientFeedError
 from feeds.catalogue import Catalogue
+from storage.api import Storage
 from storage.db import Chat, Store, utcnow
+from storage.memory import MemoryStore
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.market_data import MarketData
 from tickerbell.service import Service
@@ -87,7 +89,7 @@ class Recorder:
 
 
 def make_service(
-    store: Store,
+    store: Storage,
     delivery: Delivery,
     feed: Feed,
     clock: Callable[[], datetime] = utcnow,
@@ -103,9 +105,13 @@ def make_service(
 
 @asynccontextmanager
 async def service(
-    db: Path, clock: Clock, venue: ScriptedVenue, *notifiers: Recorder
-) -> AsyncIterator[tuple[Service, Store, Delivery]]:
-    async with Store.open(db, clock=clock) as store:
+    db: Path | None, clock: Clock, venue: ScriptedVenue, *notifiers: Recorder
+) -> AsyncIterator[tuple[Service, Storage, Delivery]]:
+    """A real service over the SQLite store at `db`, or over the in-memory store when `db` is
+    None (the layers above storage, tested fast: storage's own tests hold both to one contract).
+    """
+    opened = Store.open(db, clock=clock) if db is not None else MemoryStore.open(clock=clock)
+    async with opened as store:
         delivery = Delivery(store, {n.name: n for n in notifiers}, clock=clock)
         svc = make_service(store, delivery, venue, clock, max_age=timedelta(minutes=2))
         yield svc, store, delivery
