@@ -91,7 +91,8 @@ def test_a_price_source_down_is_told_in_the_reply_alone(tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stderr == ""
     first, note = done.stdout.splitlines()[1:3]
     assert first == "no price for XAG yet."
-    assert note.startswith("swissquote is unreachable") and note.endswith("retrying.")
+    assert note.startswith("swissquote is unreachable since ")
+    assert note.endswith(" UTC — check the network or proxy; retrying.")
 
 
 def synthetic_silver(path: Path) -> Path:

@@ -433,6 +433,10 @@ async def test_status_says_plainly_when_the_venue_is_down_and_forgets_it_after(
         clock.tick()
         await svc.poll("ccxt:binance")
         assert svc.data.feed_note("BTC") == "binance is x since 12:00 UTC; retrying."
+        venue.health.failed(clock(), "binance timed out", "does not answer in time — check it")
+        assert svc.data.feed_note("BTC") == (
+            "binance does not answer in time since 12:00 UTC — check it; retrying."
+        )
         venue.down = False
         venue.health.ok(clock())
         clock.tick()

@@ -257,8 +257,10 @@ class MarketData:
         venue = instrument.source.removeprefix("ccxt:")
         health = feed.health if feed is not None else None
         if health is not None and health.down_since is not None:
-            since = f"{health.down_since:%H:%M} UTC"
-            return f"{venue} {health.cause or 'is failing'} since {since}; retrying."
+            # "is unreachable — check the network": the advice goes after the time
+            what, _, advice = (health.cause or "is failing").partition(" — ")
+            down = f"{venue} {what} since {health.down_since:%H:%M} UTC"
+            return f"{down} — {advice}; retrying." if advice else f"{down}; retrying."
         parts = [f"{instrument.source} {instrument.native}"]
         note = getattr(feed, "book_note", None)
         if note:
