@@ -98,12 +98,13 @@ def lock() -> int:
         subprocess.run([python, "-m", "pip", "install", "--quiet", "pip-tools"], check=True)
         compile_ = [python, "-m", "piptools", "compile", "--quiet", "--generate-hashes"]
         compile_ += ["--strip-extras", "--no-emit-index-url", "--no-emit-find-links"]
-        compile_ += ["--custom-compile-command", "python3 dev.py lock"]
+        # The header's command: an environment variable, as pip-tools 7.6 has no option for it.
+        env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "python3 dev.py lock"}
         for kind, extras in (("run", []), ("test", ["--extra", "dev"])):
             out = LOCKS[kind].name
             print(f"pinning {out} ...", flush=True)
             command = [*compile_, *extras, "--output-file", out, "pyproject.toml"]
-            subprocess.run(command, check=True, cwd=ROOT)
+            subprocess.run(command, check=True, cwd=ROOT, env=env)
     return 0
 
 
