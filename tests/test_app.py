@@ -25,6 +25,8 @@ from storage.db import Store
 from tickerbell import app
 from tickerbell.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:

@@ -83,6 +83,7 @@ def synthetic_silver(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_replay_run_never_touches_the_real_database_or_a_chat(tmp_path: Path) -> None:
     real = tmp_path / "cli.db"
     async with Store.open(real) as store:

@@ -172,6 +172,7 @@ async def test_silver_widening_fires_once_and_the_weekly_close_does_not(
     ]
 
 
+@pytest.mark.slow
 async def test_tickerbell_run_polls_the_spot_source_and_status_shows_the_book(
     tmp_path: Path,
 ) -> None:
