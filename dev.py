@@ -1,7 +1,8 @@
 """Set-up and run commands that work on a machine with only Python 3.11+ and pip.
 
     python3 dev.py run    the bot (creates .venv and installs on first use)
-    python3 dev.py test   ruff, mypy and the test suite (installs the test tools too)
+    python3 dev.py test   ruff, mypy and the test suite (installs the test tools too), the
+                          suite spread over one process per core (`-n 0`: in one process)
     python3 dev.py lock   re-pin requirements.lock and requirements-dev.lock after a change to
                           the dependencies in pyproject.toml
 
@@ -89,6 +90,22 @@ def replace_with(*cmd: str) -> int:
             continue
 
 
+def pytest_arguments(given: list[str], parallel: bool) -> list[str]:
+    """The suite's arguments: the given ones, over one worker process per core when pytest-xdist
+    is there (`parallel`) and the caller did not choose how to run (`-n 0`: in one process).
+    Idle workers take queued tests from busy ones: the slow tests then finish together."""
+    chosen = ("-n", "--numprocesses", "--dist", "--tx", "--maxprocesses")
+    if not parallel or any(arg.startswith(chosen) or arg.endswith("no:xdist") for arg in given):
+        return given
+    return ["-n", "auto", "--dist", "worksteal", *given]
+
+
+def has_xdist() -> bool:
+    """Whether .venv has pytest-xdist, which runs the tests in several processes."""
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('xdist') is None)"
+    return subprocess.run([str(BIN / "python"), "-c", probe], cwd=ROOT).returncode == 0
+
+
 def lock() -> int:
     """Re-pin both lock files with pip-tools, installed in a throwaway venv."""
     with tempfile.TemporaryDirectory(prefix="tickerbell-lock-") as scratch:
@@ -98,12 +115,13 @@ def lock() -> int:
         subprocess.run([python, "-m", "pip", "install", "--quiet", "pip-tools"], check=True)
         compile_ = [python, "-m", "piptools", "compile", "--quiet", "--generate-hashes"]
         compile_ += ["--strip-extras", "--no-emit-index-url", "--no-emit-find-links"]
-        compile_ += ["--custom-compile-command", "python3 dev.py lock"]
+        # The header's command: an environment variable, as pip-tools 7.6 has no option for it.
+        env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "python3 dev.py lock"}
         for kind, extras in (("run", []), ("test", ["--extra", "dev"])):
             out = LOCKS[kind].name
             print(f"pinning {out} ...", flush=True)
             command = [*compile_, *extras, "--output-file", out, "pyproject.toml"]
-            subprocess.run(command, check=True, cwd=ROOT)
+            subprocess.run(command, check=True, cwd=ROOT, env=env)
     return 0
 
 
@@ -125,7 +143,7 @@ def main(argv: list[str]) -> int:
         if run(*check) != 0:
             return 1
     os.chdir(ROOT)
-    return replace_with(str(BIN / "pytest"), *rest)
+    return replace_with(str(BIN / "pytest"), *pytest_arguments(rest, has_xdist()))
 
 
 if __name__ == "__main__":

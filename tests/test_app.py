@@ -25,6 +25,8 @@ from storage.db import Store
 from tickerbell import app
 from tickerbell.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
@@ -87,11 +89,11 @@ def _said(caplog: pytest.LogCaptureFixture, needle: str) -> bool:
     return any(needle in record.getMessage() for record in caplog.records)
 
 
-async def test_health_says_when_the_telegram_command_side_is_down(tmp_path: Path) -> None:
+async def test_health_says_when_the_telegram_command_side_is_down(
+    tmp_path: Path, unused_port: int
+) -> None:
     token = "123456789:AAF-fake_SECRET_health_token"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port
     async with FakeExchange() as exchange, FakeTelegram(token, poll_cap=0.2) as telegram:
         exchange.set_price("BTCUSDT", 86000.0, 86000.0)
         settings = Settings(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,16 +19,14 @@ TOKEN = "123456789:AAF-fake_SECRET_cli_token"
 
 
 @pytest.fixture(autouse=True)
-def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unused_port: int) -> None:
     monkeypatch.setenv("TICKERBELL_DB", str(tmp_path / "cli.db"))
     monkeypatch.setenv("TICKERBELL_HOME", str(tmp_path))  # no stray .env is read
     # The metals' spot source on a port nobody listens on: the console's commands ask it for
     # prices, and a test never reaches the internet (it used to reach Swissquote and, through
     # it, Yahoo: that changed yfinance's process-wide cookie handling for later tests).
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setenv("TICKERBELL_SWISSQUOTE_URL", f"http://127.0.0.1:{port}/instrument")
+    url = f"http://127.0.0.1:{unused_port}/instrument"
+    monkeypatch.setenv("TICKERBELL_SWISSQUOTE_URL", url)
     monkeypatch.chdir(tmp_path)
 
 
@@ -105,6 +102,7 @@ def synthetic_silver(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_replay_run_never_touches_the_real_database_or_a_chat(tmp_path: Path) -> None:
     real = tmp_path / "cli.db"
     async with Store.open(real) as store:

@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from support.local_server import serve_locally
 from support.waiting import until
@@ -21,6 +22,8 @@ from support.waiting import until
 from alerts import rules
 from storage.db import Store
 from tickerbell.app import CONSOLE
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = [rules.format(rules.parse(f"XAG above {50 + i / 100:.2f} once")) for i in range(1, 41)]

@@ -94,6 +94,7 @@ def synthetic_silver(path: Path) -> Path:
         "XAG 45 from replay",  # later: the first good price has been logged
     ],
 )
+@pytest.mark.slow
 def test_run_stops_cleanly_on_a_signal_and_leaves_no_process(
     tmp_path: Path, how: str, when: str
 ) -> None:

@@ -728,6 +728,7 @@ async def test_one_alert_reaches_telegram_and_discord_once_each(
             await telegram.close()
 
 
+@pytest.mark.slow
 async def test_tickerbell_run_serves_telegram_and_discord_together(
     tmp_path: Path, server: FakeDiscord
 ) -> None:

@@ -22,6 +22,8 @@ from support.waiting import until
 from tickerbell import app
 from tickerbell.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "123456789:AAF-fake_SECRET_journey_token"
 USER, FRIEND, GROUP, ADMIN, MEMBER = 4242, 4343, -100777, 11, 22
 ALERT_MARKS = ("🔴▼", "🟢▲", "🟠↔", "🔔")  # an alert message starts with one of these

@@ -23,6 +23,8 @@ from support.waiting import until
 from tickerbell import app
 from tickerbell.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "MTA5.fake.discord-journey-token"
 GUILD, CHANNEL, OTHER = 5_550_001, 7_770_001, 7_770_002
 ADMIN, MEMBER = 11, 22

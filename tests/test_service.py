@@ -319,6 +319,7 @@ async def test_a_symbol_looked_at_before_its_rule_is_polled_once_the_rule_exists
             await delivering
 
 
+@pytest.mark.slow
 async def test_a_tick_that_cannot_be_saved_is_decided_again_when_the_disk_has_room(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -344,6 +345,7 @@ async def test_a_tick_that_cannot_be_saved_is_decided_again_when_the_disk_has_ro
     assert len(failures) == 1  # once per outage, not once per tick
 
 
+@pytest.mark.slow
 async def test_a_full_disk_mid_fan_out_sends_no_chat_a_second_copy(tmp_path: Path) -> None:
     clock, tg = Clock(), Recorder("telegram")
     with small_disk(tmp_path / "disk") as disk:

@@ -8,7 +8,6 @@ rollover are where the test puts them; the end-to-end test runs on the wall cloc
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -173,6 +172,7 @@ async def test_silver_widening_fires_once_and_the_weekly_close_does_not(
     ]
 
 
+@pytest.mark.slow
 async def test_tickerbell_run_polls_the_spot_source_and_status_shows_the_book(
     tmp_path: Path,
 ) -> None:
@@ -215,11 +215,9 @@ async def test_tickerbell_run_polls_the_spot_source_and_status_shows_the_book(
 
 
 async def test_an_unreachable_source_is_told_in_plain_words(
-    clock: Clock, caplog: pytest.LogCaptureFixture
+    clock: Clock, caplog: pytest.LogCaptureFixture, unused_port: int
 ) -> None:
-    with socket.socket() as closed:  # a port nobody listens on: the connection is refused
-        closed.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{closed.getsockname()[1]}/instrument"
+    url = f"http://127.0.0.1:{unused_port}/instrument"  # nobody listens: the connection is refused
     feed = SwissquoteFeed(clock, base_url=url, timeout=5.0)
     try:
         with pytest.raises(TransientFeedError):

@@ -131,6 +131,7 @@ def sends_to(fake: FakeTelegram, chat_id: int) -> int:
 # --- 1. end to end through the composition root ---
 
 
+@pytest.mark.slow
 async def test_alert_end_to_end_through_app_run(tmp_path: Path, fake: FakeTelegram) -> None:
     db = tmp_path / "e2e.db"
     async with FakeExchange() as exchange, Store.open(db) as probe:
@@ -173,6 +174,7 @@ async def test_alert_end_to_end_through_app_run(tmp_path: Path, fake: FakeTelegr
         assert (await probe.outbox_counts()) == {"delivered": 1}
 
 
+@pytest.mark.slow
 async def test_a_rejected_token_is_retried_until_the_run_stops(
     tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,36 @@
+"""What tests share with the rest of the machine or of their process, made private to them.
+
+The suite runs in several worker processes at once (`pytest -n auto`), beside other test runs
+on the same machine: each process keeps its library caches to itself, each test gets its own
+port, and a test that needs a warmed-up process says so instead of relying on which tests
+happened to run before it in the same worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.local_server import held_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Send the caches the libraries keep on disk (yfinance's cookie and time-zone databases,
+    matplotlib's font list and settings) to a folder of this process instead of the user's
+    home: no two processes share one, and every run starts from empty caches, as CI does.
+    Set before any test module imports those libraries (they read the location on import)."""
+    caches = Path(tempfile.mkdtemp(prefix="tickerbell-test-caches-"))
+    config.add_cleanup(lambda: shutil.rmtree(caches, ignore_errors=True))
+    os.environ["XDG_CACHE_HOME"] = str(caches)
+    os.environ["MPLCONFIGDIR"] = str(caches / "matplotlib")
+
+
+@pytest.fixture
+def unused_port() -> Iterator[int]:
+    """A loopback port nobody listens on, held for the test so no other process is given it."""
+    with held_port() as port:
+        yield port
