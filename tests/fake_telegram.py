@@ -81,7 +81,8 @@ class Sent:
     text: str
     parse_mode: str | None
     message_id: int
-    at: float
+    at: float  # when the request had fully arrived (a photo's upload included)
+    method: str = "sendMessage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,18 +386,26 @@ class FakeTelegram:
             return _error(400, "Bad Request: message text is empty")
         if len(shown.encode("utf-16-le")) // 2 > MAX_TEXT:
             return _error(400, "Bad Request: message is too long")
-        return self._deliver(params, text, mode, {"text": shown})
+        return self._deliver("sendMessage", params, text, mode, {"text": shown})
 
     def _api_sendPhoto(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
         caption = params.get("caption", "")
         if len(caption) > 1024:
             return _error(400, "Bad Request: message caption is too long")
         photo = [{"file_id": "photo1", "file_unique_id": "u1", "width": 800, "height": 400}]
-        return self._deliver(params, caption, params.get("parse_mode"), {"photo": photo})
+        return self._deliver(
+            "sendPhoto", params, caption, params.get("parse_mode"), {"photo": photo}
+        )
 
     def _deliver(
-        self, params: dict[str, str], text: str, mode: str | None, body: dict[str, Any]
+        self,
+        method: str,
+        params: dict[str, str],
+        text: str,
+        mode: str | None,
+        body: dict[str, Any],
     ) -> dict[str, Any] | web.Response:
+        """Accept a send (sendMessage and sendPhoto alike) unless it breaks a flood limit."""
         chat_id = _int(params["chat_id"])
         now = time.perf_counter()
         if self.limits is not None and (wait := self._over_limit(chat_id, now)):
@@ -406,7 +415,7 @@ class FakeTelegram:
             self._windows.add(None, now)
             self._windows.add(chat_id, now)
         message_id = self._message_id()
-        self.messages.append(Sent(chat_id, text, mode, message_id, now))
+        self.messages.append(Sent(chat_id, text, mode, message_id, now, method))
         kind = self.chat_types.get(chat_id, "private" if chat_id > 0 else "supergroup")
         chat = {"id": chat_id, "type": kind}
         return {"message_id": message_id, "date": int(time.time()), "chat": chat, **body}
