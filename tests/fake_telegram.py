@@ -12,7 +12,9 @@ injected per chat (on sends) or per method: 429 with retry_after, 403, 400 with
 migrate_to_chat_id, 400 chat not found, 400 can't parse entities, 401, 500, 502; and the whole
 fake can go down (connections refused) and come up again on the same port. Optionally the fake
 enforces flood limits (per bot, per private chat, per group; sliding windows) and answers 429
-past them, counting each.
+past them, counting each, for photos as for texts. A send counts when it has fully arrived, as
+a server can only count it then: `slow_uploads` makes the next photos take that many seconds
+each to arrive (an upload's time varies; requests sent evenly can arrive bunched).
 
 The token is masked in the fake's own access log (that log is Telegram's side, not ours).
 
@@ -183,6 +185,7 @@ class FakeTelegram:
         self.chat_types: dict[int, str] = {}
         self.commands: list[dict[str, str]] = []
         self.rate_limited = 0  # 429s from limit enforcement (not injected ones)
+        self.slow_uploads: list[float] = []  # seconds the next sendPhoto calls take to arrive
         self._chat_faults: dict[int, _Injection] = {}
         self._method_faults: dict[str, _Injection] = {}
         self._updates: list[dict[str, Any]] = []
@@ -320,6 +323,8 @@ class FakeTelegram:
             fault = self._take(self._chat_faults, _int(params["chat_id"]))
         if fault is not None:
             return _fault(fault)
+        if method == "sendPhoto" and self.slow_uploads:
+            await asyncio.sleep(self.slow_uploads.pop(0))
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             return _error(404, "Not Found: method not found")
