@@ -196,10 +196,9 @@ class RenderPool:
         pool = self._executor()
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, render, spec)
-        except BrokenProcessPool:
+        except BrokenProcessPool:  # it has failed its other renders and stopped by itself
             if self._pool is pool:
                 self._pool = None
-                pool.shutdown(wait=False, cancel_futures=True)
             raise
 
     async def close(self) -> None:

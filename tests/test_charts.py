@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import multiprocessing
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from PIL import Image
 from support.charts import PRICES, T1, StandInRenderer, synthetic_market
 from support.scripted import an_alert
@@ -144,5 +147,20 @@ async def test_the_render_pool_draws_in_a_worker_process() -> None:
         assert cache.renders == 1 and len(set(pngs)) == 1
         assert Image.open(io.BytesIO(pngs[0])).size == (1200, 700)
         assert pngs[0] == render(spec)  # the same picture as drawn here
+    finally:
+        await pool.close()
+
+
+async def test_a_killed_worker_costs_its_chart_and_the_next_render_gets_a_new_one() -> None:
+    pool = RenderPool(workers=1)
+    spec = line([49, 49.5, 50.2])
+    try:
+        assert (await pool(spec)).startswith(b"\x89PNG")
+        for worker in multiprocessing.active_children():  # out of memory, say
+            worker.kill()
+            worker.join()
+        with pytest.raises(BrokenProcessPool):
+            await pool(spec)
+        assert (await pool(spec)).startswith(b"\x89PNG")
     finally:
         await pool.close()
