@@ -1,4 +1,4 @@
-"""Benchmark: one alert fanned out to N subscribed Telegram chats, as production delivers it.
+"""Benchmark: alerts fanned out to N Telegram chats, as production delivers them.
 
 Real: the outbox in SQLite (a temporary database, WAL, synchronous=FULL), the Delivery worker
 draining it, and the TelegramBot adapter's `send` (PTB, httpx, its send pacing). The far side is
@@ -10,17 +10,31 @@ chat in one transaction (the decision), then delivery is woken.
 The default factor is 5 (150 msg/s): the fake and the bot share one process and one core,
 and near 500 msg/s that core, not the bot's pacing, sets the pace.
 
+Two workloads. By default one alert (text only) goes to every chat. With `--rules N`, N chats
+each hold one distinct rule (distinct levels over a few symbols) and all of them fire in one
+tick, as an installation's busy minute looks; `--charts` then delivers each with its chart,
+drawn from a synthetic day of 10-second ticks and 60 synthetic daily bars per symbol (made-up
+prices), as the app wires it.
+
 Prints the achieved send rate as a fraction of the scaled overall limit, the 429s the fake
-answered, messages lost, and the time from the decision (commit) to each send returning.
+answered (photos and texts alike), messages lost, and the time from the decision (commit) to
+each send returning; with charts also the renders, the alerts that waited for their chart and
+the longest wait, and the peak memory (this process, and its chart workers: a spawned worker
+re-imports this script's modules, the Telegram stack included, so it weighs more here than in
+the app, whose entry point is light; bench.charts measures a worker as the app has it).
 `--direct` skips the Delivery worker and calls `send` for every chat at once, to show what
 the adapter alone sustains (the worker sends one row at a time).
 Run: .venv/bin/python -m bench.fanout [--chats 2000] [--scale 20] [--direct]
+     .venv/bin/python -m bench.fanout --rules 1000 --charts --scale 1   (real limits)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -30,8 +44,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alerts import rules
+from alerts.indicators import Market
 from alerts.models import Alert, Candle, Direction, Quote
 from alerts.sanity import Limits as QuoteLimits
+from bot.charts import AlertCharts, ChartCache, RenderPool
 from bot.commands import Commands
 from bot.telegram.adapter import TelegramBot
 from bot.telegram.pacing import Rates
@@ -46,6 +62,7 @@ from fake_telegram import FakeTelegram, Limits
 
 TOKEN = "123456789:AAF-bench_token"
 FIRST_CHAT = 100_000_000
+NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 ALERT = Alert(
     rule_text="XAU up 2% 1d",
     rule=rules.parse("XAU up 2% 1d"),
@@ -53,8 +70,10 @@ ALERT = Alert(
     price=4110.0,
     reference=4029.4,
     observed=2.0,
-    time=datetime(2026, 3, 2, 14, 30, tzinfo=UTC),
+    time=NOW,
 )  # synthetic figures
+PRICES = {"XAU": 4110.0, "XAG": 50.5, "BTC": 84_000.0, "ETH": 3_050.0}  # synthetic
+TICK_SECONDS = 10  # the default crypto poll interval: a day of ticks is what a chart draws
 
 
 class NoFeed:
@@ -95,18 +114,116 @@ class Timed:
         await self.bot.close()
 
 
-async def main(chats: int, scale: float, direct: bool, interval: float) -> None:
+def distinct_alerts(count: int) -> list[Alert]:
+    """`count` alerts of distinct rules (levels just under the price) over a few symbols."""
+    symbols = list(PRICES)
+    alerts = []
+    for i in range(count):
+        symbol = symbols[i % len(symbols)]
+        price = PRICES[symbol]
+        level = round(price * (1 - 0.00001 * (i // len(symbols) + 1)), 4)
+        rule = rules.parse(f"{symbol} above {level}")
+        text = rules.format(rule)
+        alerts.append(Alert(text, rule, Direction.UP, price, level, price, NOW))
+    return alerts
+
+
+def synthetic_market() -> Market:
+    """A day of 10-second ticks and 60 daily bars per symbol: a random walk (made-up prices)."""
+    market = Market()
+    rng = random.Random(7)
+    for symbol, end in PRICES.items():
+        steps = 24 * 3600 // TICK_SECONDS
+        path, price = [], end
+        for _ in range(steps):
+            path.append(price)
+            price *= 1 + rng.gauss(0, 0.0004)
+        path.reverse()
+        start = NOW - timedelta(seconds=TICK_SECONDS * steps)
+        market.restore(
+            [Quote(symbol, p, start + timedelta(seconds=TICK_SECONDS * (i + 1)))
+             for i, p in enumerate(path)]
+        )  # fmt: skip
+        day0 = NOW.date() - timedelta(days=60)
+        market.add_candles(
+            symbol,
+            [Candle(day0 + timedelta(days=d), end * 0.99, end * 1.01, end * 0.98, end)
+             for d in range(60)],
+        )  # fmt: skip
+    return market
+
+
+class Memory:
+    """Peak resident memory of this process and of its children (chart workers), sampled."""
+
+    def __init__(self) -> None:
+        self.peak_self = 0
+        self.peak_children = 0
+
+    async def sample(self) -> None:
+        while True:
+            self.peak_self = max(self.peak_self, _rss(os.getpid()))
+            self.peak_children = max(self.peak_children, sum(map(_rss, _children())))
+            await asyncio.sleep(0.25)
+
+
+def _rss(pid: int) -> int:
+    """Resident set size in kB (0 for a process that is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children() -> list[int]:
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[1] == me:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+async def main(
+    chats: int,
+    scale: float,
+    direct: bool,
+    interval: float,
+    distinct: int,
+    charts: bool,
+    workers: int,
+    chart_wait: float,
+) -> None:
     limits = Limits().scaled(scale)
     rates = Rates(limits.overall_per_second, limits.chat_per_second, limits.group_per_minute)
+    count = distinct or chats
+    alerts = distinct_alerts(count) if distinct else [ALERT] * count
+    memory = Memory()
+    sampler = asyncio.create_task(memory.sample())
+    pool = RenderPool(workers)
+    cache = ChartCache(pool)
+    if charts:
+        pool.start()  # as the app does when a chat platform is configured
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             FakeTelegram(TOKEN, limits=limits) as fake,
             Store.open(Path(tmp) / "fanout.db") as store,
         ):
-            ids = [str(FIRST_CHAT + i) for i in range(chats)]
+            ids = [str(FIRST_CHAT + i) for i in range(count)]
             subscribed = await store.import_chats("telegram", ids, "private")
             for chat in subscribed:
                 await store.subscribe(chat.id, "XAU")
+                if not charts:
+                    await store.set_charts(chat.id, False)
             data = MarketData(
                 Catalogue(), lambda source: NoFeed(), QuoteLimits(max_age=timedelta(minutes=10))
             )
@@ -118,18 +235,26 @@ async def main(chats: int, scale: float, direct: bool, interval: float) -> None:
                 rates=rates,
             )
             timed = Timed(bot)
-            delivery = Delivery(store, {timed.name: timed}, interval=interval)
+            delivery = Delivery(
+                store,
+                {timed.name: timed},
+                interval=interval,
+                charts=AlertCharts(synthetic_market(), cache) if charts else None,
+                chart_wait=chart_wait,
+            )
             await bot.start()
             worker = None if direct else asyncio.create_task(delivery.run())
             try:
-                await store.commit_tick({}, [(None, chat.id, ALERT) for chat in subscribed])
+                await store.commit_tick(
+                    {}, [(None, chat.id, a) for chat, a in zip(subscribed, alerts, strict=True)]
+                )
                 decided = time.perf_counter()
                 if direct:
                     await asyncio.gather(*(timed.send(chat, ALERT) for chat in subscribed))
                 else:
                     delivery.wake()
-                    deadline = decided + 600
-                    while len(timed.returned) < chats and time.perf_counter() < deadline:
+                    deadline = decided + 1800
+                    while len(timed.returned) < count and time.perf_counter() < deadline:
                         await asyncio.sleep(0.05)
             finally:
                 delivery.stop()
@@ -137,9 +262,25 @@ async def main(chats: int, scale: float, direct: bool, interval: float) -> None:
                     await worker
                 await bot.close()
             counts = await store.outbox_counts()
-    mode = "send() for every chat at once" if direct else f"Delivery (pause {interval:g} s)"
-    print(f"fan-out of one alert to {chats} private chats via {mode}, limits x{scale:g}")
-    report(chats, limits, fake, timed, decided, counts)
+    await pool.close()
+    sampler.cancel()
+    what = f"{count} distinct rules firing in one tick" if distinct else "one alert"
+    how = "send() for every chat at once" if direct else f"Delivery (pause {interval:g} s)"
+    print(f"fan-out of {what} to {count} private chats via {how}, limits x{scale:g}, "
+          f"charts {'on' if charts else 'off'}")  # fmt: skip
+    report(count, limits, fake, timed, decided, counts)
+    if charts:
+        waits = delivery.chart_waits
+        print(f"  chart renders: {cache.renders} in {workers} worker process(es) "
+              f"(cache hits {cache.hits})")  # fmt: skip
+        print(f"  alerts that waited for their chart: {waits.waited} of {count}, longest "
+              f"{waits.longest:.2f} s; text alone past {chart_wait:g} s: {waits.late}")  # fmt: skip
+    print(f"  peak RSS: this process {max(memory.peak_self, _maxrss()) / 1024:.0f} MB, "
+          f"chart workers {memory.peak_children / 1024:.0f} MB")  # fmt: skip
+
+
+def _maxrss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def report(
@@ -159,6 +300,7 @@ def report(
     rate = (len(arrivals) - 1) / span if span else 0.0
     latencies = sorted(t - decided for t in timed.returned)
     p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) > 1 else float("nan")
+    kinds = Counter(m.method for m in fake.messages)
     print(
         f"  limits enforced: {limits.overall_per_second:g} msg/s per bot, "
         f"{limits.chat_per_second:g}/s per private chat, {limits.group_per_minute:g}/min per group"
@@ -167,7 +309,7 @@ def report(
         f"  achieved {rate:.1f} msg/s = {rate / limits.overall_per_second:.2f} of the limit "
         f"(first to last arrival, {span:.2f} s)"
     )
-    print(f"  429 answers: {fake.rate_limited}")
+    print(f"  429 answers: {fake.rate_limited}; accepted: {dict(kinds)}")
     print(f"  lost: {lost}, duplicated: {duplicated}, outbox: {counts}")
     if timed.durations:
         print(f"  one send() call: mean {statistics.mean(timed.durations) * 1000:.2f} ms")
@@ -186,5 +328,22 @@ if __name__ == "__main__":
     parser.add_argument(
         "--interval", type=float, default=1.0, help="Delivery's pause between rounds (1.0)"
     )
+    parser.add_argument(
+        "--rules", type=int, default=0, help="N chats with one distinct rule each, all firing"
+    )
+    parser.add_argument("--charts", action="store_true", help="deliver with charts")
+    parser.add_argument("--workers", type=int, default=1, help="chart worker processes (1)")
+    parser.add_argument("--chart-wait", type=float, default=2.0, help="longest chart wait (2 s)")
     args = parser.parse_args()
-    asyncio.run(main(args.chats, args.scale, args.direct, args.interval))
+    asyncio.run(
+        main(
+            args.chats,
+            args.scale,
+            args.direct,
+            args.interval,
+            args.rules,
+            args.charts,
+            args.workers,
+            args.chart_wait,
+        )
+    )

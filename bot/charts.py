@@ -1,19 +1,29 @@
 """PNG charts in memory: price (line, or candles for daily ranges), levels, fires.
 
-matplotlib's object API on the Agg canvas (no display, no pyplot global state). Rendering takes
-tens of milliseconds, so callers go through `ChartCache.get`, which renders in a worker thread
-(one at a time: matplotlib is not thread-safe) and reuses a chart for the same key, so one
-alert fanned out to a thousand chats is drawn once.
+matplotlib's object API on the Agg canvas (no display, no pyplot global state). A render takes
+a tenth to half a second of CPU, so async code goes through `ChartCache.get`, which renders each
+key once and shares it with everyone who asks meanwhile. Where it renders is the cache's
+`render`: by default in a worker thread, one at a time (matplotlib is not thread-safe); the app
+gives it a `RenderPool`, worker processes that keep matplotlib off the event loop's core.
+
+Alert charts (`AlertCharts`) are one per (symbol, minute), shared by every alert of the symbol in
+that minute, drawn with the levels of those alerts: one PNG cannot highlight each reader's own
+level, and the caption already states it. A thousand distinct rules firing on four symbols
+cost four renders, not a thousand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import multiprocessing
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
@@ -23,6 +33,8 @@ from alerts.models import Alert, Candle, Rule
 
 if TYPE_CHECKING:  # matplotlib takes most of a second to import: only rendering needs it
     from matplotlib.axes import Axes
+
+log = logging.getLogger(__name__)
 
 WIDTH, HEIGHT, DPI = 12, 7, 100  # 1200 x 700 pixels: readable on a phone
 BACKGROUND, PANEL, TEXT, GRID = "#1f2430", "#262c3a", "#e6e9ef", "#3b4252"
@@ -143,46 +155,132 @@ def _candles(ax: Axes, candles: Sequence[Candle]) -> None:
     ax.set_ylim(low - span * 0.04, low + span * 1.04)
 
 
+Render = Callable[[ChartSpec], Awaitable[bytes]]
+
+
+class InThread:
+    """Renders in a worker thread, one at a time (matplotlib is not thread-safe). The default
+    for a cache nobody gave a pool: commands in tests, the console."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    async def __call__(self, spec: ChartSpec) -> bytes:
+        return await asyncio.to_thread(self._render, spec)
+
+    def _render(self, spec: ChartSpec) -> bytes:
+        with self._lock:
+            return render(spec)
+
+
+class RenderPool:
+    """Renders in `workers` processes: matplotlib's CPU stays off the event loop (and out of
+    its threads), and a worker that dies (out of memory) costs that chart, not the process.
+
+    Workers are spawned, not forked: the service has threads (SQLite, yfinance) that a fork
+    would copy mid-flight. Each imports matplotlib once; `start` does that ahead of the first
+    alert. A broken pool is replaced on the next render.
+    """
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Spawn the workers and warm them (imports, fonts) in the background."""
+        pool = self._executor()
+        for _ in range(self.workers):
+            pool.submit(_warm)
+
+    async def __call__(self, spec: ChartSpec) -> bytes:
+        pool = self._executor()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, render, spec)
+        except BrokenProcessPool:  # it has failed its other renders and stopped by itself
+            if self._pool is pool:
+                self._pool = None
+            raise
+
+    async def close(self) -> None:
+        """Stop the workers: queued renders are dropped, one in progress ends on its own (a
+        shutdown need not wait for it)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+
+def _warm() -> None:
+    """Import matplotlib and load its fonts in a worker (a tiny render)."""
+    day = datetime(2000, 1, 1, tzinfo=UTC)
+    render(ChartSpec("", (Panel((Series("", points=((day, 1.0), (day + timedelta(1), 2.0))),)),)))
+
+
 @dataclass
 class ChartCache:
-    """Renders each spec once (per minute, by the key the caller gives) and remembers it."""
+    """Renders each key once, shares the PNG with everyone who asks for it while it renders,
+    and remembers the last `size` PNGs (about 100 kB each). Keys change each minute
+    (`minute_key`), so a chart is at most a minute old."""
 
+    renderer: Render = field(default_factory=InThread)
     size: int = 64
     renders: int = 0
     hits: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _done: OrderedDict[object, bytes] = field(default_factory=OrderedDict)
-    _pending: dict[object, asyncio.Future[bytes]] = field(default_factory=dict)
+    _done: OrderedDict[Hashable, bytes] = field(default_factory=OrderedDict)
+    _pending: dict[Hashable, asyncio.Task[bytes]] = field(default_factory=dict)
 
-    async def get(self, key: object, make: Callable[[], ChartSpec]) -> bytes:
-        """The PNG for `key`, rendered in a worker thread the first time it is asked for."""
+    def has(self, key: Hashable) -> bool:
+        """Whether `key` is rendered or rendering."""
+        return key in self._done or key in self._pending
+
+    def start(self, key: Hashable, spec: ChartSpec) -> None:
+        """Begin rendering `key` now, unless it is done or under way; for whoever asks later."""
+        if not self.has(key):
+            self._begin(key, spec)
+
+    async def get(self, key: Hashable, make: Callable[[], ChartSpec]) -> bytes:
+        """The PNG for `key`, rendered from `make()` the first time it is asked for."""
+        if self.has(key):
+            return await self.wait(key)
+        return await asyncio.shield(self._begin(key, make()))
+
+    async def wait(self, key: Hashable) -> bytes:
+        """The PNG of a key that is rendered or rendering (see `has`)."""
+        self.hits += 1
         if key in self._done:
-            self.hits += 1
             self._done.move_to_end(key)
             return self._done[key]
-        if key in self._pending:  # another chat asked for it while it renders
-            self.hits += 1
-            return await asyncio.shield(self._pending[key])
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
+        # shielded: one asker giving up (its wait timed out) must not cancel the others' chart
+        return await asyncio.shield(self._pending[key])
+
+    def _begin(self, key: Hashable, spec: ChartSpec) -> asyncio.Task[bytes]:
+        self.renders += 1
+        task = asyncio.create_task(self._render(key, spec), name=f"chart {key!r}"[:80])
+        self._pending[key] = task
+        task.add_done_callback(_retrieved)
+        return task
+
+    async def _render(self, key: Hashable, spec: ChartSpec) -> bytes:
         try:
-            png = await asyncio.to_thread(self._render, make())
-        except BaseException as err:
-            future.set_exception(err)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
+            png = await self.renderer(spec)
         finally:
             self._pending.pop(key, None)
-        future.set_result(png)
         self._done[key] = png
         while len(self._done) > self.size:
             self._done.popitem(last=False)
         return png
 
-    def _render(self, spec: ChartSpec) -> bytes:
-        with self._lock:
-            self.renders += 1
-            return render(spec)
+
+def _retrieved(task: asyncio.Task[bytes]) -> None:
+    """Mark a failed render's error as seen: whoever waited for it has it (or gave up)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def minute_key(*parts: object, now: datetime) -> tuple[object, ...]:
@@ -268,8 +366,18 @@ def rotation_spec(closes: dict[str, list[Candle]], title: str) -> ChartSpec | No
     return ChartSpec(title, (Panel(tuple(lines), normalised=True),))
 
 
+MAX_LEVELS = 6  # more levels on one chart: a shaded band from the lowest to the highest
+
+
 class AlertCharts:
-    """The chart that goes with an alert: the subject's recent path, its level, the fire."""
+    """The chart that goes with an alert: its subject's recent path, the fired levels, the fire.
+
+    One chart per (symbol, minute), shared by every alert of that symbol in that minute (the
+    range, a day of ticks or three months of bars, follows from the symbol's data). `prepare`
+    starts the renders for a batch of alerts at once, each with the levels of its alerts in the
+    batch, so they draw while earlier messages go out; an alert nobody prepared gets its chart
+    drawn with its own level when first asked for.
+    """
 
     def __init__(
         self, market: Market, cache: ChartCache, currency: Callable[[str], str] = lambda s: "USD"
@@ -278,19 +386,54 @@ class AlertCharts:
         self.cache = cache
         self.currency = currency
 
+    def prepare(self, alerts: Sequence[Alert]) -> None:
+        """Start rendering the charts of these alerts (one per key), without waiting."""
+        by_key: dict[Hashable, list[Alert]] = {}
+        for alert in alerts:
+            by_key.setdefault(self.key(alert), []).append(alert)
+        for key, group in by_key.items():
+            spec = self.spec(group)
+            if spec is not None:
+                self.cache.start(key, spec)
+
     async def for_alert(self, alert: Alert) -> bytes | None:
         """A PNG for the alert, or None when there is no price history to draw (pairs)."""
-        history = self.market.history(alert.symbol)
-        since = alert.time - timedelta(days=1)
-        ticks = [(ts, price) for ts, price in history.ticks if ts >= since]
-        candles = history.candles[-60:]
-        priced = not alert.condition.is_spread  # a spread baseline is a percentage, not a price
-        levels = (Level(alert.reference, alert.rule_text),) if priced and alert.reference else ()
-        span = "1d" if len(ticks) >= MIN_TICKS else "3m"
-        fire = ((alert.time, alert.price),)
-        unit = self.currency(alert.symbol)
-        spec = price_spec(alert.symbol, span, candles, ticks, levels, fire, unit)
+        key = self.key(alert)
+        if self.cache.has(key):
+            return await self.cache.wait(key)
+        spec = self.spec([alert])
         if spec is None:
             return None
-        key = minute_key("alert", alert.symbol, alert.rule_text, now=alert.time)
         return await self.cache.get(key, lambda: spec)
+
+    @staticmethod
+    def key(alert: Alert) -> Hashable:
+        """The chart's cache key: its symbol and minute."""
+        return minute_key("alert", alert.symbol, now=alert.time)
+
+    def spec(self, alerts: Sequence[Alert]) -> ChartSpec | None:
+        """The chart of alerts of one symbol and minute: a day of ticks (or 60 daily bars),
+        their levels (a band past MAX_LEVELS) and fires."""
+        first = alerts[0]
+        history = self.market.history(first.symbol)
+        since = first.time - timedelta(days=1)
+        ticks = [(ts, price) for ts, price in history.ticks if ts >= since]
+        candles = history.candles[-60:]
+        span = "1d" if len(ticks) >= MIN_TICKS else "3m"
+        priced: dict[float, str] = {}  # level -> its rule; a spread baseline is no price
+        for alert in alerts:
+            if not alert.condition.is_spread and alert.reference:
+                priced.setdefault(alert.reference, alert.rule_text)
+        band = None
+        levels = [Level(value, text) for value, text in sorted(priced.items())]
+        if len(levels) > MAX_LEVELS:
+            band = (levels[0].value, levels[-1].value)
+            levels = [Level(band[1], f"{len(levels)} alert levels")]
+        fires = tuple(dict.fromkeys((a.time, a.price) for a in alerts))
+        spec = price_spec(
+            first.symbol, span, candles, ticks, levels, fires, self.currency(first.symbol)
+        )
+        if spec is None or band is None:
+            return spec
+        panel = replace(spec.panels[0], band=band)
+        return replace(spec, panels=(panel,))

@@ -12,7 +12,9 @@ injected per chat (on sends) or per method: 429 with retry_after, 403, 400 with
 migrate_to_chat_id, 400 chat not found, 400 can't parse entities, 401, 500, 502; and the whole
 fake can go down (connections refused) and come up again on the same port. Optionally the fake
 enforces flood limits (per bot, per private chat, per group; sliding windows) and answers 429
-past them, counting each.
+past them, counting each, for photos as for texts. A send counts when it has fully arrived, as
+a server can only count it then: `slow_uploads` makes the next photos take that many seconds
+each to arrive (an upload's time varies; requests sent evenly can arrive bunched).
 
 The token is masked in the fake's own access log (that log is Telegram's side, not ours).
 
@@ -81,7 +83,8 @@ class Sent:
     text: str
     parse_mode: str | None
     message_id: int
-    at: float
+    at: float  # when the request had fully arrived (a photo's upload included)
+    method: str = "sendMessage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,7 @@ class FakeTelegram:
         self.chat_types: dict[int, str] = {}
         self.commands: list[dict[str, str]] = []
         self.rate_limited = 0  # 429s from limit enforcement (not injected ones)
+        self.slow_uploads: list[float] = []  # seconds the next sendPhoto calls take to arrive
         self._chat_faults: dict[int, _Injection] = {}
         self._method_faults: dict[str, _Injection] = {}
         self._updates: list[dict[str, Any]] = []
@@ -319,6 +323,8 @@ class FakeTelegram:
             fault = self._take(self._chat_faults, _int(params["chat_id"]))
         if fault is not None:
             return _fault(fault)
+        if method == "sendPhoto" and self.slow_uploads:
+            await asyncio.sleep(self.slow_uploads.pop(0))
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             return _error(404, "Not Found: method not found")
@@ -385,18 +391,26 @@ class FakeTelegram:
             return _error(400, "Bad Request: message text is empty")
         if len(shown.encode("utf-16-le")) // 2 > MAX_TEXT:
             return _error(400, "Bad Request: message is too long")
-        return self._deliver(params, text, mode, {"text": shown})
+        return self._deliver("sendMessage", params, text, mode, {"text": shown})
 
     def _api_sendPhoto(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
         caption = params.get("caption", "")
         if len(caption) > 1024:
             return _error(400, "Bad Request: message caption is too long")
         photo = [{"file_id": "photo1", "file_unique_id": "u1", "width": 800, "height": 400}]
-        return self._deliver(params, caption, params.get("parse_mode"), {"photo": photo})
+        return self._deliver(
+            "sendPhoto", params, caption, params.get("parse_mode"), {"photo": photo}
+        )
 
     def _deliver(
-        self, params: dict[str, str], text: str, mode: str | None, body: dict[str, Any]
+        self,
+        method: str,
+        params: dict[str, str],
+        text: str,
+        mode: str | None,
+        body: dict[str, Any],
     ) -> dict[str, Any] | web.Response:
+        """Accept a send (sendMessage and sendPhoto alike) unless it breaks a flood limit."""
         chat_id = _int(params["chat_id"])
         now = time.perf_counter()
         if self.limits is not None and (wait := self._over_limit(chat_id, now)):
@@ -406,7 +420,7 @@ class FakeTelegram:
             self._windows.add(None, now)
             self._windows.add(chat_id, now)
         message_id = self._message_id()
-        self.messages.append(Sent(chat_id, text, mode, message_id, now))
+        self.messages.append(Sent(chat_id, text, mode, message_id, now, method))
         kind = self.chat_types.get(chat_id, "private" if chat_id > 0 else "supergroup")
         chat = {"id": chat_id, "type": kind}
         return {"message_id": message_id, "date": int(time.time()), "chat": chat, **body}

@@ -1,16 +1,32 @@
-"""Charts: PNGs that decode at the promised size, differ with the data, and are cached."""
+"""Charts: PNGs that decode at the promised size, differ with the data, and are cached; alert
+charts shared per symbol and minute; rendering in a worker process."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import multiprocessing
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from PIL import Image
+from support.charts import PRICES, T1, StandInRenderer, synthetic_market
+from support.scripted import an_alert
 
 from alerts import rules
 from alerts.models import Alert, Candle, Direction
-from bot.charts import ChartCache, ChartSpec, Level, Panel, Series, render, replay_spec
+from bot.charts import (
+    AlertCharts,
+    ChartCache,
+    ChartSpec,
+    Level,
+    Panel,
+    RenderPool,
+    Series,
+    render,
+    replay_spec,
+)
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -55,3 +71,96 @@ async def test_cache_renders_once_for_many_concurrent_askers() -> None:
     assert len(set(pngs)) == 1
     await cache.get(("XAG", "1d", T0 + timedelta(minutes=1)), lambda: spec)
     assert cache.renders == 2
+
+
+def fired(symbol: str, level: float, minute: int = 0) -> Alert:
+    """A synthetic alert of `symbol above level` at T1 plus `minute` minutes (made-up price)."""
+    return an_alert(
+        f"{symbol} above {level}",
+        direction=Direction.UP,
+        price=PRICES[symbol],
+        reference=level,
+        observed=PRICES[symbol],
+        time=T1 + timedelta(minutes=minute, seconds=5),
+    )
+
+
+async def test_alert_charts_are_one_per_symbol_and_minute_with_the_fired_levels() -> None:
+    renderer = StandInRenderer()
+    charts = AlertCharts(synthetic_market(), ChartCache(renderer))
+    btc = [fired("BTC", 83_000 + i) for i in range(20)]  # 20 distinct rules
+    xag = [fired("XAG", 49), fired("XAG", 49.5)]
+    charts.prepare(btc + xag)
+    pngs = await asyncio.gather(*(charts.for_alert(a) for a in btc + xag))
+    assert charts.cache.renders == 2 and len(renderer.specs) == 2
+    assert len(set(pngs[:20])) == 1 and pngs[20] == pngs[21] != pngs[0]
+    by_title = {spec.title: spec.panels[0] for spec in renderer.specs}
+    assert [(lv.value, lv.label) for lv in by_title["XAG 1d"].levels] == [
+        (49, "XAG above 49"),
+        (49.5, "XAG above 49.5"),
+    ]
+    many = by_title["BTC 1d"]  # past MAX_LEVELS: one band from the lowest to the highest
+    assert many.band == (83_000, 83_019)
+    assert [lv.label for lv in many.levels] == ["20 alert levels"]
+    assert len(many.fires) == 1  # one tick: one fire marker
+    await charts.for_alert(fired("BTC", 83_500, minute=1))  # the next minute: a new chart
+    assert charts.cache.renders == 3
+    assert [lv.label for lv in renderer.specs[-1].panels[0].levels] == ["BTC above 83500"]
+
+
+async def test_an_alert_nobody_prepared_gets_a_chart_with_its_own_level() -> None:
+    renderer = StandInRenderer()
+    charts = AlertCharts(synthetic_market(), ChartCache(renderer))
+    png = await charts.for_alert(fired("ETH", 2_990))
+    assert png is not None and png.startswith(b"\x89PNG")
+    [spec] = renderer.specs
+    assert [lv.label for lv in spec.panels[0].levels] == ["ETH above 2990"]
+    ratio = an_alert("XAU/XAG above 80", price=81.0, reference=80.0, observed=81.0, time=T1)
+    assert await charts.for_alert(ratio) is None  # no history of the ratio
+
+
+async def test_a_failed_render_reaches_its_askers_and_the_next_ask_tries_again() -> None:
+    attempts = []
+
+    async def failing_once(spec: ChartSpec) -> bytes:
+        attempts.append(spec)
+        if len(attempts) == 1:
+            raise RuntimeError("worker died")
+        return render(spec)
+
+    cache = ChartCache(failing_once)
+    spec = line([49, 50.5])
+    results = await asyncio.gather(
+        *(cache.get(("XAG", T0), lambda: spec) for _ in range(3)), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [RuntimeError] * 3
+    assert (await cache.get(("XAG", T0), lambda: spec)).startswith(b"\x89PNG")
+    assert len(attempts) == 2
+
+
+async def test_the_render_pool_draws_in_a_worker_process() -> None:
+    pool = RenderPool(workers=1)
+    cache = ChartCache(pool)
+    try:
+        spec = line([49, 49.5, 50.2, 50.1])
+        pngs = await asyncio.gather(*(cache.get(("XAG", T0), lambda: spec) for _ in range(5)))
+        assert cache.renders == 1 and len(set(pngs)) == 1
+        assert Image.open(io.BytesIO(pngs[0])).size == (1200, 700)
+        assert pngs[0] == render(spec)  # the same picture as drawn here
+    finally:
+        await pool.close()
+
+
+async def test_a_killed_worker_costs_its_chart_and_the_next_render_gets_a_new_one() -> None:
+    pool = RenderPool(workers=1)
+    spec = line([49, 49.5, 50.2])
+    try:
+        assert (await pool(spec)).startswith(b"\x89PNG")
+        for worker in multiprocessing.active_children():  # out of memory, say
+            worker.kill()
+            worker.join()
+        with pytest.raises(BrokenProcessPool):
+            await pool(spec)
+        assert (await pool(spec)).startswith(b"\x89PNG")
+    finally:
+        await pool.close()

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support.charts import PRICES, T1, StandInRenderer, synthetic_market
 from support.full_disk import small_disk
 from support.scripted import (
     Clock,
@@ -26,7 +27,9 @@ from support.scripted import (
 )
 from support.waiting import until
 
-from alerts.models import Candle
+from alerts.models import Alert, Candle, Direction
+from bot.charts import AlertCharts, ChartCache, ChartSpec
+from bot.wording import sentence
 from storage.db import Store, utcnow
 from tickerbell.delivery import Delivery, DeliveryError
 
@@ -256,12 +259,11 @@ async def test_subscribers_get_the_notable_move_digest(tmp_path: Path) -> None:
 
 
 async def test_alerts_carry_a_chart_unless_the_chat_turned_charts_off(tmp_path: Path) -> None:
-    from bot.charts import AlertCharts, ChartCache
-
     clock, tg = Clock(), Recorder("telegram")
     venue = ScriptedVenue(clock)
     async with service(tmp_path / "p.db", clock, venue, tg) as (svc, store, delivery):
-        delivery.charts = AlertCharts(svc.market, ChartCache()).for_alert
+        delivery.charts = AlertCharts(svc.market, ChartCache())
+        delivery.chart_wait = 60  # the first render imports matplotlib: not this test's point
         await add_rule(store, "telegram", "pics", "BTC below 85000")
         await add_rule(store, "telegram", "text", "BTC below 85000")
         text_only = await store.find_chat("telegram", "text")
@@ -275,6 +277,82 @@ async def test_alerts_carry_a_chart_unless_the_chat_turned_charts_off(tmp_path: 
         sent = dict(zip((chat for chat, _ in tg.sent), tg.images, strict=True))
         assert sent["pics"] is not None and sent["pics"].startswith(b"\x89PNG")
         assert sent["text"] is None
+
+
+def fired(symbol: str, level: float) -> Alert:
+    """A synthetic alert of `symbol above level` just after T1 (made-up price)."""
+    price = PRICES[symbol]
+    return an_alert(
+        f"{symbol} above {level}",
+        direction=Direction.UP,
+        price=price,
+        reference=level,
+        observed=price,
+        time=T1 + timedelta(seconds=5),
+    )
+
+
+async def chats_with_alerts(store: Store, count: int, alerts: list[Alert]) -> None:
+    """`count` chats, each with `alerts` in the outbox in this order (one tick)."""
+    for i in range(count):
+        chat = await store.chat("telegram", str(100 + i))
+        await store.commit_tick({}, [(None, chat.id, alert) for alert in alerts])
+
+
+async def test_past_the_bound_the_text_goes_alone_and_no_chart_follows(tmp_path: Path) -> None:
+    """A render that takes longer than `chart_wait` (held here until the test lets it go):
+    every chat still gets exactly one message per alert, in order, as text; the chart, once
+    drawn, goes with the next alert of its symbol and minute, never after the earlier ones."""
+    renderer, tg = StandInRenderer(held=True), Recorder("telegram")
+    alerts = [fired("BTC", 83_000), fired("XAG", 49), fired("BTC", 83_500)]
+    async with Store.open(tmp_path / "slow.db") as store:
+        charts = AlertCharts(synthetic_market(), ChartCache(renderer))
+        delivery = Delivery(store, {"telegram": tg}, charts=charts, chart_wait=0.05)
+        await chats_with_alerts(store, 4, alerts)
+        await delivery.drain()
+        words = [sentence(a) for a in alerts]
+        for i in range(4):
+            assert [text for chat, text in tg.sent if chat == str(100 + i)] == words
+        assert tg.images == [None] * 12
+        assert delivery.chart_waits.late == 12
+        assert len(renderer.specs) == 2  # started ahead, one per symbol, while texts went
+        assert (await store.outbox_counts()) == {"delivered": 12}
+        renderer.released.set()
+        await until(lambda: renderer.drawn == 2)
+        await delivery.drain()
+        assert len(tg.sent) == 12  # nothing more for the alerts that went as text
+        await chats_with_alerts(store, 1, [fired("XAG", 49.2)])
+        await delivery.drain()
+    assert tg.sent[-1] == ("100", sentence(fired("XAG", 49.2)))
+    assert tg.images[-1] is not None and tg.images[-1].startswith(b"\x89PNG")
+    assert charts.cache.renders == 2
+
+
+async def test_charts_start_before_the_first_send_and_are_shared_per_symbol(
+    tmp_path: Path,
+) -> None:
+    renderer, tg = StandInRenderer(), Recorder("telegram")
+    events: list[str] = []
+    drawing = renderer.__call__
+
+    async def noted(spec: ChartSpec) -> bytes:
+        events.append("render")
+        return await drawing(spec)
+
+    tg.after_send = lambda sent: events.append("send")
+    alerts = [fired("BTC", 83_000 + i) for i in range(3)] + [fired("ETH", 2_990)]
+    async with Store.open(tmp_path / "ahead.db") as store:
+        charts = AlertCharts(synthetic_market(), ChartCache(noted))
+        # a bound no render here reaches (the first one imports matplotlib)
+        delivery = Delivery(store, {"telegram": tg}, charts=charts, chart_wait=60)
+        await chats_with_alerts(store, 5, alerts)
+        await delivery.drain()
+    assert events[:2] == ["render", "render"] and events.count("render") == 2
+    assert len(tg.sent) == 20 and delivery.chart_waits.late == 0
+    by_alert = dict(zip((text for _, text in tg.sent), tg.images, strict=True))
+    btc = {by_alert[sentence(a)] for a in alerts[:3]}
+    assert len(btc) == 1 and by_alert[sentence(alerts[3])] not in btc
+    assert all(image is not None and image.startswith(b"\x89PNG") for image in tg.images)
 
 
 @pytest.mark.parametrize(

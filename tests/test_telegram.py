@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from fake_exchange import FakeExchange
-from fake_telegram import FakeTelegram, Fault, html_problem, plain
+from fake_telegram import FakeTelegram, Fault, Limits, html_problem, plain
 from support.kinds import EVERY_KIND
 from support.scripted import an_alert, enqueue, make_service
 from support.waiting import until
@@ -643,6 +643,23 @@ async def test_sends_are_paced_per_chat_per_group_and_overall() -> None:
         ("getChatMember -7", pytest.approx(3 * second)),  # not a message: not limited
         ("sendPhoto 6", pytest.approx(3.1 * second)),
     ]
+
+
+async def test_photos_arriving_bunched_after_uneven_uploads_draw_no_429(tmp_path: Path) -> None:
+    """Telegram counts a send when it has arrived, and a photo's upload takes uneven time: the
+    first photos here take 0.3 s to arrive, the rest none, so sends spaced evenly at their start
+    would arrive bunched. Real limits (30/s overall), enforced by the fake."""
+    png = b"\x89PNG\r\n\x1a\n" + b"synthetic" * 10_000
+    chats = [USER + i for i in range(45)]
+    async with FakeTelegram(TOKEN, limits=Limits()) as fake:
+        fake.slow_uploads = [0.3] * 15
+        async with rig(tmp_path / "slow.db", fake, rates=Rates()) as r:
+            stored = [await r.store.chat("telegram", str(c)) for c in chats]
+            ids = await asyncio.gather(*(r.bot.send(c, an_alert(), image=png) for c in stored))
+        assert fake.rate_limited == 0
+        assert sorted(m.chat_id for m in fake.messages) == chats  # one photo each
+        assert len(set(ids)) == len(chats)
+        assert {m.method for m in fake.messages} == {"sendPhoto"}
 
 
 # --- charts (issue 7) ---

@@ -25,7 +25,7 @@ from typing import Protocol
 from alerts import rules
 from alerts.sanity import Limits
 from bot import redaction
-from bot.charts import AlertCharts, ChartCache
+from bot.charts import AlertCharts, ChartCache, RenderPool
 from bot.commands import Commands
 from bot.notifier import Notifier
 from feeds.base import Feed
@@ -45,6 +45,7 @@ log = logging.getLogger("tickerbell")
 CONSOLE = ("console", "console")
 RUN_RULE = "run"  # created_by of rules given with `tickerbell run --rule`
 SHUTDOWN_SECONDS = 5.0
+CHART_WORKERS = 1  # processes drawing charts: alert charts are few (one per symbol and minute)
 
 
 def setup_logging(level: str) -> None:
@@ -212,7 +213,9 @@ async def run(
             catalogue, feed_for, limits_for(settings, replay=replay is not None), clock=clock
         )
         parts.push_async_callback(data.close_feeds)
-        chart_cache = ChartCache()
+        chart_workers = RenderPool(CHART_WORKERS)
+        parts.push_async_callback(chart_workers.close)
+        chart_cache = ChartCache(chart_workers)
         rules_changed = asyncio.Event()  # set by a command's write, followed by the service
         commands = Commands(
             store,
@@ -231,8 +234,10 @@ async def run(
             by_name,
             clock=utcnow,
             on_result=data.stats.delivery,
-            charts=AlertCharts(data.market, chart_cache, data.currency).for_alert,
+            charts=AlertCharts(data.market, chart_cache, data.currency),
         )
+        if len(by_name) > 1:  # a chat platform: its first alerts' charts must not wait for imports
+            chart_workers.start()
         service = Service(
             store,
             data,

@@ -8,6 +8,13 @@ platform that is down or slow never holds up another: each drains in its own tas
 a platform up to `parallel_chats` chats are served at once, each strictly in order; the
 adapters keep themselves within their platform's rate limits.
 
+Charts never hold delivery back: when a round picks its rows, the charts those rows need are
+started at once (one per symbol and minute, see bot.charts.AlertCharts) and draw while earlier
+messages go out. A message waits at most `chart_wait` seconds for its chart; past that it goes
+as text alone, and no chart follows it later (a second message per alert would be noise, and
+its place in the chat's order would be wrong). Whoever asks for the same chart afterwards gets
+it once drawn.
+
 When the store fails (a full disk), delivery holds: a message that went out but could not be
 marked delivered is remembered in memory and never sent again by this process, no chat gets
 another message, and the round is retried with backoff (logged once) until the store works.
@@ -18,8 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from alerts.models import Alert
 from bot.notifier import DeliveryError, Notifier
@@ -31,6 +41,26 @@ log = logging.getLogger(__name__)
 
 ROW_RETRY = Backoff(base=2.0, cap=600.0)  # a failed send: 2 s, 4 s, ... 10 minutes
 STORE_RETRY_CAP = 30.0
+
+
+class Charts(Protocol):
+    """Charts for alerts, as delivery needs them (bot.charts.AlertCharts)."""
+
+    def prepare(self, alerts: Sequence[Alert]) -> None:
+        """Start drawing the charts these alerts will ask for; returns at once."""
+
+    async def for_alert(self, alert: Alert) -> bytes | None:
+        """The alert's chart as a PNG, or None when it has none."""
+
+
+@dataclass(slots=True)
+class ChartWaits:
+    """How long sends waited for their charts: `waited` of them at all, `late` past the
+    bound (they went as text), the `longest` wait in seconds."""
+
+    waited: int = 0
+    late: int = 0
+    longest: float = 0.0
 
 
 class StoreFailing(Exception):
@@ -64,7 +94,8 @@ class Delivery:
         clock: Callable[[], datetime] = utcnow,
         interval: float = 1.0,
         on_result: Callable[[str, str], None] | None = None,
-        charts: Callable[[Alert], Awaitable[bytes | None]] | None = None,
+        charts: Charts | None = None,
+        chart_wait: float = 2.0,
         batch: int = 500,
         parallel_chats: int = 32,
         store_retry: float = 1.0,
@@ -75,6 +106,8 @@ class Delivery:
         self.interval = interval
         self.on_result = on_result or (lambda platform, outcome: None)
         self.charts = charts
+        self.chart_wait = chart_wait
+        self.chart_waits = ChartWaits()
         self.batch = batch
         self.parallel_chats = parallel_chats
         self.store_retry = Backoff(base=store_retry, cap=max(store_retry, STORE_RETRY_CAP))
@@ -121,6 +154,8 @@ class Delivery:
         await self._record_unrecorded()
         self._store_down = False
         rows = await self.store.pending(self.batch)
+        self._prepare_charts(rows)
+        late = self.chart_waits.late
         by_platform: dict[str, list[OutboxRow]] = {}
         for row in rows:
             by_platform.setdefault(row.chat.platform, []).append(row)
@@ -128,10 +163,31 @@ class Delivery:
             *(self._drain_platform(name, rows) for name, rows in by_platform.items()),
             return_exceptions=True,
         )
+        if self.chart_waits.late > late:
+            log.warning(
+                "delivery: %d alerts went as text alone: their chart took over %g s",
+                self.chart_waits.late - late,
+                self.chart_wait,
+            )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return len(rows)
+
+    def _prepare_charts(self, rows: Sequence[OutboxRow]) -> None:
+        """Start the charts of the rows that will go with one, ahead of their turn."""
+        if self.charts is None:
+            return
+        wanted = [
+            row.alert
+            for row in rows
+            if row.chat.charts and row.chat.active and row.chat.platform in self.notifiers
+            and row.chat.platform != "console"
+        ]  # fmt: skip
+        try:
+            self.charts.prepare(wanted)
+        except Exception:  # a chart bug must not stop delivery; each send asks again
+            log.exception("delivery: preparing charts failed")
 
     async def _record_unrecorded(self) -> None:
         """Mark delivered what went out while the store was failing."""
@@ -204,14 +260,27 @@ class Delivery:
         return True
 
     async def _chart(self, row: OutboxRow) -> bytes | None:
-        """The alert's chart when the chat wants charts; a chart that fails is left out."""
+        """The alert's chart when the chat wants charts and it is ready within `chart_wait`
+        seconds; a chart that fails or is late is left out."""
         if self.charts is None or not row.chat.charts:
             return None
+        started = time.perf_counter()
         try:
-            return await self.charts(row.alert)
+            return await asyncio.wait_for(self.charts.for_alert(row.alert), self.chart_wait)
+        except TimeoutError:
+            self.chart_waits.late += 1
+            return None
         except Exception:
             log.exception("chart for outbox row %s failed; sending text only", row.id)
             return None
+        finally:
+            self._waited(time.perf_counter() - started)
+
+    def _waited(self, seconds: float) -> None:
+        waits = self.chart_waits
+        if seconds > 0.005:  # a chart that was ready costs microseconds
+            waits.waited += 1
+        waits.longest = max(waits.longest, seconds)
 
     async def _failed(self, platform: str, row: OutboxRow, err: DeliveryError) -> None:
         if err.chat_gone:
