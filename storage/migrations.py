@@ -86,4 +86,38 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX quotes_by_ts ON quotes (ts);
     """,
+    # 5: a log of what each revision changed (a rule's id; NULL for a subscription), so the
+    # service applies only the changes since it last looked; the last 10,000 to 10,999 kept
+    """
+    CREATE TABLE rule_changes (revision INTEGER PRIMARY KEY, rule INTEGER);
+    DROP TRIGGER rules_insert;
+    DROP TRIGGER rules_update;
+    DROP TRIGGER rules_delete;
+    DROP TRIGGER subscriptions_insert;
+    DROP TRIGGER subscriptions_delete;
+    CREATE TRIGGER rules_insert AFTER INSERT ON rules BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'rules_revision';
+        INSERT INTO rule_changes SELECT value, NEW.id FROM meta WHERE key = 'rules_revision';
+    END;
+    CREATE TRIGGER rules_update AFTER UPDATE ON rules BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'rules_revision';
+        INSERT INTO rule_changes SELECT value, NEW.id FROM meta WHERE key = 'rules_revision';
+    END;
+    CREATE TRIGGER rules_delete AFTER DELETE ON rules BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'rules_revision';
+        INSERT INTO rule_changes SELECT value, OLD.id FROM meta WHERE key = 'rules_revision';
+    END;
+    CREATE TRIGGER subscriptions_insert AFTER INSERT ON subscriptions BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'rules_revision';
+        INSERT INTO rule_changes SELECT value, NULL FROM meta WHERE key = 'rules_revision';
+    END;
+    CREATE TRIGGER subscriptions_delete AFTER DELETE ON subscriptions BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'rules_revision';
+        INSERT INTO rule_changes SELECT value, NULL FROM meta WHERE key = 'rules_revision';
+    END;
+    CREATE TRIGGER rule_changes_prune AFTER INSERT ON rule_changes
+        WHEN NEW.revision % 1000 = 0 BEGIN
+        DELETE FROM rule_changes WHERE revision <= NEW.revision - 10000;
+    END;
+    """,
 )
