@@ -61,6 +61,7 @@ __all__ = [
 _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
 _RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state"
 _RULES = "rules r LEFT JOIN rule_state s ON s.rule = r.id"
+_REVISION = "SELECT coalesce(max(revision), 0) AS revision FROM rule_changes"
 
 
 def alert_to_json(alert: Alert) -> str:
@@ -356,31 +357,31 @@ class Store:
         return _stored_rules(rows)
 
     async def rules_revision(self) -> int:
-        """A counter bumped by every change to the rules table (a cheap 'did anything change')."""
-        row = await self._one("SELECT value FROM meta WHERE key = 'rules_revision'")
+        """The revision of the last rule change: the last row of the change log."""
+        row = await self._one(_REVISION)
         return int(row[0])
 
     async def rule_changes(self, since: int) -> RuleChanges | None:
-        """The changes after `since` from the log the triggers keep (migration 5), the
-        revision and the log read in one statement, so one snapshot."""
+        """The changes after `since` from the log the triggers keep (migration 5); the
+        revision and the changes are read in one statement, so in one snapshot."""
         rows = await self._all(
-            f"SELECT m.value, c.revision, c.rule, r.active, {_RULE_COLUMNS} FROM meta m"
-            " LEFT JOIN rule_changes c ON c.revision > ?"
+            f"SELECT m.revision, c.revision, c.kind, c.rule, r.active, {_RULE_COLUMNS}"
+            f" FROM ({_REVISION}) m LEFT JOIN rule_changes c ON c.revision > ?"
             " LEFT JOIN rules r ON r.id = c.rule LEFT JOIN rule_state s ON s.rule = c.rule"
-            " WHERE m.key = 'rules_revision' ORDER BY c.revision",
+            " ORDER BY c.revision",
             (since,),
         )
-        revision = rows[0][0]
+        revision, first, kind = rows[0][:3]
         if revision == since:
             return RuleChanges(since)
-        if revision < since or rows[0][1] != since + 1:
-            return None  # the store went back, or the log no longer reaches `since`
-        changed = sorted({row[2]: row for row in rows if row[2] is not None}.items())
+        if revision < since or first != since + 1 or kind == "start":
+            return None  # the store went back, or its log does not reach back to `since`
+        changed = sorted({row[3]: row for row in rows if row[2] == "rule"}.items())
         return RuleChanges(
             revision,
-            tuple(_stored_rules([row[4:] for _, row in changed if row[3]])),
-            tuple(rule for rule, row in changed if not row[3]),
-            subscriptions=any(row[2] is None for row in rows),
+            tuple(_stored_rules([row[5:] for _, row in changed if row[4]])),
+            tuple(rule for rule, row in changed if not row[4]),
+            subscriptions=any(row[2] == "subscription" for row in rows),
         )
 
     # --- a tick: states and alerts together ---
