@@ -13,6 +13,7 @@ in memory only: after a restart they learn the market again, so they never repea
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 # What a `/subscribe SYM` chat hears about: a big day move and a 20-day high or low.
 DIGEST_RULES = ("move 3% 1d", "breakout 20d", "breakdown 20d")
 DIGEST_ALL = ("XAU", "XAG", "BTC", "ETH")  # what `/subscribe all` means
-PAGE = 10_000  # rules read at a time, and added to the book between two turns of the loop
+PAGE = 2_000  # rules read and added to the book between two turns of the event loop
+FREEZE_FROM = 100_000  # rules after a full read from which the collector skips what exists
 
 Parsed = dict[str, Rule | RuleError]  # rule text -> its rule, or why it no longer parses
 
@@ -99,11 +101,17 @@ class RuleSync:
             self._remove(rule_id)
         await self._refresh_digest()
         self._revision = revision
+        if len(self.book) >= FREEZE_FROM:
+            # Each full collection of the garbage collector walks every object it tracks: a
+            # hold of about a second with a million rules. The book lives as long as the
+            # process, so its objects (and all others of now) are left out of collections;
+            # reference counting still frees one dropped later, unless it is in a cycle.
+            gc.freeze()
 
     def _add_rows(self, rows: Iterable[StoredRule], parsed: Parsed) -> None:
         """Add the rules the book does not have yet (one it has keeps its state in memory,
         which may be newer than the stored one), each distinct text parsed once."""
-        # RuleBook.add_many (a bulk build, one sort) belongs here, for the rows of a page.
+        entries: list[tuple[int, Rule, RuleState | None]] = []
         for row in rows:
             if row.id in self.book.rules:
                 continue
@@ -113,8 +121,10 @@ class RuleSync:
             if isinstance(rule, RuleError):
                 log.error("rule %s %r cannot be loaded: %s", row.id, row.text, rule)
                 continue
-            self._add(row.id, rule, row.state)
+            entries.append((row.id, rule, row.state))
             self.rule_chat[row.id] = row.chat
+        for rule_id, rule, state in entries:  # here goes RuleBook.add_many(entries)
+            self._add(rule_id, rule, state)
 
     def _parse(self, text: str) -> Rule | RuleError:
         try:
@@ -124,14 +134,18 @@ class RuleSync:
 
     def _add(self, rule_id: int, rule: Rule, state: RuleState | None = None) -> None:
         self.book.add(rule_id, rule, state)
-        self._history.update(_history_needs(rule))
+        needs = _history_needs(rule)
+        if needs:
+            self._history.update(needs)
 
     def _remove(self, rule_id: int) -> None:
         """Take a rule out of the book, if it is there."""
         rule = self.book.rules.get(rule_id)
         if rule is not None:
             self.book.remove(rule_id)
-            self._history.subtract(_history_needs(rule))
+            needs = _history_needs(rule)
+            if needs:
+                self._history.subtract(needs)
         self.rule_chat.pop(rule_id, None)
 
     async def _refresh_digest(self) -> None:
