@@ -177,6 +177,7 @@ async def running(
     service: Service, store: Store, db: Path, chat: int, changed: asyncio.Event, stalls: Stalls
 ) -> None:
     """Rules added and removed while the service runs its scheduled polls."""
+    stalls.take()
     await service.start()
     await asyncio.sleep(3)  # a few scheduled polls and timed re-reads with nothing changed
     print(f"running, nothing changed (3 s): event loop held up to {stalls.take():,.0f} ms")
