@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # What a `/subscribe SYM` chat hears about: a big day move and a 20-day high or low.
 DIGEST_RULES = ("move 3% 1d", "breakout 20d", "breakdown 20d")
 DIGEST_ALL = ("XAU", "XAG", "BTC", "ETH")  # what `/subscribe all` means
-PAGE = 2_000  # rules read and added to the book between two turns of the event loop
+PAGE = 1_000  # rules read and added to the book between two turns of the event loop
 FREEZE_FROM = 100_000  # rules after a full read from which the collector skips what exists
 
 Parsed = dict[str, Rule | RuleError]  # rule text -> its rule, or why it no longer parses
@@ -89,24 +89,29 @@ class RuleSync:
         stale = {rule_id for rule_id in self.book.rules if rule_id > 0}
         parsed: Parsed = {}
         after = 0
-        while True:
-            page = await self.store.rules_page(after, self.page)
-            stale.difference_update(row.id for row in page)
-            self._add_rows(page, parsed)
-            if len(page) < self.page:
-                break
-            after = page[-1].id
-            await asyncio.sleep(0)  # a turn of the event loop for everyone else
+        collecting = gc.isenabled()
+        gc.disable()  # each full collection would walk the growing book: ~1 s at 1M rules
+        try:
+            while True:
+                page = await self.store.rules_page(after, self.page)
+                stale.difference_update(row.id for row in page)
+                self._add_rows(page, parsed)
+                if len(page) < self.page:
+                    break
+                after = page[-1].id
+                await asyncio.sleep(0)  # a turn of the event loop for everyone else
+        finally:
+            if len(self.book) >= FREEZE_FROM:
+                # The book lives as long as the process: its objects (and all others of
+                # now) are left out of later collections too; reference counting still
+                # frees one dropped later, unless it is in a cycle.
+                gc.freeze()
+            if collecting:
+                gc.enable()
         for rule_id in stale:
             self._remove(rule_id)
         await self._refresh_digest()
         self._revision = revision
-        if len(self.book) >= FREEZE_FROM:
-            # Each full collection of the garbage collector walks every object it tracks: a
-            # hold of about a second with a million rules. The book lives as long as the
-            # process, so its objects (and all others of now) are left out of collections;
-            # reference counting still frees one dropped later, unless it is in a cycle.
-            gc.freeze()
 
     def _add_rows(self, rows: Iterable[StoredRule], parsed: Parsed) -> None:
         """Add the rules the book does not have yet (one it has keeps its state in memory,
