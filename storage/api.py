@@ -66,6 +66,18 @@ class StoredRule:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleChanges:
+    """What changed since a revision, as it is now: the changed rules that are active (new
+    ones, with their states) and the ids of those that are not (removed), each once however
+    often it changed; and whether any subscription was added or dropped."""
+
+    revision: int
+    rules: tuple[StoredRule, ...] = ()
+    removed: tuple[int, ...] = ()
+    subscriptions: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One decided alert waiting for (or done with) delivery to one chat."""
 
@@ -141,10 +153,25 @@ class RuleStore(Protocol):
     async def rules(self, chat: int | None = None) -> list[StoredRule]:
         """Active rules with their last committed states, by id: one chat's, or everyone's."""
 
+    async def rules_page(self, after: int, limit: int) -> list[StoredRule]:
+        """Up to `limit` active rules with ids above `after`, by id, with their states: all
+        rules read page by page (each page one read), so a million never sit in memory as
+        rows at once."""
+
     async def rules_revision(self) -> int:
         """A counter that grows by one for each rule added or deactivated and each
         subscription added or dropped (what the service watches): a cheap 'did anything
         change'. Starts at 0 in a new store; nothing else moves it."""
+
+    async def rule_changes(self, since: int) -> RuleChanges | None:
+        """What changed after revision `since` (a revision `rules_revision` gave), read at
+        once, rules by id, and the revision that brings the reader to: `since` itself when
+        nothing did.
+
+        The store remembers at least the last 10,000 changes. None when it no longer knows
+        everything since then (older changes were forgotten, or `since` is ahead of the
+        store: a database restored from a backup): the caller reads all rules again.
+        """
 
     async def commit_tick(
         self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]

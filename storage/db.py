@@ -35,6 +35,7 @@ from storage.api import (
     Clock,
     LimitReached,
     OutboxRow,
+    RuleChanges,
     Storage,
     StorageUnavailable,
     StoredRule,
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
+_RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state"
+_RULES = "rules r LEFT JOIN rule_state s ON s.rule = r.id"
+_REVISION = "SELECT coalesce(max(revision), 0) AS revision FROM rule_changes"
 
 
 def alert_to_json(alert: Alert) -> str:
@@ -336,31 +340,49 @@ class Store:
 
     async def rules(self, chat: int | None = None) -> list[StoredRule]:
         """Active rules with their states: one chat's, or everyone's."""
-        sql = (
-            "SELECT r.id, r.chat, r.text, r.created_by, r.created_at, s.state FROM rules r"
-            " LEFT JOIN rule_state s ON s.rule = r.id WHERE r.active = 1"
-        )
+        sql = f"SELECT {_RULE_COLUMNS} FROM {_RULES} WHERE r.active = 1"
         args: tuple[Any, ...] = ()
         if chat is not None:
             sql += " AND r.chat = ?"
             args = (chat,)
-        rows = await self._all(sql + " ORDER BY r.id", args)
-        return [
-            StoredRule(
-                id=row[0],
-                chat=row[1],
-                text=row[2],
-                created_by=row[3],
-                created_at=datetime.fromisoformat(row[4]),
-                state=RuleState.from_dict(json.loads(row[5])) if row[5] else None,
-            )
-            for row in rows
-        ]
+        return _stored_rules(await self._all(sql + " ORDER BY r.id", args))
+
+    async def rules_page(self, after: int, limit: int) -> list[StoredRule]:
+        """Up to `limit` active rules with ids above `after`, by id."""
+        rows = await self._all(
+            f"SELECT {_RULE_COLUMNS} FROM {_RULES} WHERE r.active = 1 AND r.id > ?"
+            " ORDER BY r.id LIMIT ?",
+            (after, limit),
+        )
+        return _stored_rules(rows)
 
     async def rules_revision(self) -> int:
-        """A counter bumped by every change to the rules table (a cheap 'did anything change')."""
-        row = await self._one("SELECT value FROM meta WHERE key = 'rules_revision'")
+        """The revision of the last rule change: the last row of the change log."""
+        row = await self._one(_REVISION)
         return int(row[0])
+
+    async def rule_changes(self, since: int) -> RuleChanges | None:
+        """The changes after `since` from the log the triggers keep (migration 5); the
+        revision and the changes are read in one statement, so in one snapshot."""
+        rows = await self._all(
+            f"SELECT m.revision, c.revision, c.kind, c.rule, r.active, {_RULE_COLUMNS}"
+            f" FROM ({_REVISION}) m LEFT JOIN rule_changes c ON c.revision > ?"
+            " LEFT JOIN rules r ON r.id = c.rule LEFT JOIN rule_state s ON s.rule = c.rule"
+            " ORDER BY c.revision",
+            (since,),
+        )
+        revision, first, kind = rows[0][:3]
+        if revision == since:
+            return RuleChanges(since)
+        if revision < since or first != since + 1 or kind == "start":
+            return None  # the store went back, or its log does not reach back to `since`
+        changed = sorted({row[3]: row for row in rows if row[2] == "rule"}.items())
+        return RuleChanges(
+            revision,
+            tuple(_stored_rules([row[5:] for _, row in changed if row[4]])),
+            tuple(rule for rule, row in changed if not row[4]),
+            subscriptions=any(row[2] == "subscription" for row in rows),
+        )
 
     # --- a tick: states and alerts together ---
 
@@ -621,6 +643,23 @@ def _statements(script: str) -> list[str]:
             if buffer.strip(" \n;"):
                 out.append(buffer.strip())
             buffer = ""
+    return out
+
+
+def _stored_rules(rows: Iterable[Any]) -> list[StoredRule]:
+    """Rule rows (`_RULE_COLUMNS`) as values; equal states are parsed once and shared (a
+    state is frozen, and a million rules hold few distinct ones)."""
+    states: dict[str, RuleState] = {}
+    out = []
+    for rule, chat, text, created_by, created_at, state_json in rows:
+        state = None
+        if state_json:
+            state = states.get(state_json)
+            if state is None:
+                state = states[state_json] = RuleState.from_dict(json.loads(state_json))
+        out.append(
+            StoredRule(rule, chat, text, created_by, datetime.fromisoformat(created_at), state)
+        )
     return out
 
 

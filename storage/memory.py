@@ -10,6 +10,7 @@ ValueError.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -18,7 +19,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from alerts.models import Alert, Quote, RuleState
-from storage.api import Chat, Clock, LimitReached, OutboxRow, Storage, StoredRule, utcnow
+from storage.api import (
+    Chat,
+    Clock,
+    LimitReached,
+    OutboxRow,
+    RuleChanges,
+    Storage,
+    StoredRule,
+    utcnow,
+)
+
+CHANGES_KEPT = 10_000  # as SQLite's log keeps (migration 5): the last 10,000 to 10,999
 
 
 @dataclass(slots=True)
@@ -57,8 +69,10 @@ class MemoryStore:
         self._chats: dict[int, Chat] = {}
         self._chat_ids: dict[tuple[str, str], int] = {}
         self._rules: dict[int, _Rule] = {}
+        self._rule_ids: list[int] = []  # ascending: ids only grow and rules are never deleted
         self._states: dict[int, RuleState] = {}
         self._revision = 0
+        self._changes: list[tuple[int, int | None]] = []  # (revision, rule or None), ascending
         self._outbox: dict[int, _Row] = {}
         self._subscriptions: set[tuple[int, str]] = set()
         self._quotes: dict[tuple[str, datetime], Quote] = {}
@@ -140,8 +154,17 @@ class MemoryStore:
     def _add_rule(self, chat: int, text: str, created_by: str, created_at: datetime) -> int:
         rule = _Rule(_next_id(self._rules), chat, text, created_by, created_at)
         self._rules[rule.id] = rule
-        self._revision += 1
+        self._rule_ids.append(rule.id)
+        self._changed(rule.id)
         return rule.id
+
+    def _changed(self, rule: int | None) -> None:
+        """One more revision, logged with the rule it changed (None: a subscription)."""
+        self._revision += 1
+        self._changes.append((self._revision, rule))
+        if self._revision % 1000 == 0:
+            cut = self._revision - CHANGES_KEPT
+            del self._changes[: bisect.bisect_right(self._changes, (cut, math.inf))]
 
     async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
         for chat, _, _ in rows:
@@ -172,8 +195,8 @@ class MemoryStore:
         for rule in rules:
             if rule.active:
                 rule.active = False
+                self._changed(rule.id)
                 count += 1
-        self._revision += count
         return count
 
     def _mark_removed(self, chat: int, of_rule: Callable[[int | None], bool]) -> None:
@@ -183,13 +206,41 @@ class MemoryStore:
 
     async def rules(self, chat: int | None = None) -> list[StoredRule]:
         return [
-            StoredRule(r.id, r.chat, r.text, r.created_by, r.created_at, self._states.get(r.id))
+            self._stored(r)
             for r in sorted(self._rules.values(), key=lambda rule: rule.id)
             if r.active and (chat is None or r.chat == chat)
         ]
 
+    def _stored(self, r: _Rule) -> StoredRule:
+        return StoredRule(r.id, r.chat, r.text, r.created_by, r.created_at, self._states.get(r.id))
+
+    async def rules_page(self, after: int, limit: int) -> list[StoredRule]:
+        page: list[StoredRule] = []
+        at = bisect.bisect_right(self._rule_ids, after)
+        while at < len(self._rule_ids) and len(page) < limit:
+            r = self._rules[self._rule_ids[at]]
+            if r.active:
+                page.append(self._stored(r))
+            at += 1
+        return page
+
     async def rules_revision(self) -> int:
         return self._revision
+
+    async def rule_changes(self, since: int) -> RuleChanges | None:
+        if since == self._revision:
+            return RuleChanges(since)
+        first = self._changes[0][0] if self._changes else self._revision + 1
+        if since > self._revision or since + 1 < first:
+            return None
+        newer = self._changes[since + 1 - first :]
+        changed = [self._rules[rule] for rule in sorted({r for _, r in newer if r is not None})]
+        return RuleChanges(
+            self._revision,
+            tuple(self._stored(r) for r in changed if r.active),
+            tuple(r.id for r in changed if not r.active),
+            subscriptions=any(rule is None for _, rule in newer),
+        )
 
     async def commit_tick(
         self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
@@ -285,7 +336,7 @@ class MemoryStore:
         if (chat, symbol) in self._subscriptions:
             return False
         self._subscriptions.add((chat, symbol))
-        self._revision += 1
+        self._changed(None)
         return True
 
     async def unsubscribe(self, chat: int, symbol: str | None = None) -> int:
@@ -293,7 +344,8 @@ class MemoryStore:
             (c, s) for c, s in self._subscriptions if c == chat and (symbol is None or s == symbol)
         }
         self._subscriptions -= gone
-        self._revision += len(gone)
+        for _ in gone:
+            self._changed(None)
         return len(gone)
 
     async def subscriptions(self, chat: int | None = None) -> list[tuple[int, str]]:

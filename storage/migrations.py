@@ -86,4 +86,36 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX quotes_by_ts ON quotes (ts);
     """,
+    # 5: a log of rule changes, one row per revision (the revision is now its last row): the
+    # rule a change touched, or a subscription; a store that had changes starts the log with
+    # one 'start' row at its revision (what came before is not known). The last 10,000 to
+    # 10,999 rows are kept: the service applies only what changed since it last looked.
+    """
+    CREATE TABLE rule_changes (
+        revision INTEGER PRIMARY KEY,
+        rule INTEGER,
+        kind TEXT NOT NULL
+    );
+    INSERT INTO rule_changes (revision, rule, kind)
+        SELECT value, NULL, 'start' FROM meta WHERE key = 'rules_revision' AND value > 0;
+    DELETE FROM meta WHERE key = 'rules_revision';
+    DROP TRIGGER rules_insert;
+    DROP TRIGGER rules_update;
+    DROP TRIGGER rules_delete;
+    DROP TRIGGER subscriptions_insert;
+    DROP TRIGGER subscriptions_delete;
+    CREATE TRIGGER rules_insert AFTER INSERT ON rules
+        BEGIN INSERT INTO rule_changes (rule, kind) VALUES (NEW.id, 'rule'); END;
+    CREATE TRIGGER rules_update AFTER UPDATE ON rules
+        BEGIN INSERT INTO rule_changes (rule, kind) VALUES (NEW.id, 'rule'); END;
+    CREATE TRIGGER rules_delete AFTER DELETE ON rules
+        BEGIN INSERT INTO rule_changes (rule, kind) VALUES (OLD.id, 'rule'); END;
+    CREATE TRIGGER subscriptions_insert AFTER INSERT ON subscriptions
+        BEGIN INSERT INTO rule_changes (kind) VALUES ('subscription'); END;
+    CREATE TRIGGER subscriptions_delete AFTER DELETE ON subscriptions
+        BEGIN INSERT INTO rule_changes (kind) VALUES ('subscription'); END;
+    CREATE TRIGGER rule_changes_prune AFTER INSERT ON rule_changes
+        WHEN NEW.revision % 1000 = 0
+        BEGIN DELETE FROM rule_changes WHERE revision <= NEW.revision - 10000; END;
+    """,
 )

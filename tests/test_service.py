@@ -27,11 +27,15 @@ from support.scripted import (
 )
 from support.waiting import until
 
+from alerts import rules
 from alerts.models import Alert, Candle, Direction
 from bot.charts import AlertCharts, ChartCache, ChartSpec
 from bot.wording import sentence
+from storage.api import RuleChanges, StoredRule
 from storage.db import Store, utcnow
+from storage.memory import MemoryStore
 from tickerbell.delivery import Delivery, DeliveryError
+from tickerbell.service import Service
 
 
 async def add_rule(store: Store, platform: str, chat_id: str, text: str) -> int:
@@ -546,3 +550,125 @@ async def test_after_a_restart_a_short_window_rule_sees_the_minutes_before_it(
         finally:
             await svc.stop()
     assert tg.sent == [("42", "BTC -3.49% over 15m (now 83,000, was 86,000)")]
+
+
+class AskedStore(MemoryStore):
+    """The in-memory store, answering as it always does, that records what the rule sync
+    asked of it: (method, rows it answered)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.asked: list[tuple[str, int]] = []
+
+    async def rules(self, chat: int | None = None) -> list[StoredRule]:
+        found = await super().rules(chat)
+        self.asked.append(("rules", len(found)))
+        return found
+
+    async def rules_page(self, after: int, limit: int) -> list[StoredRule]:
+        page = await super().rules_page(after, limit)
+        self.asked.append(("rules_page", len(page)))
+        return page
+
+    async def rule_changes(self, since: int) -> RuleChanges | None:
+        changes = await super().rule_changes(since)
+        rows = -1 if changes is None else len(changes.rules) + len(changes.removed)
+        self.asked.append(("rule_changes", rows))
+        return changes
+
+
+async def asked_service(
+    clock: Clock, venue: ScriptedVenue, rules: int
+) -> tuple[Service, AskedStore, list[int]]:
+    """A service over an AskedStore holding `rules` synthetic BTC levels, loaded and ticked
+    once (every rule learnt the market), in pages of 10."""
+    store = AskedStore(clock)
+    chat = await store.chat("telegram", "1")
+    await store.import_rules([(chat.id, f"BTC above {90000 + i}", "") for i in range(rules)])
+    svc = make_service(store, Delivery(store, {}, clock=clock), venue, clock)
+    svc.rules.page = 10
+    venue.prices["BTC/USDT"] = 86000.0
+    await svc.poll("ccxt:binance")
+    assert store.asked == [("rules_page", 10)] * (rules // 10) + [("rules_page", rules % 10)]
+    ids = [r.id for r in await store.rules()]
+    store.asked.clear()
+    return svc, store, ids
+
+
+async def test_a_rule_added_or_removed_while_running_is_all_that_is_read() -> None:
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    svc, store, ids = await asked_service(clock, venue, 25)
+    learnt = svc.book.states[ids[0]]
+    assert learnt.armed is True
+    chat = await store.chat("telegram", "2")
+    added = await store.add_rule(chat.id, "ETH above 5000", "u", limit=50)
+    await svc.refresh_rules()
+    assert store.asked == [("rule_changes", 1)]  # the new rule alone
+    assert svc.book.rules[added] == rules.parse("ETH above 5000")
+    assert svc.rules.rule_chat[added] == chat.id
+    owner = (await store.chat("telegram", "1")).id
+    assert await store.remove_rule(owner, ids[3])
+    await svc.refresh_rules()
+    await svc.refresh_rules()  # nothing new: one small question
+    assert store.asked[1:] == [("rule_changes", 1), ("rule_changes", 0)]
+    assert ids[3] not in svc.book.rules and ids[3] not in svc.rules.rule_chat
+    assert len(svc.book) == 25 and svc.book.states[ids[0]] is learnt  # the others untouched
+    await store.subscribe(owner, "BTC")
+    await svc.refresh_rules()
+    assert svc.rules.digest_chats == {"BTC": {owner}}
+    assert len(svc.book) == 28  # the three digest rules of BTC
+    assert svc.rules.history_days() == {"BTC": 20}  # the digest's 20-day high and low
+    await store.unsubscribe(owner)
+    await svc.refresh_rules()
+    assert (len(svc.book), svc.rules.history_days()) == (25, {})
+
+
+async def test_a_reader_too_far_behind_reads_every_rule_again() -> None:
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    svc, store, ids = await asked_service(clock, venue, 25)
+    learnt = svc.book.states[ids[0]]
+    chat = (await store.chat("telegram", "1")).id
+    await store.remove_rule(chat, ids[1])  # then more changes than the store remembers
+    await store.import_rules([(chat, f"ETH above {6000 + i}", "") for i in range(11_000)])
+    await svc.refresh_rules()
+    assert store.asked[0] == ("rule_changes", -1)  # too far behind: told to read all
+    assert store.asked[1:] == [("rules_page", 10)] * 1102 + [("rules_page", 4)]
+    assert sorted(svc.book.rules) == [r.id for r in await store.rules()]
+    assert svc.book.states[ids[0]] is learnt  # a rule it had keeps its state in memory
+    store.asked.clear()
+    await svc.refresh_rules()
+    assert store.asked == [("rule_changes", 0)]  # and it follows the log again
+
+
+@pytest.mark.parametrize("writer", ["this connection", "another connection (the CLI)"])
+async def test_rules_from_anyone_arrive_and_a_restart_reads_them_all_with_their_states(
+    tmp_path: Path, writer: str
+) -> None:
+    db, clock = tmp_path / "r.db", Clock()
+    venue = ScriptedVenue(clock)
+    venue.prices.update({"BTC/USDT": 86000.0, "ETH/USDT": 4900.0})
+    async with service(db, clock, venue) as (svc, store, _):
+        svc.rules.page = 2
+        for level in (85000, 84000, 83000):
+            await add_rule(store, "telegram", "1", f"BTC below {level}")
+        await svc.poll("ccxt:binance")
+        if writer == "this connection":
+            added = await add_rule(store, "telegram", "2", "ETH above 5000")
+        else:
+            async with Store.open(db, clock=clock) as cli:
+                added = await add_rule(cli, "telegram", "2", "ETH above 5000")
+        chat = await store.chat("telegram", "3")
+        await store.subscribe(chat.id, "ETH")
+        await svc.poll("ccxt:binance")
+        assert added in svc.book.rules and svc.rules.digest_chats == {"ETH": {chat.id}}
+        states = dict(svc.book.states)
+    async with service(db, clock, venue) as (again, _, _):
+        again.rules.page = 2
+        await again.refresh_rules()
+        assert again.book.rules.keys() == svc.book.rules.keys()
+        stored = {rule: state for rule, state in states.items() if rule > 0}
+        assert {rule: again.book.states[rule] for rule in stored} == stored
+        assert again.rules.rule_chat == svc.rules.rule_chat
+        assert again.rules.digest_chats == {"ETH": {chat.id}}

@@ -20,7 +20,7 @@ from alerts import rules
 from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleState
 from bot import render
 from bot.wording import sentence
-from storage.api import Storage, StorageUnavailable
+from storage.api import RuleChanges, Storage, StorageUnavailable
 from storage.db import (
     LimitReached,
     Store,
@@ -98,6 +98,35 @@ async def test_database_made_by_migration_1_opens_with_later_code(tmp_path: Path
         assert await store.schema_version() == len(MIGRATIONS)
         [rule] = await store.rules()
         assert (rule.text, rule.state) == ("XAG above 50", None)
+
+
+async def test_a_database_made_before_the_change_log_reads_all_once(tmp_path: Path) -> None:
+    """A database from before migration 5 has a revision and no log: a reader at that
+    revision sees what changes after it; one from before it reads everything."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for script in MIGRATIONS[:4]:
+        for statement in _statements(script):
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (4)")
+    conn.execute(
+        "INSERT INTO chats (platform, chat_id, created_at) VALUES ('telegram', '42', ?)",
+        (T0.isoformat(),),
+    )
+    for level in (50, 60):
+        conn.execute(
+            "INSERT INTO rules (chat, text, created_at) VALUES (1, ?, ?)",
+            (f"XAG above {level}", T0.isoformat()),
+        )
+    conn.commit()
+    conn.close()
+    async with Store.open(path) as store:
+        assert await store.rules_revision() == 2
+        assert await store.rule_changes(2) == RuleChanges(2)
+        assert await store.rule_changes(1) is None
+        assert await store.remove_rule(1, 1)
+        assert await store.rule_changes(2) == RuleChanges(3, (), (1,))
 
 
 async def test_rules_limit_and_revision(store: Storage) -> None:
@@ -534,6 +563,61 @@ async def test_the_revision_counts_rule_and_subscription_changes(store: Storage)
         await step()
         expected += bump
         assert await store.rules_revision() == expected
+
+
+async def test_rule_changes_are_what_changed_since_a_revision_as_it_is_now(
+    store: Storage, clock: Clock
+) -> None:
+    chat = await store.chat("telegram", "1")
+    kept = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    start = await store.rules_revision()
+    assert await store.rule_changes(start) == RuleChanges(start)  # nothing since
+    gone = await store.add_rule(chat.id, "XAG above 60", "u1", limit=50)
+    await store.import_rules([(chat.id, "BTC below 85000", "u2")])
+    middle = await store.rules_revision()
+    armed = RuleState(armed=True)
+    await store.commit_tick({kept: armed, gone: armed}, [])  # states are no change
+    assert await store.rule_changes(middle) == RuleChanges(middle)
+    assert await store.remove_rule(chat.id, gone)
+    await store.subscribe(chat.id, "XAU")
+    now = await store.rules_revision()
+    [imported] = [r for r in await store.rules() if r.text == "BTC below 85000"]
+    # added then removed: once, as removed; the import: once, as it is now
+    assert await store.rule_changes(start) == RuleChanges(now, (imported,), (gone,), True)
+    assert await store.rule_changes(middle) == RuleChanges(now, (), (gone,), True)
+    assert await store.rule_changes(now - 1) == RuleChanges(now, subscriptions=True)
+    assert await store.rule_changes(now) == RuleChanges(now)
+    old = await store.rule_changes(0)  # the first rule's state comes with it
+    assert old is not None and [(r.id, r.state) for r in old.rules] == [
+        (kept, armed),
+        (imported.id, None),
+    ]
+
+
+async def test_a_reader_too_far_behind_is_told_to_read_everything(store: Storage) -> None:
+    chat = await store.chat("telegram", "1")
+    first = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    await store.import_rules([(chat.id, f"XAG above {60 + i}", "") for i in range(11_500)])
+    await store.remove_rule(chat.id, first)
+    now = await store.rules_revision()
+    assert await store.rule_changes(0) is None  # the first changes are forgotten
+    recent = await store.rule_changes(now - 10_000)  # the last 10,000 are always known
+    assert recent is not None and recent.revision == now
+    assert (len(recent.rules), recent.removed) == (9_999, (first,))
+    assert await store.rule_changes(now + 3) is None  # ahead of the store: a restored backup
+
+
+async def test_all_rules_page_by_page(store: Storage) -> None:
+    chat = await store.chat("telegram", "1")
+    await store.import_rules([(chat.id, f"XAG above {50 + i}", "") for i in range(7)])
+    ids = [r.id for r in await store.rules()]
+    await store.remove_rule(chat.id, ids[2])
+    pages, after = [], 0
+    while page := await store.rules_page(after, 2):
+        pages.append([r.id for r in page])
+        after = page[-1].id
+    assert pages == [ids[0:2], ids[3:5], ids[5:7]]
+    assert await store.rules_page(0, 100) == await store.rules()
 
 
 async def test_subscriptions_are_ordered_and_dropped_one_by_one(store: Storage) -> None:

@@ -1,65 +1,157 @@
 """Rule sync: keeps the in-memory rule book in line with the stored rules and subscriptions.
 
-Stored rules are read again when the store's rules revision changes (a chat command, the CLI
-in another process), parsed and resolved once. Subscriptions become built-in digest rules,
-one set per subscribed symbol shared by its chats; they have negative ids and keep their
-state in memory only: after a restart they learn the market again, so they never repeat an
-alert (they may miss one that happened while the service was down).
+The first refresh reads every stored rule, page by page (the event loop runs between pages),
+each distinct text parsed and resolved once. Every later refresh asks the store what changed
+since the revision it has (`RuleStore.rule_changes`) and applies only that, whoever wrote it (a
+chat command, the CLI in another process); when the store no longer remembers that far back, it
+reads everything again, keeping the rules it has. Subscriptions become built-in digest rules,
+one set per subscribed symbol shared by its chats; they have negative ids and keep their state
+in memory only: after a restart they learn the market again, so they never repeat an alert
+(they may miss one that happened while the service was down).
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from alerts import rules
 from alerts.book import Fire, RuleBook
 from alerts.indicators import bars_needed
-from alerts.models import Rule, RuleError
-from storage.api import Storage
+from alerts.models import Rule, RuleError, RuleState
+from storage.api import Storage, StoredRule
 
 log = logging.getLogger(__name__)
 
 # What a `/subscribe SYM` chat hears about: a big day move and a 20-day high or low.
 DIGEST_RULES = ("move 3% 1d", "breakout 20d", "breakdown 20d")
 DIGEST_ALL = ("XAU", "XAG", "BTC", "ETH")  # what `/subscribe all` means
+PAGE = 1_000  # rules read and added to the book between two turns of the event loop
+FREEZE_FROM = 100_000  # rules after a full read from which the collector skips what exists
+
+Parsed = dict[str, Rule | RuleError]  # rule text -> its rule, or why it no longer parses
 
 
 class RuleSync:
     """The rule book's contents: which rule belongs to which chat, and who hears a digest."""
 
-    def __init__(self, store: Storage, book: RuleBook, canonical: Callable[[Rule], Rule]) -> None:
+    def __init__(
+        self,
+        store: Storage,
+        book: RuleBook,
+        canonical: Callable[[Rule], Rule],
+        page: int = PAGE,
+    ) -> None:
         self.store = store
         self.book = book
         self.canonical = canonical
+        self.page = page
         self.rule_chat: dict[int, int] = {}
         self.digest_chats: dict[str, set[int]] = {}
         self._digest_ids: dict[tuple[str, str], int] = {}
-        self._revision = -1
+        self._revision: int | None = None  # None: nothing read yet
+        self._history = Counter[tuple[str, int]]()  # (symbol, days back) -> how many rules
+        self._lock = asyncio.Lock()  # one refresh at a time: a tick waits for a running one
 
     async def refresh(self) -> bool:
         """Bring the book in line with the store; False when nothing changed since last time."""
+        async with self._lock:
+            if self._revision is None:
+                await self._read_all()
+                return True
+            changes = await self.store.rule_changes(self._revision)
+            if changes is None:
+                log.info("the store no longer lists every rule change since; reading all rules")
+                await self._read_all()
+                return True
+            if changes.revision == self._revision:
+                return False
+            for rule_id in changes.removed:
+                self._remove(rule_id)
+            self._add_rows(changes.rules, {})
+            if changes.subscriptions:
+                await self._refresh_digest()
+            self._revision = changes.revision
+            return True
+
+    async def _read_all(self) -> None:
+        """Every stored rule into the book, page by page; rules no longer stored leave it.
+
+        The revision is read first: a change that lands while the pages are read is applied
+        again by the next refresh, which does no harm (a rule already in the book stays as it
+        is, one already gone is not there to remove).
+        """
         revision = await self.store.rules_revision()
-        if revision == self._revision:
-            return False
-        stored = {r.id: r for r in await self.store.rules()}
-        for rule_id in {i for i in self.book.rules if i > 0} - set(stored):
-            self.book.remove(rule_id)
-            self.rule_chat.pop(rule_id, None)
-        for rule_id, row in stored.items():
-            if rule_id in self.book.rules:
-                continue
-            try:
-                rule = self.canonical(rules.parse(row.text))
-            except RuleError as err:
-                log.error("rule %s %r cannot be loaded: %s", rule_id, row.text, err)
-                continue
-            self.book.add(rule_id, rule, row.state)
-            self.rule_chat[rule_id] = row.chat
+        stale = {rule_id for rule_id in self.book.rules if rule_id > 0}
+        parsed: Parsed = {}
+        after = 0
+        collecting = gc.isenabled()
+        gc.disable()  # each full collection would walk the growing book: ~1 s at 1M rules
+        try:
+            while True:
+                page = await self.store.rules_page(after, self.page)
+                stale.difference_update(row.id for row in page)
+                self._add_rows(page, parsed)
+                if len(page) < self.page:
+                    break
+                after = page[-1].id
+                await asyncio.sleep(0)  # a turn of the event loop for everyone else
+        finally:
+            if len(self.book) >= FREEZE_FROM:
+                # The book lives as long as the process: its objects (and all others of
+                # now) are left out of later collections too; reference counting still
+                # frees one dropped later, unless it is in a cycle.
+                gc.freeze()
+            if collecting:
+                gc.enable()
+        for rule_id in stale:
+            self._remove(rule_id)
         await self._refresh_digest()
         self._revision = revision
-        return True
+
+    def _add_rows(self, rows: Iterable[StoredRule], parsed: Parsed) -> None:
+        """Add the rules the book does not have yet (one it has keeps its state in memory,
+        which may be newer than the stored one), each distinct text parsed once."""
+        entries: list[tuple[int, Rule, RuleState | None]] = []
+        for row in rows:
+            if row.id in self.book.rules:
+                continue
+            if row.text not in parsed:
+                parsed[row.text] = self._parse(row.text)
+            rule = parsed[row.text]
+            if isinstance(rule, RuleError):
+                log.error("rule %s %r cannot be loaded: %s", row.id, row.text, rule)
+                continue
+            entries.append((row.id, rule, row.state))
+            self.rule_chat[row.id] = row.chat
+        for rule_id, rule, state in entries:  # here goes RuleBook.add_many(entries)
+            self._add(rule_id, rule, state)
+
+    def _parse(self, text: str) -> Rule | RuleError:
+        try:
+            return self.canonical(rules.parse(text))
+        except RuleError as err:
+            return err
+
+    def _add(self, rule_id: int, rule: Rule, state: RuleState | None = None) -> None:
+        self.book.add(rule_id, rule, state)
+        needs = _history_needs(rule)
+        if needs:
+            self._history.update(needs)
+
+    def _remove(self, rule_id: int) -> None:
+        """Take a rule out of the book, if it is there."""
+        rule = self.book.rules.get(rule_id)
+        if rule is not None:
+            self.book.remove(rule_id)
+            needs = _history_needs(rule)
+            if needs:
+                self._history.subtract(needs)
+        self.rule_chat.pop(rule_id, None)
 
     async def _refresh_digest(self) -> None:
         """Keep one set of digest rules per subscribed symbol, shared by its chats."""
@@ -70,13 +162,13 @@ class RuleSync:
         wanted = {(symbol, text) for symbol in chats for text in DIGEST_RULES}
         for key, rule_id in list(self._digest_ids.items()):
             if key not in wanted:
-                self.book.remove(rule_id)
+                self._remove(rule_id)
                 del self._digest_ids[key]
         for symbol, text in sorted(wanted - set(self._digest_ids)):
             rule_id = -(len(self._digest_ids) + 1)
             while rule_id in self.book.rules:
                 rule_id -= 1
-            self.book.add(rule_id, self.canonical(rules.parse(f"{symbol} {text}")))
+            self._add(rule_id, self.canonical(rules.parse(f"{symbol} {text}")))
             self._digest_ids[(symbol, text)] = rule_id
         self.digest_chats = chats
 
@@ -89,13 +181,18 @@ class RuleSync:
         return [(None, chat) for chat in subscribers]
 
     def history_days(self) -> dict[str, int]:
-        """Per symbol, how many days of daily bars its rules look back (0: none)."""
+        """Per symbol, how many days of daily bars its rules look back (0: none); kept as the
+        rules come and go, so asking costs nothing with a million rules."""
         days: dict[str, int] = {}
-        for rule in self.book.rules.values():
-            need = bars_needed(rule)
-            if rule.window is not None and rule.window % timedelta(days=1) == timedelta(0):
-                need = max(need, rule.window.days)
-            if need:
-                for symbol in rule.symbols:
-                    days[symbol] = max(days.get(symbol, 0), need)
+        for (symbol, need), count in self._history.items():
+            if count > 0:
+                days[symbol] = max(days.get(symbol, 0), need)
         return days
+
+
+def _history_needs(rule: Rule) -> list[tuple[str, int]]:
+    """(symbol, days of daily bars) for each symbol of a rule that looks back in days."""
+    need = bars_needed(rule)
+    if rule.window is not None and rule.window % timedelta(days=1) == timedelta(0):
+        need = max(need, rule.window.days)
+    return [(symbol, need) for symbol in rule.symbols] if need else []

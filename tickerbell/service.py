@@ -3,7 +3,7 @@
 Each poll job fetches the quotes of every symbol some active rule needs from one feed, once
 (`MarketData.fetch`); every rule of those symbols is evaluated against that one snapshot; the
 changed rule states and the decided alerts are written in one transaction; then delivery is
-woken. `RuleSync` re-reads the rules when the store's rules revision changes, so a rule added
+woken. `RuleSync` applies the rule changes the store lists since its last look, so a rule added
 by a chat command or the CLI is live within one tick.
 
 A feed can exist before any rule needs it (`/status` of a symbol nobody watches creates it);
@@ -44,7 +44,7 @@ class Service:
     `wake` is called after a tick committed alerts (delivery's `wake`). `rules_changed` is set
     by the command layer of this process after it wrote a rule or subscription: the rule book
     is brought in line at once. Writes by another process (the CLI) are found by the timed
-    re-read every `rules_refresh_seconds`.
+    look every `rules_refresh_seconds`; each look costs one small read when nothing changed.
     """
 
     def __init__(
