@@ -1,39 +1,50 @@
 """A set of rules with their states, evaluated together against one market snapshot.
 
 Replay, the live service and the benchmark all go through `RuleBook.evaluate`, so they share
-one engine. Single-symbol level rules are indexed by their two thresholds (the level and the
-re-arm line): such a rule can only change state when the price crosses one of them, so a tick
-looks up the thresholds between the previous and the current price (bisect, O(log n + k))
-instead of visiting every rule. Rules that must see every observation (new rules, rules in a
-`confirm` streak or held by a cooldown) sit in a watch set; all other rule kinds have moving
-baselines and are evaluated on every observation of their symbols.
+one engine. A tick costs O(readings + rules it decides), not O(rules):
 
-Indicator rules (`ma`, `ema`, `rsi`) are grouped by (symbol, indicator, N), whose value a tick
-computes once (the market caches the daily part). RSI rules are indexed like levels, by their
-lines in RSI points, between the previous and the current RSI. Moving-average rules of one key
-share one average and so the same lines, the average and its band: the key remembers where the
-price was against them (the zone), and its rules are visited only when the zone changes. A tick
-so costs O(symbols x keys + k), not O(rules).
+- Rules are grouped by what they read (`alerts.indicators.key_of`: the price of XAG, the
+  hourly change of BTC, the 20-day high of ETH, the XAU/XAG ratio, ...). A tick reads each
+  group's number once.
+- A rule can change state only when that number crosses one of its lines: its level and its
+  re-arm line (both re-arm lines for `crosses`). Each group keeps its rules' lines sorted, so a
+  tick finds the lines between the group's previous number and this one by bisection. A
+  `move` rule's lines are on the size of the change; a `spread > Kx` rule's on the spread over
+  its median, bisected with a margin for rounding (the engine compares the spread with K x
+  median, a rounding apart).
+- Moving-average and channel rules of one group all compare the price with the same reference
+  (the average or the N-day high/low) and its band: the group remembers where the price was
+  against those lines (its zone), and its rules are visited only when the zone changes.
+- Rules that must see every observation sit in the group's watch set: new ones (they learn
+  where the market is), those in a `confirm` streak or held by a cooldown, and rules put back
+  by `revert`. Every other rule is settled: looking at it again at its group's last number
+  would change nothing, which is what makes skipping it exact.
+
+New rules are added cheaply and their lines sorted in, one sort per group, before the next
+evaluation (`add_many` sorts at once), so a million rules load in seconds.
 
 An evaluation takes effect in memory at once; when its decisions cannot be saved (the commit
-failed) `revert` puts the rules and the index back as they were, so the same crossing is
-decided again on the next tick instead of being lost.
+failed) `revert` puts the rules back as they were and has them looked at again on the next
+tick, so the same crossing is decided again instead of being lost.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import Counter, defaultdict
+from array import array
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from operator import itemgetter
+from datetime import datetime
+from enum import Enum
 
 from alerts.engine import DEFAULT_BAND, evaluate, rearm_lines
-from alerts.indicators import Market, observe
+from alerts.indicators import Key, Market, Observation, key_of, observation_for, read
 from alerts.models import Alert, Condition, Direction, Indicator, Rule, RuleState
 
-IndicatorKey = tuple[str, Indicator, int]  # (symbol, indicator, N)
+RATIO_MARGIN = 1e-9  # far above the rounding between spread > K x median and spread/median > K
+SMALL_SORT = 16  # up to this many new lines go into a group one by one, more by one sort
+_NEW = RuleState()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,49 +63,75 @@ class Evaluation:
     fires: list[Fire]
     changed: dict[int, RuleState]
     states_before: dict[int, RuleState] = field(default_factory=dict)
-    prices_before: dict[str, float | None] = field(default_factory=dict)
-    marks_before: dict[IndicatorKey, float | None] = field(default_factory=dict)
+
+
+class Lane(Enum):
+    """How a group finds the rules a new reading may move."""
+
+    VALUE = "value"  # each rule's lines on the reading's value, bisected
+    SIZE = "size"  # the same on the value's size (`move`: |change|)
+    RATIO = "ratio"  # on value / reference (`spread > Kx`), bisected with a margin
+    ZONE = "zone"  # all rules share the reference's lines: visited when the zone changes
+
+
+@dataclass(eq=False, slots=True)
+class _Group:
+    """The rules that share one reading and lane. `lines` are sorted, `ids[i]` owns `lines[i]`;
+    `pending` are lines added since the last sort; `members` are a zone group's rules."""
+
+    key: Key
+    lane: Lane
+    lines: array[float] = field(default_factory=lambda: array("d"))
+    ids: array[int] = field(default_factory=lambda: array("q"))
+    pending: list[tuple[float, int]] = field(default_factory=list)
+    members: set[int] = field(default_factory=set)
+    watch: set[int] = field(default_factory=set)
+    size: int = 0
+    mark: float | None = None  # the last number read (the zone, for a zone group)
+
+
+GroupKey = tuple[Key, Lane]
 
 
 class RuleBook:
-    """Rules by id, their states, and the per-symbol indexes that make a tick cheap."""
+    """Rules by id, their states, and the per-reading indexes that make a tick cheap."""
 
     def __init__(self, band: float = DEFAULT_BAND) -> None:
         self.band = band
         self.rules: dict[int, Rule] = {}
         self.states: dict[int, RuleState] = {}
-        self._thresholds: dict[str, list[tuple[float, int]]] = defaultdict(list)
-        self._watch: dict[str, set[int]] = defaultdict(set)
-        self._moving: dict[str, set[int]] = defaultdict(set)
-        self._last_price: dict[str, float] = {}
+        self._groups: dict[GroupKey, _Group] = {}
+        self._by_symbol: dict[str, dict[GroupKey, _Group]] = {}  # both legs of a pair
+        self._unsorted: set[_Group] = set()
         self._symbol_refs: Counter[str] = Counter()
-        # indicator rules: the keys of each symbol, each key's rules, RSI lines and watch set,
-        # and its mark: the last RSI, or for a moving average the last zone (see `_zone`)
-        self._keys: dict[str, set[IndicatorKey]] = defaultdict(set)
-        self._key_rules: dict[IndicatorKey, set[int]] = defaultdict(set)
-        self._key_lines: dict[IndicatorKey, list[tuple[float, int]]] = defaultdict(list)
-        self._key_watch: dict[IndicatorKey, set[int]] = defaultdict(set)
-        self._marks: dict[IndicatorKey, float] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
 
     def add(self, rule_id: int, rule: Rule, state: RuleState | None = None) -> None:
-        """Add (or replace) a rule; a new rule starts unarmed and learns the market first."""
+        """Add (or replace) a rule; a new rule starts unarmed and learns the market first.
+        Every added rule is looked at on its next observation, whatever its state."""
         if rule_id in self.rules:
             self.remove(rule_id)
+        state = state or _NEW
         self.rules[rule_id] = rule
-        self.states[rule_id] = state or RuleState()
+        self.states[rule_id] = state
         self._symbol_refs.update(rule.symbols)
-        if rule.indicator is not None:
-            self._add_indicator(rule_id, rule)
-        elif self._indexed(rule):
-            for line in self._lines(rule):
-                bisect.insort(self._thresholds[rule.symbol], (line, rule_id))
-            self._update_watch(rule_id)
+        group = self._group(rule)
+        group.size += 1
+        if group.lane is Lane.ZONE:
+            group.members.add(rule_id)
         else:
-            for symbol in rule.symbols:
-                self._moving[symbol].add(rule_id)
+            group.pending.extend((line, rule_id) for line in self._lines(rule))
+            self._unsorted.add(group)
+        if not state.done:
+            group.watch.add(rule_id)
+
+    def add_many(self, items: Iterable[tuple[int, Rule, RuleState | None]]) -> None:
+        """Add many rules (a start-up), sorting each group's lines once."""
+        for rule_id, rule, state in items:
+            self.add(rule_id, rule, state)
+        self._sort()
 
     def remove(self, rule_id: int) -> None:
         """Forget a rule and its state."""
@@ -102,16 +139,27 @@ class RuleBook:
         self.states.pop(rule_id)
         self._symbol_refs.subtract(rule.symbols)
         self._symbol_refs += Counter()  # drop symbols no rule needs any more
-        if rule.indicator is not None:
-            self._remove_indicator(rule_id, rule)
-        elif self._indexed(rule):
-            lines = self._thresholds[rule.symbol]
-            for line in self._lines(rule):
-                lines.remove((line, rule_id))
-            self._watch[rule.symbol].discard(rule_id)
+        group_key = _group_key(rule)
+        group = self._groups[group_key]
+        group.size -= 1
+        group.watch.discard(rule_id)
+        if group.lane is Lane.ZONE:
+            group.members.discard(rule_id)
         else:
+            self._sort_group(group)
+            for line in self._lines(rule):
+                i = bisect.bisect_left(group.lines, line)
+                while group.ids[i] != rule_id:
+                    i += 1
+                del group.lines[i]
+                del group.ids[i]
+        if not group.size:
+            del self._groups[group_key]
+            self._unsorted.discard(group)
             for symbol in rule.symbols:
-                self._moving[symbol].discard(rule_id)
+                del self._by_symbol[symbol][group_key]
+                if not self._by_symbol[symbol]:
+                    del self._by_symbol[symbol]
 
     def symbols(self) -> set[str]:
         """Every symbol some rule needs a quote for."""
@@ -122,168 +170,166 @@ class RuleBook:
     ) -> Evaluation:
         """Evaluate the rules touched by new quotes of `symbols`; `pairs` False leaves out
         two-symbol rules (replay: the legs' points inside a bar are not simultaneous)."""
-        candidates: set[int] = set()
-        prices_before: dict[str, float | None] = {}
-        marks_before: dict[IndicatorKey, float | None] = {}
+        self._sort()
+        touched: dict[GroupKey, _Group] = {}
         for symbol in symbols:
-            candidates |= self._moving.get(symbol, set())
-            quote = market.quote(symbol, now)
-            if quote is None:
-                continue
-            prices_before[symbol] = self._last_price.get(symbol)
-            candidates |= self._crossed(symbol, quote.price)
-            candidates |= self._watch.get(symbol, set())
-            candidates |= self._indicator_candidates(market, symbol, quote.price, now, marks_before)
-        if not pairs:
-            candidates = {i for i in candidates if self.rules[i].other is None}
+            for group_key, group in self._by_symbol.get(symbol, {}).items():
+                if pairs or group.key.other is None:
+                    touched[group_key] = group
+        readings: dict[Key, Observation | None] = {}
+        found: dict[int, tuple[_Group, Observation]] = {}
+        for group in touched.values():
+            key = group.key
+            if key in readings:
+                reading = readings[key]
+            else:
+                reading = readings[key] = read(key, market, now)
+            if reading is not None:  # else every rule of the group observes nothing
+                self._visit(group, reading, found)
         fires: list[Fire] = []
         changed: dict[int, RuleState] = {}
         before: dict[int, RuleState] = {}
-        for rule_id in sorted(candidates):
+        for rule_id in sorted(found):
+            group, reading = found[rule_id]
             rule, state = self.rules[rule_id], self.states[rule_id]
-            new_state, alert = evaluate(rule, state, observe(rule, market, now), now, self.band)
-            if new_state != state:
+            obs = observation_for(rule, reading)
+            new_state, alert = evaluate(rule, state, obs, now, self.band)
+            if new_state is not state and new_state != state:
                 before[rule_id] = state
                 self.states[rule_id] = changed[rule_id] = new_state
-                if self._indexed(rule):
-                    self._update_watch(rule_id)
+                state = new_state
+            if _unsettled(rule, state, now):
+                group.watch.add(rule_id)
+            else:
+                group.watch.discard(rule_id)
             if alert is not None:
                 fires.append(Fire(rule_id, alert))
-        return Evaluation(fires, changed, before, prices_before, marks_before)
+        return Evaluation(fires, changed, before)
 
     def revert(self, evaluation: Evaluation) -> None:
-        """Undo an evaluation whose decisions were not saved. A rule or price that a later
-        evaluation has changed again keeps that newer value."""
+        """Undo an evaluation whose decisions were not saved: its rules are looked at again on
+        their next observation. A rule that a later evaluation has changed again keeps that
+        newer state."""
         for rule_id, state in evaluation.states_before.items():
             if self.states.get(rule_id) is evaluation.changed[rule_id]:
                 self.states[rule_id] = state
-                if self._indexed(self.rules[rule_id]):
-                    self._update_watch(rule_id)
-        for symbol, price in evaluation.prices_before.items():
-            if price is None:
-                self._last_price.pop(symbol, None)
-            else:
-                self._last_price[symbol] = price
-        for key, mark in evaluation.marks_before.items():
-            if mark is None:
-                self._marks.pop(key, None)
-            else:
-                self._marks[key] = mark
+                self._groups[_group_key(self.rules[rule_id])].watch.add(rule_id)
 
-    def _crossed(self, symbol: str, price: float) -> set[int]:
-        """Ids of indexed rules with a threshold between the previous price and this one."""
-        lines = self._thresholds.get(symbol)
-        previous = self._last_price.get(symbol)
-        self._last_price[symbol] = price
-        if not lines:
-            return set()
-        if previous is None:
-            return {rule_id for _, rule_id in lines}
-        low, high = min(previous, price), max(previous, price)
-        start = bisect.bisect_left(lines, (low, -1))
-        end = bisect.bisect_right(lines, (high, float("inf")))
-        return {rule_id for _, rule_id in lines[start:end]}
-
-    def _update_watch(self, rule_id: int) -> None:
-        rule, state = self.rules[rule_id], self.states[rule_id]
-        watch = self._watch[rule.symbol] if rule.indicator is None else self._key_watch[_key(rule)]
-        if state.armed is None or state.streak > 0:
-            watch.add(rule_id)
+    def _visit(
+        self, group: _Group, reading: Observation, found: dict[int, tuple[_Group, Observation]]
+    ) -> None:
+        """Add to `found` the rules of `group` that `reading` may move, and remember its mark."""
+        lane, value = group.lane, reading.value
+        mark: float
+        if lane is Lane.VALUE:
+            mark = value
+        elif lane is Lane.SIZE:
+            mark = abs(value)
+        elif lane is Lane.RATIO:
+            assert reading.reference is not None
+            mark = value / reading.reference
         else:
-            watch.discard(rule_id)
+            assert reading.reference is not None
+            mark = self._zone(value, reading.reference)
+        before, group.mark = group.mark, mark
+        for rule_id in group.watch:
+            found[rule_id] = (group, reading)
+        if before is None:
+            return  # no rule of the group has seen a reading yet: all of them are watched
+        if lane is Lane.ZONE:
+            if mark != before:
+                for rule_id in group.members:
+                    found[rule_id] = (group, reading)
+            return
+        low, high = (before, mark) if before <= mark else (mark, before)
+        if lane is Lane.RATIO:
+            low, high = low * (1 - RATIO_MARGIN), high * (1 + RATIO_MARGIN)
+        start = bisect.bisect_left(group.lines, low)
+        end = bisect.bisect_right(group.lines, high)
+        for rule_id in group.ids[start:end]:
+            found[rule_id] = (group, reading)
 
-    @staticmethod
-    def _indexed(rule: Rule) -> bool:
-        return rule.condition.is_level and rule.other is None
-
-    def _lines(self, rule: Rule) -> tuple[float, ...]:
-        """The level and its re-arm line (both re-arm lines for `crosses`)."""
-        if rule.condition is Condition.CROSSES:
-            low, high = rearm_lines(rule, rule.value, self.band)
-            return low, rule.value, high
-        side = 1 - self.band if rule.condition.direction is Direction.UP else 1 + self.band
-        return rule.value, rule.value * side
-
-    def _add_indicator(self, rule_id: int, rule: Rule) -> None:
-        key = _key(rule)
-        self._keys[rule.symbol].add(key)
-        self._key_rules[key].add(rule_id)
-        if rule.indicator is Indicator.RSI:
-            for line in self._rsi_lines(rule):
-                bisect.insort(self._key_lines[key], (line, rule_id))
-        self._update_watch(rule_id)
-
-    def _remove_indicator(self, rule_id: int, rule: Rule) -> None:
-        key = _key(rule)
-        self._key_rules[key].discard(rule_id)
-        self._key_watch[key].discard(rule_id)
-        if rule.indicator is Indicator.RSI:
-            for line in self._rsi_lines(rule):
-                self._key_lines[key].remove((line, rule_id))
-        if not self._key_rules[key]:
-            del self._key_rules[key]
-            self._key_watch.pop(key, None)
-            self._key_lines.pop(key, None)
-            self._marks.pop(key, None)
-            self._keys[rule.symbol].discard(key)
-
-    def _rsi_lines(self, rule: Rule) -> tuple[float, ...]:
-        """An RSI rule's level and re-arm line(s), in RSI points."""
-        low, high = rearm_lines(rule, rule.value, self.band)
-        if rule.condition is Condition.CROSSES:
-            return low, rule.value, high
-        return rule.value, low if rule.condition is Condition.ABOVE else high
-
-    def _indicator_candidates(
-        self,
-        market: Market,
-        symbol: str,
-        price: float,
-        now: datetime,
-        marks_before: dict[IndicatorKey, float | None],
-    ) -> set[int]:
-        """Ids of indicator rules on `symbol` that `price` may move (see the module docstring);
-        each key's value is computed once."""
-        found: set[int] = set()
-        today = now.astimezone(UTC).date()
-        for key in self._keys.get(symbol, set()):
-            _, kind, days = key
-            if kind is Indicator.RSI:
-                mark = market.rsi(symbol, days, price, today)
-            else:
-                average = market.average(symbol, kind, days, today)
-                mark = None if average is None else self._zone(price, average)
-            if mark is None:
-                continue  # too little history: every rule of the key observes nothing
-            before = self._marks.get(key)
-            marks_before.setdefault(key, before)
-            self._marks[key] = mark
-            found |= self._key_watch.get(key, set())
-            if kind is Indicator.RSI:
-                found |= _between(self._key_lines[key], before, mark)
-            elif mark != before:
-                found |= self._key_rules[key]
-        return found
-
-    def _zone(self, price: float, average: float) -> int:
-        """Every comparison the engine makes between the price and an average's lines (the
-        average and its band, computed as alerts.engine.rearm_lines does), as bits: a rule on
-        the average can change state only when one of them changes."""
-        low, high = average * (1 - self.band), average * (1 + self.band)
-        bits = (price >= average, price <= average, price < low, price > high)
+    def _zone(self, price: float, reference: float) -> int:
+        """Every comparison the engine makes between the price and a shared reference (an
+        average or an N-day high or low) and its band, computed as alerts.engine does, as bits:
+        a rule on that reference can change state only when one of them changes."""
+        low, high = reference * (1 - self.band), reference * (1 + self.band)
+        bits = (price > reference, price < reference, price < low, price > high)
         return sum(bit << i for i, bit in enumerate(bits))
 
+    def _lines(self, rule: Rule) -> tuple[float, ...]:
+        """The values of the rule's number at which its state can change: its level and its
+        re-arm line(s), as alerts.engine computes them."""
+        cond, value = rule.condition, rule.value
+        if rule.indicator is Indicator.RSI:
+            low, high = rearm_lines(rule, value, self.band)
+            if cond is Condition.CROSSES:
+                return low, value, high
+            return value, low if cond is Condition.ABOVE else high
+        if cond is Condition.CROSSES:
+            low, high = rearm_lines(rule, value, self.band)
+            return low, value, high
+        if cond.is_level:
+            side = 1 - self.band if cond.direction is Direction.UP else 1 + self.band
+            return value, value * side
+        points = self.band * 100
+        if cond is Condition.UP or cond is Condition.MOVE:  # a move's lines are on |change|
+            return value, value - points
+        if cond is Condition.DOWN:
+            return -value, -value + points
+        return (value,)  # spreads re-arm as soon as they are back under the threshold
 
-def _key(rule: Rule) -> IndicatorKey:
-    assert rule.indicator is not None and rule.days is not None
-    return rule.symbol, rule.indicator, rule.days
+    def _group(self, rule: Rule) -> _Group:
+        """The rule's group, made (and filed under its symbols) if new."""
+        group_key = _group_key(rule)
+        group = self._groups.get(group_key)
+        if group is None:
+            group = self._groups[group_key] = _Group(*group_key)
+            for symbol in rule.symbols:
+                self._by_symbol.setdefault(symbol, {})[group_key] = group
+        return group
+
+    def _sort(self) -> None:
+        for group in self._unsorted:
+            self._sort_group(group)
+        self._unsorted.clear()
+
+    @staticmethod
+    def _sort_group(group: _Group) -> None:
+        """Bring the group's pending lines into its sorted ones."""
+        new, group.pending = group.pending, []
+        if len(new) <= SMALL_SORT:
+            for line, rule_id in new:
+                i = bisect.bisect_right(group.lines, line)
+                group.lines.insert(i, line)
+                group.ids.insert(i, rule_id)
+            return
+        lines = group.lines.tolist() + [line for line, _ in new]
+        ids = group.ids.tolist() + [rule_id for _, rule_id in new]
+        order = sorted(range(len(lines)), key=lines.__getitem__)
+        group.lines = array("d", [lines[i] for i in order])
+        group.ids = array("q", [ids[i] for i in order])
 
 
-def _between(lines: list[tuple[float, int]], before: float | None, value: float) -> set[int]:
-    """Ids with a line between `before` and `value` (inclusive); all of them with no before."""
-    if before is None:
-        return {rule_id for _, rule_id in lines}
-    low, high = min(before, value), max(before, value)
-    start = bisect.bisect_left(lines, low, key=itemgetter(0))
-    end = bisect.bisect_right(lines, high, key=itemgetter(0))
-    return {rule_id for _, rule_id in lines[start:end]}
+def _group_key(rule: Rule) -> GroupKey:
+    """What the rule reads, and how its lines are laid out on it."""
+    cond = rule.condition
+    if rule.indicator in (Indicator.MA, Indicator.EMA) or cond.is_channel:
+        lane = Lane.ZONE
+    elif cond is Condition.MOVE:
+        lane = Lane.SIZE
+    elif cond is Condition.SPREAD_MULT:
+        lane = Lane.RATIO
+    else:
+        lane = Lane.VALUE
+    return key_of(rule), lane
+
+
+def _unsettled(rule: Rule, state: RuleState, now: datetime) -> bool:
+    """Whether the rule must see its next observation whatever the number does: it is still
+    learning the market, or counting a `confirm` streak or a crossing held by a cooldown. A
+    rule that is done or expired never changes again."""
+    if state.done or rule.expired(now):
+        return False
+    learning = state.armed is None or (rule.condition is Condition.CROSSES and state.above is None)
+    return learning or state.streak > 0

@@ -4,6 +4,11 @@
 daily candles. Every quote enters through `ingest`, which screens it (alerts.sanity), so no
 indicator is ever computed from a bad price. `observe` turns a rule plus the market into the
 one number the rule compares and the baseline it compares it with.
+
+Many rules read the same number (every `XAG above ...` the price of XAG, every `BTC move ...
+1h` its hourly change): `key_of` names what a rule reads, `read` computes it once for all
+rules of that key, and `observation_for` adds the rule's own level where it is the reference.
+`observe` is exactly those three steps, so the rule book and a plain loop see the same thing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import statistics
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from enum import Enum
 from itertools import pairwise
+from typing import NamedTuple
 
 from alerts.models import Candle, Condition, Indicator, Quote, Rule
 from alerts.sanity import Limits, QuoteGuard, Reject, allowed_move
@@ -50,9 +57,9 @@ class SymbolHistory:
 
     last: Quote | None = None
     ticks: deque[tuple[datetime, float]] = field(default_factory=deque)
-    spreads: deque[tuple[datetime, float]] = field(
-        default_factory=lambda: deque(maxlen=SPREAD_SAMPLES)
-    )
+    spreads: deque[tuple[datetime, float]] = field(default_factory=deque)
+    # the spreads of every sample but the latest, sorted: the median is read off the middle
+    spreads_sorted: list[float] = field(default_factory=list)
     baseline: tuple[datetime | None, float | None] = (None, None)  # spread_baseline's cache
     candles: list[Candle] = field(default_factory=list)
     rejects: Counter[Reject] = field(default_factory=Counter)
@@ -63,6 +70,25 @@ class SymbolHistory:
     daily: dict[tuple[Indicator, int], tuple[date, list[Candle], tuple[float, ...] | None]] = field(
         default_factory=dict
     )
+    # prior_high/low's cache: per (high, N) the day, the candle list and the result
+    extremes: dict[tuple[bool, int], tuple[date, list[Candle], float | None]] = field(
+        default_factory=dict
+    )
+
+    def add_spread(self, ts: datetime, spread: float) -> None:
+        """Remember a spread sample (at most `SPREAD_SAMPLES`); the one it follows joins the
+        sorted baseline."""
+        if len(self.spreads) == SPREAD_SAMPLES:
+            self.drop_spread()
+        if self.spreads:
+            bisect.insort(self.spreads_sorted, self.spreads[-1][1])
+        self.spreads.append((ts, spread))
+
+    def drop_spread(self) -> None:
+        """Forget the oldest spread sample."""
+        _, spread = self.spreads.popleft()
+        if self.spreads:  # it was not the latest, so it is in the sorted baseline
+            del self.spreads_sorted[bisect.bisect_left(self.spreads_sorted, spread)]
 
 
 class Market:
@@ -74,7 +100,11 @@ class Market:
         self._symbols: dict[str, SymbolHistory] = {}
 
     def history(self, symbol: str) -> SymbolHistory:
-        return self._symbols.setdefault(symbol, SymbolHistory())
+        """The symbol's memory (an empty one the first time it is asked for)."""
+        hist = self._symbols.get(symbol)
+        if hist is None:
+            hist = self._symbols[symbol] = SymbolHistory()
+        return hist
 
     def ingest(self, quote: Quote, now: datetime) -> Reject | None:
         """Screen a quote and remember it if good; return why it was rejected otherwise."""
@@ -91,9 +121,9 @@ class Market:
             hist.ticks.popleft()
         spread = quote.spread_pct
         if spread is not None:
-            hist.spreads.append((quote.ts, spread))
+            hist.add_spread(quote.ts, spread)
             while hist.spreads[0][0] < quote.ts - self.limits.spread_window:
-                hist.spreads.popleft()
+                hist.drop_spread()
         return None
 
     def restore(self, quotes: list[Quote]) -> None:
@@ -107,7 +137,7 @@ class Market:
             hist.ticks.append((quote.ts, quote.price))
             spread = quote.spread_pct
             if spread is not None:
-                hist.spreads.append((quote.ts, spread))
+                hist.add_spread(quote.ts, spread)
             self.guard.remember(quote)
 
     def add_candles(self, symbol: str, candles: list[Candle]) -> None:
@@ -151,13 +181,24 @@ class Market:
 
     def prior_high(self, symbol: str, days: int, today: date) -> float | None:
         """Highest high of the `days` bars before `today` (None until that many exist)."""
-        window = self._prior(symbol, days, today)
-        return max(c.high for c in window) if window else None
+        return self._extreme(symbol, days, today, high=True)
 
     def prior_low(self, symbol: str, days: int, today: date) -> float | None:
         """Lowest low of the `days` bars before `today` (None until that many exist)."""
+        return self._extreme(symbol, days, today, high=False)
+
+    def _extreme(self, symbol: str, days: int, today: date, high: bool) -> float | None:
+        """`prior_high` or `prior_low`, computed once a day (and again when bars change)."""
+        hist = self.history(symbol)
+        cached = hist.extremes.get((high, days))
+        if cached is not None and cached[0] == today and cached[1] is hist.candles:
+            return cached[2]
         window = self._prior(symbol, days, today)
-        return min(c.low for c in window) if window else None
+        value = None
+        if window:
+            value = max(c.high for c in window) if high else min(c.low for c in window)
+        hist.extremes[(high, days)] = (today, hist.candles, value)
+        return value
 
     def price_ago(self, symbol: str, window: timedelta, now: datetime) -> float | None:
         """The price `window` ago.
@@ -222,14 +263,17 @@ class Market:
 
     def spread_baseline(self, symbol: str) -> float | None:
         """Median spread (percent) over the baseline window (`Limits.spread_window`) before
-        the latest sample; None with fewer than `MIN_SPREAD_SAMPLES`. Computed once per new
-        sample, however many rules read it."""
+        the latest sample; None with fewer than `MIN_SPREAD_SAMPLES`. The samples are kept
+        sorted as they come and go, so this reads the middle (what statistics.median gives)."""
         hist = self.history(symbol)
         latest = hist.spreads[-1][0] if hist.spreads else None
         if hist.baseline[0] == latest and latest is not None:
             return hist.baseline[1]
-        spreads = [spread for _, spread in list(hist.spreads)[:-1]]
-        median = statistics.median(spreads) if len(spreads) >= MIN_SPREAD_SAMPLES else None
+        spreads, median = hist.spreads_sorted, None
+        n = len(spreads)
+        if n >= MIN_SPREAD_SAMPLES:
+            half = n // 2
+            median = spreads[half] if n % 2 else (spreads[half - 1] + spreads[half]) / 2
         hist.baseline = (latest, median if median is not None and median > 0 else None)
         return hist.baseline[1]
 
@@ -283,63 +327,138 @@ def _without_bad_wicks(candle: Candle, max_jump_pct: float, typical: float | Non
     return replace(candle, high=high, low=low)
 
 
+class Measure(Enum):
+    """What a rule compares with its threshold (see `Key`)."""
+
+    PRICE = "price"  # the price, or a pair's ratio: level rules
+    CHANGE = "change"  # percent change over a window: up, down, move (rotation for a pair)
+    HIGH = "high"  # the price against the prior N-day high: breakout
+    LOW = "low"  # the price against the prior N-day low: breakdown
+    MA = "ma"  # the price against its N-day simple average
+    EMA = "ema"  # the price against its N-day exponential average
+    RSI = "rsi"  # the N-day RSI
+    SPREAD_PCT = "spread_pct"  # the spread in percent of mid
+    SPREAD_ABS = "spread_abs"  # ask - bid
+    SPREAD_MULT = "spread_mult"  # the spread in percent against its median
+
+
+class Key(NamedTuple):
+    """One reading of the market that every rule with this key shares: the rules differ only
+    in their thresholds (and options)."""
+
+    symbol: str
+    other: str | None
+    measure: Measure
+    days: int | None = None
+    window: timedelta | None = None
+
+
+_BY_INDICATOR = {Indicator.MA: Measure.MA, Indicator.EMA: Measure.EMA, Indicator.RSI: Measure.RSI}
+_BY_CONDITION = {
+    Condition.UP: Measure.CHANGE,
+    Condition.DOWN: Measure.CHANGE,
+    Condition.MOVE: Measure.CHANGE,
+    Condition.BREAKOUT: Measure.HIGH,
+    Condition.BREAKDOWN: Measure.LOW,
+    Condition.SPREAD_PCT: Measure.SPREAD_PCT,
+    Condition.SPREAD_ABS: Measure.SPREAD_ABS,
+    Condition.SPREAD_MULT: Measure.SPREAD_MULT,
+}
+# readings whose reference is each rule's own level (`value`), not something shared
+_OWN_LEVEL = frozenset({Measure.PRICE, Measure.SPREAD_PCT, Measure.SPREAD_ABS})
+
+
+def key_of(rule: Rule) -> Key:
+    """What `rule` reads from the market."""
+    if rule.indicator is not None:
+        return Key(rule.symbol, rule.other, _BY_INDICATOR[rule.indicator], rule.days)
+    measure = _BY_CONDITION.get(rule.condition, Measure.PRICE)
+    if measure is Measure.CHANGE:
+        return Key(rule.symbol, rule.other, measure, window=rule.window)
+    if measure in (Measure.HIGH, Measure.LOW):
+        return Key(rule.symbol, rule.other, measure, rule.days)
+    return Key(rule.symbol, rule.other, measure)
+
+
 def observe(rule: Rule, market: Market, now: datetime) -> Observation | None:
     """Build what `rule` compares right now, or None when the data for it is missing."""
-    quote = market.quote(rule.symbol, now)
+    return observation_for(rule, read(key_of(rule), market, now))
+
+
+def observation_for(rule: Rule, reading: Observation | None) -> Observation | None:
+    """`rule`'s observation from its key's reading: the reading itself, or with the rule's
+    own level as the reference (price levels, `spread > X%`, `spread > X`)."""
+    if reading is None or rule.indicator is not None:
+        return reading
+    if _BY_CONDITION.get(rule.condition, Measure.PRICE) not in _OWN_LEVEL:
+        return reading
+    return Observation(reading.quote, reading.price, reading.value, rule.value, reading.time)
+
+
+def read(key: Key, market: Market, now: datetime) -> Observation | None:
+    """The observation every rule of `key` shares right now (`reference` None where each rule
+    brings its own level), or None when the data for it is missing."""
+    quote = market.quote(key.symbol, now)
     if quote is None:
         return None
     price = quote.price
-    if rule.other is not None:
-        other = market.quote(rule.other, now)
+    if key.other is not None:
+        other = market.quote(key.other, now)
         if other is None:
             return None
         price = price / other.price
-    cond = rule.condition
-    if rule.indicator is not None:
-        return _observe_indicator(rule, market, quote, now)
-    if cond.is_level:
-        return Observation(quote, price, price, rule.value, now)
-    if cond.is_channel:
-        assert rule.days is not None
+    measure = key.measure
+    if measure is Measure.PRICE:
+        return Observation(quote, price, price, None, now)
+    if measure is Measure.CHANGE:
+        return _read_change(key, market, quote, price, now)
+    if measure in (Measure.HIGH, Measure.LOW):
+        assert key.days is not None
         today = now.astimezone(UTC).date()
-        if cond is Condition.BREAKOUT:
-            ref = market.prior_high(rule.symbol, rule.days, today)
+        if measure is Measure.HIGH:
+            ref = market.prior_high(key.symbol, key.days, today)
         else:
-            ref = market.prior_low(rule.symbol, rule.days, today)
+            ref = market.prior_low(key.symbol, key.days, today)
         return None if ref is None else Observation(quote, price, price, ref, now)
-    if cond.is_change:
-        assert rule.window is not None
-        ago = market.price_ago(rule.symbol, rule.window, now)
-        if ago is None:
-            return None
-        if rule.other is not None:
-            other_ago = market.price_ago(rule.other, rule.window, now)
-            if other_ago is None:
-                return None
-            ago = ago / other_ago
-        return Observation(quote, price, (price / ago - 1) * 100, ago, now)
+    if measure in (Measure.MA, Measure.EMA, Measure.RSI):
+        return _read_indicator(key, market, quote, now)
     spread = quote.spread_pct
     if spread is None:
         return None
-    if cond is Condition.SPREAD_ABS:
+    if measure is Measure.SPREAD_ABS:
         assert quote.ask is not None and quote.bid is not None
-        return Observation(quote, price, quote.ask - quote.bid, rule.value, now)
-    if cond is Condition.SPREAD_MULT:
-        baseline = market.spread_baseline(rule.symbol)
+        return Observation(quote, price, quote.ask - quote.bid, None, now)
+    if measure is Measure.SPREAD_MULT:
+        baseline = market.spread_baseline(key.symbol)
         return None if baseline is None else Observation(quote, price, spread, baseline, now)
-    return Observation(quote, price, spread, rule.value, now)
+    return Observation(quote, price, spread, None, now)
 
 
-def _observe_indicator(
-    rule: Rule, market: Market, quote: Quote, now: datetime
+def _read_change(
+    key: Key, market: Market, quote: Quote, price: float, now: datetime
 ) -> Observation | None:
-    """A moving-average rule compares the price with the average (the reference); an RSI rule
-    compares the RSI with its own level, so its observation has no price reference."""
-    assert rule.indicator is not None and rule.days is not None
+    """The change in percent since `key.window` ago (of the ratio, for a pair)."""
+    assert key.window is not None
+    ago = market.price_ago(key.symbol, key.window, now)
+    if ago is None:
+        return None
+    if key.other is not None:
+        other_ago = market.price_ago(key.other, key.window, now)
+        if other_ago is None:
+            return None
+        ago = ago / other_ago
+    return Observation(quote, price, (price / ago - 1) * 100, ago, now)
+
+
+def _read_indicator(key: Key, market: Market, quote: Quote, now: datetime) -> Observation | None:
+    """A moving average is the reference the price is compared with; an RSI is the value
+    itself, compared with each rule's level, so its reading has no reference."""
+    assert key.days is not None
     today = now.astimezone(UTC).date()
     price = quote.price
-    if rule.indicator is Indicator.RSI:
-        rsi = market.rsi(rule.symbol, rule.days, price, today)
+    if key.measure is Measure.RSI:
+        rsi = market.rsi(key.symbol, key.days, price, today)
         return None if rsi is None else Observation(quote, price, rsi, None, now)
-    average = market.average(rule.symbol, rule.indicator, rule.days, today)
+    kind = Indicator.MA if key.measure is Measure.MA else Indicator.EMA
+    average = market.average(key.symbol, kind, key.days, today)
     return None if average is None else Observation(quote, price, price, average, now)

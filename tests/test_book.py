@@ -263,3 +263,159 @@ def test_a_reverted_evaluation_decides_an_indicator_crossing_again() -> None:
     book.remove(1)
     book.remove(2)
     assert book.symbols() == {"AAA"}
+
+
+# Every kind at once: price and ratio levels, changes over minutes and days (rotation for the
+# pair), channels, spreads (quotes with and without a book), averages and RSI, with every
+# option, under several bands, over days whose bars close into the history; with gaps, ticks
+# that leave pairs out (replay), failed commits (revert) and rules reloaded mid-walk. Made-up
+# prices and spreads.
+
+SYMBOL = st.sampled_from(["AAA", "BBB"])
+RELATION = st.sampled_from(["above", "below", "support", "resistance", "crosses"])
+CHANGE = st.sampled_from(["up", "down", "move"])
+PERCENT = st.sampled_from(["0.5", "1", "2", "5", "10", "20"])
+WINDOW = st.sampled_from(["5m", "3h", "6h", "1d", "2d"])
+
+
+@st.composite
+def any_rule(draw: st.DrawFn) -> Rule:
+    """One rule of any kind, with any options."""
+    kind = draw(st.sampled_from(["level", "ratio", "change", "rotation", "channel", "spread"]))
+    if kind == "level":
+        text = f"{draw(SYMBOL)} {draw(RELATION)} {draw(st.integers(90, 110))}"
+    elif kind == "ratio":
+        level = draw(st.sampled_from(["0.9", "0.95", "1", "1.05", "1.1"]))
+        text = f"AAA/BBB {draw(RELATION)} {level}"
+    elif kind in ("change", "rotation"):
+        subject = draw(SYMBOL) if kind == "change" else "AAA/BBB"
+        text = f"{subject} {draw(CHANGE)} {draw(PERCENT)}% {draw(WINDOW)}"
+    elif kind == "channel":
+        direction = draw(st.sampled_from(["breakout", "breakdown"]))
+        text = f"{draw(SYMBOL)} {direction} {draw(st.integers(1, 4))}d"
+    else:
+        threshold = draw(st.sampled_from(["0.5%", "1%", "2%", "1.5x", "2x", "3x", "0.5", "1", "2"]))
+        text = f"{draw(SYMBOL)} spread > {threshold}"
+    confirm = draw(st.integers(1, 3))
+    cooldown = draw(st.sampled_from([0, 0, 3, 5]))
+    expires = draw(st.one_of(st.none(), st.integers(0, 8)))
+    text += f" confirm {confirm}" if confirm > 1 else ""
+    text += f" cooldown {cooldown}h" if cooldown else ""
+    text += " once" if draw(st.booleans()) else ""
+    if expires is not None:
+        text += f" expires {(T0.date() + timedelta(days=expires)).isoformat()}"
+    return rules.parse(text)
+
+
+# a quote: where the price goes (a small step from the last price, so that it lingers inside
+# hysteresis bands, or a jump to a price, sometimes exactly on a level or a re-arm line) and a
+# spread in price units (None: a quote without a book)
+STEP = st.tuples(st.just("step"), st.floats(-0.01, 0.01))
+JUMP = st.tuples(st.just("to"), st.floats(85, 115))
+EXACT = st.tuples(st.just("to"), st.sampled_from([90.0, 99.75, 100.0, 100.25, 105.0]))
+QUOTE = st.tuples(st.one_of(STEP, STEP, JUMP, EXACT), st.one_of(st.none(), st.floats(0, 3)))
+EVENT = st.sampled_from(["", "", "", "", "", "", "no pairs", "fail", "reload"])
+TICK = st.tuples(st.one_of(st.none(), QUOTE), st.one_of(st.none(), QUOTE), EVENT)
+Drawn = tuple[tuple[str, float], float | None]
+Tick = tuple[Drawn | None, Drawn | None, str]
+
+
+def quote(symbol: str, price: float, spread: float | None, now: datetime) -> Quote:
+    if spread is None:
+        return Quote(symbol, price, now)
+    return Quote(symbol, price, now, bid=price - spread / 2, ask=price + spread / 2)
+
+
+def market_days(
+    closes: list[float],
+    before: list[float],
+    walk: list[Tick],
+    decide: Callable[[Market, set[str], datetime, str], list[int]],
+) -> list[tuple[int, int]]:
+    """Drive `decide` over the walk: daily bars of `closes` before it, quotes with spreads
+    `before` in the hours before it (restored, as after a restart), and each day's bar closed
+    into the history."""
+    market = Market(Limits(max_age=None, max_jump_pct=100, spread_window=timedelta(days=30)))
+    first = T0.date() - timedelta(days=len(closes))
+    restored = []
+    for symbol in ("AAA", "BBB"):
+        bars = [
+            Candle(first + timedelta(days=i), c, c * 1.02, c * 0.98, c)
+            for i, c in enumerate(closes)
+        ]
+        market.add_candles(symbol, bars)
+        for i, spread in enumerate(before):
+            ts = T0 - (len(before) - i) * timedelta(hours=1)
+            restored.append(quote(symbol, closes[-1], spread, ts))
+    market.restore(sorted(restored, key=lambda q: q.ts))
+    today: dict[str, list[tuple[datetime, float]]] = {"AAA": [], "BBB": []}
+    last = dict.fromkeys(today, closes[-1])
+    out = []
+    for t, (a, b, event) in enumerate(walk):
+        now = T0 + t * HOURS
+        for symbol, ticks_of_day in today.items():
+            if ticks_of_day and ticks_of_day[0][0].date() < now.date():
+                market.add_candles(symbol, [day_bars(ticks_of_day)])
+                ticks_of_day.clear()
+        touched = set()
+        for symbol, drawn in (("AAA", a), ("BBB", b)):
+            if drawn is not None:
+                (how, number), spread = drawn
+                price = last[symbol] = last[symbol] * (1 + number) if how == "step" else number
+                market.ingest(quote(symbol, price, spread, now), now)
+                today[symbol].append((now, price))
+                touched.add(symbol)
+        out.extend((t, rule_id) for rule_id in decide(market, touched, now, event))
+    return sorted(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(any_rule(), indicator_rules), min_size=1, max_size=30),
+    st.lists(st.floats(90, 110), min_size=3, max_size=8),
+    st.lists(st.floats(0, 3), max_size=25),
+    st.lists(TICK, min_size=1, max_size=60),
+    st.sampled_from([0.0025, 0.0, 0.01]),
+)
+def test_every_kind_matches_naive_loop(
+    rule_list: list[Rule],
+    closes: list[float],
+    before: list[float],
+    walk: list[Tick],
+    band: float,
+) -> None:
+    states = [RuleState() for _ in rule_list]
+
+    def every_rule(market: Market, touched: set[str], now: datetime, event: str) -> list[int]:
+        fired, replaced = [], {}
+        for i, rule in enumerate(rule_list):
+            if not touched & set(rule.symbols) or (event == "no pairs" and rule.other):
+                continue
+            state, alert = evaluate(rule, states[i], observe(rule, market, now), now, band)
+            if state != states[i]:
+                replaced[i] = states[i]
+            states[i] = state
+            if alert is not None:
+                fired.append(i + 1)
+        if event == "fail":  # the tick's decisions are not saved: put them back
+            for i, state in replaced.items():
+                states[i] = state
+        return fired
+
+    book = RuleBook(band)
+    book.add_many((i, rule, None) for i, rule in enumerate(rule_list, start=1))
+
+    def by_book(market: Market, touched: set[str], now: datetime, event: str) -> list[int]:
+        evaluation = book.evaluate(market, touched, now, pairs=event != "no pairs")
+        if event == "fail":
+            book.revert(evaluation)
+        if event == "reload":  # a rule read again from the store, with its state
+            rule_id = now.hour % len(rule_list) + 1
+            state = book.states[rule_id]
+            book.remove(rule_id)
+            book.add(rule_id, rule_list[rule_id - 1], state)
+        return [fire.rule_id for fire in evaluation.fires]
+
+    indexed_fires = market_days(closes, before, walk, by_book)
+    assert indexed_fires == market_days(closes, before, walk, every_rule)
+    assert [book.states[i] for i in range(1, len(rule_list) + 1)] == states
