@@ -7,8 +7,11 @@ one engine. A tick costs O(readings + rules it decides), not O(rules):
   hourly change of BTC, the 20-day high of ETH, the XAU/XAG ratio, ...). A tick reads each
   group's number once.
 - A rule can change state only when that number crosses one of its lines: its level and its
-  re-arm line (both re-arm lines for `crosses`). Each group keeps its rules' lines sorted, so a
-  tick finds the lines between the group's previous number and this one by bisection. A
+  re-arm line (both re-arm lines for `crosses`), and of those only the ones that matter in its
+  state (an armed rule waits for its level, a disarmed one for its re-arm line; a rule still
+  learning the market, or done, has none). Each group keeps its rules' lines sorted, so a tick
+  finds the lines between the group's previous number and this one by bisection, and a rule
+  whose state changes moves its lines. A
   `move` rule's lines are on the size of the change; a `spread > Kx` rule's on the spread over
   its median, bisected with a margin for rounding (the engine compares the spread with K x
   median, a rounding apart).
@@ -68,6 +71,8 @@ class Evaluation:
 class Lane(Enum):
     """How a group finds the rules a new reading may move."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is a Python call
+
     VALUE = "value"  # each rule's lines on the reading's value, bisected
     SIZE = "size"  # the same on the value's size (`move`: |change|)
     RATIO = "ratio"  # on value / reference (`spread > Kx`), bisected with a margin
@@ -122,7 +127,7 @@ class RuleBook:
         if group.lane is Lane.ZONE:
             group.members.add(rule_id)
         else:
-            group.pending.extend((line, rule_id) for line in self._lines(rule))
+            group.pending.extend((line, rule_id) for line in self._live_lines(rule, state))
             self._unsorted.add(group)
         if not state.done:
             group.watch.add(rule_id)
@@ -136,7 +141,7 @@ class RuleBook:
     def remove(self, rule_id: int) -> None:
         """Forget a rule and its state."""
         rule = self.rules.pop(rule_id)
-        self.states.pop(rule_id)
+        state = self.states.pop(rule_id)
         self._symbol_refs.subtract(rule.symbols)
         self._symbol_refs += Counter()  # drop symbols no rule needs any more
         group_key = _group_key(rule)
@@ -146,13 +151,7 @@ class RuleBook:
         if group.lane is Lane.ZONE:
             group.members.discard(rule_id)
         else:
-            self._sort_group(group)
-            for line in self._lines(rule):
-                i = bisect.bisect_left(group.lines, line)
-                while group.ids[i] != rule_id:
-                    i += 1
-                del group.lines[i]
-                del group.ids[i]
+            self._move_lines(group, rule_id, self._live_lines(rule, state), ())
         if not group.size:
             del self._groups[group_key]
             self._unsorted.discard(group)
@@ -196,7 +195,8 @@ class RuleBook:
             new_state, alert = evaluate(rule, state, obs, now, self.band)
             if new_state is not state and new_state != state:
                 before[rule_id] = state
-                self.states[rule_id] = changed[rule_id] = new_state
+                self._set_state(group, rule_id, rule, state, new_state)
+                changed[rule_id] = new_state
                 state = new_state
             if _unsettled(rule, state, now):
                 group.watch.add(rule_id)
@@ -211,9 +211,38 @@ class RuleBook:
         their next observation. A rule that a later evaluation has changed again keeps that
         newer state."""
         for rule_id, state in evaluation.states_before.items():
-            if self.states.get(rule_id) is evaluation.changed[rule_id]:
-                self.states[rule_id] = state
-                self._groups[_group_key(self.rules[rule_id])].watch.add(rule_id)
+            now = evaluation.changed[rule_id]
+            if self.states.get(rule_id) is now:
+                rule = self.rules[rule_id]
+                group = self._groups[_group_key(rule)]
+                self._set_state(group, rule_id, rule, now, state)
+                group.watch.add(rule_id)
+
+    def _set_state(
+        self, group: _Group, rule_id: int, rule: Rule, old: RuleState, new: RuleState
+    ) -> None:
+        """Give a rule a new state, and move its lines to the ones that matter in it."""
+        self.states[rule_id] = new
+        if group.lane is not Lane.ZONE:
+            lines = self._live_lines(rule, old), self._live_lines(rule, new)
+            if lines[0] != lines[1]:
+                self._move_lines(group, rule_id, *lines)
+
+    def _move_lines(
+        self, group: _Group, rule_id: int, old: tuple[float, ...], new: tuple[float, ...]
+    ) -> None:
+        """Take a rule's `old` lines out of its group and put its `new` ones in."""
+        self._sort_group(group)
+        for line in old:
+            i = bisect.bisect_left(group.lines, line)
+            while group.ids[i] != rule_id:
+                i += 1
+            del group.lines[i]
+            del group.ids[i]
+        for line in new:
+            i = bisect.bisect_right(group.lines, line)
+            group.lines.insert(i, line)
+            group.ids.insert(i, rule_id)
 
     def _visit(
         self, group: _Group, reading: Observation, found: dict[int, tuple[_Group, Observation]]
@@ -254,8 +283,24 @@ class RuleBook:
         average or an N-day high or low) and its band, computed as alerts.engine does, as bits:
         a rule on that reference can change state only when one of them changes."""
         low, high = reference * (1 - self.band), reference * (1 + self.band)
-        bits = (price > reference, price < reference, price < low, price > high)
-        return sum(bit << i for i, bit in enumerate(bits))
+        above, below = price > reference, price < reference
+        return above | below << 1 | (price < low) << 2 | (price > high) << 3
+
+    def _live_lines(self, rule: Rule, state: RuleState) -> tuple[float, ...]:
+        """The lines at which `rule` in `state` can change, when it is settled (see
+        `_unsettled`: a rule with a streak is looked at on every reading anyway). An armed rule
+        waits for its level, a disarmed one for its re-arm line(s); a spread rule for its one
+        line either way; a rule still learning the market, or done, for none."""
+        if state.done or state.armed is None:
+            return ()
+        lines = self._lines(rule)
+        if rule.condition is Condition.CROSSES:
+            if state.above is None:
+                return ()
+            return lines[1:2] if state.armed else (lines[0], lines[2])
+        if len(lines) == 1:
+            return lines
+        return lines[:1] if state.armed else lines[1:]
 
     def _lines(self, rule: Rule) -> tuple[float, ...]:
         """The values of the rule's number at which its state can change: its level and its

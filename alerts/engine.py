@@ -19,6 +19,7 @@ Semantics (the ones TradingView users expect):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from datetime import datetime
 
@@ -172,7 +173,7 @@ def _test(cond: Condition, value: float, threshold: float, band: float) -> tuple
 
 def _alert(rule: Rule, obs: Observation, direction: Direction) -> Alert:
     return Alert(
-        rule_text=rules.format(rule),
+        rule_text=_rule_text(rule),
         rule=rule,
         direction=direction,
         price=obs.price,
@@ -182,6 +183,13 @@ def _alert(rule: Rule, obs: Observation, direction: Direction) -> Alert:
         bid=obs.quote.bid,
         ask=obs.quote.ask,
     )
+
+
+@functools.lru_cache(maxsize=65_536)
+def _rule_text(rule: Rule) -> str:
+    """A rule's canonical text, written once per distinct rule (a busy tick fires hundreds of
+    rules, many of them fired before)."""
+    return rules.format(rule)
 
 
 def _direction(rule: Rule, obs: Observation) -> Direction:

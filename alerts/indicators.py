@@ -330,6 +330,8 @@ def _without_bad_wicks(candle: Candle, max_jump_pct: float, typical: float | Non
 class Measure(Enum):
     """What a rule compares with its threshold (see `Key`)."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is a Python call
+
     PRICE = "price"  # the price, or a pair's ratio: level rules
     CHANGE = "change"  # percent change over a window: up, down, move (rotation for a pair)
     HIGH = "high"  # the price against the prior N-day high: breakout

@@ -68,6 +68,8 @@ class Candle:
 class Condition(Enum):
     """What a rule watches. The value is the keyword people type."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is a Python call
+
     ABOVE = "above"
     RESISTANCE = "resistance"
     BELOW = "below"
@@ -119,6 +121,8 @@ class Indicator(Enum):
     """A daily-close indicator a rule compares with instead of a fixed number; the value is the
     keyword people type (`BTC below ma 200d`, `ETH above ema 21d`, `BTC rsi 14d above 70`)."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is a Python call
+
     MA = "ma"
     EMA = "ema"
     RSI = "rsi"
@@ -126,6 +130,8 @@ class Indicator(Enum):
 
 class Direction(Enum):
     """Which way a rule fires; renderers colour by it (up green, down red, spread amber)."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is a Python call
 
     UP = "up"
     DOWN = "down"
