@@ -6,22 +6,24 @@ one engine. A tick costs O(readings + rules it decides), not O(rules):
 - Rules are grouped by what they read (`alerts.indicators.key_of`: the price of XAG, the
   hourly change of BTC, the 20-day high of ETH, the XAU/XAG ratio, ...). A tick reads each
   group's number once.
-- A rule can change state only when that number crosses one of its lines: its level and its
+- A rule can change state only when that number reaches one of its lines: its level and its
   re-arm line (both re-arm lines for `crosses`), and of those only the ones that matter in its
-  state (an armed rule waits for its level, a disarmed one for its re-arm line; a rule still
-  learning the market, or done, has none). Each group keeps its rules' lines sorted, so a tick
-  finds the lines between the group's previous number and this one by bisection, and a rule
-  whose state changes moves its lines. A
-  `move` rule's lines are on the size of the change; a `spread > Kx` rule's on the spread over
-  its median, bisected with a margin for rounding (the engine compares the spread with K x
-  median, a rounding apart).
+  state, each from one side: an armed `above` rule waits for the number to rise to its level,
+  once fired it waits for the number to fall to its re-arm line. A settled rule's state is
+  consistent with the market (looking at it again would change nothing), so its number is on
+  the quiet side of each of its lines. Each group keeps two sorted arrays of lines, those
+  waiting for a rise and those waiting for a fall, and a tick visits by bisection only the
+  lines the number is now at or past: the rules that change, and no others (bar exact ties).
+  This holds for rules loaded with a stored state too, so a restart does not look at every
+  rule. A rule whose state changes moves its lines. A `move` rule's lines are on the size of
+  the change; a `spread > Kx` rule's on the spread over its median, with a margin for rounding
+  (the engine compares the spread with K x median, a rounding apart).
 - Moving-average and channel rules of one group all compare the price with the same reference
   (the average or the N-day high/low) and its band: the group remembers where the price was
   against those lines (its zone), and its rules are visited only when the zone changes.
-- Rules that must see every observation sit in the group's watch set: new ones (they learn
-  where the market is), those in a `confirm` streak or held by a cooldown, and rules put back
-  by `revert`. Every other rule is settled: looking at it again at its group's last number
-  would change nothing, which is what makes skipping it exact.
+- Rules that must see every observation sit in the group's watch set: those learning where
+  the market is, those in a `confirm` streak or held by a cooldown, rules put back by
+  `revert`, and a zone group's rules until the group has seen a reading.
 
 New rules are added cheaply and their lines sorted in, one sort per group, before the next
 evaluation (`add_many` sorts at once), so a million rules load in seconds.
@@ -80,19 +82,56 @@ class Lane(Enum):
 
 
 @dataclass(eq=False, slots=True)
+class _Lines:
+    """Lines waiting for the number from one side: `values` sorted, `ids[i]` owns `values[i]`;
+    `pending` were added since the last sort."""
+
+    values: array[float] = field(default_factory=lambda: array("d"))
+    ids: array[int] = field(default_factory=lambda: array("q"))
+    pending: list[tuple[float, int]] = field(default_factory=list)
+
+    def sort(self) -> None:
+        """Bring the pending lines into the sorted ones."""
+        new, self.pending = self.pending, []
+        if len(new) <= SMALL_SORT:
+            for line, rule_id in new:
+                self.insert(line, rule_id)
+            return
+        values = self.values.tolist() + [line for line, _ in new]
+        ids = self.ids.tolist() + [rule_id for _, rule_id in new]
+        order = sorted(range(len(values)), key=values.__getitem__)
+        self.values = array("d", [values[i] for i in order])
+        self.ids = array("q", [ids[i] for i in order])
+
+    def insert(self, line: float, rule_id: int) -> None:
+        i = bisect.bisect_right(self.values, line)
+        self.values.insert(i, line)
+        self.ids.insert(i, rule_id)
+
+    def delete(self, line: float, rule_id: int) -> None:
+        i = bisect.bisect_left(self.values, line)
+        while self.ids[i] != rule_id:
+            i += 1
+        del self.values[i]
+        del self.ids[i]
+
+
+Line = tuple[float, bool]  # a line's value, and True when it waits for a rise (else a fall)
+
+
+@dataclass(eq=False, slots=True)
 class _Group:
-    """The rules that share one reading and lane. `lines` are sorted, `ids[i]` owns `lines[i]`;
-    `pending` are lines added since the last sort; `members` are a zone group's rules."""
+    """The rules that share one reading and lane: their lines by the side they wait on, or
+    for a zone group its `members` and its zone when last read (`mark`)."""
 
     key: Key
     lane: Lane
-    lines: array[float] = field(default_factory=lambda: array("d"))
-    ids: array[int] = field(default_factory=lambda: array("q"))
-    pending: list[tuple[float, int]] = field(default_factory=list)
+    rises: _Lines = field(default_factory=_Lines)
+    falls: _Lines = field(default_factory=_Lines)
     members: set[int] = field(default_factory=set)
     watch: set[int] = field(default_factory=set)
     size: int = 0
-    mark: float | None = None  # the last number read (the zone, for a zone group)
+    mark: float | None = None
 
 
 GroupKey = tuple[Key, Lane]
@@ -114,8 +153,8 @@ class RuleBook:
         return len(self.rules)
 
     def add(self, rule_id: int, rule: Rule, state: RuleState | None = None) -> None:
-        """Add (or replace) a rule; a new rule starts unarmed and learns the market first.
-        Every added rule is looked at on its next observation, whatever its state."""
+        """Add (or replace) a rule; a new rule starts unarmed and learns the market first. A
+        rule with a settled stored state is looked at when the market reaches its lines."""
         if rule_id in self.rules:
             self.remove(rule_id)
         state = state or _NEW
@@ -126,10 +165,13 @@ class RuleBook:
         group.size += 1
         if group.lane is Lane.ZONE:
             group.members.add(rule_id)
-        else:
-            group.pending.extend((line, rule_id) for line in self._live_lines(rule, state))
-            self._unsorted.add(group)
-        if not state.done:
+            if not state.done:
+                group.watch.add(rule_id)  # the zone it was in is not known
+            return
+        for line, rises in self._live_lines(rule, state):
+            (group.rises if rises else group.falls).pending.append((line, rule_id))
+        self._unsorted.add(group)
+        if _learning(rule, state) or state.streak:
             group.watch.add(rule_id)
 
     def add_many(self, items: Iterable[tuple[int, Rule, RuleState | None]]) -> None:
@@ -229,53 +271,41 @@ class RuleBook:
                 self._move_lines(group, rule_id, *lines)
 
     def _move_lines(
-        self, group: _Group, rule_id: int, old: tuple[float, ...], new: tuple[float, ...]
+        self, group: _Group, rule_id: int, old: tuple[Line, ...], new: tuple[Line, ...]
     ) -> None:
         """Take a rule's `old` lines out of its group and put its `new` ones in."""
         self._sort_group(group)
-        for line in old:
-            i = bisect.bisect_left(group.lines, line)
-            while group.ids[i] != rule_id:
-                i += 1
-            del group.lines[i]
-            del group.ids[i]
-        for line in new:
-            i = bisect.bisect_right(group.lines, line)
-            group.lines.insert(i, line)
-            group.ids.insert(i, rule_id)
+        for line, rises in old:
+            (group.rises if rises else group.falls).delete(line, rule_id)
+        for line, rises in new:
+            (group.rises if rises else group.falls).insert(line, rule_id)
 
     def _visit(
         self, group: _Group, reading: Observation, found: dict[int, tuple[_Group, Observation]]
     ) -> None:
-        """Add to `found` the rules of `group` that `reading` may move, and remember its mark."""
+        """Add to `found` the rules of `group` that `reading` may move."""
         lane, value = group.lane, reading.value
-        mark: float
-        if lane is Lane.VALUE:
-            mark = value
-        elif lane is Lane.SIZE:
-            mark = abs(value)
-        elif lane is Lane.RATIO:
-            assert reading.reference is not None
-            mark = value / reading.reference
-        else:
-            assert reading.reference is not None
-            mark = self._zone(value, reading.reference)
-        before, group.mark = group.mark, mark
         for rule_id in group.watch:
             found[rule_id] = (group, reading)
-        if before is None:
-            return  # no rule of the group has seen a reading yet: all of them are watched
         if lane is Lane.ZONE:
-            if mark != before:
+            assert reading.reference is not None
+            zone = self._zone(value, reading.reference)
+            before, group.mark = group.mark, zone
+            if before is not None and zone != before:
                 for rule_id in group.members:
                     found[rule_id] = (group, reading)
             return
-        low, high = (before, mark) if before <= mark else (mark, before)
-        if lane is Lane.RATIO:
-            low, high = low * (1 - RATIO_MARGIN), high * (1 + RATIO_MARGIN)
-        start = bisect.bisect_left(group.lines, low)
-        end = bisect.bisect_right(group.lines, high)
-        for rule_id in group.ids[start:end]:
+        low = high = value
+        if lane is Lane.SIZE:
+            low = high = abs(value)
+        elif lane is Lane.RATIO:
+            assert reading.reference is not None
+            mark = value / reading.reference
+            low, high = mark * (1 - RATIO_MARGIN), mark * (1 + RATIO_MARGIN)
+        rises, falls = group.rises, group.falls
+        for rule_id in rises.ids[: bisect.bisect_right(rises.values, high)]:
+            found[rule_id] = (group, reading)
+        for rule_id in falls.ids[bisect.bisect_left(falls.values, low) :]:
             found[rule_id] = (group, reading)
 
     def _zone(self, price: float, reference: float) -> int:
@@ -286,21 +316,24 @@ class RuleBook:
         above, below = price > reference, price < reference
         return above | below << 1 | (price < low) << 2 | (price > high) << 3
 
-    def _live_lines(self, rule: Rule, state: RuleState) -> tuple[float, ...]:
-        """The lines at which `rule` in `state` can change, when it is settled (see
-        `_unsettled`: a rule with a streak is looked at on every reading anyway). An armed rule
-        waits for its level, a disarmed one for its re-arm line(s); a spread rule for its one
-        line either way; a rule still learning the market, or done, for none."""
-        if state.done or state.armed is None:
+    def _live_lines(self, rule: Rule, state: RuleState) -> tuple[Line, ...]:
+        """The lines at which `rule` in `state` can change, when it is settled (a rule with a
+        streak is looked at on every reading anyway), with the side each waits on. An armed
+        rule waits for the number to reach its level (from below for `above`, `up`, `move`
+        and spreads, from above for `below` and `down`, from the side it is on for `crosses`),
+        a disarmed one to come back through its re-arm line(s); a rule still learning the
+        market, or done, has none."""
+        if state.done or _learning(rule, state):
             return ()
         lines = self._lines(rule)
         if rule.condition is Condition.CROSSES:
-            if state.above is None:
-                return ()
-            return lines[1:2] if state.armed else (lines[0], lines[2])
-        if len(lines) == 1:
-            return lines
-        return lines[:1] if state.armed else lines[1:]
+            if state.armed:
+                return ((lines[1], not state.above),)
+            return (lines[0], False), (lines[2], True)
+        rises = rule.condition.direction is not Direction.DOWN
+        if state.armed:
+            return ((lines[0], rises),)
+        return ((lines[-1], not rises),)
 
     def _lines(self, rule: Rule) -> tuple[float, ...]:
         """The values of the rule's number at which its state can change: its level and its
@@ -341,19 +374,8 @@ class RuleBook:
 
     @staticmethod
     def _sort_group(group: _Group) -> None:
-        """Bring the group's pending lines into its sorted ones."""
-        new, group.pending = group.pending, []
-        if len(new) <= SMALL_SORT:
-            for line, rule_id in new:
-                i = bisect.bisect_right(group.lines, line)
-                group.lines.insert(i, line)
-                group.ids.insert(i, rule_id)
-            return
-        lines = group.lines.tolist() + [line for line, _ in new]
-        ids = group.ids.tolist() + [rule_id for _, rule_id in new]
-        order = sorted(range(len(lines)), key=lines.__getitem__)
-        group.lines = array("d", [lines[i] for i in order])
-        group.ids = array("q", [ids[i] for i in order])
+        group.rises.sort()
+        group.falls.sort()
 
 
 def _group_key(rule: Rule) -> GroupKey:
@@ -376,5 +398,9 @@ def _unsettled(rule: Rule, state: RuleState, now: datetime) -> bool:
     rule that is done or expired never changes again."""
     if state.done or rule.expired(now):
         return False
-    learning = state.armed is None or (rule.condition is Condition.CROSSES and state.above is None)
-    return learning or state.streak > 0
+    return _learning(rule, state) or state.streak > 0
+
+
+def _learning(rule: Rule, state: RuleState) -> bool:
+    """Whether the rule has not yet learned where the market is (it has no lines yet)."""
+    return state.armed is None or (rule.condition is Condition.CROSSES and state.above is None)

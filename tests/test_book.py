@@ -314,7 +314,7 @@ STEP = st.tuples(st.just("step"), st.floats(-0.01, 0.01))
 JUMP = st.tuples(st.just("to"), st.floats(85, 115))
 EXACT = st.tuples(st.just("to"), st.sampled_from([90.0, 99.75, 100.0, 100.25, 105.0]))
 QUOTE = st.tuples(st.one_of(STEP, STEP, JUMP, EXACT), st.one_of(st.none(), st.floats(0, 3)))
-EVENT = st.sampled_from(["", "", "", "", "", "", "no pairs", "fail", "reload"])
+EVENT = st.sampled_from(["", "", "", "", "", "", "no pairs", "fail", "reload", "restart"])
 TICK = st.tuples(st.one_of(st.none(), QUOTE), st.one_of(st.none(), QUOTE), EVENT)
 Drawn = tuple[tuple[str, float], float | None]
 Tick = tuple[Drawn | None, Drawn | None, str]
@@ -406,6 +406,7 @@ def test_every_kind_matches_naive_loop(
     book.add_many((i, rule, None) for i, rule in enumerate(rule_list, start=1))
 
     def by_book(market: Market, touched: set[str], now: datetime, event: str) -> list[int]:
+        nonlocal book
         evaluation = book.evaluate(market, touched, now, pairs=event != "no pairs")
         if event == "fail":
             book.revert(evaluation)
@@ -414,6 +415,10 @@ def test_every_kind_matches_naive_loop(
             state = book.states[rule_id]
             book.remove(rule_id)
             book.add(rule_id, rule_list[rule_id - 1], state)
+        if event == "restart":  # a new book with every rule's stored state, as after a restart
+            stored = book.states
+            book = RuleBook(band)
+            book.add_many((i, rule, stored[i]) for i, rule in enumerate(rule_list, start=1))
         return [fire.rule_id for fire in evaluation.fires]
 
     indexed_fires = market_days(closes, before, walk, by_book)
