@@ -823,8 +823,8 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     assert [scope for scope, _ in fake.syncs] == ["global"]
     names = sorted(c["name"] for c in fake.syncs[0][1])
     assert names == [
-        "alert", "chart", "charts", "help", "mute", "rotation", "status", "subscribe", "unmute",
-        "unsubscribe",
+        "alert", "chart", "charts", "help", "mute", "rotation", "snooze", "status", "subscribe",
+        "unmute", "unsubscribe",
     ]  # fmt: skip
     alert = next(c for c in fake.syncs[0][1] if c["name"] == "alert")
     assert [o["name"] for o in alert["options"]] == ["add", "list", "remove"]

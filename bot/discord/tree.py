@@ -169,6 +169,16 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
         """Resume this channel's alerts."""
         await _answer(interaction, lambda cmds, who: cmds.unmute(who))
 
+    @app_commands.command(name="snooze")
+    @app_commands.describe(
+        alert="The alert's id from /alert list",
+        duration="How long, e.g. 30m, 1h, 1d; forever: until off; off: on again now",
+    )
+    @app_commands.autocomplete(alert=_alert_ids)
+    async def snooze(interaction: Interaction, alert: str, duration: str) -> None:
+        """Quiet one alert for a while; it then waits for a fresh crossing."""
+        await _answer(interaction, lambda cmds, who: cmds.snooze(who, alert, duration))
+
     @app_commands.command(name="subscribe")
     @app_commands.describe(symbol=f"{symbol_help}, or all")
     @app_commands.autocomplete(symbol=_subscribable)
@@ -216,4 +226,16 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
         """The commands and the rule language with examples."""
         await _answer(interaction, lambda cmds, who: cmds.help(who))
 
-    return [status, alert, mute, unmute, subscribe, unsubscribe, chart, rotation, charts, help_]
+    return [
+        status,
+        alert,
+        mute,
+        unmute,
+        snooze,
+        subscribe,
+        unsubscribe,
+        chart,
+        rotation,
+        charts,
+        help_,
+    ]

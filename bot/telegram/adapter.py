@@ -63,6 +63,7 @@ COMMANDS = (
     ("remove", "Remove an alert: /remove 3"),
     ("mute", "Pause alerts: /mute 2h"),
     ("unmute", "Resume alerts"),
+    ("snooze", "Quiet one alert: /snooze 3 1h"),
     ("subscribe", "Notable moves of a symbol: /subscribe XAU"),
     ("unsubscribe", "Stop notable moves"),
     ("chart", "A price chart: /chart XAU 3m"),
