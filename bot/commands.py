@@ -450,7 +450,7 @@ class Commands:
     async def _do(self, row: OutboxRow, action: Action, by: str) -> Result:
         """A button's action on its row, once its data checked out and it was claimed."""
         used = frozenset(Action(code) for code in row.actions) | {action}
-        done = functools.partial(Pressed, action, row.rule, row.alert, used, by)
+        done = functools.partial(Pressed, action, row.id, row.rule, row.alert, used, by)
         if action is Action.CHART:
             charts = AlertCharts(self.view.market, self.charts, self.view.currency)
             image = await charts.for_alert(row.alert)

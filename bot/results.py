@@ -347,11 +347,13 @@ class Woken:
 
 @dataclass(frozen=True, slots=True)
 class Pressed:
-    """A button under an alert did its action. `used`: every button used on that message so
-    far, this one included; `by`: who pressed it, as the platform names people; `until`: a
-    snooze's end (FOREVER: muted); `image`: the chart, for Chart."""
+    """A button under an alert did its action on its message (outbox `row`). `used`: every
+    button used on that message so far, this one included; `by`: who pressed it, as the
+    platform names people; `until`: a snooze's end (FOREVER: muted); `image`: the chart, for
+    Chart."""
 
     action: Action
+    row: int
     rule_id: int | None
     alert: Alert
     used: frozenset[Action]

@@ -34,6 +34,7 @@ import discord
 from discord.gateway import DiscordWebSocket
 
 from alerts.models import Alert
+from bot.actions import Ref
 from bot.commands import Commands
 from bot.discord.answers import DEFER_AFTER, SlashAnswers
 from bot.discord.guard import INVALID_LIMIT, INVALID_WINDOW, InvalidRequests
@@ -277,7 +278,9 @@ class DiscordBot:
 
     # --- the notifier ---
 
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
+    async def send(
+        self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
+    ) -> str | None:
         """Post one alert as an embed (with `image` as chart.png) to the chat's channel."""
         self._may_send(chat)
         channel = self.client.get_partial_messageable(int(chat.chat_id))
