@@ -37,6 +37,10 @@ class Answering(Protocol):
         """The channel's alerts matching what the user typed."""
         ...
 
+    async def press(self, interaction: Interaction) -> None:
+        """A button under an alert was pressed."""
+        ...
+
 
 class TickerClient(discord.Client):
     """discord.py's client, carrying what its slash commands answer through (`answers`) and
@@ -63,6 +67,11 @@ class TickerClient(discord.Client):
             await super().close()
         elif self.ws is not None and self.ws.open:
             await self.ws.close(code=1000)
+
+    async def on_interaction(self, interaction: Interaction) -> None:
+        """Buttons under alerts (component interactions); slash commands go to the tree."""
+        if interaction.type is discord.InteractionType.component and self.answers is not None:
+            await self.answers.press(interaction)
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
         """discord.py's dispatch; the adapter also hears of gateway readiness and loss."""
