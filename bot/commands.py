@@ -44,7 +44,6 @@ from bot.results import (
     Listed,
     Muted,
     NeedsConfirmation,
-    NoHistory,
     NoSuchAlert,
     Pressed,
     Problem,
@@ -452,9 +451,7 @@ class Commands:
         used = frozenset(Action(code) for code in row.actions) | {action}
         done = functools.partial(Pressed, action, row.id, row.rule, row.alert, used, by)
         if action is Action.CHART:
-            charts = AlertCharts(self.view.market, self.charts, self.view.currency)
-            image = await charts.for_alert(row.alert)
-            return NoHistory(row.alert.symbol) if image is None else done(image=image)
+            return done()  # drawn by `alert_chart`, once the press is answered
         assert row.rule is not None
         if action is Action.REMOVE:
             if not await self.store.remove_rule(row.chat.id, row.rule):
@@ -464,6 +461,11 @@ class Commands:
         if not await self.store.snooze_rule(row.chat.id, row.rule, until):
             return NoSuchAlert(row.rule)
         return done(until=until)
+
+    async def alert_chart(self, alert: Alert) -> bytes | None:
+        """The chart an alert goes with (what delivery attaches), for its Chart button; None
+        when there is nothing to draw."""
+        return await AlertCharts(self.view.market, self.charts, self.view.currency).for_alert(alert)
 
     async def _sign(self) -> Signer:
         if self._signer is None:

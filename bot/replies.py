@@ -245,7 +245,7 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
         case Woken(rule_id=rule_id):
             return Reply((f"Alert #{rule_id} is on again; it waits for a fresh crossing.",))
         case Pressed():
-            return Reply((pressed_note(result),), image=result.image)
+            return Reply((pressed_note(result),))
         case _:
             assert_never(result)
 

@@ -349,8 +349,8 @@ class Woken:
 class Pressed:
     """A button under an alert did its action on its message (outbox `row`). `used`: every
     button used on that message so far, this one included; `by`: who pressed it, as the
-    platform names people; `until`: a snooze's end (FOREVER: muted); `image`: the chart, for
-    Chart."""
+    platform names people; `until`: a snooze's end (FOREVER: muted). Chart's image is drawn
+    after the press is answered (`Commands.alert_chart`)."""
 
     action: Action
     row: int
@@ -359,7 +359,6 @@ class Pressed:
     used: frozenset[Action]
     by: str
     until: datetime | None = None
-    image: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

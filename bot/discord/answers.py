@@ -30,7 +30,7 @@ from bot.discord.render import (
 )
 from bot.discord.tree import Call, Interaction
 from bot.replies import Reply
-from bot.results import Action, Pressed, Refusal, Result
+from bot.results import Action, NoHistory, Pressed, Refusal, Result
 from storage.api import Storage
 
 log = logging.getLogger(__name__)
@@ -95,15 +95,13 @@ class SlashAnswers:
             raw: dict[str, object] = dict(interaction.data or {})
             data = str(raw.get("custom_id", ""))
             caller = self.caller(interaction)
-            work = asyncio.ensure_future(
-                self.commands.press(caller, data, f"@{interaction.user.name}")
-            )
+            work = asyncio.ensure_future(self._press(caller, data, f"@{interaction.user.name}"))
             try:
                 result = await asyncio.wait_for(asyncio.shield(work), self.defer_after)
             except TimeoutError:
                 await interaction.response.defer()  # for a button: "the message will change"
                 result = await work
-            await self._show_press(interaction, caller, result)
+            await self._show_press(interaction, caller, *result)
         except discord.HTTPException as err:
             log.warning("discord: could not answer a button: %s", err)
         except Exception:
@@ -111,7 +109,18 @@ class SlashAnswers:
             with contextlib.suppress(discord.HTTPException):
                 await self._respond(interaction, Reply((SORRY,), ok=False))
 
-    async def _show_press(self, interaction: Interaction, caller: Caller, result: Result) -> None:
+    async def _press(self, caller: Caller, data: str, by: str) -> tuple[Result, bytes | None]:
+        """The press's result, and for Chart the chart (None: nothing to draw)."""
+        result = await self.commands.press(caller, data, by)
+        if isinstance(result, Pressed) and result.action is Action.CHART:
+            return result, await self.commands.alert_chart(result.alert)
+        return result, None
+
+    async def _show_press(
+        self, interaction: Interaction, caller: Caller, result: Result, image: bytes | None
+    ) -> None:
+        if isinstance(result, Pressed) and result.action is Action.CHART and image is None:
+            result = NoHistory(result.alert.symbol)
         if isinstance(result, Refusal):
             text = replies.refusal_text(result, SPELLING)
             await self._respond(interaction, Reply((text,), ok=False))
@@ -132,9 +141,9 @@ class SlashAnswers:
         )
         view = action_view(buttons)
         files = []
-        if result.action is Action.CHART and result.image is not None:
+        if image is not None:
             image_url = f"attachment://{CHART}"
-            files.append(discord.File(io.BytesIO(result.image), filename=CHART))
+            files.append(discord.File(io.BytesIO(image), filename=CHART))
         embed = pressed_embed(result.alert, replies.pressed_note(result), image_url)
         if not interaction.response.is_done():
             if files:

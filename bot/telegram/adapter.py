@@ -63,7 +63,7 @@ from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
 from bot.redaction import redact, scrub
 from bot.replies import BUTTONS, pressed_note, refusal_text
-from bot.results import Action, Pressed, Refusal
+from bot.results import Action, NoHistory, Pressed, Refusal
 from bot.telegram.admins import Admins
 from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
 from feeds.backoff import Backoff
@@ -447,13 +447,19 @@ class TelegramBot:
         )
         keyboard = _keyboard(buttons)
         if result.action is Action.CHART:
-            assert result.image is not None
-            await self.app.bot.send_photo(
-                chat.id, result.image, caption=note, reply_to_message_id=message.message_id
-            )
             await self.app.bot.edit_message_reply_markup(
                 chat.id, message.message_id, reply_markup=keyboard
             )
+            image = await self.commands.alert_chart(result.alert)
+            if image is None:
+                missing = refusal_text(NoHistory(result.alert.symbol))
+                await self.app.bot.send_message(
+                    chat.id, missing, reply_to_message_id=message.message_id
+                )
+            else:
+                await self.app.bot.send_photo(
+                    chat.id, image, caption=note, reply_to_message_id=message.message_id
+                )
             return
         text = f"{render.alert_html(result.alert)}\n{html.escape(note)}"
         if had_chart and len(text) <= CAPTION_LIMIT:
