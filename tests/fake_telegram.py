@@ -100,10 +100,11 @@ class Sent:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One answerCallbackQuery: the query it answers and the text shown."""
+    """One answerCallbackQuery: the query it answers, the text shown, and when."""
 
     query_id: str
     text: str
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,7 +529,7 @@ class FakeTelegram:
         if len(text) > 200:
             return _error(400, "Bad Request: MESSAGE_TOO_LONG")
         self._queries[query_id] = True
-        self.answers.append(Answer(query_id, text))
+        self.answers.append(Answer(query_id, text, time.perf_counter()))
         return True
 
     def _api_editMessageText(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
