@@ -135,6 +135,10 @@ async def _alert_ids(interaction: Interaction, current: str) -> list[Choice[str]
     return await answers.alert_choices(interaction, current) if answers else []
 
 
+async def _snoozable(interaction: Interaction, current: str) -> list[Choice[str]]:
+    return [c for c in await _alert_ids(interaction, current) if not c.value.startswith("all")]
+
+
 def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
     """Fresh command objects (a command belongs to one tree)."""
     symbol_help = "BTC, ETH, XAU (gold), XAG (silver), binance:SOL/USDT, yf:^GSPC"
@@ -183,7 +187,7 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
         alert="The alert's id from /alert list",
         duration="How long, e.g. 30m, 1h, 1d; forever: until off; off: on again now",
     )
-    @app_commands.autocomplete(alert=_alert_ids)
+    @app_commands.autocomplete(alert=_snoozable)
     async def snooze(interaction: Interaction, alert: str, duration: str) -> None:
         """Quiet one alert for a while; it then waits for a fresh crossing."""
         await _answer(interaction, lambda cmds, who: cmds.snooze(who, alert, duration))
