@@ -537,3 +537,24 @@ async def test_a_button_does_its_action_once_and_refuses_what_does_not_check_out
     assert await cmds.press(ME, buttons[Action.CHART], "@me") == StaleButton()
     gone = buttons[Action.CHART].replace(f"c{row.id}.", f"c{row.id + 1}.")
     assert await cmds.press(ME, gone, "@me") == StaleButton()  # no such row
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.one_of(st.text(max_size=80), st.from_regex(r"[smrc][0-9]{1,4}\.[A-Za-z0-9_-]{16}")))
+async def test_any_button_data_is_refused_without_doing_anything(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], data: str
+) -> None:
+    cmds, store, _, clock = env
+    if not await store.rules():  # one rule and one alert of it (row 1), whose buttons exist
+        await say(cmds, "/alert BTC below 85k")
+        chat = await store.chat("telegram", "42")
+        await store.commit_tick({}, [(1, chat.id, an_alert("BTC below 85000", time=clock.now))])
+    clock.tick(3)  # stay under the per-minute limit
+    result = await cmds.press(ME, data, "@me")
+    assert isinstance(result, BadButton | StaleButton)
+    assert "that button" in plain(reply(result))
+    [rule] = await store.rules()
+    row = await store.outbox_row(1)
+    assert rule.snoozed_until is None and row is not None and row.actions == frozenset()
