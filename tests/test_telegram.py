@@ -30,6 +30,7 @@ from telegram import Bot
 from telegram.error import InvalidToken
 
 from alerts.models import Alert, Candle, Condition, Direction, Quote, Rule
+from bot.actions import Ref
 from bot.commands import Commands
 from bot.telegram.adapter import COMMANDS, TelegramBot
 from bot.telegram.pacing import Rates, SendLimiter
@@ -812,3 +813,27 @@ async def test_buttons_in_a_group_admins_change_everyone_charts(
         assert fake.edits[-1].method == "editMessageReplyMarkup"
         assert [label for label, _ in fake.keyboard(message)] == ["Remove"]
         assert plain(fake.shown(message)).endswith("Muted by @boss (/snooze 1 off to resume)")
+
+
+async def test_an_alert_with_its_chart_has_no_chart_button_and_its_caption_is_edited(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with rig(tmp_path / "bp.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        rule = await r.store.add_rule(chat.id, "BTC below 85000", "test", limit=50)
+        alert = an_alert(time=datetime.now(UTC))
+        await r.store.commit_tick({}, [(rule, chat.id, alert)])
+        [row] = await r.store.pending()
+        png = b"\x89PNG\r\n\x1a\n" + b"synthetic" * 100
+        message = int(await r.bot.send(chat, alert, image=png, ref=Ref(row.id, rule)) or 0)
+        assert [label for label, _ in fake.keyboard(message)] == [
+            "Snooze 1h",
+            "Mute rule",
+            "Remove",
+        ]
+        removed = fake.press(message, "Remove", user_id=USER, username="ann")
+        await until(lambda: fake.answer_to(removed) and fake.edits)
+        [edit] = fake.edits
+        assert edit.method == "editMessageCaption" and edit.keyboard == ()
+        assert plain(fake.shown(message)).endswith("\nRemoved by @ann")
+        assert await r.store.rules() == []
