@@ -220,6 +220,12 @@ class RuleState:
             kwargs["last_fired"] = datetime.fromisoformat(kwargs["last_fired"])
         return replace(cls(), **kwargs)
 
+    def relearned(self) -> RuleState:
+        """The state of a rule coming back from a snooze: it learns where the market is first,
+        like a new rule (so a condition that already holds waits for a real crossing), and
+        keeps its fire history (cooldown, count, `once`)."""
+        return replace(self, armed=None, streak=0, above=None)
+
 
 @dataclass(frozen=True, slots=True)
 class Alert:

@@ -47,6 +47,7 @@ from alerts import rules
 from alerts.indicators import Market
 from alerts.models import Alert, Candle, Direction, Quote
 from alerts.sanity import Limits as QuoteLimits
+from bot.actions import Ref
 from bot.charts import AlertCharts, ChartCache, RenderPool
 from bot.commands import Commands
 from bot.telegram.adapter import TelegramBot
@@ -103,9 +104,11 @@ class Timed:
         self.returned: list[float] = []
         self.durations: list[float] = []
 
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
+    async def send(
+        self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
+    ) -> str | None:
         started = time.perf_counter()
-        message_id = await self.bot.send(chat, alert, image)
+        message_id = await self.bot.send(chat, alert, image, ref)
         self.returned.append(time.perf_counter())
         self.durations.append(self.returned[-1] - started)
         return message_id

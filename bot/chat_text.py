@@ -91,6 +91,12 @@ async def _charts(cmds: Commands, caller: Caller, args: list[str]) -> Result:
     return await cmds.set_charts(caller, args[0].lower() == "on")
 
 
+async def _snooze(cmds: Commands, caller: Caller, args: list[str]) -> Result:
+    if len(args) != 2:
+        return await cmds.invalid(caller, cmds.snooze, Command.SNOOZE)
+    return await cmds.snooze(caller, args[0], args[1])
+
+
 _TEXT: dict[str, TextCommand] = {
     Command.START.value: _start,
     Command.HELP.value: _help,
@@ -105,4 +111,5 @@ _TEXT: dict[str, TextCommand] = {
     Command.CHART.value: _chart,
     Command.ROTATION.value: _rotation,
     Command.CHARTS.value: _charts,
+    Command.SNOOZE.value: _snooze,
 }

@@ -16,21 +16,26 @@ import re
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Concatenate, ParamSpec, Protocol, TypeAlias
 
 from alerts import rules
 from alerts.indicators import Market
-from alerts.models import Candle, Quote, Rule, RuleError, RuleState
-from bot import chat_text, views
-from bot.charts import RANGES, ChartCache
+from alerts.models import Alert, Candle, Quote, Rule, RuleError, RuleState
+from bot import actions, chat_text, views
+from bot.actions import Ref, Signer
+from bot.charts import RANGES, AlertCharts, ChartCache
 from bot.replies import CHAT, Reply, Spelling, reply
 from bot.results import (
+    FOREVER,
+    Action,
     AdminsOnly,
     AlertAdded,
     AlertList,
     AlertState,
+    AlreadyDone,
     AtLimit,
+    BadButton,
     ChartsSet,
     Command,
     Duplicate,
@@ -40,22 +45,25 @@ from bot.results import (
     Muted,
     NeedsConfirmation,
     NoSuchAlert,
+    Pressed,
     Problem,
     RemoveAllAsked,
     Removed,
     RemovedAll,
     Result,
+    Snoozed,
+    StaleButton,
     Subscribed,
     TooFast,
     Unmuted,
     Unsubscribed,
     Usage,
+    Woken,
 )
-from storage.api import Chat, LimitReached, Storage, StoredRule, utcnow
+from storage.api import Chat, LimitReached, OutboxRow, Storage, StoredRule, utcnow
 
 RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
-FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 PLAUSIBLE = 10.0  # a level over 10x or under a tenth of the price is probably a typo
 
 
@@ -152,6 +160,7 @@ class Commands:
         self.clock = clock
         self.charts = charts or ChartCache()
         self._recent: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
+        self._signer: Signer | None = None
 
     # --- chat text ---
 
@@ -266,7 +275,13 @@ class Commands:
     async def list_alerts(self, caller: Caller) -> Result:
         """This chat's rules with ids and state."""
         stored = await self._rules(caller)
-        return AlertList(tuple(Listed(r.id, r.text, _state(r.state)) for r in stored))
+        now = self.clock()
+        return AlertList(
+            tuple(
+                Listed(r.id, r.text, _state(r.state), _snoozed(r.snoozed_until, now))
+                for r in stored
+            )
+        )
 
     async def remove(self, caller: Caller, target: str) -> Result:
         """Remove what a person names: an id (`3`, `#3`), `all` (asks first) or `all confirm`."""
@@ -280,15 +295,13 @@ class Commands:
     @operation(writes=True)
     async def remove_alert(self, caller: Caller, rule_id: int | str) -> Result:
         """Remove one rule by its id (as a number, or as typed: `3`, `#3`)."""
-        if isinstance(rule_id, str):
-            words = rule_id.split()
-            if len(words) != 1 or not RULE_ID.fullmatch(words[0]):
-                return Usage(Command.REMOVE)
-            rule_id = int(words[0].lstrip("#"))
+        number = _rule_id(rule_id) if isinstance(rule_id, str) else rule_id
+        if number is None:
+            return Usage(Command.REMOVE)
         chat = await self.store.find_chat(caller.platform, caller.chat_id)
-        if chat is None or not await self.store.remove_rule(chat.id, rule_id):
-            return NoSuchAlert(rule_id)
-        return Removed(rule_id)
+        if chat is None or not await self.store.remove_rule(chat.id, number):
+            return NoSuchAlert(number)
+        return Removed(number)
 
     @operation(writes=True)
     async def remove_all(self, caller: Caller, confirmed: bool = False) -> Result:
@@ -311,6 +324,33 @@ class Commands:
         chat = await self._chat(caller)
         await self.store.set_muted(chat.id, until)
         return Muted(None if until == FOREVER else until)
+
+    @operation(writes=True)
+    async def snooze(
+        self, caller: Caller, rule_id: int | str, duration: timedelta | str | None
+    ) -> Result:
+        """Quiet one rule for a while (a timedelta, or as typed: `1h`), until woken (None,
+        or `forever`: muted), or wake it (`off`). It then waits for a fresh crossing."""
+        number = _rule_id(rule_id) if isinstance(rule_id, str) else rule_id
+        if isinstance(duration, str):
+            word = duration.strip().lower()
+            if word == "off":
+                until: datetime | None = None
+            elif word == "forever":
+                until = FOREVER
+            else:
+                try:
+                    until = self.clock() + rules.parse_duration(word)
+                except RuleError:
+                    return Usage(Command.SNOOZE)
+        else:
+            until = FOREVER if duration is None else self.clock() + duration
+        if number is None:
+            return Usage(Command.SNOOZE)
+        chat = await self.store.find_chat(caller.platform, caller.chat_id)
+        if chat is None or not await self.store.snooze_rule(chat.id, number, until):
+            return NoSuchAlert(number)
+        return Woken(number) if until is None else Snoozed(number, until)
 
     @operation(writes=True)
     async def unmute(self, caller: Caller) -> Result:
@@ -360,6 +400,79 @@ class Commands:
         await self.store.set_charts(chat.id, on)
         return ChartsSet(on)
 
+    # --- the buttons under alerts ---
+
+    async def buttons(
+        self,
+        chat: Chat,
+        ref: Ref,
+        alert: Alert,
+        has_chart: bool,
+        used: frozenset[Action] = frozenset(),
+    ) -> list[tuple[Action, str]]:
+        """The buttons an alert message shows (bot.actions.offered), each with its signed
+        data."""
+        signer = await self._sign()
+        return [
+            (action, signer.data(chat.platform, chat.chat_id, ref.row, action, alert.time))
+            for action in actions.offered(ref.rule, has_chart, used)
+        ]
+
+    async def press(self, caller: Caller, data: str, by: str) -> Result:
+        """Do what a pressed button says, once per message and button, authorised like the
+        command it stands for (Snooze 1h: `/snooze ID 1h`, Mute rule: `/snooze ID forever`,
+        Remove: `/remove ID`, Chart: `/chart`); `by` names who pressed it."""
+        parsed = actions.parse(data)
+        if parsed is None:
+            return BadButton()
+        writes = parsed.action is not Action.CHART
+
+        async def work() -> Result:
+            row = await self.store.outbox_row(parsed.row)
+            if row is None:
+                return StaleButton()
+            signer = await self._sign()
+            if row.chat.chat_id != caller.chat_id or row.chat.platform != caller.platform:
+                return BadButton()
+            if not signer.valid(caller.platform, caller.chat_id, parsed, row.alert.time):
+                return BadButton()
+            if self.clock() - row.alert.time > actions.FRESH_FOR:
+                return StaleButton()
+            if writes and row.rule is None:
+                return BadButton()  # a digest alert has no rule buttons
+            if not await self.store.mark_action(row.id, parsed.action.value):
+                return AlreadyDone(parsed.action)
+            return await self._do(row, parsed.action, by)
+
+        return await self.gate(caller, writes, work)
+
+    async def _do(self, row: OutboxRow, action: Action, by: str) -> Result:
+        """A button's action on its row, once its data checked out and it was claimed."""
+        used = frozenset(Action(code) for code in row.actions) | {action}
+        done = functools.partial(Pressed, action, row.id, row.rule, row.alert, used, by)
+        if action is Action.CHART:
+            return done()  # drawn by `alert_chart`, once the press is answered
+        assert row.rule is not None
+        if action is Action.REMOVE:
+            if not await self.store.remove_rule(row.chat.id, row.rule):
+                return NoSuchAlert(row.rule)
+            return done()
+        until = FOREVER if action is Action.MUTE else self.clock() + actions.SNOOZE_FOR
+        if not await self.store.snooze_rule(row.chat.id, row.rule, until):
+            return NoSuchAlert(row.rule)
+        return done(until=until)
+
+    async def alert_chart(self, alert: Alert) -> bytes | None:
+        """The chart an alert goes with (what delivery attaches), for its Chart button; None
+        when there is nothing to draw."""
+        return await AlertCharts(self.view.market, self.charts, self.view.currency).for_alert(alert)
+
+    async def _sign(self) -> Signer:
+        if self._signer is None:
+            key = await self.store.secret(actions.SECRET_NAME)
+            self._signer = Signer(bytes.fromhex(key))
+        return self._signer
+
     # --- helpers ---
 
     def _symbol(self, text: str) -> str:
@@ -388,6 +501,19 @@ def _canonical_text(text: str) -> str:
         return rules.format(rules.parse(text))
     except RuleError:
         return text
+
+
+def _rule_id(text: str) -> int | None:
+    """A rule id as typed (`3`, `#3`), or None when it is none."""
+    words = text.split()
+    if len(words) != 1 or not RULE_ID.fullmatch(words[0]):
+        return None
+    return int(words[0].lstrip("#"))
+
+
+def _snoozed(until: datetime | None, now: datetime) -> datetime | None:
+    """A snooze still running, or None."""
+    return until if until is not None and until > now else None
 
 
 def _state(state: RuleState | None) -> AlertState:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from alerts.models import Alert
+from bot.actions import Ref
 from storage.api import Chat
 
 
@@ -17,9 +18,12 @@ class Notifier(Protocol):
 
     name: str
 
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
+    async def send(
+        self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
+    ) -> str | None:
         """Deliver one alert (with its chart as a PNG, when given); return the platform's
-        message id. Raise DeliveryError on failure."""
+        message id. Raise DeliveryError on failure. `ref` names the alert's outbox row and rule:
+        a platform with buttons puts the alert's actions under it (bot.actions)."""
         ...
 
     async def close(self) -> None: ...

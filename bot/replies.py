@@ -14,22 +14,28 @@ from alerts import rules
 from alerts.text import count, money, number, pct, printable
 from bot.charts import RANGES
 from bot.results import (
+    FOREVER,
+    Action,
     AdminsOnly,
     AlertAdded,
     AlertList,
     AlertState,
+    AlreadyDone,
     AtLimit,
+    BadButton,
     Chart,
     ChartsSet,
     Command,
     Duplicate,
     Expired,
     Help,
+    Listed,
     Muted,
     NeedsConfirmation,
     NoHistory,
     NoSuchAlert,
     NotACommand,
+    Pressed,
     Problem,
     Refusal,
     RemoveAllAsked,
@@ -37,6 +43,8 @@ from bot.results import (
     RemovedAll,
     Result,
     Rotation,
+    Snoozed,
+    StaleButton,
     Status,
     Subscribed,
     TooFast,
@@ -44,6 +52,7 @@ from bot.results import (
     Unmuted,
     Unsubscribed,
     Usage,
+    Woken,
 )
 
 
@@ -91,6 +100,12 @@ _STATES = {
     AlertState.WAITING: "fired, waiting to re-arm",
     AlertState.DONE: "done",
 }
+BUTTONS = {  # the labels of the buttons under an alert
+    Action.SNOOZE: "Snooze 1h",
+    Action.MUTE: "Mute rule",
+    Action.REMOVE: "Remove",
+    Action.CHART: "Chart",
+}
 
 
 def help_lines(spelling: Spelling) -> tuple[str, ...]:
@@ -103,6 +118,7 @@ def help_lines(spelling: Spelling) -> tuple[str, ...]:
         f"{listing} — this chat's alerts with ids",
         f"{remove} ID — remove one ({remove} all removes every alert)",
         "/mute [DURATION] — pause alerts (e.g. /mute 2h); /unmute",
+        "/snooze ID DURATION — quiet one alert (e.g. /snooze 3 1h; forever, or off)",
         "/subscribe SYM|all — notable moves of a symbol; /unsubscribe [SYM]",
         "/chart SYM [1d|1w|1m|3m|1y] — a price chart (e.g. /chart XAU 3m)",
         "/rotation — gold, silver, BTC and ETH side by side",
@@ -140,6 +156,8 @@ def usage(command: Command, spelling: Spelling) -> str:
             return "usage: /rotation (no arguments)"
         case Command.CHARTS:
             return "usage: /charts on|off, e.g. /charts off"
+        case Command.SNOOZE:
+            return f"usage: /snooze ID DURATION|forever|off (see {listing}), e.g. /snooze 3 1h"
         case _:  # start, help and alerts take whatever follows
             return f"usage: /{command.value}"
 
@@ -180,7 +198,7 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
         case AlertList(alerts=alerts):
             if not alerts:
                 return Reply((f"No alerts yet. Add one, e.g. {spelling.add} XAG above 50",))
-            rows = tuple((f"#{a.rule_id}", a.rule, _STATES[a.state]) for a in alerts)
+            rows = tuple((f"#{a.rule_id}", a.rule, _listed_state(a)) for a in alerts)
             return Reply((), title=count(len(alerts), "alert"), table=rows)
         case RemoveAllAsked(count=n):
             stored = count(n, "alert")
@@ -215,8 +233,47 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
             return Reply(
                 ("Alerts here come with a chart." if on else "Alerts here are text only.",)
             )
+        case Snoozed(rule_id=rule_id, until=until):
+            if until == FOREVER:
+                return Reply((f"Alert #{rule_id} is muted until /snooze {rule_id} off.",))
+            return Reply(
+                (
+                    f"Alert #{rule_id} snoozed until {until:%Y-%m-%d %H:%M} UTC; then it waits "
+                    "for a fresh crossing.",
+                )
+            )
+        case Woken(rule_id=rule_id):
+            return Reply((f"Alert #{rule_id} is on again; it waits for a fresh crossing.",))
+        case Pressed():
+            return Reply((pressed_note(result),))
         case _:
             assert_never(result)
+
+
+def pressed_note(pressed: Pressed) -> str:
+    """What a button did, by whom: the line added to its alert message."""
+    by = pressed.by
+    match pressed.action:
+        case Action.SNOOZE:
+            until = pressed.until
+            when = f"{until:%H:%M} UTC" if until is not None else "later"
+            return f"Snoozed until {when} by {by}"
+        case Action.MUTE:
+            return f"Muted by {by} (/snooze {pressed.rule_id} off to resume)"
+        case Action.REMOVE:
+            return f"Removed by {by}"
+        case Action.CHART:
+            return f"{pressed.alert.symbol} chart for {by}"
+    assert_never(pressed.action)
+
+
+def _listed_state(listed: Listed) -> str:
+    until = listed.snoozed_until
+    if until is None:
+        return _STATES[listed.state]
+    if until == FOREVER:
+        return f"muted (/snooze {listed.rule_id} off)"
+    return f"snoozed until {until:%Y-%m-%d %H:%M} UTC"
 
 
 def refusal_text(refusal: Refusal, spelling: Spelling = CHAT) -> str:
@@ -251,6 +308,12 @@ def refusal_text(refusal: Refusal, spelling: Spelling = CHAT) -> str:
             return f"no alert #{rule_id} here — see {spelling.list}."
         case NoHistory(symbol=symbol):
             return f"no price history for {symbol} yet; try again in a minute."
+        case BadButton():
+            return f"that button does not check out; use the commands (see {spelling.list})."
+        case StaleButton():
+            return f"that button has expired; use the commands (see {spelling.list})."
+        case AlreadyDone(action=action):
+            return f"{BUTTONS[action]}: done already."
     raise TypeError(f"no words for {refusal!r}")
 
 

@@ -8,8 +8,10 @@ every kind.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import Enum
+
+from alerts.models import Alert
 
 
 class Command(Enum):
@@ -28,6 +30,16 @@ class Command(Enum):
     CHART = "chart"
     ROTATION = "rotation"
     CHARTS = "charts"
+    SNOOZE = "snooze"
+
+
+class Action(Enum):
+    """The buttons under an alert, by the one-letter code their signed data carries."""
+
+    SNOOZE = "s"  # Snooze 1h
+    MUTE = "m"  # Mute rule: quiet until `/snooze ID off`
+    REMOVE = "r"
+    CHART = "c"  # the alert's chart, for an alert sent without one
 
 
 # --- refusals: nothing was done ---
@@ -109,6 +121,23 @@ class NoSuchAlert(Refusal):
 
 
 @dataclass(frozen=True, slots=True)
+class BadButton(Refusal):
+    """Button data that does not check out (tampered with, or from another chat)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StaleButton(Refusal):
+    """A button whose alert is too old or no longer known."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyDone(Refusal):
+    """This button was used on this message already: nothing more is done."""
+
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
 class NoHistory(Refusal):
     """Nothing to draw a chart from yet."""
 
@@ -182,6 +211,9 @@ class NeedsConfirmation:
     factor: float
 
 
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # "until unmuted", for a chat or a rule
+
+
 class AlertState(Enum):
     """Where a stored rule stands."""
 
@@ -193,11 +225,13 @@ class AlertState(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """One stored rule as the chat's list shows it."""
+    """One stored rule as the chat's list shows it; `snoozed_until` while snoozed or muted
+    (`FOREVER`)."""
 
     rule_id: int
     rule: str
     state: AlertState
+    snoozed_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +331,37 @@ class Rotation:
 
 
 @dataclass(frozen=True, slots=True)
+class Snoozed:
+    """A rule quiet until `until`, or until woken (`until` is FOREVER: muted)."""
+
+    rule_id: int
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Woken:
+    """A snoozed or muted rule back on (it waits for a fresh crossing)."""
+
+    rule_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pressed:
+    """A button under an alert did its action on its message (outbox `row`). `used`: every
+    button used on that message so far, this one included; `by`: who pressed it, as the
+    platform names people; `until`: a snooze's end (FOREVER: muted). Chart's image is drawn
+    after the press is answered (`Commands.alert_chart`)."""
+
+    action: Action
+    row: int
+    rule_id: int | None
+    alert: Alert
+    used: frozenset[Action]
+    by: str
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChartsSet:
     """Charts with the chat's alerts on or off."""
 
@@ -319,5 +384,8 @@ Done = (
     | Chart
     | Rotation
     | ChartsSet
+    | Snoozed
+    | Woken
+    | Pressed
 )
 Result = Done | Refusal

@@ -55,7 +55,8 @@ class Chat:
 
 @dataclass(frozen=True, slots=True)
 class StoredRule:
-    """A rule row: canonical text plus its saved engine state (None before the first tick)."""
+    """A rule row: canonical text plus its saved engine state (None before the first tick),
+    and until when it is snoozed (None: not; a time past means the snooze is over)."""
 
     id: int
     chat: int
@@ -63,6 +64,7 @@ class StoredRule:
     created_by: str
     created_at: datetime
     state: RuleState | None
+    snoozed_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +81,15 @@ class RuleChanges:
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One decided alert waiting for (or done with) delivery to one chat."""
+    """One decided alert waiting for (or done with) delivery to one chat; `actions` are the
+    codes of the buttons already used on its message (see `OutboxStore.mark_action`)."""
 
     id: int
     rule: int | None
     chat: Chat
     alert: Alert
     attempts: int
+    actions: frozenset[str] = frozenset()
 
 
 class ChatStore(Protocol):
@@ -150,6 +154,13 @@ class RuleStore(Protocol):
         """Deactivate a chat's active rules made by one author (the rules of a finished
         `run --rule`); their pending alerts stay. Return how many rules."""
 
+    async def snooze_rule(self, chat: int, rule: int, until: datetime | None) -> bool:
+        """Snooze one of this chat's active rules until `until` (None: end a snooze): the
+        service leaves it out while snoozed. Its stored state becomes `RuleState.relearned()`,
+        so when it comes back it learns the market first. Counts as a change of the rule
+        (`rule_changes` lists it). False, changing nothing, when the chat has no such active
+        rule."""
+
     async def rules(self, chat: int | None = None) -> list[StoredRule]:
         """Active rules with their last committed states, by id: one chat's, or everyone's."""
 
@@ -196,6 +207,15 @@ class OutboxStore(Protocol):
         chat as it is now. A chat's pending row waiting for its retry time holds back that
         chat's later rows (not its earlier ones, nor other chats'), so each chat gets its
         alerts in order."""
+
+    async def outbox_row(self, row: int) -> OutboxRow | None:
+        """One row by id, whatever its status, with its chat as it is now; None when there is
+        no such row (never made, or pruned)."""
+
+    async def mark_action(self, row: int, action: str) -> bool:
+        """Record that the button `action` (a one-letter code) was used on the row's message:
+        True the first time, False (changing nothing) when it was recorded already or there
+        is no such row."""
 
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
         """The row went out (as platform message `message_id`): delivered, one more attempt.
@@ -251,6 +271,16 @@ class QuoteStore(Protocol):
         """A symbol's newest `limit` stored quotes at or after `since`, oldest first."""
 
 
-class Storage(ChatStore, RuleStore, OutboxStore, SubscriptionStore, QuoteStore, Protocol):
+class SecretStore(Protocol):
+    """Per-installation secrets (the key that signs button data), made once and kept."""
+
+    async def secret(self, name: str) -> str:
+        """The secret by this name: 64 random hex digits, made on first use and the same
+        ever after (concurrent first uses agree)."""
+
+
+class Storage(
+    ChatStore, RuleStore, OutboxStore, SubscriptionStore, QuoteStore, SecretStore, Protocol
+):
     """Everything the service, delivery and chat front ends need of a store. Each backend
     opens with its own async context manager factory, taking a `clock` (the store's now)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -59,9 +60,14 @@ __all__ = [
 ]
 
 _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
-_RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state"
+_RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state, r.snoozed_until"
 _RULES = "rules r LEFT JOIN rule_state s ON s.rule = r.id"
 _REVISION = "SELECT coalesce(max(revision), 0) AS revision FROM rule_changes"
+_OUTBOX_ROWS = (
+    "SELECT o.id, o.rule, o.payload, o.attempts,"
+    " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts, o.actions"
+    " FROM outbox o JOIN chats c ON c.id = o.chat"
+)
 
 
 def alert_to_json(alert: Alert) -> str:
@@ -338,6 +344,26 @@ class Store:
             )
             return cursor.rowcount
 
+    async def snooze_rule(self, chat: int, rule: int, until: datetime | None) -> bool:
+        """Snooze (or, with None, wake) one of this chat's active rules; its stored state is
+        relearned in the same transaction."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE rules SET snoozed_until = ? WHERE id = ? AND chat = ? AND active = 1",
+                (_ts(until), rule, chat),
+            )
+            if cursor.rowcount == 0:
+                return False
+            async with conn.execute("SELECT state FROM rule_state WHERE rule = ?", (rule,)) as cur:
+                found = await cur.fetchone()
+            if found is not None:
+                state = RuleState.from_dict(json.loads(found[0])).relearned()
+                await conn.execute(
+                    "UPDATE rule_state SET state = ?, updated_at = ? WHERE rule = ?",
+                    (json.dumps(state.to_dict()), _ts(self._clock()), rule),
+                )
+            return True
+
     async def rules(self, chat: int | None = None) -> list[StoredRule]:
         """Active rules with their states: one chat's, or everyone's."""
         sql = f"SELECT {_RULE_COLUMNS} FROM {_RULES} WHERE r.active = 1"
@@ -442,19 +468,28 @@ class Store:
         whose earliest row waits for its retry time gets none of its later rows meanwhile."""
         now = _ts(self._clock())
         rows = await self._all(
-            "SELECT o.id, o.rule, o.payload, o.attempts,"
-            " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts"
-            " FROM outbox o JOIN chats c ON c.id = o.chat"
+            f"{_OUTBOX_ROWS}"
             " WHERE o.status = 'pending' AND NOT EXISTS ("
             "  SELECT 1 FROM outbox w WHERE w.status = 'pending' AND w.chat = o.chat"
             "  AND w.id <= o.id AND w.next_attempt_at > ?)"
             " ORDER BY o.id LIMIT ?",
             (now, limit),
         )
-        return [
-            OutboxRow(row[0], row[1], _chat(row[4:]), alert_from_json(row[2]), row[3])
-            for row in rows
-        ]
+        return [_outbox_row(row) for row in rows]
+
+    async def outbox_row(self, row: int) -> OutboxRow | None:
+        """One row by id, whatever its status."""
+        found = await self._one(f"{_OUTBOX_ROWS} WHERE o.id = ?", (row,))
+        return None if found is None else _outbox_row(found)
+
+    async def mark_action(self, row: int, action: str) -> bool:
+        """Record a button used on the row's message; False when it was already."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE outbox SET actions = actions || ? WHERE id = ? AND instr(actions, ?) = 0",
+                (action, row, action),
+            )
+            return cursor.rowcount > 0
 
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
         async with self._transaction() as conn:
@@ -536,6 +571,20 @@ class Store:
             "SELECT chat, symbol FROM subscriptions WHERE chat = ? ORDER BY symbol", (chat,)
         )
         return [(r[0], r[1]) for r in rows]
+
+    # --- secrets ---
+
+    async def secret(self, name: str) -> str:
+        """The named secret, made (random) on first use."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_hex(32)),
+            )
+            async with conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)) as cur:
+                row = await cur.fetchone()
+        assert row is not None
+        return str(row[0])
 
     # --- recent quotes ---
 
@@ -651,16 +700,31 @@ def _stored_rules(rows: Iterable[Any]) -> list[StoredRule]:
     state is frozen, and a million rules hold few distinct ones)."""
     states: dict[str, RuleState] = {}
     out = []
-    for rule, chat, text, created_by, created_at, state_json in rows:
+    for rule, chat, text, created_by, created_at, state_json, snoozed_until in rows:
         state = None
         if state_json:
             state = states.get(state_json)
             if state is None:
                 state = states[state_json] = RuleState.from_dict(json.loads(state_json))
         out.append(
-            StoredRule(rule, chat, text, created_by, datetime.fromisoformat(created_at), state)
+            StoredRule(
+                rule,
+                chat,
+                text,
+                created_by,
+                datetime.fromisoformat(created_at),
+                state,
+                _dt(snoozed_until),
+            )
         )
     return out
+
+
+def _outbox_row(row: Any) -> OutboxRow:
+    """An `_OUTBOX_ROWS` row as a value."""
+    return OutboxRow(
+        row[0], row[1], _chat(row[4:]), alert_from_json(row[2]), row[3], frozenset(row[11])
+    )
 
 
 def _chat(row: Any) -> Chat:

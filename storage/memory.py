@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -41,6 +42,7 @@ class _Rule:
     created_by: str
     created_at: datetime
     active: bool = True
+    snoozed_until: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -58,6 +60,7 @@ class _Row:
     last_error: str | None = None
     delivered_at: datetime | None = None
     message_id: str | None = None
+    actions: str = ""
 
 
 class MemoryStore:
@@ -76,6 +79,7 @@ class MemoryStore:
         self._outbox: dict[int, _Row] = {}
         self._subscriptions: set[tuple[int, str]] = set()
         self._quotes: dict[tuple[str, datetime], Quote] = {}
+        self._secrets: dict[str, str] = {}
 
     @classmethod
     @asynccontextmanager
@@ -204,6 +208,16 @@ class MemoryStore:
             if row.chat == chat and row.status == "pending" and of_rule(row.rule):
                 row.status = "removed"
 
+    async def snooze_rule(self, chat: int, rule: int, until: datetime | None) -> bool:
+        found = self._rules.get(rule)
+        if found is None or found.chat != chat or not found.active:
+            return False
+        found.snoozed_until = None if until is None else until.astimezone(UTC)
+        if rule in self._states:
+            self._states[rule] = self._states[rule].relearned()
+        self._changed(rule)
+        return True
+
     async def rules(self, chat: int | None = None) -> list[StoredRule]:
         return [
             self._stored(r)
@@ -212,7 +226,8 @@ class MemoryStore:
         ]
 
     def _stored(self, r: _Rule) -> StoredRule:
-        return StoredRule(r.id, r.chat, r.text, r.created_by, r.created_at, self._states.get(r.id))
+        state = self._states.get(r.id)
+        return StoredRule(r.id, r.chat, r.text, r.created_by, r.created_at, state, r.snoozed_until)
 
     async def rules_page(self, after: int, limit: int) -> list[StoredRule]:
         page: list[StoredRule] = []
@@ -280,10 +295,22 @@ class MemoryStore:
             if row.next_attempt_at is not None and row.next_attempt_at > now:
                 held_from.setdefault(row.chat, row.id)
         due = [row for row in rows if row.id < held_from.get(row.chat, math.inf)]
-        return [
-            OutboxRow(row.id, row.rule, self._chats[row.chat], row.alert, row.attempts)
-            for row in due[:limit]
-        ]
+        return [self._outbox_row(row) for row in due[:limit]]
+
+    def _outbox_row(self, row: _Row) -> OutboxRow:
+        chat = self._chats[row.chat]
+        return OutboxRow(row.id, row.rule, chat, row.alert, row.attempts, frozenset(row.actions))
+
+    async def outbox_row(self, row: int) -> OutboxRow | None:
+        found = self._outbox.get(row)
+        return None if found is None else self._outbox_row(found)
+
+    async def mark_action(self, row: int, action: str) -> bool:
+        found = self._outbox.get(row)
+        if found is None or action in found.actions:
+            return False
+        found.actions += action
+        return True
 
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
         found = self._outbox.get(row)
@@ -350,6 +377,11 @@ class MemoryStore:
 
     async def subscriptions(self, chat: int | None = None) -> list[tuple[int, str]]:
         return sorted(pair for pair in self._subscriptions if chat is None or pair[0] == chat)
+
+    # --- secrets ---
+
+    async def secret(self, name: str) -> str:
+        return self._secrets.setdefault(name, secrets.token_hex(32))
 
     # --- recent quotes ---
 

@@ -118,4 +118,12 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN NEW.revision % 1000 = 0
         BEGIN DELETE FROM rule_changes WHERE revision <= NEW.revision - 10000; END;
     """,
+    # 6: alert actions: a rule snoozed or muted until a time (a snooze ends at snoozed_until;
+    # a muted rule's is 9999-01-01), the buttons already used on each alert message (their
+    # one-letter codes), and per-installation secrets (the key that signs button data)
+    """
+    ALTER TABLE rules ADD COLUMN snoozed_until TEXT;
+    ALTER TABLE outbox ADD COLUMN actions TEXT NOT NULL DEFAULT '';
+    CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )

@@ -18,7 +18,11 @@ The gateway (`/gateway`, a websocket) says HELLO, answers IDENTIFY with READY an
 GUILD_CREATE per configured guild (with its roles), RESUME with RESUMED, acknowledges
 heartbeats, and dispatches whatever the test pushes (`INTERACTION_CREATE`). Interaction payloads
 are built here too, as Discord builds them, so tests can hand them to a `CommandTree` directly
-or over the gateway.
+or over the gateway: slash commands (`interaction`) and presses of the buttons under a message
+the bot posted (`press`). Message components are checked like Discord checks them (custom_id
+up to 100 characters, labels up to 80, five buttons a row); an interaction's answer that
+updates its message (callback type 7, or a PATCH of `@original` after a deferral) changes the
+message, whose buttons and embeds `current` shows.
 
     async with FakeDiscord(TOKEN) as fake:
         settings = Settings(DISCORD_API_BASE_URL=fake.base_url,
@@ -164,6 +168,8 @@ class FakeDiscord:
         self.syncs: list[tuple[str, list[dict[str, Any]]]] = []  # ("global" | guild id, body)
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.identified: list[dict[str, Any]] = []
+        self._current: dict[int, dict[str, Any]] = {}  # message id -> the message as it is now
+        self._pressed: dict[int, int] = {}  # a button interaction's id -> its message's id
         self._faults: dict[int, _Injection] = {}
         self._ids = itertools.count(1_000_000_000_000_000_000)
         self._sockets: set[web.WebSocketResponse] = set()
@@ -352,6 +358,39 @@ class FakeDiscord:
             payload["authorizing_integration_owners"] = {"0": str(guild_id)}
         return payload
 
+    def press(
+        self,
+        message: Posted,
+        label: str,
+        *,
+        guild_id: int | None = None,
+        user_id: int = 42,
+        permissions: int = MEMBER_PERMISSIONS,
+        custom_id: str | None = None,
+    ) -> dict[str, Any]:
+        """An INTERACTION_CREATE payload for a press of the button `label` under a message the
+        bot posted (`custom_id` instead of the button's own: tampered data)."""
+        shown = self.current(message.id)
+        if custom_id is None:
+            custom_id = dict(_buttons(shown))[label]
+        payload = self.interaction(
+            "button", channel_id=message.channel_id, guild_id=guild_id, user_id=user_id,
+            permissions=permissions,
+        )  # fmt: skip
+        payload["type"] = 3
+        payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        payload["message"] = shown
+        self._pressed[int(payload["id"])] = message.id
+        return payload
+
+    def current(self, message_id: int) -> dict[str, Any]:
+        """A message the bot posted, as it is now (after edits by interaction answers)."""
+        return self._current[message_id]
+
+    def buttons(self, message_id: int) -> list[tuple[str, str]]:
+        """The (label, custom_id) of the buttons under a message now."""
+        return _buttons(self._current[message_id])
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a gateway DISPATCH (e.g. INTERACTION_CREATE) to every connected client."""
         for socket in list(self._sockets):
@@ -460,6 +499,7 @@ class FakeDiscord:
             return _json({"message": "Invalid Form Body", "code": 50035, "errors": problem}, 400)
         posted = Posted(channel_id, body, files, next(self._ids))
         self.messages.append(posted)
+        self._current[posted.id] = _message(posted)
         return _json(_message(posted), headers=_bucket(remaining=4, reset_after=5.0))
 
     def _take(self, channel_id: int) -> _Injection | None:
@@ -497,6 +537,10 @@ class FakeDiscord:
     ) -> web.Response:
         if parts[0] == "interactions" and method == "POST" and parts[3:] == ["callback"]:
             interaction_id = int(parts[1])
+            if body["type"] == 7:  # UPDATE_MESSAGE: the button's message changes
+                problem = self._update(self._pressed.get(interaction_id), body.get("data"), files)
+                if problem is not None:
+                    return problem
             self.callbacks.append(
                 Callback(interaction_id, body["type"], body.get("data") or {}, files)
             )
@@ -521,10 +565,39 @@ class FakeDiscord:
                     self.deleted.append(parts[2])
                     return web.Response(status=204)
                 if method == "PATCH":
+                    suffix = parts[2].rsplit("-", 1)[-1]
+                    interaction_id = int(suffix) if suffix.isdigit() else 0
+                    if interaction_id in self._pressed:  # a button's deferred update
+                        problem = self._update(self._pressed[interaction_id], body, files)
+                        if problem is not None:
+                            return problem
                     posted = Posted(0, body, files, next(self._ids))
                     self.edits.append(posted)
                     return _json(_message(posted, webhook=True))
         return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+
+    def _update(
+        self, message_id: int | None, body: Any, files: list[tuple[str, bytes]]
+    ) -> web.Response | None:
+        """Change a posted message as an interaction's answer says; an error answer, or None."""
+        if message_id is None or message_id not in self._current:
+            return _json({"message": "Unknown Message", "code": 10008}, 404)
+        problem = _components_problem(body)
+        if problem:
+            return _json({"message": "Invalid Form Body", "code": 50035, "errors": problem}, 400)
+        message = dict(self._current[message_id])
+        for key in ("embeds", "components"):
+            if key in body:
+                message[key] = body[key] or []
+        if files:
+            message["attachments"] = [
+                {"id": str(i + 1), "filename": name, "size": len(data),
+                 "url": f"https://cdn.example/{name}", "proxy_url": f"https://cdn.example/{name}"}
+                for i, (name, data) in enumerate(files)
+            ]  # fmt: skip
+        message["edited_timestamp"] = _now()
+        self._current[message_id] = message
+        return None
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -619,7 +692,7 @@ def _message(posted: Posted, webhook: bool = False) -> dict[str, Any]:
         "timestamp": _now(),
         "edited_timestamp": None,
         "flags": int(body.get("flags") or 0),
-        "components": [],
+        "components": body.get("components") or [],
     }
     if webhook:
         message["webhook_id"] = str(APP_ID)
@@ -644,7 +717,33 @@ def _message_problem(body: Any, files: list[tuple[str, bytes]]) -> dict[str, Any
         total += len(title) + len(description) + len(footer)
     if total > 6000:
         return {"embeds": {"_errors": [{"code": "MAX_EMBED_SIZE_EXCEEDED"}]}}
+    return _components_problem(body)
+
+
+def _components_problem(body: Any) -> dict[str, Any] | None:
+    """What Discord would reject in a message's buttons: up to five action rows of up to five
+    buttons, a custom_id of 1 to 100 characters, a label of up to 80."""
+    rows = (body or {}).get("components") or []
+    if len(rows) > 5:
+        return {"components": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH"}]}}
+    for row in rows:
+        buttons = row.get("components") or []
+        if row.get("type") != 1 or not 1 <= len(buttons) <= 5:
+            return {"components": {"_errors": [{"code": "COMPONENT_LAYOUT_WIDTH_EXCEEDED"}]}}
+        for button in buttons:
+            custom_id, label = button.get("custom_id") or "", button.get("label") or ""
+            if button.get("type") != 2 or not 1 <= len(custom_id) <= 100 or len(label) > 80:
+                return {"components": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH"}]}}
     return None
+
+
+def _buttons(message: dict[str, Any]) -> list[tuple[str, str]]:
+    """A message's buttons as (label, custom_id), row by row."""
+    return [
+        (button.get("label") or "", button.get("custom_id") or "")
+        for row in message.get("components") or []
+        for button in row.get("components") or []
+    ]
 
 
 def _commands_problem(body: Any) -> dict[str, Any] | None:

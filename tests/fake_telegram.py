@@ -3,7 +3,11 @@
 It answers `/bot<TOKEN>/<method>` the way the Bot API does (`{"ok": true, "result": ...}`, or
 `{"ok": false, "error_code": ..., "description": ..., "parameters": ...}`) for the methods the
 adapter uses: getMe, getUpdates (long poll, capped short, served from a queue the test fills),
-deleteWebhook, setMyCommands, sendMessage, sendPhoto, getChatMember, close and logOut.
+deleteWebhook, setMyCommands, sendMessage, sendPhoto, getChatMember, close and logOut; and for
+the buttons under alerts: inline keyboards on sends (callback_data checked for Telegram's 1 to
+64 bytes), button presses queued as callback queries (`press`), answerCallbackQuery (each query
+answered once, as Telegram allows), editMessageText, editMessageCaption and
+editMessageReplyMarkup (refused like Telegram when nothing would change), each recorded.
 
 Every call is recorded (method, parameters as sent, arrival time); accepted messages separately.
 Messages are checked like Telegram checks them: HTML must use only Telegram's tags, balanced,
@@ -51,6 +55,11 @@ _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z-]*)(\s[^<>]*)?>")
 _ENTITY = re.compile(r"&(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
 SEND_METHODS = frozenset({"sendMessage", "sendPhoto"})
 MAX_TEXT = 4096
+MAX_CALLBACK_DATA = 64  # bytes
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup "
+    "are exactly the same as a current content and reply markup of the message"
+)
 
 
 class Fault(Enum):
@@ -85,6 +94,29 @@ class Sent:
     message_id: int
     at: float  # when the request had fully arrived (a photo's upload included)
     method: str = "sendMessage"
+    keyboard: tuple[tuple[str, str], ...] = ()  # (label, callback_data) of its buttons
+    reply_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One answerCallbackQuery: the query it answers, the text shown, and when."""
+
+    query_id: str
+    text: str
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """One accepted edit: the method, the message, its new text (None: unchanged) and
+    buttons."""
+
+    method: str
+    chat_id: int
+    message_id: int
+    text: str | None
+    keyboard: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +220,10 @@ class FakeTelegram:
         self.slow_uploads: list[float] = []  # seconds the next sendPhoto calls take to arrive
         self._chat_faults: dict[int, _Injection] = {}
         self._method_faults: dict[str, _Injection] = {}
+        self.answers: list[Answer] = []
+        self.edits: list[Edit] = []
+        self._shown: dict[int, dict[str, Any]] = {}  # message id -> the message as it is now
+        self._queries: dict[str, bool] = {}  # callback query id -> answered
         self._updates: list[dict[str, Any]] = []
         self._next_update = 1
         self._next_message = 1000
@@ -254,6 +290,50 @@ class FakeTelegram:
         self._updates.append({"update_id": update_id, "message": message})
         self._wake_pollers()
         return update_id
+
+    def press(
+        self,
+        message_id: int,
+        label: str,
+        *,
+        user_id: int,
+        username: str | None = None,
+        data: str | None = None,
+    ) -> str:
+        """Queue a press of the button `label` under a message the bot sent, by a user, as a
+        callback query (`data` instead of the button's own: tampered data); return its id."""
+        message = self._shown[message_id]
+        if data is None:
+            data = dict(self.keyboard(message_id))[label]
+        user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+        if username:
+            user["username"] = username
+        query_id = str(len(self._queries) + 1)
+        self._queries[query_id] = False
+        query = {
+            "id": query_id,
+            "from": user,
+            "message": {k: v for k, v in message.items() if v is not None},
+            "chat_instance": str(message["chat"]["id"]),
+            "data": data,
+        }
+        self._updates.append({"update_id": self._next_update, "callback_query": query})
+        self._next_update += 1
+        self._wake_pollers()
+        return query_id
+
+    def keyboard(self, message_id: int) -> tuple[tuple[str, str], ...]:
+        """The (label, callback_data) of the buttons under a message now."""
+        return _buttons(self._shown[message_id].get("reply_markup"))
+
+    def shown(self, message_id: int) -> str:
+        """A message's text (or caption) as users see it now."""
+        message = self._shown[message_id]
+        return str(message.get("text", message.get("caption", "")))
+
+    def answer_to(self, query_id: str) -> str | None:
+        """The text a callback query was answered with (None: not answered)."""
+        return next((a.text for a in self.answers if a.query_id == query_id), None)
 
     def migrate(self, old: int, new: int) -> None:
         """Queue the service message Telegram posts when a group becomes a supergroup."""
@@ -383,6 +463,8 @@ class FakeTelegram:
 
     def _api_sendMessage(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
         text = params.get("text", "")
+        if (problem := _markup_problem(params)) is not None:
+            return _error(400, problem)
         mode = params.get("parse_mode")
         if mode == "HTML" and (problem := html_problem(text)):
             return _error(400, f"Bad Request: {problem}")
@@ -397,6 +479,8 @@ class FakeTelegram:
         caption = params.get("caption", "")
         if len(caption) > 1024:
             return _error(400, "Bad Request: message caption is too long")
+        if (problem := _markup_problem(params)) is not None:
+            return _error(400, problem)
         photo = [{"file_id": "photo1", "file_unique_id": "u1", "width": 800, "height": 400}]
         return self._deliver(
             "sendPhoto", params, caption, params.get("parse_mode"), {"photo": photo}
@@ -420,10 +504,73 @@ class FakeTelegram:
             self._windows.add(None, now)
             self._windows.add(chat_id, now)
         message_id = self._message_id()
-        self.messages.append(Sent(chat_id, text, mode, message_id, now, method))
+        markup = json.loads(params["reply_markup"]) if "reply_markup" in params else None
+        reply_to = _reply_to(params)
+        self.messages.append(
+            Sent(chat_id, text, mode, message_id, now, method, _buttons(markup), reply_to)
+        )
         kind = self.chat_types.get(chat_id, "private" if chat_id > 0 else "supergroup")
         chat = {"id": chat_id, "type": kind}
-        return {"message_id": message_id, "date": int(time.time()), "chat": chat, **body}
+        bot = {"id": BOT_ID, "is_bot": True, "first_name": "Tickerbell", "username": self.username}
+        message = {"message_id": message_id, "date": int(time.time()), "chat": chat, **body}
+        if method == "sendPhoto" and text:
+            message["caption"] = plain(text) if mode == "HTML" else text
+        self._shown[message_id] = {**message, "from": bot, "reply_markup": markup}
+        return message
+
+    # --- buttons ---
+
+    def _api_answerCallbackQuery(self, params: dict[str, str]) -> bool | web.Response:
+        query_id = params.get("callback_query_id", "")
+        if self._queries.get(query_id, True):  # unknown, or answered already
+            return _error(400, "Bad Request: query is too old and response timeout expired "
+                               "or query ID is invalid")  # fmt: skip
+        text = params.get("text", "")
+        if len(text) > 200:
+            return _error(400, "Bad Request: MESSAGE_TOO_LONG")
+        self._queries[query_id] = True
+        self.answers.append(Answer(query_id, text, time.perf_counter()))
+        return True
+
+    def _api_editMessageText(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
+        return self._edit("editMessageText", params, "text")
+
+    def _api_editMessageCaption(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
+        return self._edit("editMessageCaption", params, "caption")
+
+    def _api_editMessageReplyMarkup(self, params: dict[str, str]) -> dict[str, Any] | web.Response:
+        return self._edit("editMessageReplyMarkup", params, None)
+
+    def _edit(
+        self, method: str, params: dict[str, str], field: str | None
+    ) -> dict[str, Any] | web.Response:
+        """Change a message's text or caption (`field`) and its buttons, as Telegram does."""
+        chat_id, message_id = _int(params.get("chat_id", "")), _int(params.get("message_id", ""))
+        message = self._shown.get(message_id)
+        if message is None or message["chat"]["id"] != chat_id:
+            return _error(400, "Bad Request: message to edit not found")
+        if (problem := _markup_problem(params)) is not None:
+            return _error(400, problem)
+        markup = json.loads(params["reply_markup"]) if "reply_markup" in params else None
+        updated = {**message, "reply_markup": markup}
+        text = None
+        if field is not None:
+            if field == "text" and "photo" in message:
+                return _error(400, "Bad Request: there is no text in the message to edit")
+            if field == "caption" and "photo" not in message:
+                return _error(400, "Bad Request: there is no caption in the message to edit")
+            text = params.get(field, "")
+            mode = params.get("parse_mode")
+            if mode == "HTML" and (problem := html_problem(text)):
+                return _error(400, f"Bad Request: {problem}")
+            updated[field] = plain(text) if mode == "HTML" else text
+        if _buttons(updated["reply_markup"]) == _buttons(message.get("reply_markup")) and all(
+            updated.get(k) == message.get(k) for k in ("text", "caption")
+        ):
+            return _error(400, NOT_MODIFIED)
+        self._shown[message_id] = updated
+        self.edits.append(Edit(method, chat_id, message_id, text, _buttons(markup)))
+        return {k: v for k, v in updated.items() if v is not None}
 
     def _over_limit(self, chat_id: int, now: float) -> int:
         """Seconds to wait when this send would break a limit, else 0."""
@@ -492,6 +639,31 @@ def _file(field: Any) -> str:
     data = field.file.read()
     kind = " png" if data.startswith(b"\x89PNG") else ""
     return f"<file {len(data)} bytes{kind}>"
+
+
+def _buttons(markup: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """An inline keyboard's (label, callback_data), row by row."""
+    if not markup:
+        return ()
+    rows = markup.get("inline_keyboard", [])
+    return tuple((b["text"], b.get("callback_data", "")) for row in rows for b in row)
+
+
+def _markup_problem(params: dict[str, str]) -> str | None:
+    """Why Telegram would refuse the call's inline keyboard, or None."""
+    if "reply_markup" not in params:
+        return None
+    for _, data in _buttons(json.loads(params["reply_markup"])):
+        if not 1 <= len(data.encode()) <= MAX_CALLBACK_DATA:
+            return "Bad Request: BUTTON_DATA_INVALID"
+    return None
+
+
+def _reply_to(params: dict[str, str]) -> int | None:
+    """The message a send replies to (reply_parameters, or the older reply_to_message_id)."""
+    if "reply_parameters" in params:
+        return int(json.loads(params["reply_parameters"])["message_id"])
+    return _int(params["reply_to_message_id"]) if "reply_to_message_id" in params else None
 
 
 def _int(value: str) -> int:

@@ -10,25 +10,32 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.scripted import Clock, ScriptedVenue, service
+from support.scripted import T0, Clock, ScriptedVenue, an_alert, service
 
 from alerts import rules
 from alerts.models import Candle
+from bot.actions import Ref
 from bot.commands import Caller, Commands
 from bot.render import plain, split_messages, telegram_html
 from bot.replies import CONSOLE as CONSOLE_SPELLING
-from bot.replies import Reply
+from bot.replies import Reply, reply
 from bot.results import (
+    Action,
     AdminsOnly,
     AlertAdded,
+    AlreadyDone,
+    BadButton,
     Command,
     Duplicate,
     Help,
     Muted,
     Nearby,
     NoSuchAlert,
+    Pressed,
     Problem,
     Removed,
+    Snoozed,
+    StaleButton,
     Status,
     TooFast,
     Usage,
@@ -133,6 +140,11 @@ async def test_status(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None
         ("/mute 1h 2h", "usage: /mute [DURATION]"),
         ("/subscribe", "usage: /subscribe SYM|all"),
         ("/unmute now", "usage: /unmute"),
+        ("/snooze", "usage: /snooze ID DURATION|forever|off (see /alerts), e.g. /snooze 3 1h"),
+        ("/snooze 1", "usage: /snooze ID"),
+        ("/snooze x 1h", "usage: /snooze ID"),
+        ("/snooze 1 2x", "usage: /snooze ID"),
+        ("/snooze 1 1h 2h", "usage: /snooze ID"),
     ],
 )
 async def test_malformed_commands_get_a_usage_reply(
@@ -461,3 +473,88 @@ async def test_a_write_says_so_at_once_and_a_read_does_not(tmp_path: Path) -> No
         assert calls == ["changed"]
         await cmds.remove_alert(ME, 1)
         assert calls == ["changed", "changed"]
+
+
+# --- /snooze and the buttons under alerts ---
+
+
+async def test_snooze_mute_and_wake_one_alert(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, clock = env
+    await say(cmds, "/alert BTC below 85k")
+    assert await say(cmds, "/snooze 1 1h") == (
+        "Alert #1 snoozed until 2026-03-02 13:00 UTC; then it waits for a fresh crossing."
+    )
+    assert "#1  BTC below 85000  snoozed until 2026-03-02 13:00 UTC" in await say(cmds, "/alerts")
+    assert await say(cmds, "/snooze #1 forever") == "Alert #1 is muted until /snooze 1 off."
+    assert "muted (/snooze 1 off)" in await say(cmds, "/alerts")
+    assert (
+        await say(cmds, "/snooze 1 off") == "Alert #1 is on again; it waits for a fresh crossing."
+    )
+    assert "#1  BTC below 85000  new" in await say(cmds, "/alerts")
+    assert await say(cmds, "/snooze 9 1h") == "no alert #9 here — see /alerts."
+    assert await cmds.snooze(ME, 1, timedelta(hours=2)) == Snoozed(
+        1, clock.now + timedelta(hours=2)
+    )
+    clock.tick(3 * 3600)
+    assert "snoozed" not in await say(cmds, "/alerts")  # over
+    assert await cmds.snooze(GROUP_MEMBER, 1, "1h") == AdminsOnly()
+    [stored] = await store.rules()
+    assert stored.snoozed_until == T0 + timedelta(hours=2)
+
+
+async def test_a_button_does_its_action_once_and_refuses_what_does_not_check_out(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, clock = env
+    await say(cmds, "/alert BTC below 85k")
+    chat = await store.chat("telegram", "42")
+    fired = an_alert("BTC below 85000", time=clock.now)
+    await store.commit_tick({}, [(1, chat.id, fired)])
+    [row] = await store.pending()
+    buttons = dict(await cmds.buttons(chat, Ref(row.id, 1), fired, has_chart=False))
+    assert list(buttons) == [Action.SNOOZE, Action.MUTE, Action.REMOVE, Action.CHART]
+    assert all(len(data.encode()) <= 64 for data in buttons.values())
+    snooze = buttons[Action.SNOOZE]
+    eve = Caller("telegram", "43", "private", "u9")
+    assert await cmds.press(eve, snooze, "@eve") == BadButton()  # another chat's button
+    tampered = snooze[:-1] + ("A" if snooze[-1] != "A" else "B")
+    assert await cmds.press(ME, tampered, "@me") == BadButton()
+    assert await cmds.press(ME, "s1.not-ours", "@me") == BadButton()
+    done = await cmds.press(ME, snooze, "@me")
+    assert isinstance(done, Pressed) and done.until == clock.now + timedelta(hours=1)
+    assert done.used == {Action.SNOOZE} and done.by == "@me" and done.rule_id == 1
+    assert plain(reply(done)) == "Snoozed until 13:00 UTC by @me"
+    assert await cmds.press(ME, snooze, "@me") == AlreadyDone(Action.SNOOZE)  # double press
+    [stored] = await store.rules()
+    assert stored.snoozed_until == clock.now + timedelta(hours=1)
+    removed = await cmds.press(ME, buttons[Action.REMOVE], "@me")
+    assert isinstance(removed, Pressed) and removed.used == {Action.SNOOZE, Action.REMOVE}
+    assert await store.rules() == []
+    assert await cmds.press(ME, buttons[Action.MUTE], "@me") == NoSuchAlert(1)
+    clock.tick(8 * 24 * 3600)
+    assert await cmds.press(ME, buttons[Action.CHART], "@me") == StaleButton()
+    gone = buttons[Action.CHART].replace(f"c{row.id}.", f"c{row.id + 1}.")
+    assert await cmds.press(ME, gone, "@me") == StaleButton()  # no such row
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.one_of(st.text(max_size=80), st.from_regex(r"[smrc][0-9]{1,4}\.[A-Za-z0-9_-]{16}")))
+async def test_any_button_data_is_refused_without_doing_anything(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], data: str
+) -> None:
+    cmds, store, _, clock = env
+    if not await store.rules():  # one rule and one alert of it (row 1), whose buttons exist
+        await say(cmds, "/alert BTC below 85k")
+        chat = await store.chat("telegram", "42")
+        await store.commit_tick({}, [(1, chat.id, an_alert("BTC below 85000", time=clock.now))])
+    clock.tick(3)  # stay under the per-minute limit
+    result = await cmds.press(ME, data, "@me")
+    assert isinstance(result, BadButton | StaleButton)
+    assert "that button" in plain(reply(result))
+    [rule] = await store.rules()
+    row = await store.outbox_row(1)
+    assert rule.snoozed_until is None and row is not None and row.actions == frozenset()

@@ -40,7 +40,7 @@ from support import scripted
 from support.scripted import T0, Clock, ScriptedVenue, enqueue, make_service
 from support.waiting import until
 
-from alerts.models import Alert, Candle, Direction
+from alerts.models import Alert, Candle, Direction, Quote
 from bot.commands import Commands
 from bot.discord.adapter import DiscordBot, build
 from bot.discord.render import AMBER, GREEN, RED, alert_embed, reply_embeds
@@ -823,8 +823,8 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     assert [scope for scope, _ in fake.syncs] == ["global"]
     names = sorted(c["name"] for c in fake.syncs[0][1])
     assert names == [
-        "alert", "chart", "charts", "help", "mute", "rotation", "status", "subscribe", "unmute",
-        "unsubscribe",
+        "alert", "chart", "charts", "help", "mute", "rotation", "snooze", "status", "subscribe",
+        "unmute", "unsubscribe",
     ]  # fmt: skip
     alert = next(c for c in fake.syncs[0][1] if c["name"] == "alert")
     assert [o["name"] for o in alert["options"]] == ["add", "list", "remove"]
@@ -847,7 +847,7 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     async with rig(db, sync_file=sync_file_for(db), guild_id=GUILD):
         pass
     assert [scope for scope, _ in fake.syncs] == ["global", "global", str(GUILD)]
-    assert len(fake.syncs[2][1]) == 10
+    assert len(fake.syncs[2][1]) == 11
 
     async with rig(db, start=False, sync_file=sync_file_for(db)) as r:
         await r.bot.client.login(TOKEN)
@@ -885,9 +885,9 @@ async def test_discord_sync_pushes_on_demand(tmp_path: Path, server: FakeDiscord
     )
     assert discord.http.Route.BASE == DISCORD_API  # put back after each run
     assert [(scope, len(body)) for scope, body in fake.syncs] == [
-        ("global", 10),
-        ("global", 10),
-        (str(GUILD), 10),
+        ("global", 11),
+        ("global", 11),
+        (str(GUILD), 11),
         ("global", 0),
     ]
     assert "synced to server 5550001 as Tickerbell" in out.getvalue()
@@ -1042,3 +1042,97 @@ async def test_the_gateway_comes_back_after_an_outage(
 
         await r.bot.stop()
         assert not r.bot.listening()
+
+
+# --- buttons under alerts ---
+
+
+async def deliver_alert(r: Rig, fake: FakeDiscord, channel: int, kind: str) -> Posted:
+    """A rule `XAG above 50` of the channel and one alert of it, delivered; the message."""
+    chat = await r.store.chat("discord", str(channel), kind)
+    rule = await r.store.add_rule(chat.id, "XAG above 50", "test", limit=50)
+    await r.store.commit_tick({}, [(rule, chat.id, an_alert())])
+    await r.delivery.drain()
+    return fake.posted(channel)[-1]
+
+
+def labels(fake: FakeDiscord, message: Posted) -> list[str]:
+    return [label for label, _ in fake.buttons(message.id)]
+
+
+async def test_buttons_in_a_server_admins_change_once_members_chart(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "b.db", gateway=True) as r:
+        await until(r.bot.listening)
+        now = T0
+        r.service.data.market.restore(
+            [Quote("XAG", 48 + i / 5, now - timedelta(minutes=40 - i)) for i in range(40)]
+        )
+        message = await deliver_alert(r, fake, CHANNEL, "guild")
+        assert labels(fake, message) == ["Snooze 1h", "Mute rule", "Remove", "Chart"]
+        assert all("XAG" not in custom_id for _, custom_id in fake.buttons(message.id))
+        refused = fake.press(message, "Remove", guild_id=GUILD, user_id=22)
+        await fake.dispatch("INTERACTION_CREATE", refused)
+        await fake.wait_for(lambda: fake.answers(refused))
+        [answer] = fake.answers(refused)
+        assert (
+            answer.type == 4
+            and answer.ephemeral
+            and "only admins" in answer.embeds[0]["description"]
+        )
+        assert len(await r.store.rules()) == 1
+        # a double press by an admin: one snooze, one "done already"
+        presses = [
+            fake.press(
+                message, "Snooze 1h", guild_id=GUILD, user_id=33, permissions=ADMIN_PERMISSIONS
+            )
+            for _ in range(2)
+        ]
+        for press in presses:
+            await fake.dispatch("INTERACTION_CREATE", press)
+        await fake.wait_for(lambda: all(fake.answers(p) for p in presses))
+        [updated] = [fake.answers(p)[0] for p in presses if fake.answers(p)[0].type == 7]
+        [again] = [fake.answers(p)[0] for p in presses if fake.answers(p)[0].type == 4]
+        assert updated.embeds[0]["description"].endswith("\n*Snoozed until 13:00 UTC by @user33*")
+        assert again.ephemeral and "Snooze 1h: done already." in again.embeds[0]["description"]
+        assert labels(fake, message) == ["Mute rule", "Remove", "Chart"]
+        [rule] = await r.store.rules()
+        assert rule.snoozed_until == T0 + timedelta(hours=1)
+        # tampered data is refused and changes nothing
+        remove = dict(fake.buttons(message.id))["Remove"]
+        forged = fake.press(message, "Remove", guild_id=GUILD, user_id=33,
+                            permissions=ADMIN_PERMISSIONS, custom_id=remove[:-1] + "x")  # fmt: skip
+        await fake.dispatch("INTERACTION_CREATE", forged)
+        await fake.wait_for(lambda: fake.answers(forged))
+        assert "does not check out" in fake.answers(forged)[0].embeds[0]["description"]
+        assert len(await r.store.rules()) == 1
+        # the chart is for everyone: the alert gets it, and the button goes
+        chart = fake.press(message, "Chart", guild_id=GUILD, user_id=22)
+        await fake.dispatch("INTERACTION_CREATE", chart)
+        await fake.wait_for(lambda: fake.answers(chart))
+        [shown] = fake.answers(chart)
+        assert shown.type == 7 and shown.files[0][0] == "chart.png"
+        assert shown.files[0][1].startswith(b"\x89PNG")
+        assert shown.embeds[0]["image"]["url"] == "attachment://chart.png"
+        assert labels(fake, message) == ["Mute rule", "Remove"]
+
+
+async def test_a_slow_button_is_deferred_then_its_message_edited(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "d.db", gateway=True, defer_after=0.0) as r:
+        await until(r.bot.listening)
+        message = await deliver_alert(r, fake, OTHER, "private")
+        press = fake.press(message, "Mute rule")  # a DM: the one who set it may change it
+        await fake.dispatch("INTERACTION_CREATE", press)
+        await fake.wait_for(lambda: fake.answers(press) and fake.edits)
+        assert [c.type for c in fake.answers(press)] == [6]  # "the message will change"
+        assert (
+            fake.edits[-1]
+            .embeds[0]["description"]
+            .endswith("\n*Muted by @user42 (/snooze 1 off to resume)*")
+        )
+        assert labels(fake, message) == ["Remove", "Chart"]
+        [rule] = await r.store.rules()
+        assert rule.snoozed_until is not None and rule.snoozed_until.year == 9999

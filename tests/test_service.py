@@ -31,14 +31,14 @@ from alerts import rules
 from alerts.models import Alert, Candle, Direction
 from bot.charts import AlertCharts, ChartCache, ChartSpec
 from bot.wording import sentence
-from storage.api import RuleChanges, StoredRule
+from storage.api import RuleChanges, Storage, StoredRule
 from storage.db import Store, utcnow
 from storage.memory import MemoryStore
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.service import Service
 
 
-async def add_rule(store: Store, platform: str, chat_id: str, text: str) -> int:
+async def add_rule(store: Storage, platform: str, chat_id: str, text: str) -> int:
     chat = await store.chat(platform, chat_id)
     return await store.add_rule(chat.id, text, "test", limit=50)
 
@@ -672,3 +672,58 @@ async def test_rules_from_anyone_arrive_and_a_restart_reads_them_all_with_their_
         assert {rule: again.book.states[rule] for rule in stored} == stored
         assert again.rules.rule_chat == svc.rules.rule_chat
         assert again.rules.digest_chats == {"ETH": {chat.id}}
+
+
+async def test_a_snoozed_rule_is_quiet_then_waits_for_a_fresh_crossing(tmp_path: Path) -> None:
+    db, clock, tg = tmp_path / "snooze.db", Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+
+    async def ticks(svc: Service, *prices: float) -> None:
+        for price in prices:
+            venue.prices["BTC/USDT"] = price
+            await svc.poll("ccxt:binance")
+            clock.tick()
+
+    async with service(db, clock, venue, tg) as (svc, store, delivery):
+        rule = await add_rule(store, "telegram", "1", "BTC below 85000")
+        await ticks(svc, 86000, 84000, 86000)  # learns, fires, re-arms: armed when snoozed
+        chat = await store.chat("telegram", "1")
+        assert await store.snooze_rule(chat.id, rule, clock.now + timedelta(hours=1))
+        await ticks(svc, 86000, 84000, 86000, 84500)  # re-arms and crosses: snoozed, quiet
+        assert rule not in svc.book.rules
+    # a restart during the snooze keeps it
+    async with service(db, clock, venue, tg) as (svc, store, delivery):
+        await ticks(svc, 86000, 84000)
+        assert rule not in svc.book.rules
+        clock.tick(3600)  # the snooze is over; BTC is still below 85,000: a stale crossing
+        await ticks(svc, 84000, 83900)
+        assert rule in svc.book.rules
+        await ticks(svc, 86000, 84100)  # a fresh crossing fires as usual
+        await delivery.drain()
+    assert tg.sent == [
+        ("1", "BTC fell below 85,000 (now 84,000)"),
+        ("1", "BTC fell below 85,000 (now 84,100)"),
+    ]
+
+
+async def test_a_snooze_ended_early_relearns_too() -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    async with service(None, clock, venue, tg) as (svc, store, delivery):
+        rule = await add_rule(store, "telegram", "1", "ETH above 5000")
+        chat = await store.chat("telegram", "1")
+        for price in (4900.0, 4950.0):
+            venue.prices["ETH/USDT"] = price
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        assert await store.snooze_rule(chat.id, rule, clock.now + timedelta(days=1))
+        await svc.refresh_rules()
+        venue.prices["ETH/USDT"] = 5100.0  # crosses while snoozed
+        await svc.poll("ccxt:binance")
+        assert await store.snooze_rule(chat.id, rule, None)  # `/snooze ID off`
+        for price in (5100.0, 5200.0, 4900.0, 5050.0):
+            venue.prices["ETH/USDT"] = price
+            await svc.poll("ccxt:binance")
+            clock.tick()
+        await delivery.drain()
+    assert tg.sent == [("1", "ETH rose above 5,000 (now 5,050)")]

@@ -808,3 +808,62 @@ async def test_a_full_disk_is_storage_unavailable_and_lands_nothing_partial(
             disk.free()
             await store.commit_tick({}, batch)
             assert await store.outbox_counts() == {"pending": landed + len(batch)}
+
+
+async def test_a_snoozed_rule_comes_back_relearning_with_its_history(
+    store: Storage, clock: Clock
+) -> None:
+    chat = await store.chat("telegram", "1")
+    other = await store.chat("telegram", "2")
+    rule = await store.add_rule(chat.id, "XAG above 50", "u", limit=50)
+    fired = RuleState(armed=True, last_fired=T0, fired_count=2)
+    await store.commit_tick({rule: fired}, [])
+    revision = await store.rules_revision()
+    until = (T0 + timedelta(hours=1)).astimezone(timezone(timedelta(hours=2)))
+    assert await store.snooze_rule(chat.id, rule, until)
+    [stored] = await store.rules(chat.id)
+    assert stored.snoozed_until == T0 + timedelta(hours=1)
+    assert stored.snoozed_until is not None and stored.snoozed_until.utcoffset() == timedelta(0)
+    assert stored.state == RuleState(armed=None, last_fired=T0, fired_count=2)
+    changes = await store.rule_changes(revision)
+    assert changes is not None and [r.id for r in changes.rules] == [rule]
+    assert not await store.snooze_rule(other.id, rule, until)  # another chat's rule
+    assert await store.snooze_rule(chat.id, rule, None)
+    assert (await store.rules(chat.id))[0].snoozed_until is None
+    await store.remove_rule(chat.id, rule)
+    assert not await store.snooze_rule(chat.id, rule, until)  # removed
+    fresh = await store.add_rule(chat.id, "XAG below 40", "u", limit=50)
+    assert await store.snooze_rule(chat.id, fresh, until)  # no state yet: stays none
+    assert (await store.rules(chat.id))[0].state is None
+
+
+async def test_an_outbox_row_by_id_and_each_button_recorded_once(store: Storage) -> None:
+    chat = await store.chat("telegram", "1")
+    rule = await store.add_rule(chat.id, "XAG above 50", "u", limit=50)
+    await store.commit_tick({}, [(rule, chat.id, alert(50.5)), (None, chat.id, alert(51.0))])
+    first, second = await store.pending()
+    assert first.actions == frozenset()
+    assert await store.outbox_row(first.id) == first
+    assert await store.mark_action(first.id, "s")
+    assert not await store.mark_action(first.id, "s")  # a double press does one thing
+    assert await store.mark_action(first.id, "r")
+    await store.mark_delivered(first.id, "m1")
+    found = await store.outbox_row(first.id)  # delivered rows are found too
+    assert found is not None and found.actions == {"s", "r"} and found.alert == alert(50.5)
+    assert (await store.outbox_row(second.id)) == second and second.rule is None
+    assert await store.outbox_row(999) is None
+    assert not await store.mark_action(999, "s")
+
+
+async def test_a_secret_is_made_once_and_kept(store: Storage) -> None:
+    key = await store.secret("actions")
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert await store.secret("actions") == key
+    assert await store.secret("other") != key
+
+
+async def test_a_secret_survives_a_restart(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "k.db") as first:
+        key = await first.secret("actions")
+    async with Store.open(tmp_path / "k.db") as again:
+        assert await again.secret("actions") == key

@@ -30,6 +30,7 @@ from telegram import Bot
 from telegram.error import InvalidToken
 
 from alerts.models import Alert, Candle, Condition, Direction, Quote, Rule
+from bot.actions import Ref
 from bot.commands import Commands
 from bot.telegram.adapter import COMMANDS, TelegramBot
 from bot.telegram.pacing import Rates, SendLimiter
@@ -40,6 +41,7 @@ from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.settings import Settings
 
 TOKEN = "123456789:AAF-fake_SECRET_tickerbell_token"
+ZERO = timedelta(0)
 FAST = Rates(overall_per_second=1000, chat_per_second=1000, group_per_minute=60_000)
 USER, GROUP, ADMIN, MEMBER = 4242, -100777, 11, 22
 
@@ -705,3 +707,133 @@ async def test_chart_command_answers_with_a_photo(tmp_path: Path, fake: FakeTele
     [photo] = [c for c in fake.calls if c.method == "sendPhoto"]
     assert photo.params["photo"].endswith("png>")
     assert plain(photo.params["caption"]).startswith("XAG 1m: ")
+
+
+# --- buttons under alerts ---
+
+
+async def deliver_alert(r: Rig, fake: FakeTelegram, chat_id: int, age: timedelta = ZERO) -> int:
+    """A rule `XAG above 50` of the chat and one alert of it, delivered; the message's id."""
+    chat = await r.store.chat("telegram", str(chat_id), "private" if chat_id > 0 else "supergroup")
+    rule = await r.store.add_rule(chat.id, "XAG above 50", "test", limit=50)
+    alert = an_alert("XAG above 50", direction=Direction.UP, price=50.5, reference=50.0,
+                     observed=50.5, time=datetime.now(UTC) - age)  # fmt: skip
+    await r.store.commit_tick({}, [(rule, chat.id, alert)])
+    before = len(fake.messages)
+    await r.delivery.drain()
+    assert len(fake.messages) == before + 1
+    return fake.messages[-1].message_id
+
+
+async def test_buttons_snooze_once_refuse_tampering_and_remove(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with rig(tmp_path / "b.db", fake) as r:
+        message = await deliver_alert(r, fake, USER)
+        buttons = fake.keyboard(message)
+        assert [label for label, _ in buttons] == ["Snooze 1h", "Mute rule", "Remove", "Chart"]
+        assert all(len(data.encode()) <= 64 and "XAG" not in data for _, data in buttons)
+        # a double press: two callback queries for one button before the first is answered
+        first = fake.press(message, "Snooze 1h", user_id=USER, username="ann")
+        second = fake.press(message, "Snooze 1h", user_id=USER, username="ann")
+        await until(lambda: fake.answer_to(first) and fake.answer_to(second) and fake.edits)
+        answers = {fake.answer_to(first), fake.answer_to(second)}
+        [note] = [a for a in answers if a and a.startswith("Snoozed until ")]
+        assert note.endswith(" UTC by @ann") and "Snooze 1h: done already." in answers
+        [edit] = fake.edits
+        assert edit.method == "editMessageText" and edit.text is not None
+        assert plain(edit.text).endswith("\n" + note)
+        assert [label for label, _ in fake.keyboard(message)] == ["Mute rule", "Remove", "Chart"]
+        [rule] = await r.store.rules()
+        assert rule.snoozed_until is not None
+        left = rule.snoozed_until - datetime.now(UTC)
+        assert timedelta(minutes=59) < left <= timedelta(hours=1)
+        # tampered with: another row's number, or a changed signature
+        remove = dict(buttons)["Remove"]
+        forged = [
+            remove.replace(".", "0.", 1),
+            remove[:-2] + ("AA" if remove[-2:] != "AA" else "BB"),
+        ]
+        for data in forged:
+            query = fake.press(message, "Remove", user_id=USER, data=data)
+            await until(lambda q=query: fake.answer_to(q))
+            assert fake.answer_to(query) in (
+                "that button does not check out; use the commands (see /alerts).",
+                "that button has expired; use the commands (see /alerts).",
+            )
+        assert len(await r.store.rules()) == 1 and len(fake.edits) == 1
+        removed = fake.press(message, "Remove", user_id=USER)
+        await until(lambda: fake.answer_to(removed) and len(fake.edits) == 2)
+        assert fake.answer_to(removed) == f"Removed by User{USER}"
+        assert await r.store.rules() == []
+        assert [label for label, _ in fake.keyboard(message)] == ["Chart"]
+        assert plain(fake.shown(message)).endswith(f"Removed by User{USER}")
+        # a replay of a used button does nothing more
+        replay = fake.press(message, "Remove", user_id=USER, data=remove)
+        await until(lambda: fake.answer_to(replay))
+        assert fake.answer_to(replay) == "Remove: done already."
+        assert len(fake.edits) == 2
+        # a button on an alert a week and more old is stale
+        old = await deliver_alert(r, fake, USER, age=timedelta(days=8))
+        stale = fake.press(old, "Snooze 1h", user_id=USER)
+        await until(lambda: fake.answer_to(stale))
+        assert fake.answer_to(stale) == "that button has expired; use the commands (see /alerts)."
+        assert len(fake.edits) == 2 and len(fake.answers) == 7
+
+
+async def test_buttons_in_a_group_admins_change_everyone_charts(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    fake.admins[GROUP] = {ADMIN: "administrator"}
+    async with rig(tmp_path / "bg.db", fake) as r:
+        now = datetime.now(UTC)
+        r.bot.commands.view.market.restore(
+            [Quote("XAG", 48 + i / 5, now - timedelta(minutes=40 - i)) for i in range(40)]
+        )
+        message = await deliver_alert(r, fake, GROUP)
+        refused = fake.press(message, "Mute rule", user_id=MEMBER, username="bob")
+        await until(lambda: fake.answer_to(refused))
+        assert fake.answer_to(refused) == (
+            "only admins change alerts in a group; everyone can use /status and /alerts."
+        )
+        assert fake.edits == [] and (await r.store.rules())[0].snoozed_until is None
+        muted = fake.press(message, "Mute rule", user_id=ADMIN, username="boss")
+        await until(lambda: fake.answer_to(muted) and fake.edits)
+        assert fake.answer_to(muted) == "Muted by @boss (/snooze 1 off to resume)"
+        assert [label for label, _ in fake.keyboard(message)] == ["Remove", "Chart"]
+        [rule] = await r.store.rules()
+        assert rule.snoozed_until is not None and rule.snoozed_until.year == 9999
+        chart = fake.press(message, "Chart", user_id=MEMBER, username="bob")  # a read
+        await until(lambda: fake.answer_to(chart))
+        assert fake.answer_to(chart) == "XAG chart for @bob"
+        await until(lambda: fake.count("sendPhoto") == 1)
+        [photo] = [m for m in fake.messages if m.method == "sendPhoto"]
+        assert photo.reply_to == message and photo.chat_id == GROUP
+        await until(lambda: len(fake.edits) == 2)
+        assert fake.edits[-1].method == "editMessageReplyMarkup"
+        assert [label for label, _ in fake.keyboard(message)] == ["Remove"]
+        assert plain(fake.shown(message)).endswith("Muted by @boss (/snooze 1 off to resume)")
+
+
+async def test_an_alert_with_its_chart_has_no_chart_button_and_its_caption_is_edited(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with rig(tmp_path / "bp.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        rule = await r.store.add_rule(chat.id, "BTC below 85000", "test", limit=50)
+        alert = an_alert(time=datetime.now(UTC))
+        await r.store.commit_tick({}, [(rule, chat.id, alert)])
+        [row] = await r.store.pending()
+        png = b"\x89PNG\r\n\x1a\n" + b"synthetic" * 100
+        message = int(await r.bot.send(chat, alert, image=png, ref=Ref(row.id, rule)) or 0)
+        assert [label for label, _ in fake.keyboard(message)] == [
+            "Snooze 1h",
+            "Mute rule",
+            "Remove",
+        ]
+        removed = fake.press(message, "Remove", user_id=USER, username="ann")
+        await until(lambda: fake.answer_to(removed) and fake.edits)
+        [edit] = fake.edits
+        assert edit.method == "editMessageCaption" and edit.keyboard == ()
+        assert plain(fake.shown(message)).endswith("\nRemoved by @ann")
+        assert await r.store.rules() == []

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from alerts.models import Alert
+from bot.actions import Ref
 from bot.notifier import DeliveryError, Notifier
 from bot.wording import sentence
 from feeds.backoff import Backoff
@@ -75,7 +76,9 @@ class ConsoleNotifier:
     def __init__(self, write: Callable[[str], None] | None = None) -> None:
         self._write = write or (lambda line: print(line, flush=True))
 
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
+    async def send(
+        self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
+    ) -> str | None:
         stamp = alert.time.strftime("%Y-%m-%d %H:%M:%S UTC")
         self._write(f"[{stamp}] ALERT {sentence(alert)}  ({alert.rule_text})")
         return None
@@ -241,7 +244,8 @@ class Delivery:
             return True  # the chat's later rows go the same way
         try:
             image = await self._chart(row) if notifier.name != "console" else None
-            message_id = await notifier.send(row.chat, row.alert, image=image)
+            ref = Ref(row.id, row.rule)
+            message_id = await notifier.send(row.chat, row.alert, image=image, ref=ref)
         except DeliveryError as err:
             await self._failed(platform, row, err)
             return False

@@ -8,6 +8,12 @@ reads everything again, keeping the rules it has. Subscriptions become built-in 
 one set per subscribed symbol shared by its chats; they have negative ids and keep their state
 in memory only: after a restart they learn the market again, so they never repeat an alert
 (they may miss one that happened while the service was down).
+
+A snoozed rule (`/snooze`, or a Snooze or Mute button) stays out of the book until its snooze
+ends, so it decides nothing meanwhile; it then comes back relearning (`RuleState.relearned`):
+like a new rule it first learns where the market is, so a level that was crossed during the
+snooze, and is still crossed when it ends, waits for the next real crossing instead of firing
+a stale one. The end of a snooze is noticed by the first refresh after it (every tick).
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ import gc
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from alerts import rules
 from alerts.book import Fire, RuleBook
 from alerts.indicators import bars_needed
 from alerts.models import Rule, RuleError, RuleState
-from storage.api import Storage, StoredRule
+from storage.api import Storage, StoredRule, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +52,15 @@ class RuleSync:
         book: RuleBook,
         canonical: Callable[[Rule], Rule],
         page: int = PAGE,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
         self.book = book
         self.canonical = canonical
         self.page = page
+        self.clock = clock
         self.rule_chat: dict[int, int] = {}
+        self.snoozed: dict[int, StoredRule] = {}  # out of the book until `snoozed_until`
         self.digest_chats: dict[str, set[int]] = {}
         self._digest_ids: dict[tuple[str, str], int] = {}
         self._revision: int | None = None  # None: nothing read yet
@@ -63,13 +73,14 @@ class RuleSync:
             if self._revision is None:
                 await self._read_all()
                 return True
+            woke = self._wake_snoozed()
             changes = await self.store.rule_changes(self._revision)
             if changes is None:
                 log.info("the store no longer lists every rule change since; reading all rules")
                 await self._read_all()
                 return True
             if changes.revision == self._revision:
-                return False
+                return woke
             for rule_id in changes.removed:
                 self._remove(rule_id)
             self._add_rows(changes.rules, {})
@@ -86,7 +97,7 @@ class RuleSync:
         is, one already gone is not there to remove).
         """
         revision = await self.store.rules_revision()
-        stale = {rule_id for rule_id in self.book.rules if rule_id > 0}
+        stale = {rule_id for rule_id in self.book.rules if rule_id > 0} | set(self.snoozed)
         parsed: Parsed = {}
         after = 0
         collecting = gc.isenabled()
@@ -117,8 +128,16 @@ class RuleSync:
         """Add the rules the book does not have yet (one it has keeps its state in memory,
         which may be newer than the stored one), each distinct text parsed once."""
         entries: list[tuple[int, Rule, RuleState | None]] = []
+        now = self.clock()
         for row in rows:
-            if row.id in self.book.rules:
+            state = row.state
+            if row.snoozed_until is not None and row.snoozed_until > now:
+                self._remove(row.id)
+                self.snoozed[row.id] = row
+                continue
+            if self.snoozed.pop(row.id, None) is not None and state is not None:
+                state = state.relearned()  # woken before its time (`/snooze ID off`)
+            elif row.id in self.book.rules:
                 continue
             if row.text not in parsed:
                 parsed[row.text] = self._parse(row.text)
@@ -126,10 +145,22 @@ class RuleSync:
             if isinstance(rule, RuleError):
                 log.error("rule %s %r cannot be loaded: %s", row.id, row.text, rule)
                 continue
-            entries.append((row.id, rule, row.state))
+            entries.append((row.id, rule, state))
             self.rule_chat[row.id] = row.chat
         for rule_id, rule, state in entries:  # here goes RuleBook.add_many(entries)
             self._add(rule_id, rule, state)
+
+    def _wake_snoozed(self) -> bool:
+        """Bring back the rules whose snooze has ended, relearning; True if any came back."""
+        now = self.clock()
+        over = [
+            row for row in self.snoozed.values() if row.snoozed_until and row.snoozed_until <= now
+        ]
+        for row in over:
+            del self.snoozed[row.id]
+            state = row.state.relearned() if row.state is not None else None
+            self._add_rows([replace(row, snoozed_until=None, state=state)], {})
+        return bool(over)
 
     def _parse(self, text: str) -> Rule | RuleError:
         try:
@@ -152,6 +183,7 @@ class RuleSync:
             if needs:
                 self._history.subtract(needs)
         self.rule_chat.pop(rule_id, None)
+        self.snoozed.pop(rule_id, None)
 
     async def _refresh_digest(self) -> None:
         """Keep one set of digest rules per subscribed symbol, shared by its chats."""

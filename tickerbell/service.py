@@ -64,7 +64,7 @@ class Service:
         self.stats = data.stats
         self.clock = data.clock
         self.book = RuleBook(band)
-        self.rules = RuleSync(store, self.book, data.canonical)
+        self.rules = RuleSync(store, self.book, data.canonical, clock=data.clock)
         self.poll_interval = poll_interval
         self.wake = wake
         self.rules_changed = rules_changed

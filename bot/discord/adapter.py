@@ -34,10 +34,11 @@ import discord
 from discord.gateway import DiscordWebSocket
 
 from alerts.models import Alert
+from bot.actions import Ref
 from bot.commands import Commands
 from bot.discord.answers import DEFER_AFTER, SlashAnswers
 from bot.discord.guard import INVALID_LIMIT, INVALID_WINDOW, InvalidRequests
-from bot.discord.render import CHART, SYMBOLS, alert_embed
+from bot.discord.render import CHART, SYMBOLS, action_view, alert_embed
 from bot.discord.sync import point_discord_py, sync_commands, sync_file_for
 from bot.discord.tree import TickerClient, make_tree
 from bot.notifier import DeliveryError
@@ -85,6 +86,7 @@ class DiscordBot:
     ) -> None:
         redact(_secret_of(token))  # before discord.py could log it
         self.token = token
+        self.commands = commands
         self.store = store
         self.guild_id = guild_id
         self.sync_file = sync_file
@@ -277,18 +279,26 @@ class DiscordBot:
 
     # --- the notifier ---
 
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
-        """Post one alert as an embed (with `image` as chart.png) to the chat's channel."""
+    async def send(
+        self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
+    ) -> str | None:
+        """Post one alert as an embed (with `image` as chart.png) to the chat's channel, with
+        its buttons when `ref` names its row."""
         self._may_send(chat)
         channel = self.client.get_partial_messageable(int(chat.chat_id))
         embed = alert_embed(alert)
+        view = None
+        if ref is not None:
+            view = action_view(await self.commands.buttons(chat, ref, alert, image is not None))
         try:
             if image is None:
-                message = await channel.send(embed=embed)
+                message = await channel.send(embed=embed, view=view or discord.utils.MISSING)
             else:
                 embed.set_image(url=f"attachment://{CHART}")
                 chart = discord.File(io.BytesIO(image), filename=CHART)
-                message = await channel.send(embed=embed, file=chart)
+                message = await channel.send(
+                    embed=embed, file=chart, view=view or discord.utils.MISSING
+                )
         except (discord.Forbidden, discord.NotFound) as err:
             self._gone.add(chat.chat_id)
             raise DeliveryError(f"{err.status} {err.text or err}", chat_gone=True) from err

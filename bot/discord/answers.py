@@ -15,11 +15,22 @@ import discord
 from discord.app_commands import Choice
 
 from bot import replies
+from bot.actions import Ref
 from bot.commands import Caller, Commands
 from bot.discord import render
-from bot.discord.render import CANNOT_POST, CHART, SORRY, SPELLING, STOPPING, reply_embeds
+from bot.discord.render import (
+    CANNOT_POST,
+    CHART,
+    SORRY,
+    SPELLING,
+    STOPPING,
+    action_view,
+    pressed_embed,
+    reply_embeds,
+)
 from bot.discord.tree import Call, Interaction
 from bot.replies import Reply
+from bot.results import Action, NoHistory, Pressed, Refusal, Result
 from storage.api import Storage
 
 log = logging.getLogger(__name__)
@@ -72,6 +83,77 @@ class SlashAnswers:
             log.exception("discord: /%s failed", _name(interaction))
             with contextlib.suppress(discord.HTTPException):
                 await self._respond(interaction, Reply((SORRY,), ok=False))
+
+    async def press(self, interaction: Interaction) -> None:
+        """A button under an alert: done through the command layer and answered within
+        Discord's three seconds (a slow one is deferred first), by editing the alert to say what
+        was done; a refusal only to the one who pressed."""
+        try:
+            if not self.accepting:
+                await self._respond(interaction, Reply((STOPPING,), ok=False))
+                return
+            raw: dict[str, object] = dict(interaction.data or {})
+            data = str(raw.get("custom_id", ""))
+            caller = self.caller(interaction)
+            work = asyncio.ensure_future(self._press(caller, data, f"@{interaction.user.name}"))
+            try:
+                result = await asyncio.wait_for(asyncio.shield(work), self.defer_after)
+            except TimeoutError:
+                await interaction.response.defer()  # for a button: "the message will change"
+                result = await work
+            await self._show_press(interaction, caller, *result)
+        except discord.HTTPException as err:
+            log.warning("discord: could not answer a button: %s", err)
+        except Exception:
+            log.exception("discord: a button failed")
+            with contextlib.suppress(discord.HTTPException):
+                await self._respond(interaction, Reply((SORRY,), ok=False))
+
+    async def _press(self, caller: Caller, data: str, by: str) -> tuple[Result, bytes | None]:
+        """The press's result, and for Chart the chart (None: nothing to draw)."""
+        result = await self.commands.press(caller, data, by)
+        if isinstance(result, Pressed) and result.action is Action.CHART:
+            return result, await self.commands.alert_chart(result.alert)
+        return result, None
+
+    async def _show_press(
+        self, interaction: Interaction, caller: Caller, result: Result, image: bytes | None
+    ) -> None:
+        if isinstance(result, Pressed) and result.action is Action.CHART and image is None:
+            result = NoHistory(result.alert.symbol)
+        if isinstance(result, Refusal):
+            text = replies.refusal_text(result, SPELLING)
+            await self._respond(interaction, Reply((text,), ok=False))
+            return
+        assert isinstance(result, Pressed)
+        message = interaction.message
+        image_url = None
+        if message is not None and message.embeds and message.embeds[0].image.url:
+            image_url = message.embeds[0].image.url
+        chat = await self.store.find_chat(self.platform, caller.chat_id)
+        assert chat is not None
+        buttons = await self.commands.buttons(
+            chat,
+            Ref(result.row, result.rule_id),
+            result.alert,
+            has_chart=image_url is not None,
+            used=result.used,
+        )
+        view = action_view(buttons)
+        files = []
+        if image is not None:
+            image_url = f"attachment://{CHART}"
+            files.append(discord.File(io.BytesIO(image), filename=CHART))
+        embed = pressed_embed(result.alert, replies.pressed_note(result), image_url)
+        if not interaction.response.is_done():
+            if files:
+                await interaction.response.edit_message(embed=embed, view=view, attachments=files)
+            else:
+                await interaction.response.edit_message(embed=embed, view=view)
+        elif files:
+            await interaction.edit_original_response(embed=embed, view=view, attachments=files)
+        else:
+            await interaction.edit_original_response(embed=embed, view=view)
 
     def caller(self, interaction: Interaction) -> Caller:
         """Who is asking, from which channel, and whether they may change alerts."""
@@ -126,6 +208,8 @@ class SlashAnswers:
         if not interaction.response.is_done():
             await interaction.response.send_message(embed=embeds[0], files=files, ephemeral=private)
             embeds = embeds[1:]
+        elif private and interaction.type is discord.InteractionType.component:
+            pass  # a button's deferred answer left its message as it was: only the follow-up
         elif private:  # a public "thinking…" must not turn into a public error
             await interaction.delete_original_response()
         else:

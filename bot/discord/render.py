@@ -11,7 +11,8 @@ from discord.app_commands import Choice
 from alerts import rules
 from alerts.models import Alert, Direction
 from bot import render
-from bot.replies import Reply, Spelling
+from bot.replies import BUTTONS, Reply, Spelling
+from bot.results import Action
 from bot.wording import sentence
 from feeds.catalogue import COMMON_CRYPTO
 from storage.api import StoredRule
@@ -76,6 +77,33 @@ def alert_embed(alert: Alert) -> discord.Embed:
         timestamp=alert.time,
     )
     embed.set_footer(text=_cut(alert.rule_text, FOOTER_LIMIT))
+    return embed
+
+
+def action_view(buttons: list[tuple[Action, str]]) -> discord.ui.View | None:
+    """The buttons under an alert (custom_id: their signed data) as a view to send, or None.
+
+    The view is stopped before it is sent, so discord.py keeps no state per message: presses
+    arrive as component interactions (bot.discord.answers.SlashAnswers.press)."""
+    if not buttons:
+        return None
+    view = discord.ui.View(timeout=None)
+    for action, data in buttons:
+        style = (
+            discord.ButtonStyle.danger if action is Action.REMOVE else discord.ButtonStyle.secondary
+        )
+        view.add_item(discord.ui.Button(label=BUTTONS[action], custom_id=data, style=style))
+    view.stop()
+    return view
+
+
+def pressed_embed(alert: Alert, note: str, image_url: str | None = None) -> discord.Embed:
+    """An alert's embed after a button: the alert, then a line saying what was done."""
+    embed = alert_embed(alert)
+    text = f"{embed.description}\n*{discord.utils.escape_markdown(note)}*"
+    embed.description = _cut(text, DESCRIPTION_LIMIT)
+    if image_url:
+        embed.set_image(url=image_url)
     return embed
 
 

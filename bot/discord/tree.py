@@ -37,6 +37,10 @@ class Answering(Protocol):
         """The channel's alerts matching what the user typed."""
         ...
 
+    async def press(self, interaction: Interaction) -> None:
+        """A button under an alert was pressed."""
+        ...
+
 
 class TickerClient(discord.Client):
     """discord.py's client, carrying what its slash commands answer through (`answers`) and
@@ -63,6 +67,11 @@ class TickerClient(discord.Client):
             await super().close()
         elif self.ws is not None and self.ws.open:
             await self.ws.close(code=1000)
+
+    async def on_interaction(self, interaction: Interaction) -> None:
+        """Buttons under alerts (component interactions); slash commands go to the tree."""
+        if interaction.type is discord.InteractionType.component and self.answers is not None:
+            await self.answers.press(interaction)
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
         """discord.py's dispatch; the adapter also hears of gateway readiness and loss."""
@@ -126,6 +135,10 @@ async def _alert_ids(interaction: Interaction, current: str) -> list[Choice[str]
     return await answers.alert_choices(interaction, current) if answers else []
 
 
+async def _snoozable(interaction: Interaction, current: str) -> list[Choice[str]]:
+    return [c for c in await _alert_ids(interaction, current) if not c.value.startswith("all")]
+
+
 def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
     """Fresh command objects (a command belongs to one tree)."""
     symbol_help = "BTC, ETH, XAU (gold), XAG (silver), binance:SOL/USDT, yf:^GSPC"
@@ -168,6 +181,16 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
     async def unmute(interaction: Interaction) -> None:
         """Resume this channel's alerts."""
         await _answer(interaction, lambda cmds, who: cmds.unmute(who))
+
+    @app_commands.command(name="snooze")
+    @app_commands.describe(
+        alert="The alert's id from /alert list",
+        duration="How long, e.g. 30m, 1h, 1d; forever: until off; off: on again now",
+    )
+    @app_commands.autocomplete(alert=_snoozable)
+    async def snooze(interaction: Interaction, alert: str, duration: str) -> None:
+        """Quiet one alert for a while; it then waits for a fresh crossing."""
+        await _answer(interaction, lambda cmds, who: cmds.snooze(who, alert, duration))
 
     @app_commands.command(name="subscribe")
     @app_commands.describe(symbol=f"{symbol_help}, or all")
@@ -216,4 +239,16 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
         """The commands and the rule language with examples."""
         await _answer(interaction, lambda cmds, who: cmds.help(who))
 
-    return [status, alert, mute, unmute, subscribe, unsubscribe, chart, rotation, charts, help_]
+    return [
+        status,
+        alert,
+        mute,
+        unmute,
+        snooze,
+        subscribe,
+        unsubscribe,
+        chart,
+        rotation,
+        charts,
+        help_,
+    ]

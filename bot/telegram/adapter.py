@@ -20,13 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from telegram import BotCommand, Message, Update
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+    User,
+)
 from telegram import Chat as TelegramChat
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -38,13 +47,23 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from alerts.models import Alert
 from bot import render
+from bot.actions import Ref
 from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
 from bot.redaction import redact, scrub
+from bot.replies import BUTTONS, pressed_note, refusal_text
+from bot.results import Action, NoHistory, Pressed, Refusal
 from bot.telegram.admins import Admins
 from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
 from feeds.backoff import Backoff
@@ -54,6 +73,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.telegram.org/bot"
 CAPTION_LIMIT = 1024  # Telegram's limit for a photo caption
+TOAST_LIMIT = 200  # Telegram's limit for a button's answer
 COMMANDS = (
     ("start", "What this bot does"),
     ("help", "Commands and rule examples"),
@@ -63,6 +83,7 @@ COMMANDS = (
     ("remove", "Remove an alert: /remove 3"),
     ("mute", "Pause alerts: /mute 2h"),
     ("unmute", "Resume alerts"),
+    ("snooze", "Quiet one alert: /snooze 3 1h"),
     ("subscribe", "Notable moves of a symbol: /subscribe XAU"),
     ("unsubscribe", "Stop notable moves"),
     ("chart", "A price chart: /chart XAU 3m"),
@@ -77,6 +98,19 @@ SORRY = "Sorry, something went wrong on my side. Please try again in a minute."
 def _chat_ref(chat_id: str) -> int | str:
     """A stored chat id as the Bot API takes it."""
     return int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id
+
+
+def _keyboard(buttons: list[tuple[Action, str]]) -> InlineKeyboardMarkup | None:
+    """Buttons under an alert, two a row; None when there are none."""
+    if not buttons:
+        return None
+    keys = [InlineKeyboardButton(BUTTONS[action], callback_data=data) for action, data in buttons]
+    return InlineKeyboardMarkup([keys[i : i + 2] for i in range(0, len(keys), 2)])
+
+
+def _name(user: User) -> str:
+    """How a note names the one who pressed a button: @username, else the first name."""
+    return f"@{user.username}" if user.username else user.first_name
 
 
 def _secret_of(token: str) -> str:
@@ -146,6 +180,7 @@ class TelegramBot:
             )
         )
         self.app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self._on_migrate))
+        self.app.add_handler(CallbackQueryHandler(self._on_press))
         self.app.add_error_handler(self._on_error)
 
     # --- life cycle ---
@@ -215,7 +250,7 @@ class TelegramBot:
                 updates = await self.app.bot.get_updates(
                     offset=offset,
                     timeout=timedelta(seconds=self.poll_timeout),
-                    allowed_updates=[Update.MESSAGE],
+                    allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
                 )
             except Exception as err:
                 self._receiving = False
@@ -252,26 +287,37 @@ class TelegramBot:
 
     # --- the notifier ---
 
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
-        """Deliver one alert; Telegram's answer becomes a message id or a DeliveryError."""
+    async def send(
+        self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
+    ) -> str | None:
+        """Deliver one alert, with its buttons under it when `ref` names its row; Telegram's
+        answer becomes a message id or a DeliveryError."""
         if not self._connected:
             raise DeliveryError("telegram: not connected yet")
         if self.allowed_chats and chat.chat_id not in self.allowed_chats:
             raise DeliveryError("chat not in TELEGRAM_ALLOWED_CHATS", permanent=True)
         chat_id = chat.chat_id
         text = render.alert_html(alert)
+        with_chart = image is not None and len(text) <= CAPTION_LIMIT
+        keyboard = None
+        if ref is not None:
+            keyboard = _keyboard(await self.commands.buttons(chat, ref, alert, with_chart))
         mode: ParseMode | None = ParseMode.HTML
         waits, moves = FloodWaits(self.retries, self.max_retry_wait, self.sleep), 0
         while True:
             try:
                 message: Message
-                if image is not None and len(text) <= CAPTION_LIMIT:
+                if image is not None and with_chart:
                     message = await self.app.bot.send_photo(
-                        _chat_ref(chat_id), image, caption=text, parse_mode=mode
+                        _chat_ref(chat_id),
+                        image,
+                        caption=text,
+                        parse_mode=mode,
+                        reply_markup=keyboard,
                     )
                 else:  # no chart, or a caption too long for one: the text alone
                     message = await self.app.bot.send_message(
-                        _chat_ref(chat_id), text, parse_mode=mode
+                        _chat_ref(chat_id), text, parse_mode=mode, reply_markup=keyboard
                     )
                 return str(message.message_id)
             except RetryAfter as err:
@@ -351,6 +397,85 @@ class TelegramBot:
             log.exception("telegram: command %r in chat %s failed", message.text[:40], chat.id)
             with contextlib.suppress(TelegramError):
                 await self._answer(chat.id, SORRY)
+
+    async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button under an alert: answered at once, then the message shows what was done."""
+        query = update.callback_query
+        if query is None or query.message is None:
+            return
+        chat = query.message.chat
+        async with self._turns.hold(chat.id):
+            try:
+                await self._press(query, chat)
+            except TelegramError as err:
+                log.warning(
+                    "telegram: could not answer a button in chat %s: %s",
+                    chat.id,
+                    self._describe(err),
+                )
+            except Exception:
+                log.exception("telegram: a button in chat %s failed", chat.id)
+                with contextlib.suppress(TelegramError):
+                    await query.answer(SORRY)
+
+    async def _press(self, query: CallbackQuery, chat: TelegramChat) -> None:
+        if not self._allowed(chat.id):
+            await query.answer(REFUSAL)
+            return
+        caller = Caller(
+            platform=self.name,
+            chat_id=str(chat.id),
+            chat_kind=chat.type,
+            user_id=str(query.from_user.id),
+            is_admin=await self.admins.user_is_admin(chat, query.from_user),
+        )
+        result = await self.commands.press(caller, query.data or "", _name(query.from_user))
+        if isinstance(result, Refusal):
+            await query.answer(refusal_text(result)[:TOAST_LIMIT])
+            return
+        assert isinstance(result, Pressed)
+        note = pressed_note(result)
+        await query.answer(note[:TOAST_LIMIT])
+        message = query.message
+        assert message is not None
+        had_chart = isinstance(message, Message) and bool(message.photo)
+        stored = await self.store.find_chat(self.name, str(chat.id))
+        assert stored is not None
+        ref = Ref(result.row, result.rule_id)
+        buttons = await self.commands.buttons(
+            stored, ref, result.alert, had_chart, frozenset(result.used)
+        )
+        keyboard = _keyboard(buttons)
+        if result.action is Action.CHART:
+            await self.app.bot.edit_message_reply_markup(
+                chat.id, message.message_id, reply_markup=keyboard
+            )
+            image = await self.commands.alert_chart(result.alert)
+            if image is None:
+                missing = refusal_text(NoHistory(result.alert.symbol))
+                await self.app.bot.send_message(
+                    chat.id, missing, reply_to_message_id=message.message_id
+                )
+            else:
+                await self.app.bot.send_photo(
+                    chat.id, image, caption=note, reply_to_message_id=message.message_id
+                )
+            return
+        text = f"{render.alert_html(result.alert)}\n{html.escape(note)}"
+        if had_chart and len(text) <= CAPTION_LIMIT:
+            await self.app.bot.edit_message_caption(
+                chat.id, message.message_id, caption=text, parse_mode=ParseMode.HTML,
+                reply_markup=keyboard,
+            )  # fmt: skip
+        elif had_chart:  # no room for the note in the caption: the buttons say it
+            await self.app.bot.edit_message_reply_markup(
+                chat.id, message.message_id, reply_markup=keyboard
+            )
+        else:
+            await self.app.bot.edit_message_text(
+                text, chat.id, message.message_id, parse_mode=ParseMode.HTML,
+                reply_markup=keyboard,
+            )  # fmt: skip
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Point plain text in a private chat at /help."""

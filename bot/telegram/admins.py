@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import Chat as TelegramChat
-from telegram import ChatMember, Message
+from telegram import ChatMember, Message, User
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 
@@ -45,7 +45,13 @@ class Admins:
             return True
         if message.sender_chat is not None and message.sender_chat.id == chat.id:
             return True  # an anonymous admin, posting as the group itself
-        user = message.from_user
+        return await self.user_is_admin(chat, message.from_user)
+
+    async def user_is_admin(self, chat: TelegramChat, user: User | None) -> bool:
+        """Private chats: yes. Groups: the user is the creator or an administrator (a button
+        press comes from a user, never from an anonymous admin)."""
+        if chat.type not in GROUP_KINDS:
+            return True
         if user is None:
             return False
         key, now = (chat.id, user.id), self.clock()

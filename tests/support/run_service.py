@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from alerts.models import Alert
+from bot.actions import Ref
 from feeds.replay import ReplayFeed, read_candles
 from storage.db import Chat
 from tickerbell import app
@@ -28,7 +29,9 @@ class HttpNotifier:
         self.url = url
         self.session = aiohttp.ClientSession()
 
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
+    async def send(
+        self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
+    ) -> str | None:
         body = {"rule": alert.rule_text, "time": alert.time.isoformat()}
         async with self.session.post(self.url, json=body) as response:
             response.raise_for_status()

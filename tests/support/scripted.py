@@ -12,6 +12,7 @@ from typing import Any
 from alerts import rules
 from alerts.models import Alert, Candle, Direction, Quote, Rule
 from alerts.sanity import Limits
+from bot.actions import Ref
 from bot.wording import sentence
 from feeds.base import Feed, FeedHealth, TransientFeedError
 from feeds.catalogue import Catalogue
@@ -74,7 +75,9 @@ class Recorder:
         self.sent: list[tuple[str, str]] = []
         self.images: list[bytes | None] = []
 
-    async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
+    async def send(
+        self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
+    ) -> str | None:
         if self.failure is not None:
             raise self.failure
         if self.failures:
