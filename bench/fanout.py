@@ -214,8 +214,9 @@ async def main(
     sampler = asyncio.create_task(memory.sample())
     pool = RenderPool(workers)
     cache = ChartCache(pool)
-    if charts:
-        pool.start()  # as the app does when a chat platform is configured
+    if charts:  # as the app does at start when a chat platform is configured; an
+        # installation's workers are warm long before a tick, so the bench waits for them too
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in pool.start()))
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             FakeTelegram(TOKEN, limits=limits) as fake,

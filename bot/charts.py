@@ -21,7 +21,7 @@ import multiprocessing
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -186,11 +186,11 @@ class RenderPool:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    def start(self) -> None:
-        """Spawn the workers and warm them (imports, fonts) in the background."""
+    def start(self) -> list[Future[None]]:
+        """Spawn the workers and warm them (imports, fonts) in the background; the futures
+        are done when they are warm."""
         pool = self._executor()
-        for _ in range(self.workers):
-            pool.submit(_warm)
+        return [pool.submit(_warm) for _ in range(self.workers)]
 
     async def __call__(self, spec: ChartSpec) -> bytes:
         pool = self._executor()
