@@ -91,6 +91,10 @@ async def _charts(cmds: Commands, caller: Caller, args: list[str]) -> Result:
     return await cmds.set_charts(caller, args[0].lower() == "on")
 
 
+async def _digest(cmds: Commands, caller: Caller, args: list[str]) -> Result:
+    return await cmds.digest(caller, " ".join(args))
+
+
 _TEXT: dict[str, TextCommand] = {
     Command.START.value: _start,
     Command.HELP.value: _help,
@@ -105,4 +109,5 @@ _TEXT: dict[str, TextCommand] = {
     Command.CHART.value: _chart,
     Command.ROTATION.value: _rotation,
     Command.CHARTS.value: _charts,
+    Command.DIGEST.value: _digest,
 }

@@ -22,7 +22,7 @@ from typing import Concatenate, ParamSpec, Protocol, TypeAlias
 from alerts import rules
 from alerts.indicators import Market
 from alerts.models import Candle, Quote, Rule, RuleError, RuleState
-from bot import chat_text, views
+from bot import chat_text, digest, views
 from bot.charts import RANGES, ChartCache
 from bot.replies import CHAT, Reply, Spelling, reply
 from bot.results import (
@@ -33,6 +33,8 @@ from bot.results import (
     AtLimit,
     ChartsSet,
     Command,
+    DigestOff,
+    DigestPlan,
     Duplicate,
     Expired,
     Help,
@@ -51,7 +53,7 @@ from bot.results import (
     Unsubscribed,
     Usage,
 )
-from storage.api import Chat, LimitReached, Storage, StoredRule, utcnow
+from storage.api import Chat, DigestSetting, LimitReached, Storage, StoredRule, utcnow
 
 RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
@@ -360,6 +362,45 @@ class Commands:
         await self.store.set_charts(chat.id, on)
         return ChartsSet(on)
 
+    async def digest(self, caller: Caller, text: str = "") -> Result:
+        """What people type after /digest: nothing (show the setting), `off`, or
+        `HH:MM ZONE [weekdays]`."""
+        words = text.split()
+        if not words:
+            return await self.show_digest(caller)
+        if len(words) == 1 and words[0].lower() == "off":
+            return await self.digest_off(caller)
+        if len(words) not in (2, 3):
+            return await self.invalid(caller, self.set_digest, Command.DIGEST)
+        return await self.set_digest(caller, *words)
+
+    @operation()
+    async def show_digest(self, caller: Caller) -> Result:
+        """This chat's daily digest: when, and when the next one is due."""
+        chat = await self.store.find_chat(caller.platform, caller.chat_id)
+        found = [] if chat is None else await self.store.digests(chat.id)
+        if not found:
+            return DigestOff()
+        return _plan(found[0].setting, self.clock())
+
+    @operation(writes=True)
+    async def set_digest(self, caller: Caller, at: str, zone: str, days: str = "daily") -> Result:
+        """Send this chat a daily digest at a local time (`08:00`) in an IANA zone
+        (`Europe/London`), every day or on `weekdays` only."""
+        wanted = digest.setting(at, zone, days)
+        chat = await self._chat(caller)
+        await self.store.set_digest(chat.id, wanted)
+        return _plan(wanted, self.clock(), changed=True)
+
+    @operation(writes=True)
+    async def digest_off(self, caller: Caller) -> Result:
+        """Stop this chat's daily digest."""
+        chat = await self.store.find_chat(caller.platform, caller.chat_id)
+        if chat is None or not await self.store.digests(chat.id):
+            return DigestOff()
+        await self.store.set_digest(chat.id, None)
+        return DigestOff(was_on=True)
+
     # --- helpers ---
 
     def _symbol(self, text: str) -> str:
@@ -388,6 +429,11 @@ def _canonical_text(text: str) -> str:
         return rules.format(rules.parse(text))
     except RuleError:
         return text
+
+
+def _plan(setting: DigestSetting, now: datetime, changed: bool = False) -> DigestPlan:
+    next_at = digest.next_due(setting, now)
+    return DigestPlan(setting.at, setting.zone, setting.weekdays_only, next_at, changed)
 
 
 def _state(state: RuleState | None) -> AlertState:

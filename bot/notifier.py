@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from alerts.models import Alert
+from bot.replies import Reply
 from storage.api import Chat
 
 
@@ -20,6 +21,12 @@ class Notifier(Protocol):
     async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         """Deliver one alert (with its chart as a PNG, when given); return the platform's
         message id. Raise DeliveryError on failure."""
+        ...
+
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        """Deliver a composed message (a daily digest: lines, a table, a chart), written the
+        platform's way; return the platform's id of its first message. Raise DeliveryError
+        on failure."""
         ...
 
     async def close(self) -> None: ...

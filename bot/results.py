@@ -8,8 +8,10 @@ every kind.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from enum import Enum
+
+from alerts.models import Alert
 
 
 class Command(Enum):
@@ -28,6 +30,7 @@ class Command(Enum):
     CHART = "chart"
     ROTATION = "rotation"
     CHARTS = "charts"
+    DIGEST = "digest"
 
 
 # --- refusals: nothing was done ---
@@ -279,11 +282,14 @@ class Moves:
 
 @dataclass(frozen=True, slots=True)
 class Ratio:
-    """The price of `symbol` in units of `other`."""
+    """The price of `symbol` in units of `other`, and its changes over the rotation windows
+    and since the year began (None: no prices to compare with)."""
 
     symbol: str
     other: str
     value: float
+    changes: tuple[float | None, ...] = ()
+    year: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +300,36 @@ class Rotation:
     moves: tuple[Moves, ...]
     ratios: tuple[Ratio, ...]
     image: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DigestPlan:
+    """The chat's daily digest: at `at` local time in `zone`, every day or on weekdays only;
+    the next one is due at `next_at`. `changed`: this command set it."""
+
+    at: time
+    zone: str
+    weekdays_only: bool
+    next_at: datetime
+    changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DigestOff:
+    """No daily digest here; `was_on`: this command turned it off."""
+
+    was_on: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DailyDigest:
+    """A daily digest as sent: the chat's local `day`, the rotation, and the chat's alerts of
+    the 24 hours before it was due (oldest first; `more` older ones not listed)."""
+
+    day: date
+    rotation: Rotation
+    alerts: tuple[Alert, ...] = ()
+    more: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,5 +355,8 @@ Done = (
     | Chart
     | Rotation
     | ChartsSet
+    | DigestPlan
+    | DigestOff
+    | DailyDigest
 )
 Result = Done | Refusal

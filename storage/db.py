@@ -22,7 +22,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,10 @@ from alerts import rules
 from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleError, RuleState
 from storage.api import (
     Chat,
+    ChatDigest,
     Clock,
+    DigestDue,
+    DigestSetting,
     LimitReached,
     OutboxRow,
     RuleChanges,
@@ -106,6 +109,17 @@ def alert_from_json(text: str) -> Alert:
         bid=data.get("bid"),
         ask=data.get("ask"),
     )
+
+
+def digest_to_json(digest: DigestDue) -> str:
+    """Serialise a digest for the outbox: its local day and when it was due."""
+    return json.dumps({"day": digest.day.isoformat(), "due": digest.due.isoformat()})
+
+
+def digest_from_json(text: str) -> DigestDue:
+    """Inverse of `digest_to_json`."""
+    data: dict[str, Any] = json.loads(text)
+    return DigestDue(date.fromisoformat(data["day"]), datetime.fromisoformat(data["due"]))
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -443,7 +457,7 @@ class Store:
         now = _ts(self._clock())
         rows = await self._all(
             "SELECT o.id, o.rule, o.payload, o.attempts,"
-            " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts"
+            " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts, o.kind"
             " FROM outbox o JOIN chats c ON c.id = o.chat"
             " WHERE o.status = 'pending' AND NOT EXISTS ("
             "  SELECT 1 FROM outbox w WHERE w.status = 'pending' AND w.chat = o.chat"
@@ -452,7 +466,13 @@ class Store:
             (now, limit),
         )
         return [
-            OutboxRow(row[0], row[1], _chat(row[4:]), alert_from_json(row[2]), row[3])
+            OutboxRow(
+                row[0],
+                row[1],
+                _chat(row[4:11]),
+                digest_from_json(row[2]) if row[11] == "digest" else alert_from_json(row[2]),
+                row[3],
+            )
             for row in rows
         ]
 
@@ -489,7 +509,8 @@ class Store:
     async def history(self, chat: int, limit: int = 20) -> list[tuple[str, Alert]]:
         """A chat's recent alerts, newest first, with their delivery status."""
         rows = await self._all(
-            "SELECT status, payload FROM outbox WHERE chat = ? ORDER BY id DESC LIMIT ?",
+            "SELECT status, payload FROM outbox WHERE chat = ? AND kind = 'alert'"
+            " ORDER BY id DESC LIMIT ?",
             (chat, limit),
         )
         return [(status, alert_from_json(payload)) for status, payload in rows]
@@ -536,6 +557,67 @@ class Store:
             "SELECT chat, symbol FROM subscriptions WHERE chat = ? ORDER BY symbol", (chat,)
         )
         return [(r[0], r[1]) for r in rows]
+
+    # --- daily digests ---
+
+    async def set_digest(self, chat: int, setting: DigestSetting | None) -> None:
+        """Set a chat's digest from now on, or turn it off; its last day sent stays."""
+        async with self._transaction() as conn:
+            if setting is None:
+                await conn.execute("UPDATE digests SET active = 0 WHERE chat = ?", (chat,))
+                return
+            await conn.execute(
+                "INSERT INTO digests (chat, at, zone, weekdays_only, active, since)"
+                " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (chat) DO UPDATE SET at = excluded.at,"
+                " zone = excluded.zone, weekdays_only = excluded.weekdays_only, active = 1,"
+                " since = excluded.since",
+                (
+                    chat,
+                    setting.at.isoformat("minutes"),
+                    setting.zone,
+                    int(setting.weekdays_only),
+                    _ts(self._clock()),
+                ),
+            )
+
+    async def digests(self, chat: int | None = None) -> list[ChatDigest]:
+        """The digests that are on, by chat."""
+        sql = "SELECT chat, at, zone, weekdays_only, since, last_day FROM digests WHERE active = 1"
+        args: tuple[Any, ...] = ()
+        if chat is not None:
+            sql += " AND chat = ?"
+            args = (chat,)
+        rows = await self._all(sql + " ORDER BY chat", args)
+        return [
+            ChatDigest(
+                row[0],
+                DigestSetting(time.fromisoformat(row[1]), row[2], bool(row[3])),
+                datetime.fromisoformat(row[4]),
+                None if row[5] is None else date.fromisoformat(row[5]),
+            )
+            for row in rows
+        ]
+
+    async def enqueue_digest(self, chat: int, digest: DigestDue) -> bool:
+        """Record the day and put the digest in the outbox, in one transaction; False when
+        the digest is off or that day's (or a later one's) went out already."""
+        now = self._clock()
+        day = digest.day.isoformat()
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE digests SET last_day = ? WHERE chat = ? AND active = 1"
+                " AND (last_day IS NULL OR last_day < ?)",
+                (day, chat, day),
+            )
+            if cursor.rowcount == 0:
+                return False
+            status = await self._delivery_status(conn, {chat}, now)
+            await conn.execute(
+                "INSERT INTO outbox (rule, chat, payload, created_at, status, kind)"
+                " VALUES (NULL, ?, ?, ?, ?, 'digest')",
+                (chat, digest_to_json(digest), _ts(now), status.get(chat, "pending")),
+            )
+            return True
 
     # --- recent quotes ---
 

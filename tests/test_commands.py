@@ -240,7 +240,11 @@ async def test_chart_rotation_and_the_charts_switch(
     assert rotation.image is not None
     table = plain(rotation)
     assert "XAU/XAG ratio 78.85" in table and "XAU/BTC ratio" in table
-    assert [row[0] for row in rotation.table] == ["", "XAU", "XAG", "BTC", "ETH"]
+    assert [row[0] for row in rotation.table] == [
+        "",
+        *("XAU", "XAG", "BTC", "ETH"),
+        *("XAU/XAG", "XAU/BTC"),  # the ratios' changes
+    ]
     assert await say(cmds, "/charts off") == "Alerts here are text only."
     chat = await store.find_chat("telegram", "42")
     assert chat is not None and not chat.charts

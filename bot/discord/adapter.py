@@ -37,11 +37,12 @@ from alerts.models import Alert
 from bot.commands import Commands
 from bot.discord.answers import DEFER_AFTER, SlashAnswers
 from bot.discord.guard import INVALID_LIMIT, INVALID_WINDOW, InvalidRequests
-from bot.discord.render import CHART, SYMBOLS, alert_embed
+from bot.discord.render import CHART, SYMBOLS, alert_embed, reply_embeds
 from bot.discord.sync import point_discord_py, sync_commands, sync_file_for
 from bot.discord.tree import TickerClient, make_tree
 from bot.notifier import DeliveryError
 from bot.redaction import redact
+from bot.replies import Reply
 from feeds.backoff import Backoff
 from storage.api import Chat, Storage
 
@@ -279,9 +280,22 @@ class DiscordBot:
 
     async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         """Post one alert as an embed (with `image` as chart.png) to the chat's channel."""
+        return await self._deliver(chat, alert_embed(alert), image)
+
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        """Post a composed message (a daily digest) as embeds, the chart on the first; the id
+        of the first message."""
+        first, *rest = reply_embeds(reply)
+        sent = await self._deliver(chat, first, reply.image)
+        for embed in rest:
+            await self._deliver(chat, embed)
+        return sent
+
+    async def _deliver(self, chat: Chat, embed: discord.Embed, image: bytes | None = None) -> str:
+        """Post one embed (with `image` as chart.png) to the chat's channel; Discord's answer
+        becomes a message id or a DeliveryError."""
         self._may_send(chat)
         channel = self.client.get_partial_messageable(int(chat.chat_id))
-        embed = alert_embed(alert)
         try:
             if image is None:
                 message = await channel.send(embed=embed)

@@ -12,6 +12,7 @@ from typing import Any
 from alerts import rules
 from alerts.models import Alert, Candle, Direction, Quote, Rule
 from alerts.sanity import Limits
+from bot.replies import Reply
 from bot.wording import sentence
 from feeds.base import Feed, FeedHealth, TransientFeedError
 from feeds.catalogue import Catalogue
@@ -73,6 +74,7 @@ class Recorder:
         self.after_send: Callable[[int], None] = lambda sent: None
         self.sent: list[tuple[str, str]] = []
         self.images: list[bytes | None] = []
+        self.posts: list[tuple[str, Reply]] = []
 
     async def send(self, chat: Chat, alert: Alert, image: bytes | None = None) -> str | None:
         if self.failure is not None:
@@ -83,6 +85,14 @@ class Recorder:
         self.after_send(len(self.sent))
         self.images.append(image)
         return str(len(self.sent))
+
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        if self.failure is not None:
+            raise self.failure
+        if self.failures:
+            raise self.failures.pop(0)
+        self.posts.append((chat.chat_id, reply))
+        return f"post {len(self.posts)}"
 
     async def close(self) -> None:
         return None
