@@ -12,6 +12,8 @@ from typing import Any
 from alerts import rules
 from alerts.models import Alert, Candle, Direction, Quote, Rule
 from alerts.sanity import Limits
+from bot.charts import ChartCache
+from bot.digest import Digests
 from bot.replies import Reply
 from bot.wording import sentence
 from feeds.base import Feed, FeedHealth, TransientFeedError
@@ -124,6 +126,7 @@ async def service(
     async with opened as store:
         delivery = Delivery(store, {n.name: n for n in notifiers}, clock=clock)
         svc = make_service(store, delivery, venue, clock, max_age=timedelta(minutes=2))
+        delivery.digests = Digests(store, svc.data, ChartCache(), clock)
         yield svc, store, delivery
 
 
