@@ -465,3 +465,66 @@ async def test_a_write_says_so_at_once_and_a_read_does_not(tmp_path: Path) -> No
         assert calls == ["changed"]
         await cmds.remove_alert(ME, 1)
         assert calls == ["changed", "changed"]
+
+
+# --- /digest ---
+
+
+async def test_digest_set_shown_and_turned_off(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, _ = env  # Monday 2 March 2026, 12:00 UTC
+    assert await say(cmds, "/digest") == (
+        "No daily digest here. Set one, e.g. /digest 08:00 Europe/London"
+    )
+    assert await say(cmds, "/digest 08:00 europe/london") == (
+        "Daily digest set: 08:00 Europe/London, every day. The next: Tue 3 Mar 08:00 GMT.\n"
+        "Turn it off with /digest off."
+    )
+    assert await say(cmds, "/digest 7:30 America/New_York weekdays") == (
+        "Daily digest set: 07:30 America/New_York, on weekdays (Monday to Friday). "
+        "The next: Mon 2 Mar 07:30 EST.\nTurn it off with /digest off."
+    )
+    assert (await say(cmds, "/digest")).startswith("Daily digest: 07:30 America/New_York")
+    chat = await store.find_chat("telegram", "42")
+    assert chat is not None and len(await store.digests(chat.id)) == 1
+    assert await say(cmds, "/digest OFF") == "Daily digest off."
+    assert await say(cmds, "/digest off") == (
+        "No daily digest here. Set one, e.g. /digest 08:00 Europe/London"
+    )
+    assert await store.digests() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("/digest 08:00", "usage: /digest HH:MM ZONE [weekdays] or /digest off, e.g. "),
+        ("/digest 08:00 Europe/London weekdays now", "usage: /digest HH:MM ZONE [weekdays]"),
+        ("/digest 25:00 Europe/London", "'25:00' is not a time of day: give HH:MM in 24 hours"),
+        ("/digest 08:00 Europe/Londn", "did you mean Europe/London or"),
+        ("/digest 08:00 Nowhere", "unknown time zone 'Nowhere'"),
+        ("/digest 08:00 UTC weekends", "'weekends' is not a choice of days"),
+    ],
+)
+async def test_digest_bad_input_gets_a_short_reply_with_an_example(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], text: str, answer: str
+) -> None:
+    cmds, store, _, _ = env
+    reply = await cmds.handle(ME, text)
+    assert not reply.ok and answer in plain(reply)
+    assert "e.g. /digest 08:00 Europe/London" in plain(reply) and len(reply.lines) == 1
+    assert await store.digests() == []
+
+
+async def test_only_admins_set_a_group_s_digest(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, _ = env
+    for text in ("/digest 08:00 Europe/London", "/digest off", "/digest 08:00"):
+        reply = await cmds.handle(GROUP_MEMBER, text)
+        assert plain(reply).startswith("only admins change alerts in a group")
+    assert await cmds.set_digest(GROUP_MEMBER, "08:00", "UTC") == AdminsOnly()
+    assert (await say(cmds, "/digest", GROUP_MEMBER)).startswith("No daily digest here")
+    assert (await say(cmds, "/digest 08:00 UTC", GROUP_ADMIN)).startswith("Daily digest set")
+    assert (await say(cmds, "/digest", GROUP_MEMBER)).startswith("Daily digest: 08:00 UTC")
+    assert len(await store.digests()) == 1

@@ -107,11 +107,17 @@ def make_service(
     clock: Callable[[], datetime] = utcnow,
     max_age: timedelta = timedelta(minutes=5),
     poll_seconds: float = 10.0,
+    digest_every: float = 15.0,
 ) -> Service:
     """A real Service over `store` whose every price source is `feed` (the far side's stand-in)."""
     data = MarketData(Catalogue(), lambda source: feed, Limits(max_age=max_age), clock=clock)
     return Service(
-        store, data, band=0.0025, poll_interval=lambda source: poll_seconds, wake=delivery.wake
+        store,
+        data,
+        band=0.0025,
+        poll_interval=lambda source: poll_seconds,
+        wake=delivery.wake,
+        digest_every=digest_every,
     )
 
 
