@@ -10,6 +10,7 @@ back to 01:00) is due at the first of the two. Either way it goes once that day.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
 import zoneinfo
@@ -22,7 +23,7 @@ from alerts.models import Alert, RuleError
 from bot import views
 from bot.charts import ChartCache
 from bot.replies import Reply, reply
-from bot.results import DailyDigest
+from bot.results import DailyDigest, Rotation
 from storage.api import Chat, ChatDigest, DigestDue, DigestSetting, Storage
 
 if TYPE_CHECKING:
@@ -126,7 +127,9 @@ def next_due(setting: DigestSetting, now: datetime) -> datetime:
 class Digests:
     """Makes a digest's reply when delivery sends it: the rotation of gold, silver, BTC and
     ETH with the gold ratios and the normalised chart, and the chat's alerts of the 24 hours
-    before the digest was due."""
+    before the digest was due. The rotation is made once a minute and shared by every digest
+    sent in that minute (a thousand chats at 08:00 cost one set of price requests and one
+    chart)."""
 
     def __init__(
         self,
@@ -139,10 +142,11 @@ class Digests:
         self.view = view
         self.charts = charts
         self.clock = clock
+        self._shared: tuple[datetime, asyncio.Future[Rotation]] | None = None
 
     async def compose(self, chat: Chat, digest: DigestDue) -> Reply:
         """The digest for `chat`, with the market as it is now."""
-        rotation = await views.rotation(self.view, self.charts, self.clock())
+        rotation = await self._rotation()
         since = digest.due - timedelta(days=1)
         fired: list[Alert] = [
             alert
@@ -151,3 +155,18 @@ class Digests:
         ]
         shown = tuple(fired[-SHOWN_ALERTS:])
         return reply(DailyDigest(digest.day, rotation, shown, len(fired) - len(shown)))
+
+    async def _rotation(self) -> Rotation:
+        """This minute's rotation, made by the first digest that asks (a failed one is made
+        again by the next)."""
+        now = self.clock()
+        minute = now.replace(second=0, microsecond=0)
+        shared = self._shared
+        if shared is None or shared[0] != minute or _failed(shared[1]):
+            made = asyncio.ensure_future(views.rotation(self.view, self.charts, now))
+            shared = self._shared = (minute, made)
+        return await asyncio.shield(shared[1])
+
+
+def _failed(future: asyncio.Future[Rotation]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)

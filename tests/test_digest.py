@@ -3,8 +3,8 @@ changes, and what a digest says, over a real service and store with synthetic pr
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 
 import pytest
 from support.scripted import T0, Clock, ScriptedVenue, an_alert, service
@@ -115,8 +115,8 @@ def test_zone_choices_put_what_starts_with_the_text_first() -> None:
     assert "America/New_York" in found and len(zone_choices("", 25)) == 25
 
 
-async def test_a_digest_has_the_rotation_the_day_s_alerts_and_the_chart(tmp_path: Path) -> None:
-    clock = Clock()
+def scripted_market(clock: Clock) -> ScriptedVenue:
+    """A venue with the four rotation symbols and a synthetic daily history."""
     venue = ScriptedVenue(clock)
     venue.prices.update(
         {"BTC/USDT": 86000.0, "ETH/USDT": 4000.0, "XAU/USD": 4100.0, "XAG/USD": 52.0}
@@ -127,7 +127,12 @@ async def test_a_digest_has_the_rotation_the_day_s_alerts_and_the_chart(tmp_path
             Candle(start + timedelta(days=i), price, price, price, price * (0.8 + i / 600))
             for i in range(120)
         ]
-    async with service(None, clock, venue) as (svc, store, _):
+    return venue
+
+
+async def test_a_digest_has_the_rotation_the_day_s_alerts_and_the_chart() -> None:
+    clock = Clock()
+    async with service(None, clock, scripted_market(clock)) as (svc, store, _):
         chat = await store.chat("telegram", "1")
         due = DigestDue(T0.date(), T0)
         old = an_alert("BTC below 90000", time=T0 - timedelta(days=1, minutes=1))
@@ -145,3 +150,18 @@ async def test_a_digest_has_the_rotation_the_day_s_alerts_and_the_chart(tmp_path
     )
     assert [row[0] for row in reply.table] == ["", "XAU", "XAG", "BTC", "ETH", "XAU/XAG", "XAU/BTC"]
     assert reply.image is not None and reply.image.startswith(b"\x89PNG")
+
+
+async def test_digests_sent_in_one_minute_share_one_rotation() -> None:
+    clock = Clock()
+    venue = scripted_market(clock)
+    async with service(None, clock, venue) as (svc, store, _):
+        chats = [await store.chat("telegram", str(n)) for n in range(50)]
+        digests = Digests(store, svc.data, ChartCache(), clock)
+        due = DigestDue(T0.date(), T0)
+        replies = await asyncio.gather(*(digests.compose(chat, due) for chat in chats))
+        assert venue.requests == 4  # one quote request per symbol, not per chat
+        assert len({reply.image for reply in replies}) == 1 and digests.charts.renders == 1
+        clock.tick(60)  # the next minute: made again
+        await digests.compose(chats[0], due)
+        assert digests.charts.renders == 2
