@@ -200,9 +200,9 @@ class Service:
                 continue
             if due is not None and await self.store.enqueue_digest(chat_digest.chat, due):
                 queued += 1
+                self.wake()  # each goes at once: thousands take seconds to record
         if queued:
             log.info("%d daily digests queued", queued)
-            self.wake()
         return queued
 
     async def _digests_job(self) -> None:
