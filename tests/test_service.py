@@ -17,6 +17,7 @@ import pytest
 from support.charts import PRICES, T1, StandInRenderer, synthetic_market
 from support.full_disk import small_disk
 from support.scripted import (
+    T0,
     Clock,
     Recorder,
     ScriptedVenue,
@@ -30,11 +31,12 @@ from support.waiting import until
 from alerts import rules
 from alerts.models import Alert, Candle, Direction
 from bot.charts import AlertCharts, ChartCache, ChartSpec
+from bot.digest import Digests
 from bot.wording import sentence
 from storage.api import DigestDue, DigestSetting, RuleChanges, StoredRule
 from storage.db import Store, utcnow
 from storage.memory import MemoryStore
-from tickerbell.delivery import Delivery, DeliveryError
+from tickerbell.delivery import ConsoleNotifier, Delivery, DeliveryError
 from tickerbell.service import Service
 
 
@@ -771,3 +773,44 @@ async def test_a_digest_keeps_its_local_time_across_a_clock_change(
         assert queued_at == expected
         due = [row.alert for row in await store.pending()]
         assert [d.due for d in due if isinstance(d, DigestDue)] == expected
+
+
+async def test_a_digest_that_fails_to_send_is_retried_and_arrives_once(tmp_path: Path) -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    tg.failures = [DeliveryError("telegram down")]
+    async with service(tmp_path / "r.db", clock, ScriptedVenue(clock), tg) as (svc, store, dl):
+        chat = await store.chat("telegram", "42")
+        await store.set_digest(chat.id, DigestSetting(time(12, 5), "UTC"))
+        clock.tick(5 * 60)  # 12:05 UTC
+        assert await svc.send_digests() == 1
+        await dl.drain()
+        assert tg.posts == [] and await store.outbox_counts() == {"pending": 1}
+        clock.tick(60)  # past the retry's backoff
+        await dl.drain()
+        await dl.drain()
+        assert [reply.title for _, reply in tg.posts] == ["Daily digest, Mon 2 Mar 2026"]
+        assert await store.outbox_counts() == {"delivered": 1}
+
+
+async def test_a_digest_without_a_maker_fails_alone_and_the_console_prints_one() -> None:
+    clock, lines = Clock(), list[str]()
+    async with MemoryStore.open(clock=clock) as store:
+        console = await store.chat("console", "console")
+        await store.set_digest(console.id, DigestSetting(time(12, 0), "UTC"))
+        assert await store.enqueue_digest(console.id, DigestDue(T0.date(), T0))
+        await enqueue(store, console, an_alert())
+        delivery = Delivery(store, {"console": ConsoleNotifier(lines.append)}, clock=clock)
+        await delivery.drain()  # the digest fails for good; the alert behind it waits a round
+        await delivery.drain()
+        assert await store.outbox_counts() == {"delivered": 1, "failed": 1}
+        assert len(lines) == 1 and "ALERT BTC fell below 85,000" in lines[0]
+        async with service(None, clock, ScriptedVenue(clock)) as (svc, _, _):
+            maker = Digests(store, svc.data, ChartCache(), clock)
+            next_day = DigestDue(T0.date() + timedelta(days=1), T0 + timedelta(days=1))
+            assert await store.enqueue_digest(console.id, next_day)
+            console_only = {"console": ConsoleNotifier(lines.append)}
+            await Delivery(store, console_only, clock=clock, digests=maker).drain()
+        assert lines[1].startswith(
+            "Daily digest, Tue 3 Mar 2026\nAlerts here in the 24 hours before (1):\n"
+            "12:00 UTC BTC fell below 85,000 (now 84,000)\n     1d  1w  1m  YTD\nXAU  –"
+        )
