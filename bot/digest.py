@@ -77,11 +77,8 @@ def zone_choices(typed: str, limit: int) -> list[str]:
     """Up to `limit` zone names containing what the user typed, those starting with it first
     (for autocomplete)."""
     wanted = typed.strip().lower()
-    names = sorted(_zones().values())
-    first = [n for n in names if n.lower().startswith(wanted)]
-    return (first + [n for n in names if wanted in n.lower() and not n.lower().startswith(wanted)])[
-        :limit
-    ]
+    names = sorted(_zones().values(), key=lambda name: (not name.lower().startswith(wanted), name))
+    return [name for name in names if wanted in name.lower()][:limit]
 
 
 @cache
