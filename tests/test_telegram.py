@@ -33,6 +33,7 @@ from alerts.models import Alert, Candle, Condition, Direction, Quote, Rule
 from bot.charts import ChartCache
 from bot.commands import Commands
 from bot.digest import Digests
+from bot.replies import Reply
 from bot.telegram.adapter import COMMANDS, TelegramBot
 from bot.telegram.pacing import Rates, SendLimiter
 from feeds.base import FeedHealth
@@ -772,3 +773,22 @@ async def test_a_chat_sets_a_digest_and_gets_it_at_its_local_time(
     assert "\nXAU/XAG " in text.split("Alerts here")[1]  # the table, ratios' changes included
     photo = [c for c in fake.calls if c.method == "sendPhoto"][-1]
     assert photo.params["photo"].endswith("bytes png>")
+
+
+async def test_a_digest_too_long_for_a_caption_goes_as_text_then_the_chart(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"synthetic" * 100
+    lines = tuple(f"07:{n:02d} UTC XAG <rose> above {n}" for n in range(40))  # ~1,300 chars
+    async with rig(tmp_path / "long.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        first = await r.bot.post(chat, Reply(lines, title="Daily digest", image=png))
+        short = await r.bot.post(chat, Reply(lines[:2], title="Daily digest", image=png))
+    sent = [(m.method, plain(m.text)[:28]) for m in fake.messages]
+    assert sent == [
+        ("sendMessage", "Daily digest\n07:00 UTC XAG <"),
+        ("sendPhoto", ""),
+        ("sendPhoto", "Daily digest\n07:00 UTC XAG <"),
+    ]
+    assert first == str(fake.messages[0].message_id) and short is not None
+    assert "&lt;rose&gt;" in fake.messages[0].text
