@@ -50,6 +50,7 @@ from alerts.sanity import Limits as QuoteLimits
 from bot.actions import Ref
 from bot.charts import AlertCharts, ChartCache, RenderPool
 from bot.commands import Commands
+from bot.replies import Reply
 from bot.telegram.adapter import TelegramBot
 from bot.telegram.pacing import Rates
 from feeds.base import FeedHealth
@@ -112,6 +113,9 @@ class Timed:
         self.returned.append(time.perf_counter())
         self.durations.append(self.returned[-1] - started)
         return message_id
+
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        return await self.bot.post(chat, reply)
 
     async def close(self) -> None:
         await self.bot.close()

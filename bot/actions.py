@@ -31,7 +31,7 @@ _RULE_ACTIONS = (Action.SNOOZE, Action.MUTE, Action.REMOVE)
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """Which outbox row an alert message comes from, and its rule (None: a digest alert)."""
+    """Which outbox row an alert message comes from, and its rule (None: a /subscribe alert)."""
 
     row: int
     rule: int | None

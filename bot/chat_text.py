@@ -97,6 +97,10 @@ async def _snooze(cmds: Commands, caller: Caller, args: list[str]) -> Result:
     return await cmds.snooze(caller, args[0], args[1])
 
 
+async def _digest(cmds: Commands, caller: Caller, args: list[str]) -> Result:
+    return await cmds.digest(caller, " ".join(args))
+
+
 _TEXT: dict[str, TextCommand] = {
     Command.START.value: _start,
     Command.HELP.value: _help,
@@ -112,4 +116,5 @@ _TEXT: dict[str, TextCommand] = {
     Command.ROTATION.value: _rotation,
     Command.CHARTS.value: _charts,
     Command.SNOOZE.value: _snooze,
+    Command.DIGEST.value: _digest,
 }

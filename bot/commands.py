@@ -22,7 +22,7 @@ from typing import Concatenate, ParamSpec, Protocol, TypeAlias
 from alerts import rules
 from alerts.indicators import Market
 from alerts.models import Alert, Candle, Quote, Rule, RuleError, RuleState
-from bot import actions, chat_text, views
+from bot import actions, chat_text, digest, views
 from bot.actions import Ref, Signer
 from bot.charts import RANGES, AlertCharts, ChartCache
 from bot.replies import CHAT, Reply, Spelling, reply
@@ -38,6 +38,8 @@ from bot.results import (
     BadButton,
     ChartsSet,
     Command,
+    DigestOff,
+    DigestPlan,
     Duplicate,
     Expired,
     Help,
@@ -60,7 +62,15 @@ from bot.results import (
     Usage,
     Woken,
 )
-from storage.api import Chat, LimitReached, OutboxRow, Storage, StoredRule, utcnow
+from storage.api import (
+    Chat,
+    DigestSetting,
+    LimitReached,
+    OutboxRow,
+    Storage,
+    StoredRule,
+    utcnow,
+)
 
 RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
@@ -431,25 +441,29 @@ class Commands:
             row = await self.store.outbox_row(parsed.row)
             if row is None:
                 return StaleButton()
+            alert = row.alert
+            if not isinstance(alert, Alert):
+                return BadButton()  # a daily digest has no buttons
             signer = await self._sign()
             if row.chat.chat_id != caller.chat_id or row.chat.platform != caller.platform:
                 return BadButton()
-            if not signer.valid(caller.platform, caller.chat_id, parsed, row.alert.time):
+            if not signer.valid(caller.platform, caller.chat_id, parsed, alert.time):
                 return BadButton()
-            if self.clock() - row.alert.time > actions.FRESH_FOR:
+            if self.clock() - alert.time > actions.FRESH_FOR:
                 return StaleButton()
             if writes and row.rule is None:
-                return BadButton()  # a digest alert has no rule buttons
+                return BadButton()  # a `/subscribe` alert has no rule buttons
             if not await self.store.mark_action(row.id, parsed.action.value):
                 return AlreadyDone(parsed.action)
-            return await self._do(row, parsed.action, by)
+            return await self._do(row, alert, parsed.action, by)
 
         return await self.gate(caller, writes, work)
 
-    async def _do(self, row: OutboxRow, action: Action, by: str) -> Result:
-        """A button's action on its row, once its data checked out and it was claimed."""
+    async def _do(self, row: OutboxRow, alert: Alert, action: Action, by: str) -> Result:
+        """A button's action on its row (`alert`: the row's), once its data checked out and
+        it was claimed."""
         used = frozenset(Action(code) for code in row.actions) | {action}
-        done = functools.partial(Pressed, action, row.id, row.rule, row.alert, used, by)
+        done = functools.partial(Pressed, action, row.id, row.rule, alert, used, by)
         if action is Action.CHART:
             return done()  # drawn by `alert_chart`, once the press is answered
         assert row.rule is not None
@@ -472,6 +486,45 @@ class Commands:
             key = await self.store.secret(actions.SECRET_NAME)
             self._signer = Signer(bytes.fromhex(key))
         return self._signer
+
+    async def digest(self, caller: Caller, text: str = "") -> Result:
+        """What people type after /digest: nothing (show the setting), `off`, or
+        `HH:MM ZONE [weekdays]`."""
+        words = text.split()
+        if not words:
+            return await self.show_digest(caller)
+        if len(words) == 1 and words[0].lower() == "off":
+            return await self.digest_off(caller)
+        if len(words) not in (2, 3):
+            return await self.invalid(caller, self.set_digest, Command.DIGEST)
+        return await self.set_digest(caller, *words)
+
+    @operation()
+    async def show_digest(self, caller: Caller) -> Result:
+        """This chat's daily digest: when, and when the next one is due."""
+        chat = await self.store.find_chat(caller.platform, caller.chat_id)
+        found = [] if chat is None else await self.store.digests(chat.id)
+        if not found:
+            return DigestOff()
+        return _plan(found[0].setting, self.clock())
+
+    @operation(writes=True)
+    async def set_digest(self, caller: Caller, at: str, zone: str, days: str = "daily") -> Result:
+        """Send this chat a daily digest at a local time (`08:00`) in an IANA zone
+        (`Europe/London`), every day or on `weekdays` only."""
+        wanted = digest.setting(at, zone, days)
+        chat = await self._chat(caller)
+        await self.store.set_digest(chat.id, wanted)
+        return _plan(wanted, self.clock(), changed=True)
+
+    @operation(writes=True)
+    async def digest_off(self, caller: Caller) -> Result:
+        """Stop this chat's daily digest."""
+        chat = await self.store.find_chat(caller.platform, caller.chat_id)
+        if chat is None or not await self.store.digests(chat.id):
+            return DigestOff()
+        await self.store.set_digest(chat.id, None)
+        return DigestOff(was_on=True)
 
     # --- helpers ---
 
@@ -514,6 +567,11 @@ def _rule_id(text: str) -> int | None:
 def _snoozed(until: datetime | None, now: datetime) -> datetime | None:
     """A snooze still running, or None."""
     return until if until is not None and until > now else None
+
+
+def _plan(setting: DigestSetting, now: datetime, changed: bool = False) -> DigestPlan:
+    next_at = digest.next_due(setting, now)
+    return DigestPlan(setting.at, setting.zone, setting.weekdays_only, next_at, changed)
 
 
 def _state(state: RuleState | None) -> AlertState:

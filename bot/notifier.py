@@ -10,6 +10,7 @@ from typing import Protocol
 
 from alerts.models import Alert
 from bot.actions import Ref
+from bot.replies import Reply
 from storage.api import Chat
 
 
@@ -24,6 +25,12 @@ class Notifier(Protocol):
         """Deliver one alert (with its chart as a PNG, when given); return the platform's
         message id. Raise DeliveryError on failure. `ref` names the alert's outbox row and rule:
         a platform with buttons puts the alert's actions under it (bot.actions)."""
+        ...
+
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        """Deliver a composed message (a daily digest: lines, a table, a chart), written the
+        platform's way; return the platform's id of its first message. Raise DeliveryError
+        on failure."""
         ...
 
     async def close(self) -> None: ...

@@ -7,6 +7,7 @@ Markup and escaping are the platform renderers' (bot.render, bot.discord.render)
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -26,6 +27,9 @@ from bot.results import (
     Chart,
     ChartsSet,
     Command,
+    DailyDigest,
+    DigestOff,
+    DigestPlan,
     Duplicate,
     Expired,
     Help,
@@ -54,6 +58,7 @@ from bot.results import (
     Usage,
     Woken,
 )
+from bot.wording import sentence
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,8 @@ CONSOLE = Spelling(
     confirm_remove_all="tickerbell alert remove all confirm",
 )
 
+DIGEST_FORM = "/digest HH:MM ZONE [weekdays]"
+DIGEST_EXAMPLE = "/digest 08:00 Europe/London"
 GREETING = "I watch gold, silver and crypto and tell you when a rule fires."
 _STATES = {
     AlertState.NEW: "new",
@@ -123,6 +130,7 @@ def help_lines(spelling: Spelling) -> tuple[str, ...]:
         "/chart SYM [1d|1w|1m|3m|1y] — a price chart (e.g. /chart XAU 3m)",
         "/rotation — gold, silver, BTC and ETH side by side",
         "/charts on|off — charts with this chat's alerts",
+        f"{DIGEST_FORM} — a daily digest (e.g. {DIGEST_EXAMPLE}); /digest off",
         "",
         "Rules:",
         *(f"  {example}" for example in rules.EXAMPLES),
@@ -158,6 +166,8 @@ def usage(command: Command, spelling: Spelling) -> str:
             return "usage: /charts on|off, e.g. /charts off"
         case Command.SNOOZE:
             return f"usage: /snooze ID DURATION|forever|off (see {listing}), e.g. /snooze 3 1h"
+        case Command.DIGEST:
+            return f"usage: {DIGEST_FORM} or /digest off, e.g. {DIGEST_EXAMPLE} weekdays"
         case _:  # start, help and alerts take whatever follows
             return f"usage: /{command.value}"
 
@@ -246,6 +256,14 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
             return Reply((f"Alert #{rule_id} is on again; it waits for a fresh crossing.",))
         case Pressed():
             return Reply((pressed_note(result),))
+        case DigestPlan():
+            return _digest_plan(result)
+        case DigestOff(was_on=was_on):
+            if was_on:
+                return Reply(("Daily digest off.",))
+            return Reply((f"No daily digest here. Set one, e.g. {DIGEST_EXAMPLE}",))
+        case DailyDigest():
+            return _daily_digest(result)
         case _:
             assert_never(result)
 
@@ -341,11 +359,42 @@ def _status(status: Status) -> Reply:
     return Reply(tuple(lines), title=status.symbol)
 
 
-def _rotation(rotation: Rotation) -> Reply:
+def _rotation(rotation: Rotation, title: str = "Rotation") -> Reply:
     def cell(change: float | None) -> str:
         return "–" if change is None else pct(change)
 
     rows = [("", *rotation.windows, "YTD")]
     rows += [(m.symbol, *map(cell, m.changes), cell(m.year)) for m in rotation.moves]
+    rows += [
+        (f"{r.symbol}/{r.other}", *map(cell, r.changes or (None,) * len(rotation.windows)),
+         cell(r.year))
+        for r in rotation.ratios
+    ]  # fmt: skip
     lines = tuple(f"{r.symbol}/{r.other} ratio {number(r.value)}" for r in rotation.ratios)
-    return Reply(lines, title="Rotation", table=tuple(rows), image=rotation.image)
+    return Reply(lines, title=title, table=tuple(rows), image=rotation.image)
+
+
+def _digest_plan(plan: DigestPlan) -> Reply:
+    days = "on weekdays (Monday to Friday)" if plan.weekdays_only else "every day"
+    local = plan.next_at.astimezone(zoneinfo.ZoneInfo(plan.zone))
+    when = f"{local:%a} {local.day} {local:%b %H:%M %Z}"
+    head = "Daily digest set" if plan.changed else "Daily digest"
+    return Reply(
+        (
+            f"{head}: {plan.at:%H:%M} {plan.zone}, {days}. The next: {when}.",
+            "Turn it off with /digest off.",
+        )
+    )
+
+
+def _daily_digest(digest: DailyDigest) -> Reply:
+    day = digest.day
+    rotation = _rotation(digest.rotation, f"Daily digest, {day:%a} {day.day} {day:%b %Y}")
+    if not digest.alerts:
+        said = ["No alerts here in the 24 hours before."]
+    else:
+        said = [f"Alerts here in the 24 hours before ({len(digest.alerts) + digest.more}):"]
+        said += [f"{a.time:%H:%M} UTC {sentence(a)}" for a in digest.alerts]
+        if digest.more:
+            said.append(f"… and {digest.more} earlier.")
+    return Reply((*rotation.lines, *said), rotation.title, rotation.table, image=rotation.image)

@@ -8,7 +8,7 @@ every kind.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from enum import Enum
 
 from alerts.models import Alert
@@ -31,6 +31,7 @@ class Command(Enum):
     ROTATION = "rotation"
     CHARTS = "charts"
     SNOOZE = "snooze"
+    DIGEST = "digest"
 
 
 class Action(Enum):
@@ -313,11 +314,14 @@ class Moves:
 
 @dataclass(frozen=True, slots=True)
 class Ratio:
-    """The price of `symbol` in units of `other`."""
+    """The price of `symbol` in units of `other`, and its changes over the rotation windows
+    and since the year began (None: no prices to compare with)."""
 
     symbol: str
     other: str
     value: float
+    changes: tuple[float | None, ...] = ()
+    year: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +366,36 @@ class Pressed:
 
 
 @dataclass(frozen=True, slots=True)
+class DigestPlan:
+    """The chat's daily digest: at `at` local time in `zone`, every day or on weekdays only;
+    the next one is due at `next_at`. `changed`: this command set it."""
+
+    at: time
+    zone: str
+    weekdays_only: bool
+    next_at: datetime
+    changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DigestOff:
+    """No daily digest here; `was_on`: this command turned it off."""
+
+    was_on: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DailyDigest:
+    """A daily digest as sent: the chat's local `day`, the rotation, and the chat's alerts of
+    the 24 hours before it was due (oldest first; `more` older ones not listed)."""
+
+    day: date
+    rotation: Rotation
+    alerts: tuple[Alert, ...] = ()
+    more: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ChartsSet:
     """Charts with the chat's alerts on or off."""
 
@@ -387,5 +421,8 @@ Done = (
     | Snoozed
     | Woken
     | Pressed
+    | DigestPlan
+    | DigestOff
+    | DailyDigest
 )
 Result = Done | Refusal

@@ -78,11 +78,13 @@ async def chart(
 
 
 async def rotation(view: MarketView, charts: ChartCache, now: datetime) -> Rotation:
-    """Gold, silver, BTC and ETH side by side: changes, the gold ratios, a normalised chart."""
+    """Gold, silver, BTC and ETH side by side: changes, the gold ratios with theirs, and a
+    normalised chart."""
     year_start = now.date().replace(month=1, day=1)
     days = max(35, (now.date() - year_start).days + 7)  # the last close of last year too
     closes: dict[str, list[Candle]] = {}
     last: dict[str, float] = {}
+    bases: dict[str, tuple[float | None, ...]] = {}  # prices at each window's start, year's
     moves = []
     for symbol in ROTATION:
         bars = await view.daily(symbol, days)
@@ -92,17 +94,20 @@ async def rotation(view: MarketView, charts: ChartCache, now: datetime) -> Rotat
             continue
         last[symbol] = quote.price
         closes[symbol] = [c for c in bars if c.day >= year_start] or bars[-30:]
-        changes = tuple(
-            _change(view, symbol, quote.price, timedelta(days=d), now) for _, d in ROTATION_WINDOWS
-        )
         before_year = [c for c in bars if c.day < year_start]
-        year = (quote.price / before_year[-1].close - 1) * 100 if before_year else None
-        moves.append(Moves(symbol, changes, year))
-    ratios = tuple(
-        Ratio(a, b, last[a] / last[b])
-        for a, b in (("XAU", "XAG"), ("XAU", "BTC"))
-        if a in last and b in last
-    )
+        bases[symbol] = (
+            *(view.market.price_ago(symbol, timedelta(days=d), now) for _, d in ROTATION_WINDOWS),
+            before_year[-1].close if before_year else None,
+        )
+        *changes, year = (_change(quote.price, base) for base in bases[symbol])
+        moves.append(Moves(symbol, tuple(changes), year))
+    ratios = []
+    for a, b in (("XAU", "XAG"), ("XAU", "BTC")):
+        if a in last and b in last:
+            value = last[a] / last[b]
+            pairs = zip(bases[a], bases[b], strict=True)
+            *changes, year = (_change(value, x / y if x and y else None) for x, y in pairs)
+            ratios.append(Ratio(a, b, value, tuple(changes), year))
     image = None
     if closes:
         since = min(bars[0].day for bars in closes.values())
@@ -110,12 +115,9 @@ async def rotation(view: MarketView, charts: ChartCache, now: datetime) -> Rotat
         if spec is not None:
             image = await charts.get(minute_key("rotation", now=now), lambda: spec)
     windows = tuple(w for w, _ in ROTATION_WINDOWS)
-    return Rotation(windows, tuple(moves), ratios, image)
+    return Rotation(windows, tuple(moves), tuple(ratios), image)
 
 
-def _change(
-    view: MarketView, symbol: str, price: float, window: timedelta, now: datetime
-) -> float | None:
-    """The change in percent over `window`; None without a price that long ago."""
-    ago = view.market.price_ago(symbol, window, now)
-    return (price / ago - 1) * 100 if ago else None
+def _change(value: float, base: float | None) -> float | None:
+    """The change from `base` to `value` in percent; None without a base."""
+    return (value / base - 1) * 100 if base else None

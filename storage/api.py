@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Protocol
 
 from alerts.models import Alert, Quote, RuleState
@@ -80,14 +80,45 @@ class RuleChanges:
 
 
 @dataclass(frozen=True, slots=True)
+class DigestSetting:
+    """When a chat wants its daily digest: a local time of day in an IANA time zone, every
+    day or on weekdays only (Monday to Friday in that zone)."""
+
+    at: time
+    zone: str
+    weekdays_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDigest:
+    """A chat's digest as stored: its setting, since when it holds (a digest due before
+    `since` is not sent) and the chat's local day of the last digest put in the outbox."""
+
+    chat: int
+    setting: DigestSetting
+    since: datetime
+    last_day: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DigestDue:
+    """A daily digest in the outbox: the chat's local `day` and the instant (UTC) it was
+    `due`. Its words (prices, the day's alerts, the chart) are made when it is sent."""
+
+    day: date
+    due: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One decided alert waiting for (or done with) delivery to one chat; `actions` are the
-    codes of the buttons already used on its message (see `OutboxStore.mark_action`)."""
+    """One decided alert (or a daily digest) waiting for (or done with) delivery to one chat;
+    `actions` are the codes of the buttons already used on its message (see
+    `OutboxStore.mark_action`; a digest has no buttons)."""
 
     id: int
     rule: int | None
     chat: Chat
-    alert: Alert
+    alert: Alert | DigestDue
     attempts: int
     actions: frozenset[str] = frozenset()
 
@@ -234,7 +265,8 @@ class OutboxStore(Protocol):
         """Rows per status, for the statuses that have rows."""
 
     async def history(self, chat: int, limit: int = 20) -> list[tuple[str, Alert]]:
-        """A chat's last `limit` alerts of any status, newest first, with their status."""
+        """A chat's last `limit` alerts of any status, newest first, with their status
+        (digests are not alerts: they are left out)."""
 
     async def prune_outbox(self, before: datetime) -> int:
         """Forget rows that are not pending and were made before `before`, so the outbox and
@@ -253,6 +285,26 @@ class SubscriptionStore(Protocol):
 
     async def subscriptions(self, chat: int | None = None) -> list[tuple[int, str]]:
         """(chat, symbol) pairs, one chat's or all, ordered by chat then symbol."""
+
+
+class DigestStore(Protocol):
+    """Daily digests: at most one setting per chat, and at most one digest per chat and local
+    day in the outbox (the day is recorded in the same transaction that enqueues it)."""
+
+    async def set_digest(self, chat: int, setting: DigestSetting | None) -> None:
+        """Set a chat's daily digest from now on (`since` is the clock's now), or turn it off
+        (None). The last day sent is kept through every change, so a chat never gets two
+        digests for one local day. Raises when the chat does not exist (turning off a digest
+        that is not there changes nothing)."""
+
+    async def digests(self, chat: int | None = None) -> list[ChatDigest]:
+        """The digests that are on: one chat's, or everyone's, by chat."""
+
+    async def enqueue_digest(self, chat: int, digest: DigestDue) -> bool:
+        """In one transaction: record `digest.day` as the chat's last digest day and put the
+        digest in the outbox ('muted', 'inactive' or 'pending', as `commit_tick` stamps an
+        alert), unless the chat's digest is off or already went out for that day or a later
+        one: then nothing changes and it returns False."""
 
 
 class QuoteStore(Protocol):
@@ -280,7 +332,14 @@ class SecretStore(Protocol):
 
 
 class Storage(
-    ChatStore, RuleStore, OutboxStore, SubscriptionStore, QuoteStore, SecretStore, Protocol
+    ChatStore,
+    RuleStore,
+    OutboxStore,
+    SubscriptionStore,
+    DigestStore,
+    QuoteStore,
+    SecretStore,
+    Protocol,
 ):
     """Everything the service, delivery and chat front ends need of a store. Each backend
     opens with its own async context manager factory, taking a `clock` (the store's now)."""

@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,10 @@ from alerts import rules
 from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleError, RuleState
 from storage.api import (
     Chat,
+    ChatDigest,
     Clock,
+    DigestDue,
+    DigestSetting,
     LimitReached,
     OutboxRow,
     RuleChanges,
@@ -65,8 +68,8 @@ _RULES = "rules r LEFT JOIN rule_state s ON s.rule = r.id"
 _REVISION = "SELECT coalesce(max(revision), 0) AS revision FROM rule_changes"
 _OUTBOX_ROWS = (
     "SELECT o.id, o.rule, o.payload, o.attempts,"
-    " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts, o.actions"
-    " FROM outbox o JOIN chats c ON c.id = o.chat"
+    " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts,"
+    " o.actions, o.kind FROM outbox o JOIN chats c ON c.id = o.chat"
 )
 
 
@@ -112,6 +115,17 @@ def alert_from_json(text: str) -> Alert:
         bid=data.get("bid"),
         ask=data.get("ask"),
     )
+
+
+def digest_to_json(digest: DigestDue) -> str:
+    """Serialise a digest for the outbox: its local day and when it was due."""
+    return json.dumps({"day": digest.day.isoformat(), "due": digest.due.isoformat()})
+
+
+def digest_from_json(text: str) -> DigestDue:
+    """Inverse of `digest_to_json`."""
+    data: dict[str, Any] = json.loads(text)
+    return DigestDue(date.fromisoformat(data["day"]), datetime.fromisoformat(data["due"]))
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -524,7 +538,8 @@ class Store:
     async def history(self, chat: int, limit: int = 20) -> list[tuple[str, Alert]]:
         """A chat's recent alerts, newest first, with their delivery status."""
         rows = await self._all(
-            "SELECT status, payload FROM outbox WHERE chat = ? ORDER BY id DESC LIMIT ?",
+            "SELECT status, payload FROM outbox WHERE chat = ? AND kind = 'alert'"
+            " ORDER BY id DESC LIMIT ?",
             (chat, limit),
         )
         return [(status, alert_from_json(payload)) for status, payload in rows]
@@ -585,6 +600,67 @@ class Store:
                 row = await cur.fetchone()
         assert row is not None
         return str(row[0])
+
+    # --- daily digests ---
+
+    async def set_digest(self, chat: int, setting: DigestSetting | None) -> None:
+        """Set a chat's digest from now on, or turn it off; its last day sent stays."""
+        async with self._transaction() as conn:
+            if setting is None:
+                await conn.execute("UPDATE digests SET active = 0 WHERE chat = ?", (chat,))
+                return
+            await conn.execute(
+                "INSERT INTO digests (chat, at, zone, weekdays_only, active, since)"
+                " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (chat) DO UPDATE SET at = excluded.at,"
+                " zone = excluded.zone, weekdays_only = excluded.weekdays_only, active = 1,"
+                " since = excluded.since",
+                (
+                    chat,
+                    setting.at.isoformat("minutes"),
+                    setting.zone,
+                    int(setting.weekdays_only),
+                    _ts(self._clock()),
+                ),
+            )
+
+    async def digests(self, chat: int | None = None) -> list[ChatDigest]:
+        """The digests that are on, by chat."""
+        sql = "SELECT chat, at, zone, weekdays_only, since, last_day FROM digests WHERE active = 1"
+        args: tuple[Any, ...] = ()
+        if chat is not None:
+            sql += " AND chat = ?"
+            args = (chat,)
+        rows = await self._all(sql + " ORDER BY chat", args)
+        return [
+            ChatDigest(
+                row[0],
+                DigestSetting(time.fromisoformat(row[1]), row[2], bool(row[3])),
+                datetime.fromisoformat(row[4]),
+                None if row[5] is None else date.fromisoformat(row[5]),
+            )
+            for row in rows
+        ]
+
+    async def enqueue_digest(self, chat: int, digest: DigestDue) -> bool:
+        """Record the day and put the digest in the outbox, in one transaction; False when
+        the digest is off or that day's (or a later one's) went out already."""
+        now = self._clock()
+        day = digest.day.isoformat()
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE digests SET last_day = ? WHERE chat = ? AND active = 1"
+                " AND (last_day IS NULL OR last_day < ?)",
+                (day, chat, day),
+            )
+            if cursor.rowcount == 0:
+                return False
+            status = await self._delivery_status(conn, {chat}, now)
+            await conn.execute(
+                "INSERT INTO outbox (rule, chat, payload, created_at, status, kind)"
+                " VALUES (NULL, ?, ?, ?, ?, 'digest')",
+                (chat, digest_to_json(digest), _ts(now), status.get(chat, "pending")),
+            )
+            return True
 
     # --- recent quotes ---
 
@@ -722,9 +798,8 @@ def _stored_rules(rows: Iterable[Any]) -> list[StoredRule]:
 
 def _outbox_row(row: Any) -> OutboxRow:
     """An `_OUTBOX_ROWS` row as a value."""
-    return OutboxRow(
-        row[0], row[1], _chat(row[4:]), alert_from_json(row[2]), row[3], frozenset(row[11])
-    )
+    payload = digest_from_json(row[2]) if row[12] == "digest" else alert_from_json(row[2])
+    return OutboxRow(row[0], row[1], _chat(row[4:11]), payload, row[3], frozenset(row[11]))
 
 
 def _chat(row: Any) -> Chat:

@@ -17,12 +17,15 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from alerts.models import Alert, Quote, RuleState
 from storage.api import (
     Chat,
+    ChatDigest,
     Clock,
+    DigestDue,
+    DigestSetting,
     LimitReached,
     OutboxRow,
     RuleChanges,
@@ -52,7 +55,7 @@ class _Row:
     id: int
     rule: int | None
     chat: int
-    alert: Alert
+    alert: Alert | DigestDue
     created_at: datetime
     status: str
     attempts: int = 0
@@ -80,6 +83,7 @@ class MemoryStore:
         self._subscriptions: set[tuple[int, str]] = set()
         self._quotes: dict[tuple[str, datetime], Quote] = {}
         self._secrets: dict[str, str] = {}
+        self._digests: dict[int, tuple[ChatDigest, bool]] = {}  # chat -> (digest, on)
 
     @classmethod
     @asynccontextmanager
@@ -267,14 +271,19 @@ class MemoryStore:
             self._check_chat(chat)
         now = self._clock()
         self._states.update(states)
-        next_id = _next_id(self._outbox)
         queued = 0
-        for offset, (rule, chat, alert) in enumerate(alerts):
-            status = self._delivery_status(self._chats[chat], now)
-            row = _Row(next_id + offset, rule, chat, alert, now.astimezone(UTC), status)
-            self._outbox[row.id] = row
-            queued += status == "pending"
+        for rule, chat, alert in alerts:
+            queued += self._enqueue(rule, chat, alert, now) == "pending"
         return queued
+
+    def _enqueue(
+        self, rule: int | None, chat: int, message: Alert | DigestDue, now: datetime
+    ) -> str:
+        """Put one row in the outbox, stamped as its chat stands now; return its status."""
+        status = self._delivery_status(self._chats[chat], now)
+        row = _Row(_next_row_id(self._outbox), rule, chat, message, now.astimezone(UTC), status)
+        self._outbox[row.id] = row
+        return status
 
     @staticmethod
     def _delivery_status(chat: Chat, now: datetime) -> str:
@@ -344,7 +353,8 @@ class MemoryStore:
             key=lambda row: row.id,
             reverse=True,
         )
-        return [(row.status, row.alert) for row in rows[:limit]]
+        alerts = [(row.status, row.alert) for row in rows if isinstance(row.alert, Alert)]
+        return alerts[:limit]
 
     async def prune_outbox(self, before: datetime) -> int:
         gone = [
@@ -383,6 +393,36 @@ class MemoryStore:
     async def secret(self, name: str) -> str:
         return self._secrets.setdefault(name, secrets.token_hex(32))
 
+    # --- daily digests ---
+
+    async def set_digest(self, chat: int, setting: DigestSetting | None) -> None:
+        known = self._digests.get(chat)
+        if setting is None:
+            if known is not None:
+                self._digests[chat] = (known[0], False)
+            return
+        self._check_chat(chat)
+        last_day = None if known is None else known[0].last_day
+        self._digests[chat] = (ChatDigest(chat, setting, self._now(), last_day), True)
+
+    async def digests(self, chat: int | None = None) -> list[ChatDigest]:
+        return [
+            digest
+            for key, (digest, on) in sorted(self._digests.items())
+            if on and (chat is None or key == chat)
+        ]
+
+    async def enqueue_digest(self, chat: int, digest: DigestDue) -> bool:
+        known = self._digests.get(chat)
+        if known is None or not known[1]:
+            return False
+        last: date | None = known[0].last_day
+        if last is not None and last >= digest.day:
+            return False
+        self._digests[chat] = (replace(known[0], last_day=digest.day), True)
+        self._enqueue(None, chat, digest, self._clock())
+        return True
+
     # --- recent quotes ---
 
     async def save_quotes(self, quotes: Iterable[Quote]) -> None:
@@ -415,6 +455,11 @@ class MemoryStore:
 def _next_id(ids: Iterable[int]) -> int:
     """One past the highest id in use, as SQLite numbers rows (a pruned last id comes again)."""
     return max(ids, default=0) + 1
+
+
+def _next_row_id(rows: dict[int, _Row]) -> int:
+    """`_next_id` of the outbox in constant time: its rows are kept in the order of their ids."""
+    return next(reversed(rows), 0) + 1
 
 
 _MEMORY_STORE_IS_STORAGE: type[Storage] = MemoryStore  # mypy checks that it keeps the contract

@@ -126,4 +126,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN actions TEXT NOT NULL DEFAULT '';
     CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 7: daily digests: one setting per chat (its local time, IANA zone, weekdays only or
+    # not; `since` when it was set; `last_day`, the chat's local date of the last digest put
+    # in the outbox, kept when the digest is turned off and on); a digest waits in the
+    # outbox as a row of kind 'digest' beside the alerts (kind 'alert')
+    """
+    ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'alert';
+    CREATE TABLE digests (
+        chat INTEGER PRIMARY KEY REFERENCES chats(id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        weekdays_only INTEGER NOT NULL DEFAULT 0,
+        active INTEGER NOT NULL DEFAULT 1,
+        since TEXT NOT NULL,
+        last_day TEXT
+    );
+    """,
 )

@@ -14,7 +14,8 @@ from support.scripted import T0, Clock, ScriptedVenue, an_alert, service
 
 from alerts import rules
 from alerts.models import Candle
-from bot.actions import Ref
+from bot import actions
+from bot.actions import Ref, Signer
 from bot.commands import Caller, Commands
 from bot.render import plain, split_messages, telegram_html
 from bot.replies import CONSOLE as CONSOLE_SPELLING
@@ -41,6 +42,7 @@ from bot.results import (
     Usage,
 )
 from bot.wording import sentence
+from storage.api import DigestDue
 from storage.db import Store
 from tickerbell.market_data import MarketData
 from tickerbell.service import Service
@@ -206,6 +208,21 @@ junk = st.one_of(
 )  # fmt: skip
 
 
+async def test_a_press_on_a_daily_digest_s_row_is_refused(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, clock = env
+    await say(cmds, "/digest 12:00 UTC")
+    chat = await store.chat("telegram", "42")
+    assert await store.enqueue_digest(chat.id, DigestDue(clock.now.date(), clock.now))
+    [row] = await store.pending()
+    signer = Signer(bytes.fromhex(await store.secret(actions.SECRET_NAME)))
+    for action in Action:  # well signed over the digest's time: still no button of it works
+        data = signer.data("telegram", "42", row.id, action, clock.now)
+        assert await cmds.press(ME, data, "@me") == BadButton()
+    assert await store.outbox_row(row.id) == row and row.actions == frozenset()
+
+
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -252,7 +269,11 @@ async def test_chart_rotation_and_the_charts_switch(
     assert rotation.image is not None
     table = plain(rotation)
     assert "XAU/XAG ratio 78.85" in table and "XAU/BTC ratio" in table
-    assert [row[0] for row in rotation.table] == ["", "XAU", "XAG", "BTC", "ETH"]
+    assert [row[0] for row in rotation.table] == [
+        "",
+        *("XAU", "XAG", "BTC", "ETH"),
+        *("XAU/XAG", "XAU/BTC"),  # the ratios' changes
+    ]
     assert await say(cmds, "/charts off") == "Alerts here are text only."
     chat = await store.find_chat("telegram", "42")
     assert chat is not None and not chat.charts
@@ -558,3 +579,66 @@ async def test_any_button_data_is_refused_without_doing_anything(
     [rule] = await store.rules()
     row = await store.outbox_row(1)
     assert rule.snoozed_until is None and row is not None and row.actions == frozenset()
+
+
+# --- /digest ---
+
+
+async def test_digest_set_shown_and_turned_off(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, _ = env  # Monday 2 March 2026, 12:00 UTC
+    assert await say(cmds, "/digest") == (
+        "No daily digest here. Set one, e.g. /digest 08:00 Europe/London"
+    )
+    assert await say(cmds, "/digest 08:00 europe/london") == (
+        "Daily digest set: 08:00 Europe/London, every day. The next: Tue 3 Mar 08:00 GMT.\n"
+        "Turn it off with /digest off."
+    )
+    assert await say(cmds, "/digest 7:30 America/New_York weekdays") == (
+        "Daily digest set: 07:30 America/New_York, on weekdays (Monday to Friday). "
+        "The next: Mon 2 Mar 07:30 EST.\nTurn it off with /digest off."
+    )
+    assert (await say(cmds, "/digest")).startswith("Daily digest: 07:30 America/New_York")
+    chat = await store.find_chat("telegram", "42")
+    assert chat is not None and len(await store.digests(chat.id)) == 1
+    assert await say(cmds, "/digest OFF") == "Daily digest off."
+    assert await say(cmds, "/digest off") == (
+        "No daily digest here. Set one, e.g. /digest 08:00 Europe/London"
+    )
+    assert await store.digests() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("/digest 08:00", "usage: /digest HH:MM ZONE [weekdays] or /digest off, e.g. "),
+        ("/digest 08:00 Europe/London weekdays now", "usage: /digest HH:MM ZONE [weekdays]"),
+        ("/digest 25:00 Europe/London", "'25:00' is not a time of day: give HH:MM in 24 hours"),
+        ("/digest 08:00 Europe/Londn", "did you mean Europe/London or"),
+        ("/digest 08:00 Nowhere", "unknown time zone 'Nowhere'"),
+        ("/digest 08:00 UTC weekends", "'weekends' is not a choice of days"),
+    ],
+)
+async def test_digest_bad_input_gets_a_short_reply_with_an_example(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], text: str, answer: str
+) -> None:
+    cmds, store, _, _ = env
+    reply = await cmds.handle(ME, text)
+    assert not reply.ok and answer in plain(reply)
+    assert "e.g. /digest 08:00 Europe/London" in plain(reply) and len(reply.lines) == 1
+    assert await store.digests() == []
+
+
+async def test_only_admins_set_a_group_s_digest(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, _ = env
+    for text in ("/digest 08:00 Europe/London", "/digest off", "/digest 08:00"):
+        reply = await cmds.handle(GROUP_MEMBER, text)
+        assert plain(reply).startswith("only admins change alerts in a group")
+    assert await cmds.set_digest(GROUP_MEMBER, "08:00", "UTC") == AdminsOnly()
+    assert (await say(cmds, "/digest", GROUP_MEMBER)).startswith("No daily digest here")
+    assert (await say(cmds, "/digest 08:00 UTC", GROUP_ADMIN)).startswith("Daily digest set")
+    assert (await say(cmds, "/digest", GROUP_MEMBER)).startswith("Daily digest: 08:00 UTC")
+    assert len(await store.digests()) == 1

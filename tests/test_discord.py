@@ -30,6 +30,7 @@ from discord.gateway import DiscordWebSocket
 from fake_discord import (
     ADMIN_PERMISSIONS,
     APP_PERMISSIONS,
+    MEMBER_PERMISSIONS,
     Callback,
     FakeDiscord,
     Fault,
@@ -41,11 +42,14 @@ from support.scripted import T0, Clock, ScriptedVenue, enqueue, make_service
 from support.waiting import until
 
 from alerts.models import Alert, Candle, Direction, Quote
+from bot.charts import ChartCache
 from bot.commands import Commands
+from bot.digest import Digests, setting
 from bot.discord.adapter import DiscordBot, build
 from bot.discord.render import AMBER, GREEN, RED, alert_embed, reply_embeds
 from bot.discord.sync import sync_file_for
 from bot.replies import Reply
+from storage.api import DigestDue
 from storage.db import Store
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.discord_sync import discord_sync
@@ -823,8 +827,8 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     assert [scope for scope, _ in fake.syncs] == ["global"]
     names = sorted(c["name"] for c in fake.syncs[0][1])
     assert names == [
-        "alert", "chart", "charts", "help", "mute", "rotation", "snooze", "status", "subscribe",
-        "unmute", "unsubscribe",
+        "alert", "chart", "charts", "digest", "help", "mute", "rotation", "snooze", "status",
+        "subscribe", "unmute", "unsubscribe",
     ]  # fmt: skip
     alert = next(c for c in fake.syncs[0][1] if c["name"] == "alert")
     assert [o["name"] for o in alert["options"]] == ["add", "list", "remove"]
@@ -847,7 +851,7 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     async with rig(db, sync_file=sync_file_for(db), guild_id=GUILD):
         pass
     assert [scope for scope, _ in fake.syncs] == ["global", "global", str(GUILD)]
-    assert len(fake.syncs[2][1]) == 11
+    assert len(fake.syncs[2][1]) == 12
 
     async with rig(db, start=False, sync_file=sync_file_for(db)) as r:
         await r.bot.client.login(TOKEN)
@@ -885,9 +889,9 @@ async def test_discord_sync_pushes_on_demand(tmp_path: Path, server: FakeDiscord
     )
     assert discord.http.Route.BASE == DISCORD_API  # put back after each run
     assert [(scope, len(body)) for scope, body in fake.syncs] == [
-        ("global", 11),
-        ("global", 11),
-        (str(GUILD), 11),
+        ("global", 12),
+        ("global", 12),
+        (str(GUILD), 12),
         ("global", 0),
     ]
     assert "synced to server 5550001 as Tickerbell" in out.getvalue()
@@ -1136,3 +1140,63 @@ async def test_a_slow_button_is_deferred_then_its_message_edited(
         assert labels(fake, message) == ["Remove", "Chart"]
         [rule] = await r.store.rules()
         assert rule.snoozed_until is not None and rule.snoozed_until.year == 9999
+
+
+# --- the daily digest ---
+
+
+async def test_digest_slash_command_sets_refuses_and_shows(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "dg.db") as r:
+
+        async def digest(user: int = 42, **options: str) -> tuple[bool, str]:
+            rights = ADMIN_PERMISSIONS if user == 42 else MEMBER_PERMISSIONS
+            payload = fake.interaction(
+                "digest", options=options, channel_id=CHANNEL, guild_id=GUILD, user_id=user,
+                permissions=rights,
+            )  # fmt: skip
+            await invoke(r.bot, payload)
+            answer = only(fake.answers(payload))
+            return answer.ephemeral, answer.embeds[0]["description"]
+
+        private, said = await digest(time="08:00", zone="Europe/Londn")
+        assert private and "unknown time zone 'Europe/Londn'" in said
+        assert "e.g. /digest 08:00 Europe/London" in said
+        private, said = await digest(time="08:00")
+        assert private and said.startswith("⚠️ usage: /digest HH:MM ZONE [weekdays]")
+        private, said = await digest(user=22, time="08:00", zone="Europe/London")
+        assert private and "only admins change alerts" in said
+        assert await r.store.digests() == []
+        private, said = await digest(time="08:00", zone="europe/london", days="weekdays")
+        assert not private and said.startswith(
+            "Daily digest set: 08:00 Europe/London, on weekdays (Monday to Friday)."
+        )
+        private, said = await digest(user=22)
+        assert not private and said.startswith("Daily digest: 08:00 Europe/London")
+        assert (await digest(time="off"))[1] == "Daily digest off."
+
+
+async def test_a_digest_goes_from_the_outbox_as_embeds_with_the_chart(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with rig(tmp_path / "dp.db") as r:
+        r.delivery.digests = Digests(r.store, r.service.data, ChartCache(), Clock())
+        r.venue.prices.update({"ETH/USDT": 4000.0, "XAU/USD": 4100.0, "XAG/USD": 52.0})
+        for native, price in r.venue.prices.items():  # synthetic daily history, flat
+            start = T0.date() - timedelta(days=60)
+            days = [start + timedelta(days=i) for i in range(60)]
+            r.venue.history[native] = [Candle(d, price, price, price, price) for d in days]
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        await r.store.set_digest(chat.id, setting("08:00", "Europe/London"))
+        assert await r.store.enqueue_digest(chat.id, DigestDue(T0.date(), T0))
+        await r.delivery.drain()
+        posted = only(fake.posted(CHANNEL))
+        embed = only(posted.embeds)
+        assert embed["title"] == "Daily digest, Mon 2 Mar 2026"
+        assert "No alerts here in the 24 hours before" in embed["description"]
+        assert "```" in embed["description"]  # the rotation table
+        assert embed["image"]["url"] == "attachment://chart.png"
+        assert [name for name, _ in posted.files] == ["chart.png"]
+        assert fake.buttons(posted.id) == []  # a digest has no buttons
+        assert await r.store.outbox_counts() == {"delivered": 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from support.scripted import an_alert
 
 from bot.replies import CHAT, CONSOLE, Spelling, reply
 from bot.results import (
@@ -12,13 +13,17 @@ from bot.results import (
     AlertList,
     AtLimit,
     Command,
+    DailyDigest,
     Duplicate,
     Expired,
+    Moves,
     Muted,
     NeedsConfirmation,
     NoSuchAlert,
+    Ratio,
     RemoveAllAsked,
     Result,
+    Rotation,
     Usage,
 )
 
@@ -79,3 +84,18 @@ def test_each_platform_spells_the_commands_it_points_to(
 ) -> None:
     for spelling, expected in ((CHAT, chat), (CONSOLE, console), (DISCORDISH, discord)):
         assert reply(result, spelling).lines == (expected or chat,)
+
+
+def test_a_digest_lists_the_latest_alerts_and_counts_the_rest() -> None:
+    alert = an_alert(time=datetime(2026, 3, 2, 7, 5, tzinfo=UTC))
+    rotation = Rotation(("1d",), (Moves("XAU", (1.5,), None),), (Ratio("XAU", "XAG", 80.0),))
+    said = reply(DailyDigest(date(2026, 3, 2), rotation, (alert, alert), more=3))
+    assert said.title == "Daily digest, Mon 2 Mar 2026"
+    assert said.lines == (
+        "XAU/XAG ratio 80",
+        "Alerts here in the 24 hours before (5):",
+        "07:05 UTC BTC fell below 85,000 (now 84,000)",
+        "07:05 UTC BTC fell below 85,000 (now 84,000)",
+        "… and 3 earlier.",
+    )
+    assert said.table == (("", "1d", "YTD"), ("XAU", "+1.50%", "–"), ("XAU/XAG", "–", "–"))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 from support.charts import PRICES, T1, StandInRenderer, synthetic_market
 from support.full_disk import small_disk
 from support.scripted import (
+    T0,
     Clock,
     Recorder,
     ScriptedVenue,
@@ -30,11 +31,12 @@ from support.waiting import until
 from alerts import rules
 from alerts.models import Alert, Candle, Direction
 from bot.charts import AlertCharts, ChartCache, ChartSpec
+from bot.digest import Digests
 from bot.wording import sentence
-from storage.api import RuleChanges, Storage, StoredRule
+from storage.api import DigestDue, DigestSetting, RuleChanges, Storage, StoredRule
 from storage.db import Store, utcnow
 from storage.memory import MemoryStore
-from tickerbell.delivery import Delivery, DeliveryError
+from tickerbell.delivery import ConsoleNotifier, Delivery, DeliveryError
 from tickerbell.service import Service
 
 
@@ -727,3 +729,143 @@ async def test_a_snooze_ended_early_relearns_too() -> None:
             clock.tick()
         await delivery.drain()
     assert tg.sent == [("1", "ETH rose above 5,000 (now 5,050)")]
+
+
+# --- daily digests (synthetic clock; 2026 BST: 29 March to 25 October) ---
+
+LONDON_8 = DigestSetting(time(8, 0), "Europe/London")
+
+
+def at(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+async def test_a_digest_due_while_down_goes_once_on_start_the_same_day(tmp_path: Path) -> None:
+    db, clock, tg = tmp_path / "d.db", Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    clock.now = at(2026, 3, 2, 7)  # Monday, 07:00 in London (GMT)
+    async with service(db, clock, venue, tg) as (svc, store, _):
+        chat = await store.chat("telegram", "42")
+        await store.set_digest(chat.id, LONDON_8)
+        assert await svc.send_digests() == 0  # not yet
+    clock.now = at(2026, 3, 2, 9, 30)  # down over 08:00
+    async with service(db, clock, venue, tg) as (svc, store, delivery):
+        await svc.start()  # the digest job runs at once
+        try:
+            await until(lambda: store.outbox_counts())
+        finally:
+            await svc.stop()
+        [row] = await store.pending()
+        assert row.alert == DigestDue(date(2026, 3, 2), at(2026, 3, 2, 8))
+        await delivery.drain()
+    assert [(chat_id, reply.title) for chat_id, reply in tg.posts] == [
+        ("42", "Daily digest, Mon 2 Mar 2026")
+    ]
+    clock.now = at(2026, 3, 2, 23, 59)
+    async with service(db, clock, venue, tg) as (svc, store, delivery):
+        assert await svc.send_digests() == 0  # never twice the same day
+        await delivery.drain()
+    assert len(tg.posts) == 1
+
+
+async def test_a_digest_missed_all_its_day_is_not_sent_the_next(tmp_path: Path) -> None:
+    db, clock, tg = tmp_path / "d.db", Clock(), Recorder("telegram")
+    venue = ScriptedVenue(clock)
+    clock.now = at(2026, 3, 2, 7)
+    async with service(db, clock, venue, tg) as (svc, store, _):
+        await store.set_digest((await store.chat("telegram", "42")).id, LONDON_8)
+    clock.now = at(2026, 3, 3, 7, 30)  # down all Monday, back on Tuesday before 08:00
+    async with service(db, clock, venue, tg) as (svc, store, delivery):
+        assert await svc.send_digests() == 0
+        clock.now = at(2026, 3, 3, 8)
+        assert await svc.send_digests() == 1
+        await delivery.drain()
+        assert await store.outbox_counts() == {"delivered": 1}
+    assert [reply.title for _, reply in tg.posts] == ["Daily digest, Tue 3 Mar 2026"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "start", "days", "expected"),
+    [
+        (  # spring forward: 08:00 local is 08:00 GMT, then 07:00 UTC (BST)
+            LONDON_8,
+            at(2026, 3, 27, 12),
+            4,
+            [at(2026, 3, 28, 8), at(2026, 3, 29, 7), at(2026, 3, 30, 7), at(2026, 3, 31, 7)],
+        ),
+        (  # fall back: 08:00 BST (07:00 UTC), then 08:00 GMT
+            LONDON_8,
+            at(2026, 10, 23, 12),
+            4,
+            [at(2026, 10, 24, 7), at(2026, 10, 25, 8), at(2026, 10, 26, 8), at(2026, 10, 27, 8)],
+        ),
+        (  # 01:30 is skipped on 29 March (sent at 02:30 BST) and happens twice on 25 October
+            DigestSetting(time(1, 30), "Europe/London"),
+            at(2026, 3, 28, 12),
+            2,
+            [at(2026, 3, 29, 1, 30), at(2026, 3, 30, 0, 30)],
+        ),
+        (
+            DigestSetting(time(1, 30), "Europe/London"),
+            at(2026, 10, 24, 12),
+            2,
+            [at(2026, 10, 25, 0, 30), at(2026, 10, 26, 1, 30)],  # once, at the first 01:30
+        ),
+    ],
+)
+async def test_a_digest_keeps_its_local_time_across_a_clock_change(
+    setting: DigestSetting, start: datetime, days: int, expected: list[datetime]
+) -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    clock.now = start
+    async with service(None, clock, ScriptedVenue(clock), tg) as (svc, store, _):
+        await store.set_digest((await store.chat("telegram", "42")).id, setting)
+        queued_at = []
+        for _ in range(days * 24 * 4):  # every 15 minutes, as the job would look
+            clock.tick(15 * 60)
+            if await svc.send_digests():
+                queued_at.append(clock.now)
+        assert queued_at == expected
+        due = [row.alert for row in await store.pending()]
+        assert [d.due for d in due if isinstance(d, DigestDue)] == expected
+
+
+async def test_a_digest_that_fails_to_send_is_retried_and_arrives_once(tmp_path: Path) -> None:
+    clock, tg = Clock(), Recorder("telegram")
+    tg.failures = [DeliveryError("telegram down")]
+    async with service(tmp_path / "r.db", clock, ScriptedVenue(clock), tg) as (svc, store, dl):
+        chat = await store.chat("telegram", "42")
+        await store.set_digest(chat.id, DigestSetting(time(12, 5), "UTC"))
+        clock.tick(5 * 60)  # 12:05 UTC
+        assert await svc.send_digests() == 1
+        await dl.drain()
+        assert tg.posts == [] and await store.outbox_counts() == {"pending": 1}
+        clock.tick(60)  # past the retry's backoff
+        await dl.drain()
+        await dl.drain()
+        assert [reply.title for _, reply in tg.posts] == ["Daily digest, Mon 2 Mar 2026"]
+        assert await store.outbox_counts() == {"delivered": 1}
+
+
+async def test_a_digest_without_a_maker_fails_alone_and_the_console_prints_one() -> None:
+    clock, lines = Clock(), list[str]()
+    async with MemoryStore.open(clock=clock) as store:
+        console = await store.chat("console", "console")
+        await store.set_digest(console.id, DigestSetting(time(12, 0), "UTC"))
+        assert await store.enqueue_digest(console.id, DigestDue(T0.date(), T0))
+        await enqueue(store, console, an_alert())
+        delivery = Delivery(store, {"console": ConsoleNotifier(lines.append)}, clock=clock)
+        await delivery.drain()  # the digest fails for good; the alert behind it waits a round
+        await delivery.drain()
+        assert await store.outbox_counts() == {"delivered": 1, "failed": 1}
+        assert len(lines) == 1 and "ALERT BTC fell below 85,000" in lines[0]
+        async with service(None, clock, ScriptedVenue(clock)) as (svc, _, _):
+            maker = Digests(store, svc.data, ChartCache(), clock)
+            next_day = DigestDue(T0.date() + timedelta(days=1), T0 + timedelta(days=1))
+            assert await store.enqueue_digest(console.id, next_day)
+            console_only = {"console": ConsoleNotifier(lines.append)}
+            await Delivery(store, console_only, clock=clock, digests=maker).drain()
+        assert lines[1].startswith(
+            "Daily digest, Tue 3 Mar 2026\nAlerts here in the 24 hours before (1):\n"
+            "12:00 UTC BTC fell below 85,000 (now 84,000)\n     1d  1w  1m  YTD\nXAU  –"
+        )

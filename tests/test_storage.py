@@ -9,7 +9,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,14 @@ from alerts import rules
 from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleState
 from bot import render
 from bot.wording import sentence
-from storage.api import RuleChanges, Storage, StorageUnavailable
+from storage.api import (
+    ChatDigest,
+    DigestDue,
+    DigestSetting,
+    RuleChanges,
+    Storage,
+    StorageUnavailable,
+)
 from storage.db import (
     LimitReached,
     Store,
@@ -867,3 +874,109 @@ async def test_a_secret_survives_a_restart(tmp_path: Path) -> None:
         key = await first.secret("actions")
     async with Store.open(tmp_path / "k.db") as again:
         assert await again.secret("actions") == key
+
+
+# --- daily digests ---
+
+LONDON_8 = DigestSetting(time(8, 0), "Europe/London")
+
+
+def due(day: int) -> DigestDue:
+    """The digest of 2026-03-`day` (synthetic), due at 08:00 UTC."""
+    return DigestDue(date(2026, 3, day), datetime(2026, 3, day, 8, tzinfo=UTC))
+
+
+async def test_a_digest_is_set_shown_changed_and_turned_off(store: Storage, clock: Clock) -> None:
+    chat = await store.chat("telegram", "1")
+    other = await store.chat("telegram", "2")
+    assert await store.digests() == []
+    await store.set_digest(chat.id, LONDON_8)
+    assert await store.digests() == [ChatDigest(chat.id, LONDON_8, T0, None)]
+    clock.tick(60)
+    weekdays = DigestSetting(time(17, 30), "America/New_York", weekdays_only=True)
+    await store.set_digest(chat.id, weekdays)
+    await store.set_digest(other.id, LONDON_8)
+    assert await store.digests(chat.id) == [ChatDigest(chat.id, weekdays, clock.now, None)]
+    assert [d.chat for d in await store.digests()] == [chat.id, other.id]
+    await store.set_digest(chat.id, None)
+    await store.set_digest(chat.id, None)  # off twice: nothing more happens
+    assert await store.digests(chat.id) == [] and len(await store.digests()) == 1
+
+
+async def test_a_digest_is_enqueued_once_a_day_with_its_day_recorded(
+    store: Storage, clock: Clock
+) -> None:
+    chat = await store.chat("telegram", "1")
+    assert not await store.enqueue_digest(chat.id, due(2))  # no digest set: nothing
+    await store.set_digest(chat.id, LONDON_8)
+    assert await store.enqueue_digest(chat.id, due(2))
+    assert not await store.enqueue_digest(chat.id, due(2))  # never twice a day
+    assert not await store.enqueue_digest(chat.id, due(1))  # nor for a day before
+    [row] = await store.pending()
+    assert (row.rule, row.chat, row.alert, row.attempts) == (None, chat, due(2), 0)
+    assert await store.outbox_row(row.id) == row and row.actions == frozenset()
+    assert (await store.digests())[0].last_day == date(2026, 3, 2)
+    await store.set_digest(chat.id, None)
+    assert not await store.enqueue_digest(chat.id, due(3))  # off: nothing
+    await store.set_digest(chat.id, LONDON_8)  # on again: the last day is remembered
+    assert (await store.digests())[0].last_day == date(2026, 3, 2)
+    assert not await store.enqueue_digest(chat.id, due(2))
+    assert await store.enqueue_digest(chat.id, due(3))
+    assert [r.alert for r in await store.pending()] == [due(2), due(3)]
+    await store.mark_delivered(row.id, "7")
+    assert await store.outbox_counts() == {"delivered": 1, "pending": 1}
+    assert await store.history(chat.id) == []  # digests are not alerts
+
+
+async def test_a_digest_waits_in_order_behind_alerts_and_follows_mute(
+    store: Storage, clock: Clock
+) -> None:
+    chat = await store.chat("telegram", "1")
+    await store.set_digest(chat.id, LONDON_8)
+    await store.commit_tick({}, [(None, chat.id, alert(60.0))])
+    assert await store.enqueue_digest(chat.id, due(2))
+    await store.commit_tick({}, [(None, chat.id, alert(61.0))])
+    assert [r.alert for r in await store.pending()] == [alert(60.0), due(2), alert(61.0)]
+    assert await store.remove_all_rules(chat.id) == 0
+    assert len(await store.pending()) == 3  # a digest has no rule to remove
+    await store.set_muted(chat.id, clock.now + timedelta(hours=1))
+    assert await store.enqueue_digest(chat.id, due(3))  # recorded as sent: muted, not later
+    assert await store.outbox_counts() == {"muted": 1, "pending": 3}
+    assert not await store.enqueue_digest(chat.id, due(3))
+
+
+async def test_a_digest_for_a_chat_that_does_not_exist_is_refused(
+    store: Storage, backend: str
+) -> None:
+    with pytest.raises(REFUSED[backend]):
+        await store.set_digest(99, LONDON_8)
+    await store.set_digest(99, None)  # turning off what is not there: nothing
+    assert await store.digests() == []
+
+
+@pytest.mark.parametrize("version", [5, 6])  # before buttons and digests; before digests
+async def test_alerts_waiting_in_a_database_from_before_digests_still_go(
+    tmp_path: Path, version: int
+) -> None:
+    """The outbox rows of a database from before migration 7 are alerts, still pending."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for script in MIGRATIONS[:version]:
+        for statement in _statements(script):
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+    conn.execute(
+        "INSERT INTO chats (platform, chat_id, created_at) VALUES ('telegram', '42', ?)",
+        (T0.isoformat(),),
+    )
+    conn.execute(
+        "INSERT INTO outbox (chat, payload, created_at) VALUES (1, ?, ?)",
+        (alert_to_json(alert()), T0.isoformat()),
+    )
+    conn.commit()
+    conn.close()
+    async with Store.open(path) as store:
+        [row] = await store.pending()
+        assert row.alert == alert() and await store.history(row.chat.id) == [("pending", alert())]
+        assert await store.digests() == []

@@ -24,14 +24,17 @@ import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, Limits, html_problem, plain
 from support.kinds import EVERY_KIND
-from support.scripted import an_alert, enqueue, make_service
+from support.scripted import Clock, ScriptedVenue, an_alert, enqueue, make_service
 from support.waiting import until
 from telegram import Bot
 from telegram.error import InvalidToken
 
 from alerts.models import Alert, Candle, Condition, Direction, Quote, Rule
 from bot.actions import Ref
+from bot.charts import ChartCache
 from bot.commands import Commands
+from bot.digest import Digests
+from bot.replies import Reply
 from bot.telegram.adapter import COMMANDS, TelegramBot
 from bot.telegram.pacing import Rates, SendLimiter
 from feeds.base import FeedHealth
@@ -837,3 +840,90 @@ async def test_an_alert_with_its_chart_has_no_chart_button_and_its_caption_is_ed
         assert edit.method == "editMessageCaption" and edit.keyboard == ()
         assert plain(fake.shown(message)).endswith("\nRemoved by @ann")
         assert await r.store.rules() == []
+
+
+# --- the daily digest ---
+
+
+async def test_a_chat_sets_a_digest_and_gets_it_at_its_local_time(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """Through the fake Bot API with a synthetic clock: /digest, then at 08:00 London time
+    the digest (the rotation, the day's alerts, the chart) arrives as one photo."""
+    clock = Clock()
+    clock.now = datetime(2026, 3, 2, 7, 58, tzinfo=UTC)  # Monday, GMT
+    venue = ScriptedVenue(clock)
+    venue.prices.update({"BTC/USDT": 86000.0, "ETH/USDT": 4000.0, "XAU/USD": 4100.0})
+    venue.prices["XAG/USD"] = 52.0
+    for native, price in venue.prices.items():  # synthetic daily history: a slow climb
+        start = clock.now.date() - timedelta(days=90)
+        venue.history[native] = [
+            Candle(start + timedelta(days=i), price, price, price, price * (0.85 + i / 600))
+            for i in range(90)
+        ]
+    async with Store.open(tmp_path / "digest.db", clock=clock) as store:
+        delivery = Delivery(store, {}, clock=clock, interval=0.05)
+        service = make_service(store, delivery, venue, clock, digest_every=0.05)
+        delivery.digests = Digests(store, service.data, ChartCache(), clock)
+        bot = TelegramBot(
+            token=TOKEN,
+            base_url=fake.base_url,
+            commands=Commands(store, service.data, clock=clock),
+            store=store,
+            rates=FAST,
+            reconnect_base=0.05,
+            reconnect_cap=0.2,
+        )
+        delivery.notifiers[bot.name] = bot
+        delivering = asyncio.create_task(delivery.run())
+        try:
+            await bot.start()
+            await until(bot.listening)
+            await service.start()
+            fake.push("/digest 08:00 Europe/London", chat_id=USER)
+            await until(lambda: fake.texts(USER))
+            assert plain(fake.texts(USER)[0]) == (
+                "Daily digest set: 08:00 Europe/London, every day. The next: Mon 2 Mar 08:00 "
+                "GMT.\nTurn it off with /digest off."
+            )
+            chat = await store.find_chat("telegram", str(USER))
+            assert chat is not None
+            await enqueue(store, chat, an_alert(time=clock.now))  # fired at 07:58
+            await until(lambda: len(fake.texts(USER)) == 2)
+            clock.now = datetime(2026, 3, 2, 8, tzinfo=UTC)
+            await until(lambda: len(fake.texts(USER)) == 3, timeout=15)
+        finally:
+            await service.stop()
+            delivery.stop()
+            await delivering
+            await bot.close()
+    digest = fake.messages[-1]
+    assert digest.method == "sendPhoto" and digest.parse_mode == "HTML"
+    assert fake.keyboard(digest.message_id) == ()  # a digest has no buttons
+    assert [label for label, _ in fake.keyboard(fake.messages[-2].message_id)] == ["Chart"]
+    text = plain(digest.text)
+    assert text.startswith("Daily digest, Mon 2 Mar 2026\nXAU/XAG ratio 78.85\nXAU/BTC ratio")
+    assert "Alerts here in the 24 hours before (1):\n07:58 UTC BTC fell below 85,000" in text
+    assert "\nXAU/XAG " in text.split("Alerts here")[1]  # the table, ratios' changes included
+    photo = [c for c in fake.calls if c.method == "sendPhoto"][-1]
+    assert photo.params["photo"].endswith("bytes png>")
+
+
+async def test_a_digest_too_long_for_a_caption_goes_as_text_then_the_chart(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"synthetic" * 100
+    lines = tuple(f"07:{n:02d} UTC XAG <rose> above {n}" for n in range(40))  # ~1,300 chars
+    async with rig(tmp_path / "long.db", fake) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        first = await r.bot.post(chat, Reply(lines, title="Daily digest", image=png))
+        short = await r.bot.post(chat, Reply(lines[:2], title="Daily digest", image=png))
+    sent = [(m.method, plain(m.text)[:28]) for m in fake.messages]
+    assert sent == [
+        ("sendMessage", "Daily digest\n07:00 UTC XAG <"),
+        ("sendPhoto", ""),
+        ("sendPhoto", "Daily digest\n07:00 UTC XAG <"),
+    ]
+    assert first == str(fake.messages[0].message_id) and short is not None
+    assert all(fake.keyboard(m.message_id) == () for m in fake.messages)
+    assert "&lt;rose&gt;" in fake.messages[0].text

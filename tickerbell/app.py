@@ -27,6 +27,7 @@ from alerts.sanity import Limits
 from bot import redaction
 from bot.charts import AlertCharts, ChartCache, RenderPool
 from bot.commands import Commands
+from bot.digest import Digests
 from bot.notifier import Notifier
 from feeds.base import Feed
 from feeds.catalogue import Catalogue
@@ -235,6 +236,7 @@ async def run(
             clock=utcnow,
             on_result=data.stats.delivery,
             charts=AlertCharts(data.market, chart_cache, data.currency),
+            digests=Digests(store, data, chart_cache, clock),
         )
         if len(by_name) > 1:  # a chat platform: its first alerts' charts must not wait for imports
             chart_workers.start()

@@ -32,11 +32,13 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from alerts.models import Alert
+from bot import render
 from bot.actions import Ref
 from bot.notifier import DeliveryError, Notifier
+from bot.replies import Reply
 from bot.wording import sentence
 from feeds.backoff import Backoff
-from storage.api import Chat, OutboxRow, Storage, StorageUnavailable, utcnow
+from storage.api import Chat, DigestDue, OutboxRow, Storage, StorageUnavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,13 @@ class Charts(Protocol):
 
     async def for_alert(self, alert: Alert) -> bytes | None:
         """The alert's chart as a PNG, or None when it has none."""
+
+
+class Digests(Protocol):
+    """Daily digests' words, made as delivery sends them (bot.digest.Digests)."""
+
+    async def compose(self, chat: Chat, digest: DigestDue) -> Reply:
+        """The digest for this chat as a reply: text, a table, a chart."""
 
 
 @dataclass(slots=True)
@@ -83,6 +92,10 @@ class ConsoleNotifier:
         self._write(f"[{stamp}] ALERT {sentence(alert)}  ({alert.rule_text})")
         return None
 
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        self._write(render.plain(reply))
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -102,6 +115,7 @@ class Delivery:
         batch: int = 500,
         parallel_chats: int = 32,
         store_retry: float = 1.0,
+        digests: Digests | None = None,
     ) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
@@ -109,6 +123,7 @@ class Delivery:
         self.interval = interval
         self.on_result = on_result or (lambda platform, outcome: None)
         self.charts = charts
+        self.digests = digests
         self.chart_wait = chart_wait
         self.chart_waits = ChartWaits()
         self.batch = batch
@@ -184,8 +199,8 @@ class Delivery:
         wanted = [
             row.alert
             for row in rows
-            if row.chat.charts and row.chat.active and row.chat.platform in self.notifiers
-            and row.chat.platform != "console"
+            if isinstance(row.alert, Alert) and row.chat.charts and row.chat.active
+            and row.chat.platform in self.notifiers and row.chat.platform != "console"
         ]  # fmt: skip
         try:
             self.charts.prepare(wanted)
@@ -243,9 +258,12 @@ class Delivery:
             await self.store.mark_failed(row.id, "chat inactive")
             return True  # the chat's later rows go the same way
         try:
-            image = await self._chart(row) if notifier.name != "console" else None
-            ref = Ref(row.id, row.rule)
-            message_id = await notifier.send(row.chat, row.alert, image=image, ref=ref)
+            if isinstance(row.alert, DigestDue):
+                message_id = await self._post_digest(notifier, row.chat, row.alert)
+            else:
+                image = await self._chart(row, row.alert) if notifier.name != "console" else None
+                ref = Ref(row.id, row.rule)
+                message_id = await notifier.send(row.chat, row.alert, image=image, ref=ref)
         except DeliveryError as err:
             await self._failed(platform, row, err)
             return False
@@ -263,14 +281,20 @@ class Delivery:
             log.info("%s: delivering again", platform)
         return True
 
-    async def _chart(self, row: OutboxRow) -> bytes | None:
+    async def _post_digest(self, notifier: Notifier, chat: Chat, digest: DigestDue) -> str | None:
+        """Make a daily digest's words now and send them."""
+        if self.digests is None:
+            raise DeliveryError("daily digests are not made in this run", permanent=True)
+        return await notifier.post(chat, await self.digests.compose(chat, digest))
+
+    async def _chart(self, row: OutboxRow, alert: Alert) -> bytes | None:
         """The alert's chart when the chat wants charts and it is ready within `chart_wait`
         seconds; a chart that fails or is late is left out."""
         if self.charts is None or not row.chat.charts:
             return None
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self.charts.for_alert(row.alert), self.chart_wait)
+            return await asyncio.wait_for(self.charts.for_alert(alert), self.chart_wait)
         except TimeoutError:
             self.chart_waits.late += 1
             return None

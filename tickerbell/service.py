@@ -11,6 +11,11 @@ it is polled from the moment a rule needs it. A tick that is still running when 
 due (a venue that hangs until its timeout) is skipped quietly: the feed logs the outage once.
 A tick whose commit fails (a full disk) is reverted in memory, so its crossings are decided
 again on the next tick instead of being lost; the failure is logged once until a commit works.
+
+Daily digests are put in the outbox by a job of the same scheduler that looks every
+`digest_every` seconds (and once at start) for the chats whose digest is due (bot.digest): the
+day is recorded in the transaction that enqueues it, so a digest due while the bot was down
+goes once on start if it is still that local day, and never twice.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from alerts.book import RuleBook
 from alerts.indicators import TICK_MEMORY
 from alerts.models import Alert, Quote
+from bot import digest
 from storage.api import Storage, utcnow
 from tickerbell.market_data import MarketData
 from tickerbell.rule_sync import RuleSync
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 QUOTE_RETENTION = timedelta(days=2)
 QUOTE_PRUNE_EVERY = timedelta(hours=1)
 RULES_REFRESH_SECONDS = 2.0
+DIGEST_EVERY_SECONDS = 15.0  # a digest goes within this long after its time
 
 
 class Service:
@@ -57,6 +64,7 @@ class Service:
         wake: Callable[[], None] = lambda: None,
         rules_changed: asyncio.Event | None = None,
         rules_refresh_seconds: float = RULES_REFRESH_SECONDS,
+        digest_every: float = DIGEST_EVERY_SECONDS,
     ) -> None:
         self.store = store
         self.data = data
@@ -69,6 +77,8 @@ class Service:
         self.wake = wake
         self.rules_changed = rules_changed
         self.rules_refresh_seconds = rules_refresh_seconds
+        self.digest_every = digest_every
+        self._digests_failing = False
         self._follower: asyncio.Task[None] | None = None
         self._polled: set[str] = set()
         self._ticks: dict[str, asyncio.Task[None]] = {}
@@ -174,6 +184,42 @@ class Service:
             return
         self._quotes_failing = False
 
+    # --- daily digests ---
+
+    async def send_digests(self) -> int:
+        """Put in the outbox every daily digest due now (each chat's once a local day) and
+        wake delivery; returns how many. A chat whose setting is unreadable (a zone the time
+        zone database no longer has) is skipped and logged."""
+        now = self.clock()
+        queued = 0
+        for chat_digest in await self.store.digests():
+            try:
+                due = digest.due_now(chat_digest, now)
+            except (ValueError, LookupError) as err:  # ZoneInfoNotFoundError is a KeyError
+                log.error("daily digest of chat %s skipped: %r", chat_digest.chat, err)
+                continue
+            if due is not None and await self.store.enqueue_digest(chat_digest.chat, due):
+                queued += 1
+                self.wake()  # each goes at once: thousands take seconds to record
+        if queued:
+            log.info("%d daily digests queued", queued)
+        return queued
+
+    async def _digests_job(self) -> None:
+        self._start_task("digests", self._digests_safely)
+
+    async def _digests_safely(self) -> None:
+        try:
+            await self.send_digests()
+        except Exception as err:
+            if not self._digests_failing:
+                log.exception("daily digests failed (%s); trying again", err)
+            self._digests_failing = True
+            return
+        if self._digests_failing:
+            log.info("daily digests work again")
+            self._digests_failing = False
+
     # --- life cycle ---
 
     def _poll_feed(self, source: str) -> None:
@@ -204,6 +250,7 @@ class Service:
         await self.refresh_rules()
         await self._warm_market()
         self._schedule("rules", self._rules_job, self.rules_refresh_seconds)
+        self._schedule("digests", self._digests_job, self.digest_every)
         if self.rules_changed is not None:
             self._follower = asyncio.create_task(
                 self._follow(self.rules_changed), name="rule changes"

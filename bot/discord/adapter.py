@@ -38,11 +38,12 @@ from bot.actions import Ref
 from bot.commands import Commands
 from bot.discord.answers import DEFER_AFTER, SlashAnswers
 from bot.discord.guard import INVALID_LIMIT, INVALID_WINDOW, InvalidRequests
-from bot.discord.render import CHART, SYMBOLS, action_view, alert_embed
+from bot.discord.render import CHART, SYMBOLS, action_view, alert_embed, reply_embeds
 from bot.discord.sync import point_discord_py, sync_commands, sync_file_for
 from bot.discord.tree import TickerClient, make_tree
 from bot.notifier import DeliveryError
 from bot.redaction import redact
+from bot.replies import Reply
 from feeds.backoff import Backoff
 from storage.api import Chat, Storage
 
@@ -284,12 +285,31 @@ class DiscordBot:
     ) -> str | None:
         """Post one alert as an embed (with `image` as chart.png) to the chat's channel, with
         its buttons when `ref` names its row."""
-        self._may_send(chat)
-        channel = self.client.get_partial_messageable(int(chat.chat_id))
-        embed = alert_embed(alert)
         view = None
         if ref is not None:
             view = action_view(await self.commands.buttons(chat, ref, alert, image is not None))
+        return await self._deliver(chat, alert_embed(alert), image, view)
+
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        """Post a composed message (a daily digest, no buttons) as embeds, the chart on the
+        first; the id of the first message."""
+        first, *rest = reply_embeds(reply)
+        sent = await self._deliver(chat, first, reply.image)
+        for embed in rest:
+            await self._deliver(chat, embed)
+        return sent
+
+    async def _deliver(
+        self,
+        chat: Chat,
+        embed: discord.Embed,
+        image: bytes | None = None,
+        view: discord.ui.View | None = None,
+    ) -> str:
+        """Post one embed (with `image` as chart.png, `view`'s buttons under it) to the chat's
+        channel; Discord's answer becomes a message id or a DeliveryError."""
+        self._may_send(chat)
+        channel = self.client.get_partial_messageable(int(chat.chat_id))
         try:
             if image is None:
                 message = await channel.send(embed=embed, view=view or discord.utils.MISSING)

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.app_commands import Choice
 
+from bot import digest as digests
 from bot.charts import RANGES
 from bot.commands import Caller, Commands
 from bot.discord.render import CHOICES, SORRY, SYMBOLS, reply_embeds, rule_choices, symbol_choices
@@ -139,6 +140,10 @@ async def _snoozable(interaction: Interaction, current: str) -> list[Choice[str]
     return [c for c in await _alert_ids(interaction, current) if not c.value.startswith("all")]
 
 
+async def _time_zones(interaction: Interaction, current: str) -> list[Choice[str]]:
+    return [Choice(name=zone, value=zone) for zone in digests.zone_choices(current, CHOICES)]
+
+
 def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
     """Fresh command objects (a command belongs to one tree)."""
     symbol_help = "BTC, ETH, XAU (gold), XAG (silver), binance:SOL/USDT, yf:^GSPC"
@@ -234,6 +239,36 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
 
         await _answer(interaction, call)
 
+    @app_commands.command(name="digest")
+    @app_commands.rename(at="time")
+    @app_commands.describe(
+        at="Local time HH:MM, e.g. 08:00, or off; leave both empty to see the setting",
+        zone="IANA time zone, e.g. Europe/London",
+        days="Every day (the default) or Monday to Friday",
+    )
+    @app_commands.choices(
+        days=[Choice(name="every day", value="daily"), Choice(name="weekdays", value="weekdays")]
+    )
+    @app_commands.autocomplete(zone=_time_zones)
+    async def digest(
+        interaction: Interaction,
+        at: str | None = None,
+        zone: str | None = None,
+        days: str = "daily",
+    ) -> None:
+        """A daily digest here: gold, silver, BTC and ETH, the day's alerts and a chart."""
+
+        async def call(cmds: Commands, who: Caller) -> Result:
+            if at is None and zone is None:
+                return await cmds.show_digest(who)
+            if zone is None and (at or "").strip().lower() == "off":
+                return await cmds.digest_off(who)
+            if at is None or zone is None:
+                return await cmds.invalid(who, cmds.set_digest, Command.DIGEST)
+            return await cmds.set_digest(who, at, zone, days)
+
+        await _answer(interaction, call, posts_here=True)
+
     @app_commands.command(name="help")
     async def help_(interaction: Interaction) -> None:
         """The commands and the rule language with examples."""
@@ -250,5 +285,6 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
         chart,
         rotation,
         charts,
+        digest,
         help_,
     ]

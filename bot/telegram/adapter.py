@@ -62,7 +62,7 @@ from bot.actions import Ref
 from bot.commands import Caller, Commands
 from bot.notifier import DeliveryError
 from bot.redaction import redact, scrub
-from bot.replies import BUTTONS, pressed_note, refusal_text
+from bot.replies import BUTTONS, Reply, pressed_note, refusal_text
 from bot.results import Action, NoHistory, Pressed, Refusal
 from bot.telegram.admins import Admins
 from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
@@ -89,6 +89,7 @@ COMMANDS = (
     ("chart", "A price chart: /chart XAU 3m"),
     ("rotation", "Gold, silver, BTC, ETH side by side"),
     ("charts", "Charts with alerts: /charts on|off"),
+    ("digest", "A daily digest: /digest 08:00 Europe/London"),
 )
 REFUSAL = "Sorry, this bot only answers the chats its owner has allowed."
 HINT = "I answer commands: try /help, or /status BTC."
@@ -292,26 +293,54 @@ class TelegramBot:
     ) -> str | None:
         """Deliver one alert, with its buttons under it when `ref` names its row; Telegram's
         answer becomes a message id or a DeliveryError."""
+        text = render.alert_html(alert)
+        keyboard = None
+        if ref is not None:
+            with_chart = image is not None and len(text) <= CAPTION_LIMIT
+            keyboard = _keyboard(await self.commands.buttons(chat, ref, alert, with_chart))
+        return await self._deliver(chat, text, image, render.alert_plain(alert), keyboard)
+
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        """Deliver a composed message (a daily digest, no buttons): one photo with the text as
+        its caption when that fits, else the text, then the chart; the id of its first
+        message."""
+        parts = render.telegram_html(reply)
+        if reply.image is not None and len(parts) == 1 and len(parts[0]) <= CAPTION_LIMIT:
+            return await self._deliver(chat, parts[0], reply.image)
+        first = None
+        for part in parts:
+            sent = await self._deliver(chat, part)
+            first = first or sent
+        if reply.image is not None:
+            await self._deliver(chat, "", reply.image)
+        return first
+
+    async def _deliver(
+        self,
+        chat: Chat,
+        text: str,
+        image: bytes | None = None,
+        plain: str | None = None,
+        keyboard: InlineKeyboardMarkup | None = None,
+    ) -> str:
+        """Send one HTML message (a photo with `text` as its caption when `image` is given and
+        the caption fits), with `keyboard` under it; `plain` is sent instead if Telegram
+        refuses the HTML."""
         if not self._connected:
             raise DeliveryError("telegram: not connected yet")
         if self.allowed_chats and chat.chat_id not in self.allowed_chats:
             raise DeliveryError("chat not in TELEGRAM_ALLOWED_CHATS", permanent=True)
         chat_id = chat.chat_id
-        text = render.alert_html(alert)
-        with_chart = image is not None and len(text) <= CAPTION_LIMIT
-        keyboard = None
-        if ref is not None:
-            keyboard = _keyboard(await self.commands.buttons(chat, ref, alert, with_chart))
         mode: ParseMode | None = ParseMode.HTML
         waits, moves = FloodWaits(self.retries, self.max_retry_wait, self.sleep), 0
         while True:
             try:
                 message: Message
-                if image is not None and with_chart:
+                if image is not None and len(text) <= CAPTION_LIMIT:
                     message = await self.app.bot.send_photo(
                         _chat_ref(chat_id),
                         image,
-                        caption=text,
+                        caption=text or None,
                         parse_mode=mode,
                         reply_markup=keyboard,
                     )
@@ -338,15 +367,15 @@ class TelegramBot:
             except BadRequest as err:
                 if "chat not found" in err.message.lower():
                     raise DeliveryError(f"bad request: {err.message}", chat_gone=True) from err
-                if mode is None:
+                if mode is None or plain is None:
                     raise DeliveryError(f"bad request: {err.message}", permanent=True) from err
                 log.error(
-                    "telegram: chat %s rejected alert %r as HTML (%s); sending it as plain text",
+                    "telegram: chat %s rejected %r as HTML (%s); sending it as plain text",
                     chat_id,
-                    alert.rule_text,
+                    plain[:60],
                     err.message,
                 )
-                text, mode = render.alert_plain(alert), None
+                text, mode = plain, None
             except NetworkError as err:  # after BadRequest and TimedOut's own subclasses
                 raise DeliveryError(f"network: {self._describe(err)}") from err
             except TelegramError as err:  # InvalidToken, Conflict, ...: never the chat's fault

@@ -13,6 +13,9 @@ from alerts import rules
 from alerts.models import Alert, Candle, Direction, Quote, Rule
 from alerts.sanity import Limits
 from bot.actions import Ref
+from bot.charts import ChartCache
+from bot.digest import Digests
+from bot.replies import Reply
 from bot.wording import sentence
 from feeds.base import Feed, FeedHealth, TransientFeedError
 from feeds.catalogue import Catalogue
@@ -74,6 +77,7 @@ class Recorder:
         self.after_send: Callable[[int], None] = lambda sent: None
         self.sent: list[tuple[str, str]] = []
         self.images: list[bytes | None] = []
+        self.posts: list[tuple[str, Reply]] = []
 
     async def send(
         self, chat: Chat, alert: Alert, image: bytes | None = None, ref: Ref | None = None
@@ -87,6 +91,14 @@ class Recorder:
         self.images.append(image)
         return str(len(self.sent))
 
+    async def post(self, chat: Chat, reply: Reply) -> str | None:
+        if self.failure is not None:
+            raise self.failure
+        if self.failures:
+            raise self.failures.pop(0)
+        self.posts.append((chat.chat_id, reply))
+        return f"post {len(self.posts)}"
+
     async def close(self) -> None:
         return None
 
@@ -98,11 +110,17 @@ def make_service(
     clock: Callable[[], datetime] = utcnow,
     max_age: timedelta = timedelta(minutes=5),
     poll_seconds: float = 10.0,
+    digest_every: float = 15.0,
 ) -> Service:
     """A real Service over `store` whose every price source is `feed` (the far side's stand-in)."""
     data = MarketData(Catalogue(), lambda source: feed, Limits(max_age=max_age), clock=clock)
     return Service(
-        store, data, band=0.0025, poll_interval=lambda source: poll_seconds, wake=delivery.wake
+        store,
+        data,
+        band=0.0025,
+        poll_interval=lambda source: poll_seconds,
+        wake=delivery.wake,
+        digest_every=digest_every,
     )
 
 
@@ -117,6 +135,7 @@ async def service(
     async with opened as store:
         delivery = Delivery(store, {n.name: n for n in notifiers}, clock=clock)
         svc = make_service(store, delivery, venue, clock, max_age=timedelta(minutes=2))
+        delivery.digests = Digests(store, svc.data, ChartCache(), clock)
         yield svc, store, delivery
 
 
