@@ -163,6 +163,21 @@ def format(rule: Rule) -> str:
     return " ".join(words)
 
 
+_PLAIN_LEVEL = re.compile(r"(\S+ (?:above|below|crosses) )([0-9]{1,15}(?:\.[0-9]+)?)")
+
+
+def split_level(text: str) -> tuple[str, float] | None:
+    """For the commonest rule, `SUBJECT above|below|crosses NUMBER` with a plain positive
+    number: the same text with the number replaced by 1, and the number; else None. Such rules
+    differ only in their level, so a loader parses one text per shape (a million distinct
+    levels load in seconds): `parse(text)` equals `parse(shape)` with its value replaced."""
+    match = _PLAIN_LEVEL.fullmatch(text)
+    if match is None:
+        return None
+    value = float(match[2])
+    return (f"{match[1]}1", value) if value > 0 else None
+
+
 def parse_number(token: str) -> float:
     """Read a positive price such as `50`, `.5`, `50k`, `1.2m`, `2b`, `$50,000.25`."""
     match = _NUMBER.fullmatch(token)

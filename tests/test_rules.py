@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
@@ -494,3 +495,32 @@ def test_fuzz_mutated_rules(rule: Rule, position: int, junk: str) -> None:
     words = rules.format(rule).split()
     words.insert(min(position, len(words)), junk)
     parse_or_error(" ".join(words))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["BTC", "xau", "gold", "XAU/XAG", "binance:ETH/USDT", "yahoo:SI=F", "B!"]),
+    st.sampled_from(["above", "below", "crosses", "Above", "under"]),
+    st.one_of(
+        st.from_regex(r"[0-9]{1,16}(\.[0-9]{1,12})?", fullmatch=True),
+        st.sampled_from(["0", "0.0", "007", "1e5", "50k", "1.", ".5"]),
+    ),
+)
+def test_a_plain_level_parses_as_its_shape_with_the_level_replaced(
+    subject: str, condition: str, number: str
+) -> None:
+    text = f"{subject} {condition} {number}"
+    level = rules.split_level(text)
+    try:
+        expected: Rule | str = rules.parse(text)
+    except RuleError as err:
+        expected = str(err)
+    if level is None:
+        return
+    shape, value = level
+    try:
+        template = rules.parse(shape)
+    except RuleError:
+        assert isinstance(expected, str)  # the loader then parses the text itself
+        return
+    assert replace(template, value=value) == expected

@@ -64,6 +64,7 @@ class RuleSync:
         self.digest_chats: dict[str, set[int]] = {}
         self._digest_ids: dict[tuple[str, str], int] = {}
         self._revision: int | None = None  # None: nothing read yet
+        self._shapes: Parsed = {}  # `SUBJECT above 1` -> its rule (see rules.split_level)
         self._history = Counter[tuple[str, int]]()  # (symbol, days back) -> how many rules
         self._lock = asyncio.Lock()  # one refresh at a time: a tick waits for a running one
 
@@ -163,6 +164,17 @@ class RuleSync:
         return bool(over)
 
     def _parse(self, text: str) -> Rule | RuleError:
+        level = rules.split_level(text)
+        if level is not None:
+            shape, value = level
+            template = self._shapes.get(shape)
+            if template is None:
+                template = self._shapes[shape] = self._parse_text(shape)
+            if isinstance(template, Rule):
+                return replace(template, value=value)
+        return self._parse_text(text)
+
+    def _parse_text(self, text: str) -> Rule | RuleError:
         try:
             return self.canonical(rules.parse(text))
         except RuleError as err:
