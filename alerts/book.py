@@ -160,7 +160,8 @@ class RuleBook:
         state = state or _NEW
         self.rules[rule_id] = rule
         self.states[rule_id] = state
-        self._symbol_refs.update(rule.symbols)
+        for symbol in rule.symbols:
+            self._symbol_refs[symbol] += 1
         group = self._group(rule)
         group.size += 1
         if group.lane is Lane.ZONE:

@@ -164,6 +164,14 @@ class Rule:
     once: bool = False
     expires: date | None = None
 
+    def at(self, value: float) -> Rule:
+        """This rule with another `value`: `dataclasses.replace` without its generic machinery
+        (8 us against 1 us; a start-up builds a million rules this way)."""
+        return Rule(
+            self.symbol, self.condition, value, self.other, self.days, self.window,
+            self.indicator, self.confirm, self.cooldown, self.once, self.expires,
+        )  # fmt: skip
+
     @property
     def symbols(self) -> tuple[str, ...]:
         """Every symbol whose quote the rule needs."""

@@ -524,3 +524,11 @@ def test_a_plain_level_parses_as_its_shape_with_the_level_replaced(
         assert isinstance(expected, str)  # the loader then parses the text itself
         return
     assert replace(template, value=value) == expected
+
+
+def test_a_rule_at_another_value_keeps_every_other_field() -> None:
+    rule = Rule(
+        "XAU", Condition.ABOVE, 2, "XAG", 20, timedelta(hours=1), Indicator.RSI, 3,
+        timedelta(minutes=30), True, date(2027, 1, 1),
+    )  # fmt: skip
+    assert rule.at(5.5) == replace(rule, value=5.5)

@@ -171,7 +171,7 @@ class RuleSync:
             if template is None:
                 template = self._shapes[shape] = self._parse_text(shape)
             if isinstance(template, Rule):
-                return replace(template, value=value)
+                return template.at(value)
         return self._parse_text(text)
 
     def _parse_text(self, text: str) -> Rule | RuleError:
