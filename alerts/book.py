@@ -38,7 +38,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -49,6 +49,7 @@ from alerts.models import Alert, Condition, Direction, Indicator, Rule, RuleStat
 
 RATIO_MARGIN = 1e-9  # far above the rounding between spread > K x median and spread/median > K
 SMALL_SORT = 16  # up to this many new lines go into a group one by one, more by one sort
+CHUNK = 512  # lines per chunk: an insert or a delete moves at most about twice as many
 _NEW = RuleState()
 
 
@@ -83,37 +84,102 @@ class Lane(Enum):
 
 @dataclass(eq=False, slots=True)
 class _Lines:
-    """Lines waiting for the number from one side: `values` sorted, `ids[i]` owns `values[i]`;
-    `pending` were added since the last sort."""
+    """Lines waiting for the number from one side, sorted, in chunks: `values[k]` is a sorted
+    chunk, `ids[k][i]` owns `values[k][i]`, `lasts[k]` is the chunk's largest value, and no
+    value of a chunk is above the next chunk's first. An insert or a delete moves one chunk's
+    entries, not the whole group's (a group of a million lines would move megabytes for each
+    rule that changes). `pending` were added since the last sort."""
 
-    values: array[float] = field(default_factory=lambda: array("d"))
-    ids: array[int] = field(default_factory=lambda: array("q"))
+    values: list[array[float]] = field(default_factory=list)
+    ids: list[array[int]] = field(default_factory=list)
+    lasts: list[float] = field(default_factory=list)
     pending: list[tuple[float, int]] = field(default_factory=list)
+    chunk: int = CHUNK
 
     def sort(self) -> None:
-        """Bring the pending lines into the sorted ones."""
+        """Bring the pending lines into the sorted ones (many at once by one sort)."""
         new, self.pending = self.pending, []
         if len(new) <= SMALL_SORT:
             for line, rule_id in new:
                 self.insert(line, rule_id)
             return
-        values = self.values.tolist() + [line for line, _ in new]
-        ids = self.ids.tolist() + [rule_id for _, rule_id in new]
-        order = sorted(range(len(values)), key=values.__getitem__)
-        self.values = array("d", [values[i] for i in order])
-        self.ids = array("q", [ids[i] for i in order])
+        every = [
+            pair
+            for values, ids in zip(self.values, self.ids, strict=True)
+            for pair in zip(values, ids, strict=True)
+        ]
+        every += new
+        every.sort()
+        self.values, self.ids = [], []
+        for start in range(0, len(every), self.chunk):
+            part = every[start : start + self.chunk]
+            self.values.append(array("d", [line for line, _ in part]))
+            self.ids.append(array("q", [rule_id for _, rule_id in part]))
+        self.lasts = [values[-1] for values in self.values]
 
     def insert(self, line: float, rule_id: int) -> None:
-        i = bisect.bisect_right(self.values, line)
-        self.values.insert(i, line)
-        self.ids.insert(i, rule_id)
+        if not self.values:
+            self.values.append(array("d", [line]))
+            self.ids.append(array("q", [rule_id]))
+            self.lasts.append(line)
+            return
+        k = min(bisect.bisect_left(self.lasts, line), len(self.lasts) - 1)
+        values, ids = self.values[k], self.ids[k]
+        i = bisect.bisect_right(values, line)
+        values.insert(i, line)
+        ids.insert(i, rule_id)
+        self.lasts[k] = values[-1]
+        if len(values) > 2 * self.chunk:  # split in two
+            self.values.insert(k + 1, values[self.chunk :])
+            self.ids.insert(k + 1, ids[self.chunk :])
+            del values[self.chunk :], ids[self.chunk :]
+            self.lasts.insert(k, values[-1])
 
     def delete(self, line: float, rule_id: int) -> None:
-        i = bisect.bisect_left(self.values, line)
-        while self.ids[i] != rule_id:
+        k = bisect.bisect_left(self.lasts, line)
+        i = bisect.bisect_left(self.values[k], line)
+        while self.ids[k][i] != rule_id:  # among lines of the same value, maybe chunks apart
             i += 1
-        del self.values[i]
-        del self.ids[i]
+            if i == len(self.ids[k]):
+                k, i = k + 1, 0
+        values, ids = self.values[k], self.ids[k]
+        del values[i], ids[i]
+        if values:
+            self.lasts[k] = values[-1]
+        else:
+            del self.values[k], self.ids[k], self.lasts[k]
+
+    def up_to(self, number: float) -> Sequence[int]:
+        """The rules of the lines at or below `number`."""
+        if not self.lasts:
+            return ()
+        if self.lasts[0] > number:  # the usual case: within the first chunk
+            return self.ids[0][: bisect.bisect_right(self.values[0], number)]
+        out: list[int] = []
+        for k, last in enumerate(self.lasts):
+            if last <= number:
+                out.extend(self.ids[k])
+                continue
+            out.extend(self.ids[k][: bisect.bisect_right(self.values[k], number)])
+            break
+        return out
+
+    def down_to(self, number: float) -> Sequence[int]:
+        """The rules of the lines at or above `number`."""
+        if not self.values:
+            return ()
+        last = self.values[-1]
+        if last[0] < number:  # the usual case: within the last chunk
+            return self.ids[-1][bisect.bisect_left(last, number) :]
+        out: list[int] = []
+        for k in range(len(self.values) - 1, -1, -1):
+            values = self.values[k]
+            if values[0] >= number:
+                out.extend(self.ids[k])
+                continue
+            out.extend(self.ids[k][bisect.bisect_left(values, number) :])
+            break
+        return out
 
 
 Line = tuple[float, bool]  # a line's value, and True when it waits for a rise (else a fall)
@@ -303,10 +369,9 @@ class RuleBook:
             assert reading.reference is not None
             mark = value / reading.reference
             low, high = mark * (1 - RATIO_MARGIN), mark * (1 + RATIO_MARGIN)
-        rises, falls = group.rises, group.falls
-        for rule_id in rises.ids[: bisect.bisect_right(rises.values, high)]:
+        for rule_id in group.rises.up_to(high):
             found[rule_id] = (group, reading)
-        for rule_id in falls.ids[bisect.bisect_left(falls.values, low) :]:
+        for rule_id in group.falls.down_to(low):
             found[rule_id] = (group, reading)
 
     def _zone(self, price: float, reference: float) -> int:

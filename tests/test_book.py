@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts import rules
-from alerts.book import RuleBook
+from alerts.book import RuleBook, _Lines
 from alerts.engine import evaluate
 from alerts.indicators import Market, observe
 from alerts.models import Candle, Quote, Rule, RuleState
@@ -424,3 +424,38 @@ def test_every_kind_matches_naive_loop(
     indexed_fires = market_days(closes, before, walk, by_book)
     assert indexed_fires == market_days(closes, before, walk, every_rule)
     assert [book.states[i] for i in range(1, len(rule_list) + 1)] == states
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 40)), max_size=400),
+    st.integers(0, 41),
+    st.booleans(),
+)
+def test_chunked_lines_keep_order_through_inserts_and_deletes(
+    steps: list[tuple[bool, int]], number: int, bulk: bool
+) -> None:
+    """Lines in chunks as small as 2 (many chunks, values equal across chunk edges) hold the
+    same as a plain sorted list through any inserts and deletes."""
+    lines, plain = _Lines(chunk=2), []
+    next_id = 0
+    for insert, value in steps:
+        if insert and bulk:  # added at a start-up, sorted in at once
+            lines.pending.append((float(value), next_id))
+            plain.append((float(value), next_id))
+            next_id += 1
+            continue
+        lines.sort()
+        if insert or not plain:
+            lines.insert(float(value), next_id)
+            plain.append((float(value), next_id))
+            next_id += 1
+        else:
+            line = plain.pop(value % len(plain))
+            lines.delete(*line)
+    lines.sort()
+    assert sorted(lines.up_to(number)) == sorted(i for v, i in plain if v <= number)
+    assert sorted(lines.down_to(number)) == sorted(i for v, i in plain if v >= number)
+    flat = [v for chunk in lines.values for v in chunk]
+    assert flat == sorted(v for v, _ in plain)
+    assert lines.lasts == [chunk[-1] for chunk in lines.values]
