@@ -51,6 +51,8 @@ RATIO_MARGIN = 1e-9  # far above the rounding between spread > K x median and sp
 SMALL_SORT = 16  # up to this many new lines go into a group one by one, more by one sort
 CHUNK = 512  # lines per chunk: an insert or a delete moves at most about twice as many
 _NEW = RuleState()
+# conditions that fire on a fall (`down` on the change; the others on the price)
+_FALLING = frozenset(c for c in Condition if c.direction is Direction.DOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class _Lines:
 
     def sort(self) -> None:
         """Bring the pending lines into the sorted ones (many at once by one sort)."""
+        if not self.pending:
+            return
         new, self.pending = self.pending, []
         if len(new) <= SMALL_SORT:
             for line, rule_id in new:
@@ -396,7 +400,7 @@ class RuleBook:
             if state.armed:
                 return ((lines[1], not state.above),)
             return (lines[0], False), (lines[2], True)
-        rises = rule.condition.direction is not Direction.DOWN
+        rises = rule.condition not in _FALLING
         if state.armed:
             return ((lines[0], rises),)
         return ((lines[-1], not rises),)
