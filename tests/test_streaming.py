@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from fake_exchange import FakeExchange
+from fake_telegram import FakeTelegram, plain
 from support.scripted import Recorder
 from support.waiting import until
 
@@ -27,9 +29,11 @@ from feeds.catalogue import Catalogue
 from feeds.ccxt_feed import CcxtFeed
 from feeds.stream_feed import StreamFeed
 from storage.db import Store
+from tickerbell import app
 from tickerbell.delivery import Delivery
 from tickerbell.market_data import MarketData
 from tickerbell.service import Service
+from tickerbell.settings import Settings
 
 SOURCE = "ccxt:binance"
 FELL = "BTC fell below 85,000 (now {:,})"
@@ -216,3 +220,47 @@ async def test_shutdown_closes_the_stream_and_leaves_no_task(tmp_path: Path) -> 
     await until(lambda: fake.open_connections == 0)
     await asyncio.sleep(0)  # let finished callbacks run
     assert {t for t in asyncio.all_tasks() if not t.done()} <= before
+
+
+@pytest.mark.slow
+async def test_a_streamed_crossing_reaches_the_telegram_chat(tmp_path: Path) -> None:
+    """The whole way through `tickerbell.app.run`: the real python-telegram-bot against the
+    fake Bot API, polling once an hour, so the alert can only come from the stream."""
+    token, user = "123456789:AAF-fake_SECRET_stream_token", 4242
+    async with (
+        FakeTelegram(token, poll_cap=0.2) as telegram,
+        FakeExchange(streaming=True) as exchange,
+    ):
+        exchange.set_price("BTCUSDT", 86000.0, 86000.0)
+        settings = Settings(
+            TELEGRAM_BOT_TOKEN=token,
+            TELEGRAM_API_BASE_URL=telegram.base_url,
+            db=tmp_path / "journey.db",
+            exchange_options={"binance": exchange.ccxt_options()},
+            poll_crypto_seconds=3600,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(settings, stop=stop))
+        try:
+            await until(lambda: telegram.count("getUpdates") > 0, timeout=15)  # it listens
+            telegram.push("/alert BTC below 85000", chat_id=user)
+            await until(lambda: telegram.texts(user), timeout=15)
+            assert plain(telegram.texts(user)[0]) == "Alert #1 set: BTC below 85000"
+            await until(lambda: exchange.subscribed() == {"BTCUSDT"}, timeout=15)
+            polls = exchange.count("ticker/bookTicker")
+
+            async def alerted() -> bool:
+                await exchange.publish("BTCUSDT", 84000.0, 84000.0)
+                return len(telegram.texts(user)) > 1
+
+            await until(alerted, timeout=15)
+            for price in (83900.0, 83800.0):
+                await exchange.publish("BTCUSDT", price, price)
+            updates = telegram.count("getUpdates")
+            await until(lambda: telegram.count("getUpdates") >= updates + 3)
+            texts = [plain(text) for text in telegram.texts(user)]
+            assert len(texts) == 2 and "BTC fell below 85,000 (now 84,000)" in texts[1]
+            assert exchange.count("ticker/bookTicker") == polls
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, 20) == 0
