@@ -148,8 +148,8 @@ class StreamFeed:
             error = None if session.cancelled() else session.exception()
             if error is None:
                 continue  # the wanted symbols changed: subscribe the new set at once
-            if not isinstance(error, STREAM_ERRORS):
-                raise error  # a bug of ours: let it show
+            if not isinstance(error, STREAM_ERRORS):  # a bug: shown, and the stream goes on
+                log.error("%s stream failed unexpectedly", self.venue, exc_info=error)
             self._failed(error)
             retry_at = self.backoff.retry_at or utc_now()
             await asyncio.sleep(max(0.0, (retry_at - utc_now()).total_seconds()))

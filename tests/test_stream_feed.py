@@ -189,3 +189,23 @@ async def test_closing_leaves_no_task_and_no_connection(fake: FakeExchange) -> N
     await until(lambda: fake.open_connections == 0)
     await asyncio.sleep(0)  # let ccxt's finished callbacks run
     assert {t for t in asyncio.all_tasks() if not t.done()} <= before
+
+
+async def test_a_failing_consumer_is_logged_and_streaming_goes_on(
+    fake: FakeExchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream, sink = make_stream(fake), Sink()
+    failures = [RuntimeError("a bug downstream")]
+
+    def quotes(batch: list[Quote]) -> None:
+        if failures:
+            raise failures.pop()
+        sink.quotes(batch)
+
+    stream.start(quotes, sink.down)
+    try:
+        stream.want([BTC])
+        await publish_until_seen(fake, sink, "BTCUSDT", 90000.0)
+    finally:
+        await stream.close()
+    assert any("failed unexpectedly" in r.getMessage() for r in caplog.records)
