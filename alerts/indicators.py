@@ -27,6 +27,9 @@ from alerts.sanity import Limits, QuoteGuard, Reject, allowed_move
 
 DAY = timedelta(days=1)
 TICK_MEMORY = timedelta(days=2)
+# Ticks closer together than this are kept as one, the latest (a stream sends many a second):
+# a symbol's tick history holds at most one tick per step, as a 10-second poll gives it.
+TICK_STEP = timedelta(seconds=10)
 SPREAD_SAMPLES = 10_000  # at most, within the baseline window (Limits.spread_window)
 MIN_SPREAD_SAMPLES = 20
 TYPICAL_DAYS = 20
@@ -116,7 +119,11 @@ class Market:
             hist.last_reject = problem
             return problem
         hist.last = quote
-        hist.ticks.append((quote.ts, quote.price))
+        ticks = hist.ticks
+        if len(ticks) > 1 and quote.ts - ticks[-2][0] < TICK_STEP:
+            ticks[-1] = (quote.ts, quote.price)
+        else:
+            ticks.append((quote.ts, quote.price))
         while hist.ticks and hist.ticks[0][0] < quote.ts - TICK_MEMORY:
             hist.ticks.popleft()
         spread = quote.spread_pct

@@ -253,6 +253,19 @@ def test_intraday_window_uses_tick_history() -> None:
     assert fired_at("ETH up 3% 1h", prices) == []  # no tick an hour back yet: no reference
 
 
+def test_a_stream_of_ticks_is_kept_one_per_step_and_windows_still_read_it() -> None:
+    """Ten synthetic quotes a second for five minutes: memory holds one tick per 10 s (the
+    latest of each), and a 1-minute window still finds the price of a minute ago."""
+    market = Market(Limits(max_age=None))
+    for i in range(3000):
+        ts = T0 + timedelta(seconds=i / 10)
+        assert market.ingest(Quote("BTC", 90000.0 + i, ts), ts) is None
+    now = T0 + timedelta(seconds=299.9)
+    assert len(market.history("BTC").ticks) <= 32  # 3,000 quotes
+    ago = market.price_ago("BTC", timedelta(minutes=1), now)
+    assert ago is not None and 90000.0 + 2999 - 700 <= ago <= 90000.0 + 2999 - 600
+
+
 def test_spread_percent_and_rearm_under_threshold() -> None:
     books = [(100, 100.2), (100, 100.6), (100, 100.7), (100, 100.3), (100, 100.6)]
     prices = [(b + a) / 2 for b, a in books]
