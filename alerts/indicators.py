@@ -27,8 +27,9 @@ from alerts.sanity import Limits, QuoteGuard, Reject, allowed_move
 
 DAY = timedelta(days=1)
 TICK_MEMORY = timedelta(days=2)
-# Ticks closer together than this are kept as one, the latest (a stream sends many a second):
-# a symbol's tick history holds at most one tick per step, as a 10-second poll gives it.
+# Ticks (and spread samples) closer together than this are kept as one, the latest (a stream
+# sends many a second): a symbol's history holds at most one per step, as a 10-second poll
+# gives it, so the spread baseline still spans its window within SPREAD_SAMPLES.
 TICK_STEP = timedelta(seconds=10)
 SPREAD_SAMPLES = 10_000  # at most, within the baseline window (Limits.spread_window)
 MIN_SPREAD_SAMPLES = 20
@@ -128,7 +129,11 @@ class Market:
             hist.ticks.popleft()
         spread = quote.spread_pct
         if spread is not None:
-            hist.add_spread(quote.ts, spread)
+            spreads = hist.spreads
+            if len(spreads) > 1 and quote.ts - spreads[-2][0] < TICK_STEP:
+                spreads[-1] = (quote.ts, spread)  # the latest is not in the baseline yet
+            else:
+                hist.add_spread(quote.ts, spread)
             while hist.spreads[0][0] < quote.ts - self.limits.spread_window:
                 hist.drop_spread()
         return None

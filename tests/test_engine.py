@@ -254,14 +254,19 @@ def test_intraday_window_uses_tick_history() -> None:
 
 
 def test_a_stream_of_ticks_is_kept_one_per_step_and_windows_still_read_it() -> None:
-    """Ten synthetic quotes a second for five minutes: memory holds one tick per 10 s (the
-    latest of each), and a 1-minute window still finds the price of a minute ago."""
+    """Ten synthetic quotes a second for five minutes: memory holds one tick and one spread
+    sample per 10 s (the latest of each), a 1-minute window still finds the price of a minute
+    ago, and the latest spread is the latest quote's."""
     market = Market(Limits(max_age=None))
     for i in range(3000):
         ts = T0 + timedelta(seconds=i / 10)
-        assert market.ingest(Quote("BTC", 90000.0 + i, ts), ts) is None
+        price, half = 90000.0 + i, 1.0 + i % 7
+        quote = Quote("BTC", price, ts, bid=price - half, ask=price + half)
+        assert market.ingest(quote, ts) is None
     now = T0 + timedelta(seconds=299.9)
-    assert len(market.history("BTC").ticks) <= 32  # 3,000 quotes
+    history = market.history("BTC")
+    assert len(history.ticks) <= 32 and len(history.spreads) <= 32  # of 3,000 quotes
+    assert history.spreads[-1][1] == quote.spread_pct
     ago = market.price_ago("BTC", timedelta(minutes=1), now)
     assert ago is not None and 90000.0 + 2999 - 700 <= ago <= 90000.0 + 2999 - 600
 
