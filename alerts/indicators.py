@@ -29,7 +29,8 @@ DAY = timedelta(days=1)
 TICK_MEMORY = timedelta(days=2)
 # Ticks (and spread samples) closer together than this are kept as one, the latest (a stream
 # sends many a second): a symbol's history holds at most one per step, as a 10-second poll
-# gives it, so the spread baseline still spans its window within SPREAD_SAMPLES.
+# gives it, so the spread baseline still spans its window within SPREAD_SAMPLES (once it has
+# the MIN_SPREAD_SAMPLES it needs to exist at all).
 TICK_STEP = timedelta(seconds=10)
 SPREAD_SAMPLES = 10_000  # at most, within the baseline window (Limits.spread_window)
 MIN_SPREAD_SAMPLES = 20
@@ -130,7 +131,8 @@ class Market:
         spread = quote.spread_pct
         if spread is not None:
             spreads = hist.spreads
-            if len(spreads) > 1 and quote.ts - spreads[-2][0] < TICK_STEP:
+            # the first samples make a baseline as fast as they come, later ones one per step
+            if len(spreads) > MIN_SPREAD_SAMPLES and quote.ts - spreads[-2][0] < TICK_STEP:
                 spreads[-1] = (quote.ts, spread)  # the latest is not in the baseline yet
             else:
                 hist.add_spread(quote.ts, spread)
