@@ -28,7 +28,7 @@ from feeds.backoff import Backoff
 from feeds.catalogue import Catalogue
 from feeds.ccxt_feed import CcxtFeed
 from feeds.stream_feed import StreamFeed
-from storage.db import Store
+from storage.db import Store, utcnow
 from tickerbell import app
 from tickerbell.delivery import Delivery
 from tickerbell.market_data import MarketData
@@ -264,3 +264,11 @@ async def test_a_streamed_crossing_reaches_the_telegram_chat(tmp_path: Path) -> 
         finally:
             stop.set()
             assert await asyncio.wait_for(task, 20) == 0
+
+
+def test_ccxt_venues_stream_unless_told_to_poll() -> None:
+    settings = Settings(_env_file=None, venue_mode={"kraken": "poll"})  # type: ignore[call-arg]
+    make = app.live_stream_factory(settings, utcnow)
+    assert isinstance(make("ccxt:binance"), StreamFeed)  # built, not started: nothing to close
+    assert make("ccxt:kraken") is None
+    assert make("yahoo") is None and make("swissquote") is None
