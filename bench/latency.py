@@ -261,7 +261,7 @@ async def ingest_run(
     venue, svc, stream = await ingest_rig(parts, folder, rules)
     await svc.start()
     publisher = Publisher(venue)
-    await wait_for(lambda: len(venue.subscribed()) == INGEST_SYMBOLS, 60)
+    await wait_for(lambda: len(venue.subscribed()) == INGEST_SYMBOLS, 300)
     await publisher.run(200, 2)
     await wait_for(lambda: market_has(svc, publisher), 60)
     print(

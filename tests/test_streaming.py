@@ -11,13 +11,14 @@ wait has a deadline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, plain
 from support.scripted import Recorder
@@ -32,6 +33,7 @@ from storage.db import Store, utcnow
 from tickerbell import app
 from tickerbell.delivery import Delivery
 from tickerbell.market_data import MarketData
+from tickerbell.metrics import make_app
 from tickerbell.service import Service
 from tickerbell.settings import Settings
 
@@ -177,15 +179,28 @@ async def test_a_reconnection_fires_nothing_false(tmp_path: Path) -> None:
 
 
 async def test_a_silent_stream_falls_back_to_polling(tmp_path: Path) -> None:
-    async with rig(tmp_path, silence=0.5) as r:
+    async with rig(tmp_path, silence=0.5) as r, metrics(r) as read:
         await r.stream_price(86000.0)
+        assert 'tickerbell_stream_up{feed="ccxt:binance"} 1.0' in await read()
         r.fake.silent = True  # connected, answering pings, sending nothing
         r.fake.set_price("BTCUSDT", 84000.0, 84000.0)
         await until(lambda: r.chat.sent)  # after the silence limit, a poll saw it
         assert not r.stream.up
+        assert 'tickerbell_stream_up{feed="ccxt:binance"} 0.0' in await read()
         r.fake.silent = False
         await r.stream_price(83900.0)
         assert r.chat.sent == [("42", FELL.format(84000))]
+
+
+@asynccontextmanager
+async def metrics(r: Rig) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """The service's /metrics over HTTP: a function that reads it."""
+    async with TestClient(TestServer(make_app(r.svc, r.store))) as client:
+
+        async def read() -> str:
+            return await (await client.get("/metrics")).text()
+
+        yield read
 
 
 async def test_malformed_frames_are_survived(tmp_path: Path) -> None:
