@@ -55,6 +55,7 @@ def problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
         ("TICKERBELL_METALS", "bars", "expected spot or futures"),
         ("TELEGRAM_API_BASE_URL", "api.telegram.org", "expected an http(s) URL"),
         ("TICKERBELL_QUOTE_CURRENCY", "US DOLLAR", "expected a currency code"),
+        ("TICKERBELL_STREAM_SILENCE_SECONDS", "0", "expected a number of seconds > 0"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_variable_value_and_what_is_allowed(
@@ -107,6 +108,8 @@ def test_values_at_the_bounds_and_in_any_case_are_accepted(monkeypatch: pytest.M
          "exchange id (did you mean binance?)"),
         ({"TICKERBELL_EXCHANGE_OPTIONS": '{"krakken": {}}'}, "TICKERBELL_EXCHANGE_OPTIONS key="
          "krakken: expected a ccxt exchange id (did you mean kraken?)"),
+        ({"TICKERBELL_VENUE_MODE": '{"krakken": "poll"}'}, "TICKERBELL_VENUE_MODE key="
+         "krakken: expected a ccxt exchange id (did you mean kraken?)"),
     ],
 )  # fmt: skip
 def test_exchange_ids_are_checked_against_ccxt_with_a_suggestion(
@@ -120,7 +123,15 @@ def test_exchange_ids_are_checked_against_ccxt_with_a_suggestion(
     assert caught.value.problems == [line]
     monkeypatch.setenv("TICKERBELL_EXCHANGE", "Kraken")
     monkeypatch.delenv("TICKERBELL_EXCHANGE_OPTIONS", raising=False)
+    monkeypatch.delenv("TICKERBELL_VENUE_MODE", raising=False)
     check_exchanges(load())
+
+
+def test_a_venue_streams_or_polls_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKERBELL_VENUE_MODE", '{"kraken": "poll", "binance": "stream"}')
+    assert load().venue_mode == {"kraken": "poll", "binance": "stream"}
+    [problem] = problems(monkeypatch, TICKERBELL_VENUE_MODE='{"kraken": "push"}')
+    assert problem.startswith("TICKERBELL_VENUE_MODE.kraken=push: expected a JSON object of")
 
 
 # --- where .env and the database are ---

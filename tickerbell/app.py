@@ -38,7 +38,7 @@ from storage.db import Store
 from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery
 from tickerbell.market_data import MarketData, Resolver
-from tickerbell.service import Service
+from tickerbell.service import Service, Stream
 from tickerbell.settings import Settings
 
 log = logging.getLogger("tickerbell")
@@ -92,6 +92,26 @@ def live_feed_factory(settings: Settings, clock: Callable[[], datetime]) -> Call
             feed = CcxtFeed(venue, settings.exchange_options.get(venue), clock=clock)
         made[source] = feed
         return feed
+
+    return make
+
+
+def live_stream_factory(
+    settings: Settings, clock: Callable[[], datetime]
+) -> Callable[[str], Stream | None]:
+    """Builds the stream of a source, or None: a ccxt venue streams unless TICKERBELL_VENUE_MODE
+    says "poll" for it or ccxt.pro has no stream of its books; other sources poll."""
+
+    def make(source: str) -> Stream | None:
+        venue = source.removeprefix("ccxt:")
+        if venue == source or settings.venue_mode.get(venue, "stream") == "poll":
+            return None
+        from feeds.stream_feed import StreamFeed, streams
+
+        if not streams(venue):
+            return None
+        options = settings.exchange_options.get(venue)
+        return StreamFeed(venue, options, clock=clock, silence=settings.stream_silence_seconds)
 
     return make
 
@@ -247,6 +267,7 @@ async def run(
             poll_interval=poll_interval(settings, replay_speed),
             wake=delivery.wake,
             rules_changed=rules_changed,
+            stream_for=(lambda source: None) if replay else live_stream_factory(settings, clock),
         )
         _log_start(settings, by_name, replay is not None)
         housekeeping = [asyncio.create_task(_log_first_prices(service), name="first prices")]
@@ -360,10 +381,12 @@ def _log_start(settings: Settings, chats: dict[str, Notifier], replay: bool) -> 
         if settings.metals == "spot"
         else f"futures from Yahoo every {settings.poll_yahoo_seconds:g}s"
     )
+    streamed = settings.venue_mode.get(settings.exchange.lower(), "stream") == "stream"
     log.info(
-        "prices: crypto from %s in %s every %gs, metals %s",
+        "prices: crypto from %s in %s, %s every %gs, metals %s",
         settings.exchange,
         settings.quote_currency,
+        "streamed where it can be (else polled)" if streamed else "polled",
         settings.poll_crypto_seconds,
         metals,
     )

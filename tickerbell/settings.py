@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='a JSON object keyed by exchange id, e.g. {"binance": {"apiKey": "..."}}',
     )
+    venue_mode: dict[str, Literal["stream", "poll"]] = Field(
+        default_factory=dict,
+        description='a JSON object of exchange id to "stream" or "poll", e.g. {"kraken": "poll"}',
+    )
+    stream_silence_seconds: float = Field(
+        30.0, gt=0, allow_inf_nan=False, description="a number of seconds > 0"
+    )
     metals: Literal["futures", "spot"] = Field("spot", description="spot or futures")
     swissquote_url: str = Field(
         "https://forex-data-feed.swissquote.com/public-quotes/bboquotes/instrument",
@@ -272,12 +279,14 @@ def load(cwd: Path | None = None) -> Settings:
 
 
 def check_exchanges(settings: Settings) -> None:
-    """Raise SettingsError when TICKERBELL_EXCHANGE or a key of TICKERBELL_EXCHANGE_OPTIONS is not
-    a ccxt exchange id. Imports ccxt (most of a second): call it only where prices are fetched."""
+    """Raise SettingsError when TICKERBELL_EXCHANGE or a key of TICKERBELL_EXCHANGE_OPTIONS or
+    TICKERBELL_VENUE_MODE is not a ccxt exchange id. Imports ccxt (most of a second): call it
+    only where prices are fetched."""
     import ccxt
 
     venues = [("TICKERBELL_EXCHANGE", settings.exchange)]
     venues += [("TICKERBELL_EXCHANGE_OPTIONS key", key) for key in settings.exchange_options]
+    venues += [("TICKERBELL_VENUE_MODE key", key) for key in settings.venue_mode]
     problems = []
     for name, venue in venues:
         if venue.lower() not in ccxt.exchanges:
