@@ -11,6 +11,7 @@ ValueError.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 
 from alerts.models import Alert, Quote, RuleState
 from storage.api import (
+    WEBHOOK,
     Chat,
     Clock,
     LimitReached,
@@ -27,6 +29,7 @@ from storage.api import (
     RuleChanges,
     Storage,
     StoredRule,
+    Webhook,
     utcnow,
 )
 
@@ -76,6 +79,8 @@ class MemoryStore:
         self._outbox: dict[int, _Row] = {}
         self._subscriptions: set[tuple[int, str]] = set()
         self._quotes: dict[tuple[str, datetime], Quote] = {}
+        self._webhooks: dict[int, tuple[Webhook, bool]] = {}  # chat -> (webhook, active)
+        self._inbound: dict[int, str] = {}  # chat -> its inbound secret
 
     @classmethod
     @asynccontextmanager
@@ -176,12 +181,14 @@ class MemoryStore:
     async def remove_rule(self, chat: int, rule: int) -> bool:
         found = self._rules.get(rule)
         removed = self._deactivate([found] if found is not None and found.chat == chat else [])
-        self._mark_removed(chat, lambda row_rule: row_rule == rule)
+        for each in (chat, *(hook for hook, (w, _) in self._webhooks.items() if w.owner == chat)):
+            self._mark_removed(each, lambda row_rule: row_rule == rule)
         return removed > 0
 
     async def remove_all_rules(self, chat: int) -> int:
         removed = self._deactivate([r for r in self._rules.values() if r.chat == chat])
-        self._mark_removed(chat, lambda row_rule: row_rule is not None)
+        for each in (chat, *(hook for hook, (w, _) in self._webhooks.items() if w.owner == chat)):
+            self._mark_removed(each, lambda row_rule: row_rule is not None)
         return removed
 
     async def remove_rules_created_by(self, chat: int, created_by: str) -> int:
@@ -254,11 +261,17 @@ class MemoryStore:
         self._states.update(states)
         next_id = _next_id(self._outbox)
         queued = 0
-        for offset, (rule, chat, alert) in enumerate(alerts):
-            status = self._delivery_status(self._chats[chat], now)
-            row = _Row(next_id + offset, rule, chat, alert, now.astimezone(UTC), status)
-            self._outbox[row.id] = row
-            queued += status == "pending"
+        for rule, chat, alert in alerts:
+            own = self._delivery_status(self._chats[chat], now)
+            hooks = [hook.id for hook in self._active_webhooks(chat)]
+            for target in (chat, *hooks):
+                status = own
+                if target != chat and own == "pending":
+                    status = self._delivery_status(self._chats[target], now)
+                row = _Row(next_id, rule, target, alert, now.astimezone(UTC), status)
+                self._outbox[row.id] = row
+                next_id += 1
+                queued += status == "pending"
         return queued
 
     @staticmethod
@@ -328,6 +341,58 @@ class MemoryStore:
         for row_id in gone:
             del self._outbox[row_id]
         return len(gone)
+
+    # --- webhooks ---
+
+    def _active_webhooks(self, owner: int | None) -> list[Webhook]:
+        return [
+            hook
+            for _, (hook, active) in sorted(self._webhooks.items())
+            if active and (owner is None or hook.owner == owner)
+        ]
+
+    async def add_webhook(self, owner: int, url: str, secret: str) -> tuple[Webhook, bool]:
+        self._check_chat(owner)
+        chat_id = f"{owner}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+        chat = self._chat(WEBHOOK, chat_id, WEBHOOK)
+        self._chats[chat.id] = replace(chat, active=True)
+        _, was_active = self._webhooks.get(chat.id, (None, False))
+        hook = Webhook(chat.id, owner, url, secret)
+        self._webhooks[chat.id] = (hook, True)
+        return hook, not was_active
+
+    async def remove_webhook(self, owner: int, webhook: int) -> bool:
+        hook, active = self._webhooks.get(webhook, (None, False))
+        if hook is None or not active or hook.owner != owner:
+            return False
+        self._webhooks[webhook] = (hook, False)
+        self._mark_removed(webhook, lambda row_rule: True)
+        return True
+
+    async def webhooks(self, owner: int | None = None) -> list[Webhook]:
+        return self._active_webhooks(owner)
+
+    async def webhook(self, chat: int) -> Webhook | None:
+        hook, active = self._webhooks.get(chat, (None, False))
+        return hook if active else None
+
+    async def set_inbound_secret(self, chat: int, secret: str | None) -> None:
+        self._check_chat(chat)
+        if secret is not None and self._inbound_owner(secret) not in (None, chat):
+            raise ValueError("that inbound secret is another chat's")
+        self._inbound.pop(chat, None)
+        if secret is not None:
+            self._inbound[chat] = secret
+
+    def _inbound_owner(self, secret: str) -> int | None:
+        return next((chat for chat, known in self._inbound.items() if known == secret), None)
+
+    async def inbound_secret(self, chat: int) -> str | None:
+        return self._inbound.get(chat)
+
+    async def inbound_chat(self, secret: str) -> Chat | None:
+        chat = self._inbound_owner(secret)
+        return None if chat is None else self._chats[chat]
 
     # --- subscriptions ---
 

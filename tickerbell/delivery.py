@@ -35,12 +35,13 @@ from alerts.models import Alert
 from bot.notifier import DeliveryError, Notifier
 from bot.wording import sentence
 from feeds.backoff import Backoff
-from storage.api import Chat, OutboxRow, Storage, StorageUnavailable, utcnow
+from storage.api import WEBHOOK, Chat, OutboxRow, Storage, StorageUnavailable, utcnow
 
 log = logging.getLogger(__name__)
 
 ROW_RETRY = Backoff(base=2.0, cap=600.0)  # a failed send: 2 s, 4 s, ... 10 minutes
 STORE_RETRY_CAP = 30.0
+TEXT_ONLY = frozenset({"console", WEBHOOK})  # platforms whose alerts go without a chart
 
 
 class Charts(Protocol):
@@ -182,7 +183,7 @@ class Delivery:
             row.alert
             for row in rows
             if row.chat.charts and row.chat.active and row.chat.platform in self.notifiers
-            and row.chat.platform != "console"
+            and row.chat.platform not in TEXT_ONLY and row.alert.note is None
         ]  # fmt: skip
         try:
             self.charts.prepare(wanted)
@@ -240,7 +241,7 @@ class Delivery:
             await self.store.mark_failed(row.id, "chat inactive")
             return True  # the chat's later rows go the same way
         try:
-            image = await self._chart(row) if notifier.name != "console" else None
+            image = await self._chart(row) if notifier.name not in TEXT_ONLY else None
             message_id = await notifier.send(row.chat, row.alert, image=image)
         except DeliveryError as err:
             await self._failed(platform, row, err)
@@ -262,8 +263,8 @@ class Delivery:
     async def _chart(self, row: OutboxRow) -> bytes | None:
         """The alert's chart when the chat wants charts and it is ready within `chart_wait`
         seconds; a chart that fails or is late is left out."""
-        if self.charts is None or not row.chat.charts:
-            return None
+        if self.charts is None or not row.chat.charts or row.alert.note is not None:
+            return None  # an alert from outside has no chart of ours
         started = time.perf_counter()
         try:
             return await asyncio.wait_for(self.charts.for_alert(row.alert), self.chart_wait)
