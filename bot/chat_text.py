@@ -91,6 +91,19 @@ async def _charts(cmds: Commands, caller: Caller, args: list[str]) -> Result:
     return await cmds.set_charts(caller, args[0].lower() == "on")
 
 
+async def _webhook(cmds: Commands, caller: Caller, args: list[str]) -> Result:
+    verb, rest = (args[0].lower(), args[1:]) if args else ("", [])
+    if verb == "add" and len(rest) == 1:
+        return await cmds.add_webhook(caller, rest[0])
+    if verb == "list" and not rest:
+        return await cmds.list_webhooks(caller)
+    if verb == "remove" and len(rest) == 1:
+        return await cmds.remove_webhook(caller, rest[0])
+    if verb == "in" and len(rest) <= 1:
+        return await cmds.inbound(caller, " ".join(rest))
+    return await cmds.invalid(caller, cmds.add_webhook, Command.WEBHOOK)
+
+
 _TEXT: dict[str, TextCommand] = {
     Command.START.value: _start,
     Command.HELP.value: _help,
@@ -105,4 +118,5 @@ _TEXT: dict[str, TextCommand] = {
     Command.CHART.value: _chart,
     Command.ROTATION.value: _rotation,
     Command.CHARTS.value: _charts,
+    Command.WEBHOOK.value: _webhook,
 }

@@ -25,10 +25,14 @@ from bot.results import (
     Duplicate,
     Expired,
     Help,
+    InboundOff,
+    InboundStopped,
+    InboundUrl,
     Muted,
     NeedsConfirmation,
     NoHistory,
     NoSuchAlert,
+    NoSuchWebhook,
     NotACommand,
     Problem,
     Refusal,
@@ -44,7 +48,11 @@ from bot.results import (
     Unmuted,
     Unsubscribed,
     Usage,
+    WebhookAdded,
+    WebhookList,
+    WebhookRemoved,
 )
+from bot.webhook import SIGNATURE, TIMESTAMP
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,7 @@ class Reply:
     table: tuple[tuple[str, ...], ...] = ()
     ok: bool = True
     image: bytes | None = None
+    private: bool = False  # shown only to who asked, where the platform can (a secret in it)
 
 
 def error(message: str) -> Reply:
@@ -107,6 +116,8 @@ def help_lines(spelling: Spelling) -> tuple[str, ...]:
         "/chart SYM [1d|1w|1m|3m|1y] — a price chart (e.g. /chart XAU 3m)",
         "/rotation — gold, silver, BTC and ETH side by side",
         "/charts on|off — charts with this chat's alerts",
+        "/webhook add URL|list|remove ID — post this chat's alerts to a URL (Slack, Discord, JSON)",
+        "/webhook in [new|off] — the URL TradingView alerts post to, to arrive here",
         "",
         "Rules:",
         *(f"  {example}" for example in rules.EXAMPLES),
@@ -140,6 +151,11 @@ def usage(command: Command, spelling: Spelling) -> str:
             return "usage: /rotation (no arguments)"
         case Command.CHARTS:
             return "usage: /charts on|off, e.g. /charts off"
+        case Command.WEBHOOK:
+            return (
+                "usage: /webhook add URL, /webhook list, /webhook remove ID or /webhook in "
+                "[new|off], e.g. /webhook add https://hooks.slack.com/services/T0/B0/XYZ"
+            )
         case _:  # start, help and alerts take whatever follows
             return f"usage: /{command.value}"
 
@@ -215,6 +231,31 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
             return Reply(
                 ("Alerts here come with a chart." if on else "Alerts here are text only.",)
             )
+        case WebhookAdded():
+            return _webhook_added(result)
+        case WebhookList(webhooks=hooks):
+            if not hooks:
+                return Reply(("No webhooks here. Add one, e.g. /webhook add https://...",))
+            rows = tuple((f"#{h.webhook_id}", h.kind, h.target) for h in hooks)
+            return Reply((), title=count(len(hooks), "webhook"), table=rows)
+        case WebhookRemoved(webhook_id=webhook_id):
+            return Reply((f"Removed webhook #{webhook_id}.",))
+        case InboundUrl(url=url, new=new):
+            return Reply(
+                (
+                    f"TradingView alerts {'can now' if new else 'can'} reach this chat: in the "
+                    "alert's Notifications, tick Webhook URL and give it",
+                    url,
+                    "The alert's message is shown here as sent: plain text, or JSON with a "
+                    '"message" (and optionally "ticker"). Anyone with the URL can post here: keep '
+                    "it secret. /webhook in new makes a new one, /webhook in off stops it.",
+                ),
+                private=True,
+            )
+        case InboundStopped(had=had):
+            return Reply(
+                ("TradingView posts to this chat stopped." if had else "No inbound URL here.",)
+            )
         case _:
             assert_never(result)
 
@@ -251,7 +292,28 @@ def refusal_text(refusal: Refusal, spelling: Spelling = CHAT) -> str:
             return f"no alert #{rule_id} here — see {spelling.list}."
         case NoHistory(symbol=symbol):
             return f"no price history for {symbol} yet; try again in a minute."
+        case NoSuchWebhook(webhook_id=webhook_id):
+            return f"no webhook #{webhook_id} here — see /webhook list."
+        case InboundOff():
+            return (
+                "this bot takes no TradingView posts: its owner can turn them on with "
+                "TICKERBELL_WEBHOOK_PORT, e.g. TICKERBELL_WEBHOOK_PORT=8081"
+            )
     raise TypeError(f"no words for {refusal!r}")
+
+
+def _webhook_added(added: WebhookAdded) -> Reply:
+    again = "" if added.added else " (it was already; its key is new)"
+    how = "as JSON" if added.secret else f"in {added.kind}'s format"
+    lines = [f"Webhook #{added.webhook_id} set{again}: this chat's alerts are posted {how} to "
+             f"{added.target}"]  # fmt: skip
+    if added.secret is not None:
+        lines += [
+            f"Each post is signed: {SIGNATURE} is sha256= and the hex HMAC-SHA256 of "
+            f"{TIMESTAMP}, a dot and the body, keyed by (keep it secret):",
+            added.secret,
+        ]
+    return Reply(tuple(lines), private=True)
 
 
 def _status(status: Status) -> Reply:

@@ -23,7 +23,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -82,17 +82,23 @@ def shown(url: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Targets:
     """Where webhooks may post: public addresses over http(s), plus the `allowed` networks
-    (private, loopback or link-local ones a person chose to allow, e.g. 10.0.0.0/8)."""
+    (private, loopback or link-local ones a person chose to allow, e.g. 10.0.0.0/8). Names are
+    resolved by `resolver` (aiohttp's threaded resolver, the system's, by default)."""
 
     allowed: tuple[IPNetwork, ...] = ()
+    resolver: AbstractResolver | None = field(default=None, compare=False)
 
     @classmethod
-    def parse(cls, text: str) -> Targets:
+    def parse(cls, text: str, resolver: AbstractResolver | None = None) -> Targets:
         """From a comma-separated list of networks or addresses (`10.0.0.0/8, 127.0.0.1`);
         ValueError names a bad one."""
         nets = [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",")
                 if part.strip()]  # fmt: skip
-        return cls(tuple(nets))
+        return cls(tuple(nets), resolver)
+
+    def guard(self) -> GuardedResolver:
+        """A resolver that refuses the names this does not permit."""
+        return GuardedResolver(self, self.resolver or aiohttp.ThreadedResolver())
 
     def permits(self, address: IPAddress) -> bool:
         """A public address, or one in an allowed network."""
@@ -120,7 +126,7 @@ class Targets:
             return f"{parsed.host} is a private, loopback or link-local address"
         return None
 
-    async def check(self, url: str, resolver: AbstractResolver | None = None) -> str | None:
+    async def check(self, url: str) -> str | None:
         """`problem`, then the host resolved now: None when every address it has is
         permitted; otherwise why not (no such host, or a private address)."""
         found = self.problem(url)
@@ -129,7 +135,7 @@ class Targets:
         parsed = URL(url)
         if _literal(parsed.host or "") is not None:
             return None
-        guard = GuardedResolver(self, resolver or aiohttp.ThreadedResolver())
+        guard = self.guard()
         try:
             await guard.resolve(parsed.host or "", parsed.port or 0, socket.AF_UNSPEC)
         except Refused as err:
@@ -168,8 +174,7 @@ class GuardedResolver(AbstractResolver):
 
 class WebhookNotifier:
     """Delivers alerts to webhooks (chats of platform 'webhook'), each found in the store by its
-    chat. `resolver` answers DNS (aiohttp's threaded resolver by default); `clock` gives the
-    signature's Unix time."""
+    chat, posting only where `targets` permit; `clock` gives the signature's Unix time."""
 
     name = WEBHOOK
 
@@ -178,13 +183,11 @@ class WebhookNotifier:
         store: Storage,
         targets: Targets | None = None,
         *,
-        resolver: AbstractResolver | None = None,
         timeout: float = TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.targets = targets or Targets()
-        self.resolver = resolver
         self.timeout = timeout
         self.clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -205,7 +208,7 @@ class WebhookNotifier:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            guard = GuardedResolver(self.targets, self.resolver or aiohttp.ThreadedResolver())
+            guard = self.targets.guard()
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(resolver=guard, use_dns_cache=False),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fake_dns import FakeDns
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.scripted import Clock, ScriptedVenue, service
@@ -461,3 +462,113 @@ async def test_a_write_says_so_at_once_and_a_read_does_not(tmp_path: Path) -> No
         assert calls == ["changed"]
         await cmds.remove_alert(ME, 1)
         assert calls == ["changed", "changed"]
+
+
+# --- webhooks ---
+
+PUBLIC_DNS = FakeDns(
+    "93.184.215.14", names={"localhost": ("127.0.0.1", "::1"), "no.such.example": ()}
+)
+
+
+def with_webhooks(cmds: Commands, inbound_url: str | None = "https://bot.example/") -> Commands:
+    """The same store and market, with the inbound endpoint on, 127.0.0.1 allowed as a
+    target, and names resolved by a fake DNS (public names to a public address)."""
+    from bot.webhook import Targets
+
+    return Commands(
+        cmds.store,
+        cmds.view,
+        commands_per_minute=100,
+        clock=cmds.clock,
+        webhook_targets=Targets.parse("127.0.0.1", PUBLIC_DNS),
+        inbound_url=inbound_url,
+    )
+
+
+async def test_webhooks_are_added_listed_and_removed(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds = with_webhooks(env[0])
+    added = await cmds.handle(ME, "/webhook add http://127.0.0.1:9/hook?token=SECRET-T")
+    assert added.ok and added.private
+    assert added.lines[0] == (
+        "Webhook #2 set: this chat's alerts are posted as JSON to http://127.0.0.1:9/…"
+    )
+    assert "X-Tickerbell-Signature" in added.lines[1] and len(added.lines[2]) >= 32
+    slack = await say(cmds, "/webhook add https://hooks.slack.com/services/T0/B0/SECRET-S")
+    assert slack == (
+        "Webhook #3 set: this chat's alerts are posted in Slack's format to "
+        "https://hooks.slack.com/…"
+    )
+    listing = await say(cmds, "/webhook list")
+    assert listing.startswith("2 webhooks") and "#3  Slack  https://hooks.slack.com/…" in listing
+    assert "SECRET" not in listing
+    assert "is new" in await say(cmds, "/webhook add http://127.0.0.1:9/hook?token=SECRET-T")
+    assert await say(cmds, "/webhook remove 2") == "Removed webhook #2."
+    assert await say(cmds, "/webhook remove #2") == "no webhook #2 here — see /webhook list."
+    assert "1 webhook" in await say(cmds, "/webhook list")
+    other = Caller("telegram", "43", "private", "u9")
+    assert await say(cmds, "/webhook remove 3", other) == "no webhook #3 here — see /webhook list."
+    assert (await say(cmds, "/webhook list", other)).startswith("No webhooks here.")
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("/webhook", "usage: /webhook add URL"),
+        ("/webhook add", "usage: /webhook add URL"),
+        ("/webhook add a b", "usage: /webhook add URL"),
+        ("/webhook remove x", "usage: /webhook add URL"),
+        ("/webhook in later", "usage: /webhook add URL"),
+        ("/webhook delete 1", "usage: /webhook add URL"),
+        ("/webhook add ftp://example.com/x", "can't post there: a webhook URL starts with https"),
+        ("/webhook add http://10.0.0.8/x", "can't post there: 10.0.0.8 is a private"),
+        ("/webhook add http://169.254.169.254/", "can't post there: 169.254.169.254 is a"),
+        ("/webhook add http://localhost:80/x", "can't post there: localhost resolves to a"),
+        ("/webhook add https://no.such.example/x", "can't post there: no.such.example cannot be"),
+    ],
+)
+async def test_malformed_or_refused_webhooks_store_nothing(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], text: str, answer: str
+) -> None:
+    cmds, store = with_webhooks(env[0]), env[1]
+    reply = await cmds.handle(ME, text)
+    assert not reply.ok and reply.lines[0].startswith(answer)
+    assert "e.g." in reply.lines[0]
+    assert await store.webhooks() == []
+
+
+async def test_in_a_group_only_admins_manage_webhooks(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds = with_webhooks(env[0])
+    for text in ("/webhook add http://127.0.0.1:9/x", "/webhook remove 1", "/webhook in"):
+        refused = await say(cmds, text, GROUP_MEMBER)
+        assert refused.startswith("only admins change alerts in a group")
+    assert (await say(cmds, "/webhook add http://127.0.0.1:9/x", GROUP_ADMIN)).startswith(
+        "Webhook #"
+    )
+    assert "1 webhook" in await say(cmds, "/webhook list", GROUP_MEMBER)
+
+
+async def test_the_inbound_url_is_made_once_renewed_and_stopped(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store = with_webhooks(env[0]), env[1]
+    first = await cmds.handle(ME, "/webhook in")
+    url = first.lines[1]
+    assert first.private and url.startswith("https://bot.example/tv/") and len(url) > 40
+    assert (await cmds.handle(ME, "/webhook in")).lines[1] == url  # the same until renewed
+    chat = await store.find_chat("telegram", "42")
+    assert chat is not None and await store.inbound_chat(url.rsplit("/", 1)[1]) == chat
+    renewed = (await cmds.handle(ME, "/webhook in new")).lines[1]
+    assert renewed != url and await store.inbound_chat(url.rsplit("/", 1)[1]) is None
+    assert await say(cmds, "/webhook in off") == "TradingView posts to this chat stopped."
+    assert await store.inbound_secret(chat.id) is None
+    assert await say(cmds, "/webhook in off") == "No inbound URL here."
+    off = with_webhooks(env[0], inbound_url=None)
+    assert (await say(off, "/webhook in")).startswith(
+        "this bot takes no TradingView posts: its owner can turn them on with "
+        "TICKERBELL_WEBHOOK_PORT, e.g."
+    )

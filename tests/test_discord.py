@@ -824,7 +824,7 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     names = sorted(c["name"] for c in fake.syncs[0][1])
     assert names == [
         "alert", "chart", "charts", "help", "mute", "rotation", "status", "subscribe", "unmute",
-        "unsubscribe",
+        "unsubscribe", "webhook",
     ]  # fmt: skip
     alert = next(c for c in fake.syncs[0][1] if c["name"] == "alert")
     assert [o["name"] for o in alert["options"]] == ["add", "list", "remove"]
@@ -847,7 +847,7 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     async with rig(db, sync_file=sync_file_for(db), guild_id=GUILD):
         pass
     assert [scope for scope, _ in fake.syncs] == ["global", "global", str(GUILD)]
-    assert len(fake.syncs[2][1]) == 10
+    assert len(fake.syncs[2][1]) == 11
 
     async with rig(db, start=False, sync_file=sync_file_for(db)) as r:
         await r.bot.client.login(TOKEN)
@@ -885,9 +885,9 @@ async def test_discord_sync_pushes_on_demand(tmp_path: Path, server: FakeDiscord
     )
     assert discord.http.Route.BASE == DISCORD_API  # put back after each run
     assert [(scope, len(body)) for scope, body in fake.syncs] == [
-        ("global", 10),
-        ("global", 10),
-        (str(GUILD), 10),
+        ("global", 11),
+        ("global", 11),
+        (str(GUILD), 11),
         ("global", 0),
     ]
     assert "synced to server 5550001 as Tickerbell" in out.getvalue()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
+from fake_dns import FakeDns
 from support.local_server import serve_locally
 from support.scripted import T0, Clock
 
@@ -73,31 +72,6 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield made
     finally:
         await runner.cleanup()
-
-
-class FakeDns(AbstractResolver):
-    """The far side of DNS: every name resolves to the addresses given."""
-
-    def __init__(self, *addresses: str) -> None:
-        self.addresses = addresses or ("127.0.0.1",)
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.addresses
-        ]
-
-    async def close(self) -> None:
-        return None
 
 
 def verified(post: Posted, secret: str = SECRET) -> bool:
@@ -210,7 +184,7 @@ async def test_slack_and_discord_urls_are_sent_in_their_format(
     async with Store.open(tmp_path / "t.db") as store:
         owner = await store.chat("telegram", "42")
         hooks = [(await store.add_webhook(owner.id, url, SECRET))[0] for url in (slack, discord)]
-        notifier = WebhookNotifier(store, LOCAL, resolver=FakeDns("127.0.0.1"))
+        notifier = WebhookNotifier(store, Targets.parse("127.0.0.1", FakeDns("127.0.0.1")))
         try:
             for hook in hooks:
                 chat = await store.get_chat(hook.id)
@@ -267,8 +241,9 @@ async def test_refused_targets(url: str, why: str) -> None:
 
 async def test_names_are_judged_by_every_address_they_resolve_to() -> None:
     assert await Targets().check("https://8.8.8.8/hook") is None
-    assert await Targets().check("https://hooks.example/x", FakeDns("93.184.215.14")) is None
-    mixed = await Targets().check("https://hooks.example/x", FakeDns("93.184.215.14", "10.0.0.9"))
+    public = Targets(resolver=FakeDns("93.184.215.14"))
+    assert await public.check("https://hooks.example/x") is None
+    mixed = await Targets(resolver=FakeDns("93.184.215.14", "10.0.0.9")).check("https://a.example/")
     assert mixed is not None and "private" in mixed
     assert await LOCAL.check("http://127.0.0.1:9/x") is None  # allowed by the setting
     assert await LOCAL.check("http://127.0.0.2:9/x") is not None  # only that one address
@@ -283,7 +258,7 @@ async def test_a_post_never_reaches_a_refused_target(receiver: Receiver, tmp_pat
         owner = await store.chat("console", "console")
         by_name, _ = await store.add_webhook(owner.id, receiver.url(host="hooks.example"), "s")
         literal, _ = await store.add_webhook(owner.id, receiver.url(), "s")
-        public = WebhookNotifier(store, Targets(), resolver=FakeDns("127.0.0.1"))
+        public = WebhookNotifier(store, Targets(resolver=FakeDns("127.0.0.1")))
         try:
             for hook in (by_name, literal):
                 with pytest.raises(DeliveryError, match="refused") as raised:

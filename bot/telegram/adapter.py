@@ -68,6 +68,7 @@ COMMANDS = (
     ("chart", "A price chart: /chart XAU 3m"),
     ("rotation", "Gold, silver, BTC, ETH side by side"),
     ("charts", "Charts with alerts: /charts on|off"),
+    ("webhook", "Webhooks: /webhook add URL|list|remove ID|in"),
 )
 REFUSAL = "Sorry, this bot only answers the chats its owner has allowed."
 HINT = "I answer commands: try /help, or /status BTC."
