@@ -60,7 +60,7 @@ from bot.results import (
     WebhookList,
     WebhookRemoved,
 )
-from bot.webhook import Kind, Targets, kind_of, shown
+from bot.webhook_urls import Kind, Targets, kind_of, shown
 from storage.api import Chat, LimitReached, Storage, StoredRule, utcnow
 
 RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)

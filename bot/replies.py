@@ -52,7 +52,7 @@ from bot.results import (
     WebhookList,
     WebhookRemoved,
 )
-from bot.webhook import SIGNATURE, TIMESTAMP
+from bot.webhook_urls import SIGNATURE, TIMESTAMP
 
 
 @dataclass(frozen=True, slots=True)

@@ -474,7 +474,7 @@ PUBLIC_DNS = FakeDns(
 def with_webhooks(cmds: Commands, inbound_url: str | None = "https://bot.example/") -> Commands:
     """The same store and market, with the inbound endpoint on, 127.0.0.1 allowed as a
     target, and names resolved by a fake DNS (public names to a public address)."""
-    from bot.webhook import Targets
+    from bot.webhook_urls import Targets
 
     return Commands(
         cmds.store,

@@ -21,7 +21,8 @@ from support.scripted import T0, Clock
 from alerts import rules
 from alerts.models import Alert, Condition, Direction, Rule
 from bot.notifier import DeliveryError
-from bot.webhook import SIGNATURE, TIMESTAMP, Kind, Targets, WebhookNotifier, kind_of, shown
+from bot.webhook import WebhookNotifier
+from bot.webhook_urls import SIGNATURE, TIMESTAMP, Kind, Targets, kind_of, shown
 from storage.api import Webhook
 from storage.db import Store
 from tickerbell.delivery import ConsoleNotifier, Delivery
