@@ -231,6 +231,8 @@ async def test_slack_and_discord_urls_are_sent_in_their_format(
         ("http://[::ffff:127.0.0.1]/hook", "private, loopback or link-local"),
         ("http://0.0.0.0/hook", "private, loopback or link-local"),
         ("http://localhost:8080/hook", "localhost resolves to a private"),
+        ("http://2130706433/hook", "2130706433 resolves to a private"),  # 127.0.0.1 in disguise
+        ("http://127.1/hook", "127.1 resolves to a private"),
         ("https://user:pw@example.com/hook", "user name or password"),
         ("https://example.com/" + "x" * 2000, "over 2000 characters"),
     ],
