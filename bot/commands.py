@@ -399,9 +399,11 @@ class Commands:
         """This chat's webhooks (where they post, never their whole URL)."""
         chat = await self.store.find_chat(caller.platform, caller.chat_id)
         hooks = [] if chat is None else await self.store.webhooks(chat.id)
-        return WebhookList(
-            tuple(ListedWebhook(h.id, kind_of(h.url).value, shown(h.url)) for h in hooks)
-        )
+        listed = []
+        for hook in hooks:
+            working = (await self.store.get_chat(hook.id)).active
+            listed.append(ListedWebhook(hook.id, kind_of(hook.url).value, shown(hook.url), working))
+        return WebhookList(tuple(listed))
 
     @operation(writes=True)
     async def remove_webhook(self, caller: Caller, webhook_id: int | str) -> Result:

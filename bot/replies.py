@@ -236,8 +236,10 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
         case WebhookList(webhooks=hooks):
             if not hooks:
                 return Reply(("No webhooks here. Add one, e.g. /webhook add https://...",))
-            rows = tuple((f"#{h.webhook_id}", h.kind, h.target) for h in hooks)
-            return Reply((), title=count(len(hooks), "webhook"), table=rows)
+            stopped = "stopped: it answered as if deleted; /webhook add it again to resume"
+            listed = tuple((f"#{h.webhook_id}", h.kind, h.target, "" if h.working else stopped)
+                           for h in hooks)  # fmt: skip
+            return Reply((), title=count(len(hooks), "webhook"), table=listed)
         case WebhookRemoved(webhook_id=webhook_id):
             return Reply((f"Removed webhook #{webhook_id}.",))
         case InboundUrl(url=url, new=new):

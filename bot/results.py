@@ -336,6 +336,7 @@ class ListedWebhook:
     webhook_id: int
     kind: str
     target: str
+    working: bool = True  # False: it answered as a deleted webhook does; nothing is posted
 
 
 @dataclass(frozen=True, slots=True)

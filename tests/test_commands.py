@@ -489,7 +489,7 @@ def with_webhooks(cmds: Commands, inbound_url: str | None = "https://bot.example
 async def test_webhooks_are_added_listed_and_removed(
     env: tuple[Commands, Store, ScriptedVenue, Clock],
 ) -> None:
-    cmds = with_webhooks(env[0])
+    cmds, store = with_webhooks(env[0]), env[1]
     added = await cmds.handle(ME, "/webhook add http://127.0.0.1:9/hook?token=SECRET-T")
     assert added.ok and added.private
     assert added.lines[0] == (
@@ -504,6 +504,10 @@ async def test_webhooks_are_added_listed_and_removed(
     listing = await say(cmds, "/webhook list")
     assert listing.startswith("2 webhooks") and "#3  Slack  https://hooks.slack.com/…" in listing
     assert "SECRET" not in listing
+    await store.set_chat_active(3, False)  # what delivery does when Slack answers 404
+    assert "#3  Slack  https://hooks.slack.com/…  stopped: it answered as if deleted" in (
+        await say(cmds, "/webhook list")
+    )
     assert "is new" in await say(cmds, "/webhook add http://127.0.0.1:9/hook?token=SECRET-T")
     assert await say(cmds, "/webhook remove 2") == "Removed webhook #2."
     assert await say(cmds, "/webhook remove #2") == "no webhook #2 here — see /webhook list."
