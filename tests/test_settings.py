@@ -206,3 +206,44 @@ def test_the_command_line_prints_one_line_and_exits_2(clean: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == "TICKERBELL_POLL_CRYPTO_SECONDS=abc: expected a number of seconds >= 1\n"
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("TICKERBELL_WEBHOOKS", "hooks.example/x", "expected comma-separated http(s) URLs"),
+        ("TICKERBELL_WEBHOOK_SECRET", "short", "expected a secret of at least 16 characters"),
+        ("TICKERBELL_WEBHOOK_ALLOW_NETWORKS", "10.0.0.0/8,lan", "expected comma-separated"),
+        ("TICKERBELL_WEBHOOK_PORT", "-1", "expected a port number from 0 (off) to 65535"),
+        ("TICKERBELL_WEBHOOK_PUBLIC_URL", "bot.example.com", "expected an http(s) URL"),
+        ("TICKERBELL_WEBHOOK_IN_PER_MINUTE", "0", "expected a whole number >= 1"),
+    ],
+)
+def test_bad_webhook_settings(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, line: str
+) -> None:
+    [problem] = problems(monkeypatch, **{name: value})
+    assert problem.startswith(f"{name}=") and line in problem
+    assert "short" not in problem  # a secret is never shown
+
+
+def test_signed_webhooks_need_a_secret_and_slack_or_discord_ones_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slack = "https://hooks.slack.com/services/T0/B0/X"
+    monkeypatch.setenv("TICKERBELL_WEBHOOKS", slack)
+    assert load().webhook_urls == [slack]
+    [problem] = problems(monkeypatch, TICKERBELL_WEBHOOKS=f"{slack}, https://hooks.example/in")
+    assert problem.startswith("TICKERBELL_WEBHOOK_SECRET is empty: expected a secret")
+    monkeypatch.setenv("TICKERBELL_WEBHOOK_SECRET", "0123456789abcdef")
+    assert load().webhook_urls == [slack, "https://hooks.example/in"]
+
+
+def test_the_inbound_url_is_the_public_one_or_says_where_to_put_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load().inbound_url is None  # off by default
+    monkeypatch.setenv("TICKERBELL_WEBHOOK_PORT", "8081")
+    assert load().inbound_url == "http://HOST:8081"
+    monkeypatch.setenv("TICKERBELL_WEBHOOK_PUBLIC_URL", "https://bot.example.com/")
+    assert load().inbound_url == "https://bot.example.com"

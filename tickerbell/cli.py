@@ -324,6 +324,7 @@ def _console_command(text: str) -> int:
     from bot.commands import Caller, Commands
     from bot.render import plain
     from bot.replies import CONSOLE as SPELLING
+    from bot.webhook_urls import Targets
     from storage.db import Store, utcnow
 
     settings = _settings()
@@ -346,7 +347,13 @@ def _console_command(text: str) -> int:
                 )
 
             data = _MarketOnDemand(build)
-            commands = Commands(store, data, rules_per_chat=settings.rules_per_chat)
+            commands = Commands(
+                store,
+                data,
+                rules_per_chat=settings.rules_per_chat,
+                webhook_targets=Targets.parse(settings.webhook_allow_networks),
+                inbound_url=settings.inbound_url,
+            )
             try:
                 reply = await commands.handle(Caller(*CONSOLE), text, SPELLING)
             finally:
