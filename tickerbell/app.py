@@ -39,7 +39,7 @@ from feeds.replay import SOURCE as REPLAY
 from storage.api import WEBHOOK, Storage, utcnow
 from storage.db import Store
 from tickerbell import metrics, webhook_in
-from tickerbell.delivery import ConsoleNotifier, Delivery
+from tickerbell.delivery import TEXT_ONLY, ConsoleNotifier, Delivery
 from tickerbell.market_data import MarketData, Resolver
 from tickerbell.service import Service, Stream
 from tickerbell.settings import Settings
@@ -268,8 +268,8 @@ async def run(
             charts=AlertCharts(data.market, chart_cache, data.currency),
             digests=Digests(store, data, chart_cache, clock),
         )
-        if front_ends or notifiers:  # a chat: its first alerts' charts must not wait for imports
-            chart_workers.start()
+        if any(name not in TEXT_ONLY for name in by_name):  # a chat platform: its first
+            chart_workers.start()  # alerts' charts must not wait for imports
         service = Service(
             store,
             data,
