@@ -15,9 +15,12 @@ cost four renders, not a thousand.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import io
 import logging
 import multiprocessing
+import os
+import signal
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -211,9 +214,25 @@ class RenderPool:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn")
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_parent,
+                initargs=(os.getpid(),),
             )
         return self._pool
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker end when the process that spawned it ends, even by kill -9: Linux's
+    PR_SET_PDEATHSIG. Without it a killed service leaves its workers running, and holding its
+    pipes, for good. Elsewhere (no prctl) a worker is left to end on its own."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the signal was set up
+        os._exit(0)
 
 
 def _warm() -> None:

@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import io
 import multiprocessing
+import os
+import signal
+import sys
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from PIL import Image
 from support.charts import PRICES, T1, StandInRenderer, synthetic_market
 from support.scripted import an_alert
+from support.waiting import until
 
 from alerts import rules
 from alerts.models import Alert, Candle, Direction
@@ -164,3 +169,47 @@ async def test_a_killed_worker_costs_its_chart_and_the_next_render_gets_a_new_on
         assert (await pool(spec)).startswith(b"\x89PNG")
     finally:
         await pool.close()
+
+
+KILLED_PARENT = """
+import asyncio, multiprocessing, pathlib, sys
+from bot.charts import RenderPool
+
+async def main():
+    pool = RenderPool(workers=1)
+    await asyncio.gather(*(asyncio.wrap_future(f) for f in pool.start()))
+    pids = " ".join(str(child.pid) for child in multiprocessing.active_children())
+    pathlib.Path(sys.argv[1]).write_text(pids)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers follow their parent on Linux only")
+async def test_chart_workers_end_when_the_service_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the service leaves no chart worker behind (it would hold the service's
+    pipes and memory for good)."""
+    written = tmp_path / "workers"
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_PARENT, str(written),
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    await until(lambda: written.exists() and written.read_text(), timeout=120)
+    workers = [int(pid) for pid in written.read_text().split()]
+    parent.kill()
+    await parent.wait()
+    try:
+        await until(lambda: not any(_running(pid) for pid in workers), timeout=30)
+    finally:
+        for pid in filter(_running, workers):  # should the check have failed
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for a reaper has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
