@@ -85,18 +85,25 @@ class PostgresStore:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, url: str, clock: Clock = utcnow, migrate: bool = True, timeout: float = OPEN_SECONDS
+        cls,
+        url: str,
+        clock: Clock = utcnow,
+        *,
+        migrate: bool = True,
+        read_only: bool = False,
+        timeout: float = OPEN_SECONDS,
     ) -> AsyncIterator[PostgresStore]:
         """Connect (StorageUnavailable when the server cannot be reached within `timeout`
         seconds, which also bounds each later wait for a connection), migrate unless told not
-        to, and close the pool on exit."""
+        to (or `read_only`: every write is then refused by the server), and close the pool on
+        exit."""
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             kwargs={"autocommit": True},
             min_size=1,
             max_size=POOL_SIZE,
             open=False,
-            configure=_configure,
+            configure=_read_only if read_only else _configure,
             check=AsyncConnectionPool.check_connection,
             timeout=timeout,
             name="tickerbell",
@@ -105,7 +112,7 @@ class PostgresStore:
             with _unavailable_on_failure(f"cannot connect to {safe_url(url)}"):
                 await pool.open(wait=True, timeout=timeout)
             store = cls(pool, clock)
-            if migrate:
+            if migrate and not read_only:
                 await store._migrate()
             yield store
         finally:
@@ -145,7 +152,9 @@ class PostgresStore:
                 await conn.execute("INSERT INTO schema_version VALUES (%s)", (number,))
 
     async def schema_version(self) -> int:
-        """The number of the last migration applied."""
+        """The number of the last migration applied (0 in a database never migrated)."""
+        if await self._one("SELECT to_regclass('schema_version')") == (None,):
+            return 0
         row = await self._one("SELECT max(version) FROM schema_version")
         return int(row[0]) if row and row[0] is not None else 0
 
@@ -493,6 +502,12 @@ _POSTGRES_STORE_IS_STORAGE: type[Storage] = PostgresStore  # mypy checks that it
 async def _configure(conn: Connection) -> None:
     """Each new connection reads times in UTC (so `timestamptz` comes back as UTC)."""
     await conn.execute("SET TIME ZONE 'UTC'")
+
+
+async def _read_only(conn: Connection) -> None:
+    """A connection that reads in UTC and whose every transaction is read-only."""
+    await _configure(conn)
+    await conn.execute("SET default_transaction_read_only = on")
 
 
 @contextmanager

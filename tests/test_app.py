@@ -59,6 +59,17 @@ async def test_a_part_that_cannot_start_stops_every_part_already_started(
         assert exchange.count() == seen  # nothing polls any more
 
 
+async def test_a_database_server_that_does_not_answer_stops_the_start_with_one_line(
+    tmp_path: Path, unused_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"postgresql://bot:pw-secret@127.0.0.1:{unused_port}/tb"
+    settings = Settings(db=tmp_path / "a.db", database_url=url)
+    assert await asyncio.wait_for(app.run(settings), timeout=30) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.startswith("cannot open the database: cannot connect to postgresql://bot:***@")
+    assert "pw-secret" not in caplog.text
+
+
 async def test_a_hanging_venue_is_one_warning_not_one_per_poll(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

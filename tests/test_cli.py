@@ -41,6 +41,31 @@ def test_console_chat_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == "Removed alert #1.\n"
 
 
+def test_console_chat_commands_on_postgresql(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TICKERBELL_DATABASE_URL", postgres_url)
+    assert main(["alert", "add", "XAG", "above", "50"]) == 0
+    assert main(["alerts"]) == 0
+    assert "#1  XAG above 50  new" in capsys.readouterr().out
+    assert not Path("cli.db").exists()  # nothing went to SQLite
+    assert main(["backup", "copy.db"]) == 2
+    assert "pg_dump" in capsys.readouterr().err
+
+
+def test_a_database_server_that_does_not_answer_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], unused_port: int
+) -> None:
+    url = f"postgresql://bot:pw-secret@127.0.0.1:{unused_port}/tb"
+    monkeypatch.setenv("TICKERBELL_DATABASE_URL", url)
+    assert main(["alerts"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"tickerbell: cannot connect to postgresql://bot:***@127.0.0.1:{unused_port}/tb"
+    )
+    assert "pw-secret" not in line
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

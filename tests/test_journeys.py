@@ -36,6 +36,7 @@ class World:
     telegram: FakeTelegram
     exchange: FakeExchange
     db: Path
+    database_url: str | None = None  # PostgreSQL instead of the SQLite file `db`
 
     def price(self, btc: float) -> None:
         self.exchange.set_price("BTCUSDT", btc, btc)
@@ -72,6 +73,7 @@ async def running(world: World) -> AsyncIterator[None]:
         TELEGRAM_BOT_TOKEN=TOKEN,
         TELEGRAM_API_BASE_URL=world.telegram.base_url,
         db=world.db,
+        database_url=world.database_url,
         exchange_options={"binance": world.exchange.ccxt_options()},
         poll_crypto_seconds=0.2,
     )
@@ -139,6 +141,27 @@ async def test_alert_then_restart_then_the_crossing(world: World) -> None:
     async with running(world):  # and the next start does not say it again
         await world.ticks()
     assert len(world.alerts(USER)) == 1
+
+
+async def test_on_postgresql_an_alert_fires_once_and_a_restart_does_not_repeat_it(
+    world: World, postgres_url: str
+) -> None:
+    world.database_url = postgres_url  # TICKERBELL_DATABASE_URL
+    world.price(86000)
+    async with running(world):
+        assert await world.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: world.alerts(USER))
+        await world.ticks()
+    async with running(world):
+        await world.ticks()
+        assert (
+            await world.say("/alerts") == "1 alert\n#1  BTC below 85000  fired, waiting to re-arm"
+        )
+    [told] = world.alerts(USER)
+    assert told.startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
+    assert not world.db.exists()  # nothing went to SQLite
 
 
 async def test_a_crossing_while_the_bot_is_down_is_told_once_after_it_starts(

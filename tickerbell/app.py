@@ -32,8 +32,8 @@ from feeds.base import Feed
 from feeds.catalogue import Catalogue
 from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayFeed
 from feeds.replay import SOURCE as REPLAY
-from storage.api import Storage, utcnow
-from storage.db import Store
+from storage.api import Storage, StorageUnavailable, utcnow
+from storage.backend import describe, open_store
 from tickerbell import metrics
 from tickerbell.delivery import ConsoleNotifier, Delivery
 from tickerbell.market_data import MarketData, Resolver
@@ -194,7 +194,13 @@ async def run(
         catalogue = catalogue_for(settings)
         feed_for = live_feed_factory(settings, clock)
     async with contextlib.AsyncExitStack() as parts:
-        store = await parts.enter_async_context(Store.open(settings.db, clock=clock))
+        try:
+            store = await parts.enter_async_context(
+                open_store(settings.db, settings.database_url_value, clock)
+            )
+        except StorageUnavailable as err:
+            log.error("cannot open the database: %s", err)
+            return 1
         console = await store.chat(*CONSOLE)
         await store.remove_rules_created_by(console.id, RUN_RULE)  # left by a killed run
         parts.push_async_callback(
@@ -333,7 +339,7 @@ def _log_start(settings: Settings, chats: dict[str, Notifier], replay: bool) -> 
     from tickerbell import __version__
 
     log.info("tickerbell %s starting", __version__)
-    log.info("database %s", settings.db.resolve())
+    log.info("database %s", describe(settings.db, settings.database_url_value))
     if settings.settings_file is not None:
         log.info("settings from %s and the environment", settings.settings_file)
     else:

@@ -51,10 +51,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """What a person can fix: shown as one line (no traceback) and exit code 2."""
     from alerts.models import RuleError
     from feeds.replay import ReplayError
-    from storage.api import LimitReached
+    from storage.api import LimitReached, StorageUnavailable
     from tickerbell.settings import SettingsError
 
-    return (RuleError, ReplayError, LimitReached, SettingsError)
+    return (RuleError, ReplayError, LimitReached, SettingsError, StorageUnavailable)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -262,15 +262,15 @@ async def _replay_run(
     from alerts.models import RuleError
     from feeds.catalogue import canonical_rule
     from feeds.replay import ReplayCatalogue, check_replayable
-    from storage.db import Store
+    from storage.backend import open_read_only
     from tickerbell import app
 
     catalogue = ReplayCatalogue(frozenset(feed.symbols))
     kept: list[str] = []
-    if settings.db.exists():
-        async with Store.open_read_only(settings.db) as real:
-            console = await real.find_chat(*app.CONSOLE)
-            for stored in await real.rules(console.id) if console else []:
+    async with open_read_only(settings.db, settings.database_url_value) as real:
+        console = None if real is None else await real.find_chat(*app.CONSOLE)
+        if real is not None and console is not None:
+            for stored in await real.rules(console.id):
                 try:
                     check_replayable(canonical_rule(rules.parse(stored.text), catalogue.resolve))
                 except RuleError as err:
@@ -282,6 +282,7 @@ async def _replay_run(
         throwaway = settings.model_copy(
             update={
                 "db": Path(scratch) / "replay.db",
+                "database_url": None,
                 "telegram_bot_token": None,
                 "discord_bot_token": None,
                 "metrics_port": 0,
@@ -324,14 +325,15 @@ def _console_command(text: str) -> int:
     from bot.commands import Caller, Commands
     from bot.render import plain
     from bot.replies import CONSOLE as SPELLING
-    from storage.db import Store, utcnow
+    from storage.api import utcnow
+    from storage.backend import open_store
 
     settings = _settings()
     logging.basicConfig(level=logging.ERROR, format="tickerbell: %(levelname)s %(message)s")
     logging.getLogger("yfinance").setLevel(logging.CRITICAL)
 
     async def go() -> int:
-        async with Store.open(settings.db) as store:
+        async with open_store(settings.db, settings.database_url_value) as store:
 
             def build() -> MarketData:
                 from tickerbell import app
@@ -407,6 +409,13 @@ def _backup(args: argparse.Namespace) -> int:
     from storage.db import backup
 
     settings = _settings()
+    if settings.database_url is not None:
+        print(
+            "tickerbell: backup copies the SQLite database; with TICKERBELL_DATABASE_URL set, "
+            "back up PostgreSQL with its own tools, e.g. pg_dump",
+            file=sys.stderr,
+        )
+        return 2
     target = args.path.expanduser().resolve()
     if target.is_dir():
         target /= f"tickerbell-{datetime.now(UTC):%Y%m%d-%H%M%S}.db"
