@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.models import Alert, Quote, RuleState
@@ -57,6 +58,10 @@ _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
 _RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state"
 _RULES = "rules r LEFT JOIN rule_state s ON s.rule = r.id"
 _REVISION = "SELECT value FROM meta WHERE key = 'rules_revision'"
+
+
+class TargetNotEmpty(Exception):
+    """The database already holds Tickerbell data, so whole tables cannot be loaded into it."""
 
 
 def is_postgres_url(url: str) -> bool:
@@ -325,10 +330,10 @@ class PostgresStore:
             " ORDER BY c.revision",
             (since,),
         )
-        revision, first, _ = rows[0][:3]
+        revision, first, kind = rows[0][:3]
         if revision == since:
             return RuleChanges(since)
-        if revision < since or first != since + 1:
+        if revision < since or first != since + 1 or kind == "start":
             return None  # the store went back, or its log does not reach back to `since`
         changed = sorted({row[3]: row for row in rows if row[2] == "rule"}.items())
         return RuleChanges(
@@ -494,6 +499,50 @@ class PostgresStore:
             Quote(r[0], r[2], r[1].astimezone(UTC), bid=r[3], ask=r[4], source=r[5])
             for r in reversed(rows)
         ]
+
+    # --- an installation moved in (tickerbell migrate-db) ---
+
+    async def load_tables(
+        self, tables: Sequence[tuple[str, Sequence[str], Sequence[tuple[Any, ...]]]]
+    ) -> dict[str, int]:
+        """Load whole tables (name, columns, rows; in the order foreign keys need) into this
+        store, which must hold no chat, rule or alert yet (TargetNotEmpty), ids kept, in one
+        transaction; return rows per table. The change log restarts with one 'start' row, so
+        a reader reads every rule once."""
+        async with self._transaction() as conn:
+            await conn.execute("LOCK TABLE chats, rules, outbox IN EXCLUSIVE MODE")
+            cursor = await conn.execute(
+                "SELECT (SELECT count(*) FROM chats), (SELECT count(*) FROM rules),"
+                " (SELECT count(*) FROM outbox)"
+            )
+            held = await cursor.fetchone()
+            if held is not None and any(held):
+                chats, rules, alerts = held
+                raise TargetNotEmpty(
+                    f"the target already holds {chats} chats, {rules} rules and {alerts} alerts"
+                )
+            # One 'start' row stands for the changes a row-by-row log would have made.
+            await conn.execute("ALTER TABLE rules DISABLE TRIGGER rules_changed")
+            await conn.execute("ALTER TABLE subscriptions DISABLE TRIGGER subscriptions_changed")
+            counts: dict[str, int] = {}
+            for name, columns, rows in tables:
+                names = sql.SQL(", ").join(map(sql.Identifier, columns))
+                copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(name), names)
+                async with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                if "id" in columns:  # the next id comes after the highest copied
+                    await conn.execute(
+                        sql.SQL(
+                            "SELECT setval(pg_get_serial_sequence({}, 'id'),"
+                            " coalesce((SELECT max(id) FROM {}), 0) + 1, false)"
+                        ).format(sql.Literal(name), sql.Identifier(name))
+                    )
+                counts[name] = len(rows)
+            await conn.execute("ALTER TABLE rules ENABLE TRIGGER rules_changed")
+            await conn.execute("ALTER TABLE subscriptions ENABLE TRIGGER subscriptions_changed")
+            await conn.execute("SELECT log_rule_change(NULL, 'start')")
+        return counts
 
 
 _POSTGRES_STORE_IS_STORAGE: type[Storage] = PostgresStore  # mypy checks that it keeps the contract

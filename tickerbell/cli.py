@@ -1,5 +1,5 @@
 """The `tickerbell` command line: run, replay, the console chat (`alert`, `alerts`, `cmd`),
-backup and discord-sync.
+backup, migrate-db and discord-sync.
 
 Each command imports what it needs when it runs (matplotlib, ccxt, APScheduler and the chat
 libraries take seconds to import), so `--help`, `--version` and a bad setting answer at once.
@@ -146,6 +146,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("path", type=Path, metavar="PATH")
     backup.set_defaults(handler=_backup)
+    migrate = sub.add_parser(
+        "migrate-db",
+        help="copy this installation's data from SQLite into an empty PostgreSQL database",
+        description="Copy chats, subscriptions, rules with their states, the outbox and the "
+        "recent quotes from a SQLite database into an empty PostgreSQL database, ids kept, in "
+        "one transaction. Stop the bot first (what it decides after the copy stays behind), "
+        "then set TICKERBELL_DATABASE_URL to the target and start it.",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH")
+    migrate.add_argument("--to", dest="target", required=True, metavar="postgresql://...")
+    migrate.set_defaults(handler=_migrate_db)
     return parser
 
 
@@ -429,6 +440,42 @@ def _backup(args: argparse.Namespace) -> int:
         return 1
     size = target.stat().st_size
     print(f"backed up {settings.db} to {target} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def _migrate_db(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from storage.postgres import TargetNotEmpty, is_postgres_url, safe_url
+    from storage.transfer import sqlite_to_postgres
+
+    kind, _, path = args.source.partition(":")
+    problems = []
+    if kind != "sqlite" or not path:
+        problems.append("--from takes sqlite:PATH, e.g. --from sqlite:~/.tickerbell/tickerbell.db")
+    if not is_postgres_url(args.target):
+        problems.append(
+            "--to takes a PostgreSQL URL, e.g. --to postgresql://tickerbell@127.0.0.1:5432/tickerbell"
+        )
+    if problems:
+        print("\n".join(f"tickerbell: {problem}" for problem in problems), file=sys.stderr)
+        return 2
+    source, target = Path(path).expanduser().resolve(), safe_url(args.target)
+    try:
+        counts = asyncio.run(sqlite_to_postgres(source, args.target))
+    except FileNotFoundError as err:
+        print(f"tickerbell: {err}", file=sys.stderr)
+        return 2
+    except TargetNotEmpty as err:
+        print(
+            f"tickerbell: nothing copied: {err}; migrate-db copies into an empty database only "
+            "(name a new database, or a new schema with ?options=-c%20search_path%3DNAME)",
+            file=sys.stderr,
+        )
+        return 2
+    copied = ", ".join(f"{count} {table}" for table, count in counts.items())
+    print(f"copied {source} to {target}: {copied}")
+    print("to use it: TICKERBELL_DATABASE_URL=<that URL> in the environment or .env")
     return 0
 
 
