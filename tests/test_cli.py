@@ -13,6 +13,7 @@ import pytest
 from fake_telegram import FakeTelegram
 
 from storage.db import Store
+from storage.postgres import PostgresStore
 from tickerbell.cli import main
 
 TOKEN = "123456789:AAF-fake_SECRET_cli_token"
@@ -158,6 +159,32 @@ async def test_replay_run_never_touches_the_real_database_or_a_chat(tmp_path: Pa
     assert {line.split("(")[-1] for line in lines} == {"XAG above 48)", "XAG above 52)"}
     assert "skipping console rule" in err.decode() and "BTC" in err.decode()
     assert _dump(real) == before
+
+
+@pytest.mark.slow
+async def test_replay_run_reads_console_rules_from_postgresql_and_never_writes_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with PostgresStore.open(postgres_url) as store:
+        console = await store.chat("console", "console")
+        await store.add_rule(console.id, "XAG above 48", "console", limit=50)
+        before = (await store.rules(), await store.rules_revision(), await store.outbox_counts())
+    csv = synthetic_silver(tmp_path / "silver.csv")
+    env = {**os.environ, "TICKERBELL_DATABASE_URL": postgres_url}
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("tickerbell")),
+        *("run", "--feed", "replay", "--data", f"XAG={csv}", "--speed", "200"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert {line.split("(")[-1] for line in out.decode().splitlines()} == {"XAG above 48)"}
+    async with PostgresStore.open(postgres_url) as store:
+        after = (await store.rules(), await store.rules_revision(), await store.outbox_counts())
+    assert after == before
 
 
 def _dump(path: Path) -> list[str]:
