@@ -111,6 +111,10 @@ class PostgresStore:
             configure=_read_only if read_only else _configure,
             check=AsyncConnectionPool.check_connection,
             timeout=timeout,
+            # Reconnection backs off exponentially until it gives up after this long; then the
+            # next call starts a new attempt at once. A short one bounds the wait, once the
+            # server is back, to about `timeout` (psycopg_pool's backoff has no cap of its own).
+            reconnect_timeout=timeout,
             name="tickerbell",
         )
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, plain
+from support.postgres import Relay
 from support.waiting import until
 
 from tickerbell import app
@@ -162,6 +163,26 @@ async def test_on_postgresql_an_alert_fires_once_and_a_restart_does_not_repeat_i
     [told] = world.alerts(USER)
     assert told.startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
     assert not world.db.exists()  # nothing went to SQLite
+
+
+async def test_on_postgresql_a_crossing_while_the_database_is_away_is_told_once_it_is_back(
+    world: World, postgres_url: str
+) -> None:
+    async with Relay(postgres_url) as network:
+        world.database_url = network.url
+        world.price(86000)
+        async with running(world):
+            assert await world.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
+            await world.ticks()
+            await network.cut()  # the database is unreachable: ticks cannot commit
+            world.price(84000)
+            polls = world.exchange.count("ticker/bookTicker")  # each poll now waits for the store
+            await until(lambda: world.exchange.count("ticker/bookTicker") > polls + 1, timeout=60)
+            await network.restore()
+            await until(lambda: world.alerts(USER), timeout=60)
+            await world.ticks()
+    [told] = world.alerts(USER)
+    assert told.startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
 
 
 async def test_a_crossing_while_the_bot_is_down_is_told_once_after_it_starts(

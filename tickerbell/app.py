@@ -57,6 +57,8 @@ def setup_logging(level: str) -> None:
     redaction.install()
     for noisy in ("httpx", "httpcore", "apscheduler", "telegram.ext.Updater"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # psycopg's pool logs each attempt to reconnect; the calls that fail meanwhile are logged
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     # yfinance logs every failed request itself; our feed logs each outage once
     logging.getLogger("yfinance").setLevel(logging.CRITICAL)
 
