@@ -80,35 +80,52 @@ MIGRATIONS: tuple[str, ...] = (
         rule BIGINT,
         kind TEXT NOT NULL
     );
-    CREATE FUNCTION log_rule_change(changed BIGINT, what TEXT) RETURNS VOID
+    CREATE FUNCTION log_rule_changes(added BIGINT, rules BIGINT[]) RETURNS VOID
     LANGUAGE plpgsql AS $$
     DECLARE
-        revision_now BIGINT;
+        last BIGINT;
     BEGIN
-        UPDATE meta SET value = value + 1 WHERE key = 'rules_revision'
-            RETURNING value INTO revision_now;
-        INSERT INTO rule_changes (revision, rule, kind) VALUES (revision_now, changed, what);
-        IF revision_now % 1000 = 0 THEN
-            DELETE FROM rule_changes WHERE revision <= revision_now - 10000;
+        IF added = 0 THEN
+            RETURN;
+        END IF;
+        UPDATE meta SET value = value + added WHERE key = 'rules_revision'
+            RETURNING value INTO last;
+        INSERT INTO rule_changes (revision, rule, kind)
+            SELECT last - added + n,
+                   rules[n],
+                   CASE WHEN rules IS NULL THEN 'subscription' ELSE 'rule' END
+            FROM generate_series(1, added) AS n;
+        -- as SQLite's log: at each multiple of 1000, forget what is 10,000 behind it
+        IF last / 1000 > (last - added) / 1000 THEN
+            DELETE FROM rule_changes WHERE revision <= last / 1000 * 1000 - 10000;
         END IF;
     END $$;
     CREATE FUNCTION rules_changed() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    DECLARE
+        ids BIGINT[];
     BEGIN
-        IF TG_OP = 'DELETE' THEN
-            PERFORM log_rule_change(OLD.id, 'rule');
-        ELSE
-            PERFORM log_rule_change(NEW.id, 'rule');
-        END IF;
+        SELECT array_agg(id ORDER BY id) INTO ids FROM changed;
+        PERFORM log_rule_changes(coalesce(cardinality(ids), 0), ids);
         RETURN NULL;
     END $$;
     CREATE FUNCTION subscriptions_changed() RETURNS TRIGGER LANGUAGE plpgsql AS $$
     BEGIN
-        PERFORM log_rule_change(NULL, 'subscription');
+        PERFORM log_rule_changes((SELECT count(*) FROM changed), NULL);
         RETURN NULL;
     END $$;
-    CREATE TRIGGER rules_changed AFTER INSERT OR UPDATE OR DELETE ON rules
-        FOR EACH ROW EXECUTE FUNCTION rules_changed();
-    CREATE TRIGGER subscriptions_changed AFTER INSERT OR DELETE ON subscriptions
-        FOR EACH ROW EXECUTE FUNCTION subscriptions_changed();
+    -- Per statement (an import of 100k rules is one change of the counter row, not 100k),
+    -- with the changed rows as a transition table; one event per trigger, as those need.
+    CREATE TRIGGER rules_inserted AFTER INSERT ON rules REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION rules_changed();
+    CREATE TRIGGER rules_updated AFTER UPDATE ON rules REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION rules_changed();
+    CREATE TRIGGER rules_deleted AFTER DELETE ON rules REFERENCING OLD TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION rules_changed();
+    CREATE TRIGGER subscriptions_inserted AFTER INSERT ON subscriptions
+        REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION subscriptions_changed();
+    CREATE TRIGGER subscriptions_deleted AFTER DELETE ON subscriptions
+        REFERENCING OLD TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION subscriptions_changed();
     """,
 )

@@ -327,10 +327,13 @@ class PostgresStore:
     async def rule_changes(self, since: int) -> RuleChanges | None:
         """The changes after `since` from the log the triggers keep; the revision and the
         changes are read in one statement, so in one snapshot."""
+        # Each changed rule is looked up by its id (LATERAL ... LIMIT 1 keeps the planner from
+        # hashing the whole rules table when its estimates are stale, as after an import).
         rows = await self._all(
-            f"SELECT m.value, c.revision, c.kind, c.rule, r.active, {_RULE_COLUMNS}"
+            f"SELECT m.value, c.revision, c.kind, c.rule, x.*"
             f" FROM ({_REVISION}) m (value) LEFT JOIN rule_changes c ON c.revision > %s"
-            " LEFT JOIN rules r ON r.id = c.rule LEFT JOIN rule_state s ON s.rule = c.rule"
+            f" LEFT JOIN LATERAL (SELECT r.active, {_RULE_COLUMNS} FROM {_RULES}"
+            "  WHERE r.id = c.rule LIMIT 1) x ON TRUE"
             " ORDER BY c.revision",
             (since,),
         )
@@ -526,8 +529,8 @@ class PostgresStore:
                     f"the target already holds {chats} chats, {rules} rules and {alerts} alerts"
                 )
             # One 'start' row stands for the changes a row-by-row log would have made.
-            await conn.execute("ALTER TABLE rules DISABLE TRIGGER rules_changed")
-            await conn.execute("ALTER TABLE subscriptions DISABLE TRIGGER subscriptions_changed")
+            await conn.execute("ALTER TABLE rules DISABLE TRIGGER USER")
+            await conn.execute("ALTER TABLE subscriptions DISABLE TRIGGER USER")
             counts: dict[str, int] = {}
             for name, columns, rows in tables:
                 names = sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -543,9 +546,13 @@ class PostgresStore:
                         ).format(sql.Literal(name), sql.Identifier(name))
                     )
                 counts[name] = len(rows)
-            await conn.execute("ALTER TABLE rules ENABLE TRIGGER rules_changed")
-            await conn.execute("ALTER TABLE subscriptions ENABLE TRIGGER subscriptions_changed")
-            await conn.execute("SELECT log_rule_change(NULL, 'start')")
+            await conn.execute("ALTER TABLE rules ENABLE TRIGGER USER")
+            await conn.execute("ALTER TABLE subscriptions ENABLE TRIGGER USER")
+            await conn.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'rules_revision';"
+                " INSERT INTO rule_changes (revision, rule, kind)"
+                " SELECT value, NULL, 'start' FROM meta WHERE key = 'rules_revision'"
+            )
         return counts
 
 
