@@ -19,6 +19,8 @@ read back in UTC (each connection's time zone is set so).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -53,6 +55,10 @@ POOL_SIZE = 10
 # Advisory lock keys (any fixed bigints, the same in every process on one database).
 MIGRATION_LOCK = 0x7469636B_0001  # "tick", 1
 OUTBOX_LOCK = 0x7469636B_0002
+# A lease's two keys: ours, and the hash of its name within the schema (advisory locks are
+# per database: two installations in two schemas of one database must not share a lease).
+LEASE_CLASS = 0x7469636B
+LEASE_KEY = "hashtext(current_schema() || ':' || %s)"
 
 _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
 _RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state"
@@ -556,6 +562,60 @@ class PostgresStore:
                 " SELECT value, NULL, 'start' FROM meta WHERE key = 'rules_revision'"
             )
         return counts
+
+
+class Lease:
+    """A named advisory lock on a session of its own: held for exactly as long as that
+    session lives, so it is released on `close`, or by the server as soon as the holder's
+    process dies or its connection ends. Many processes on one database use it to agree on
+    which one of them is active (`tickerbell run`: the others stand by)."""
+
+    def __init__(self, url: str, name: str, timeout: float = OPEN_SECONDS) -> None:
+        self._url = url
+        self._name = name
+        self._timeout = timeout
+        self._conn: Connection | None = None
+        self.held = False
+
+    async def take(self) -> bool:
+        """Take the lease if nobody holds it; whether this process holds it now. Never waits
+        for a holder; StorageUnavailable when the server cannot be reached."""
+        if self.held:
+            return await self.check()
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self._conn is None or self._conn.closed:
+                    self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                cursor = await self._conn.execute(
+                    f"SELECT pg_try_advisory_lock(%s, {LEASE_KEY})", (LEASE_CLASS, self._name)
+                )
+                row = await cursor.fetchone()
+        except (psycopg.Error, TimeoutError) as err:
+            await self.close()
+            reason = str(err).strip() or "no answer in time"
+            raise StorageUnavailable(f"cannot reach {safe_url(self._url)}: {reason}") from err
+        self.held = bool(row and row[0])
+        return self.held
+
+    async def check(self) -> bool:
+        """Whether the lease is still held: its session still answers. Once it does not, the
+        server has let the lease go (or will, when it notices), and this is False."""
+        if not self.held or self._conn is None:
+            return False
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._conn.execute("SELECT 1")
+        except (psycopg.Error, TimeoutError):
+            await self.close()
+        return self.held
+
+    async def close(self) -> None:
+        """Let the lease go (ending its session)."""
+        self.held = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
 
 _POSTGRES_STORE_IS_STORAGE: type[Storage] = PostgresStore  # mypy checks that it keeps the contract

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import psycopg
 import pytest
 from support.postgres import Relay
 from support.scripted import T0
@@ -16,7 +17,7 @@ from alerts import rules
 from alerts.models import Alert, Direction
 from storage.api import StorageUnavailable
 from storage.pg_migrations import MIGRATIONS
-from storage.postgres import PostgresStore, safe_url
+from storage.postgres import LEASE_CLASS, LEASE_KEY, Lease, PostgresStore, safe_url
 
 
 def alert(price: float = 50.5) -> Alert:
@@ -82,3 +83,31 @@ async def test_concurrent_adds_keep_the_per_chat_limit(postgres_url: str) -> Non
 )
 def test_a_url_in_the_log_hides_its_password(url: str, shown: str) -> None:
     assert safe_url(url) == shown
+
+
+async def test_a_lease_is_held_by_one_session_until_it_closes_or_ends(postgres_url: str) -> None:
+    first, second = Lease(postgres_url, "active"), Lease(postgres_url, "active")
+    other = Lease(postgres_url, "another name")
+    try:
+        assert await first.take() and await first.take()  # taken, and still ours
+        assert not await second.take() and await other.take()
+        await first.close()
+        assert await second.take() and not await first.take()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # its session ends
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                f" AND classid = %s AND objid = {LEASE_KEY}::oid AND granted",
+                (LEASE_CLASS, "active"),
+            )
+        assert not await second.check()
+        assert await first.take()
+    finally:
+        for lease in (first, second, other):
+            await lease.close()
+
+
+async def test_a_lease_on_a_server_nobody_answers_is_unavailable(unused_port: int) -> None:
+    lease = Lease(f"postgresql://postgres:pw@127.0.0.1:{unused_port}/test", "active", timeout=1)
+    with pytest.raises(StorageUnavailable, match="postgres:\\*\\*\\*@"):
+        await lease.take()
+    assert not await lease.check()
