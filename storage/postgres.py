@@ -10,11 +10,12 @@ a connection before lending it, so a restarted server costs no failed call. asyn
 per row; at our few statements per tick the difference does not show.
 
 Each call takes a pooled connection in autocommit mode: a read is one statement (one snapshot,
-as in SQLite), a write one explicit transaction. Rule changes take their revisions from a
-counter row (migration 1), so revisions follow commit order without gaps; a tick's outbox rows
-take an advisory lock while they are numbered, so ids follow commit order too and a reader of
-`pending` never sees a later row of a chat before an earlier one. Times are `timestamptz`,
-read back in UTC (each connection's time zone is set so).
+as in SQLite), a write one explicit transaction. Arrays go to the server in binary (`%b`): for
+a tick saving 100k states, text arrays took three to four times as long. Rule changes take
+their revisions from a counter row (migration 1), so revisions follow commit order without
+gaps; a tick's outbox rows take an advisory lock while they are numbered, so ids follow commit
+order too and a reader of `pending` never sees a later row of a chat before an earlier one.
+Times are `timestamptz`, read back in UTC (each connection's time zone is set so).
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ class PostgresStore:
     async def import_chats(self, platform: str, chat_ids: list[str], kind: str) -> list[Chat]:
         await self._write(
             "INSERT INTO chats (platform, chat_id, kind, created_at)"
-            " SELECT %s, chat_id, %s, %s FROM unnest(%s::text[]) AS chat_id"
+            " SELECT %s, chat_id, %s, %s FROM unnest(%b::text[]) AS chat_id"
             " ON CONFLICT (platform, chat_id) DO NOTHING",
             (platform, kind, self._clock(), chat_ids),
         )
@@ -263,7 +264,7 @@ class PostgresStore:
         await self._write(
             "INSERT INTO rules (chat, text, created_by, created_at)"
             " SELECT chat, text, created_by, %s"
-            " FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY"
+            " FROM unnest(%b::bigint[], %b::text[], %b::text[]) WITH ORDINALITY"
             " AS t(chat, text, created_by, n) ORDER BY n",
             (
                 self._clock(),
@@ -369,7 +370,7 @@ class PostgresStore:
                 await conn.execute(
                     "INSERT INTO rule_state (rule, state, updated_at)"
                     " SELECT rule, state, %s"
-                    " FROM unnest(%s::bigint[], %s::text[]) AS t(rule, state)"
+                    " FROM unnest(%b::bigint[], %b::text[]) AS t(rule, state)"
                     " ON CONFLICT (rule) DO UPDATE SET state = excluded.state,"
                     " updated_at = excluded.updated_at",
                     (now, list(states), [json.dumps(s.to_dict()) for s in states.values()]),
@@ -484,8 +485,8 @@ class PostgresStore:
             return
         await self._write(
             "INSERT INTO quotes (symbol, ts, last, bid, ask, source)"
-            " SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::float8[],"
-            " %s::float8[], %s::text[])"
+            " SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::float8[], %b::float8[],"
+            " %b::float8[], %b::text[])"
             " ON CONFLICT (symbol, ts) DO UPDATE SET last = excluded.last, bid = excluded.bid,"
             " ask = excluded.ask, source = excluded.source",
             (
