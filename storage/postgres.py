@@ -60,6 +60,8 @@ OUTBOX_LOCK = 0x7469636B_0002
 # per database: two installations in two schemas of one database must not share a lease).
 LEASE_CLASS = 0x7469636B
 LEASE_KEY = "hashtext(current_schema() || ':' || %s)"
+LEASE_KEEPALIVE = (10, 2, 3)  # TCP keepalive: idle seconds, seconds between probes, probes
+CHECK_SECONDS = 5.0  # a lease's session that does not answer this fast is taken as lost
 
 _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
 _RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state"
@@ -569,7 +571,13 @@ class Lease:
     """A named advisory lock on a session of its own: held for exactly as long as that
     session lives, so it is released on `close`, or by the server as soon as the holder's
     process dies or its connection ends. Many processes on one database use it to agree on
-    which one of them is active (`tickerbell run`: the others stand by)."""
+    which one of them is active (`tickerbell run`: the others stand by).
+
+    A holder that vanishes without closing its connection (a power cut, a network cut) is
+    noticed by TCP keepalives on both sides: the server lets the lease go once
+    LEASE_KEEPALIVE's probes go unanswered (about 16 s after the last word), while the holder
+    finds out sooner (a `check` unanswered for CHECK_SECONDS), so it stops before another
+    process can take over."""
 
     def __init__(self, url: str, name: str, timeout: float = OPEN_SECONDS) -> None:
         self._url = url
@@ -586,7 +594,7 @@ class Lease:
         try:
             async with asyncio.timeout(self._timeout):
                 if self._conn is None or self._conn.closed:
-                    self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                    self._conn = await _lease_session(self._url)
                 cursor = await self._conn.execute(
                     f"SELECT pg_try_advisory_lock(%s, {LEASE_KEY})", (LEASE_CLASS, self._name)
                 )
@@ -604,7 +612,7 @@ class Lease:
         if not self.held or self._conn is None:
             return False
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(CHECK_SECONDS):
                 await self._conn.execute("SELECT 1")
         except (psycopg.Error, TimeoutError):
             await self.close()
@@ -617,6 +625,22 @@ class Lease:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
+
+
+async def _lease_session(url: str) -> Connection:
+    """A connection for a lease, with keepalives set on the client and on the server side."""
+    idle, interval, count = LEASE_KEEPALIVE
+    conn = await psycopg.AsyncConnection.connect(
+        url,
+        autocommit=True,
+        keepalives=1,
+        keepalives_idle=idle,
+        keepalives_interval=interval,
+        keepalives_count=count,
+    )
+    for name, value in zip(("idle", "interval", "count"), LEASE_KEEPALIVE, strict=True):
+        await conn.execute(sql.SQL("SET tcp_keepalives_{} = {}").format(sql.SQL(name), value))
+    return conn
 
 
 _POSTGRES_STORE_IS_STORAGE: type[Storage] = PostgresStore  # mypy checks that it keeps the contract
