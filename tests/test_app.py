@@ -185,6 +185,52 @@ async def test_health_says_when_the_telegram_command_side_is_down(
             assert await asyncio.wait_for(running, 20) == 0
 
 
+async def test_on_postgresql_a_standby_says_so_on_healthz_until_it_takes_over(
+    tmp_path: Path, postgres_url: str, unused_port: int
+) -> None:
+    async with FakeExchange() as exchange:
+        exchange.set_price("BTCUSDT", 86000.0, 86000.0)
+
+        def settings(db: str, metrics_port: int = 0) -> Settings:
+            return Settings(
+                db=tmp_path / db,
+                database_url=postgres_url,
+                exchange_options={"binance": exchange.ccxt_options()},
+                poll_crypto_seconds=0.2,
+                metrics_port=metrics_port,
+            )
+
+        first_stop, second_stop = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(app.run(settings("1.db"), stop=first_stop))
+        await until(lambda: lease_holders(postgres_url) == 1, timeout=15)
+        second = asyncio.create_task(
+            app.run(settings("2.db", unused_port), once_rules=["BTC below 85000"], stop=second_stop)
+        )
+        url = f"http://127.0.0.1:{unused_port}/healthz"
+
+        async def health() -> tuple[int, str]:
+            try:
+                async with aiohttp.ClientSession() as session, session.get(url) as response:
+                    return response.status, await response.text()
+            except aiohttp.ClientError:
+                return 0, ""
+
+        try:
+            await until(lambda: _is(health, 200), timeout=15)
+            assert (await health())[1] == "standing by\n"
+            first_stop.set()
+            assert await asyncio.wait_for(first, 20) == 0
+            await until(lambda: _answers(health, "ok\n"), timeout=30)  # the real one: prices flow
+        finally:
+            first_stop.set()
+            second_stop.set()
+            assert await asyncio.wait_for(second, 20) == 0
+
+
+async def _answers(health: Callable[[], Awaitable[tuple[int, str]]], text: str) -> bool:
+    return (await health())[1] == text
+
+
 async def _is(health: Callable[[], Awaitable[tuple[int, str]]], status: int) -> bool:
     return (await health())[0] == status
 

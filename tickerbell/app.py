@@ -243,8 +243,21 @@ async def _run_once(
 
             lease = Lease(url, ACTIVE_LEASE)
             parts.push_async_callback(lease.close)  # last: a standby starts once all stopped
-            if not await _stand_by(lease, stop):
-                return 0
+            waiting = None
+            if settings.metrics_port:  # /healthz says "standing by" meanwhile
+                try:
+                    waiting = await metrics.start_standby(
+                        settings.metrics_host, settings.metrics_port
+                    )
+                except OSError as err:
+                    _log_metrics_port(settings, err)
+                    return 1
+            try:
+                if not await _stand_by(lease, stop):
+                    return 0
+            finally:
+                if waiting is not None:
+                    await waiting.cleanup()
             keeper = asyncio.create_task(_keep(lease, lost), name="lease")
             parts.push_async_callback(_cancel, keeper)
         console = await store.chat(*CONSOLE)
@@ -321,13 +334,7 @@ async def _run_once(
                     service, store, settings.metrics_host, settings.metrics_port, front_ends
                 )
             except OSError as err:
-                log.error(
-                    "cannot serve metrics on %s:%s (%s); set TICKERBELL_METRICS_PORT to a free "
-                    "port or 0",
-                    settings.metrics_host,
-                    settings.metrics_port,
-                    err.strerror or err,
-                )
+                _log_metrics_port(settings, err)
                 return 1
             parts.push_async_callback(endpoint.cleanup)
             log.info("metrics on %s:%s", settings.metrics_host, settings.metrics_port)
@@ -337,6 +344,15 @@ async def _run_once(
         await _either(stop, lost)
         log.info("shutting down" if stop.is_set() else "stopping every part, to stand by again")
     return 0
+
+
+def _log_metrics_port(settings: Settings, err: OSError) -> None:
+    log.error(
+        "cannot serve metrics on %s:%s (%s); set TICKERBELL_METRICS_PORT to a free port or 0",
+        settings.metrics_host,
+        settings.metrics_port,
+        err.strerror or err,
+    )
 
 
 async def _stand_by(lease: Lease, stop: asyncio.Event) -> bool:
