@@ -602,7 +602,7 @@ class Lease:
         except (psycopg.Error, TimeoutError) as err:
             await self.close()
             reason = str(err).strip() or "no answer in time"
-            raise StorageUnavailable(f"cannot reach {safe_url(self._url)}: {reason}") from err
+            raise StorageUnavailable(f"cannot connect to {safe_url(self._url)}: {reason}") from err
         self.held = bool(row and row[0])
         return self.held
 

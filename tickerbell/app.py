@@ -226,19 +226,10 @@ async def _run_once(
         catalogue = catalogue_for(settings)
         feed_for = live_feed_factory(settings, clock)
     async with contextlib.AsyncExitStack() as parts:
-        try:
-            store = await parts.enter_async_context(
-                open_store(settings.db, settings.database_url_value, clock)
-            )
-        except StorageUnavailable as err:
-            log.error("cannot open the database: %s", err)
-            if again:  # standing by again after a lost lease: wait for the database
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), LEASE_SECONDS)
-                lost.set()
-            return 1
         url = settings.database_url_value
-        if url is not None:  # PostgreSQL: one process of many is active, the others stand by
+        if url is not None:
+            # PostgreSQL: one process of many is active, the others stand by. The lease comes
+            # first: a standby neither migrates the schema under the active one nor holds a pool.
             from storage.postgres import Lease
 
             lease = Lease(url, ACTIVE_LEASE)
@@ -253,13 +244,25 @@ async def _run_once(
                     _log_metrics_port(settings, err)
                     return 1
             try:
-                if not await _stand_by(lease, stop):
+                if not await _stand_by(lease, stop, patient=again):
                     return 0
+            except StorageUnavailable as err:  # at start: the server does not answer
+                log.error("cannot open the database: %s", err)
+                return 1
             finally:
                 if waiting is not None:
                     await waiting.cleanup()
             keeper = asyncio.create_task(_keep(lease, lost), name="lease")
             parts.push_async_callback(_cancel, keeper)
+        try:
+            store = await parts.enter_async_context(open_store(settings.db, url, clock))
+        except StorageUnavailable as err:
+            log.error("cannot open the database: %s", err)
+            if again:  # standing by again after a lost lease: wait for the database
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), LEASE_SECONDS)
+                lost.set()
+            return 1
         console = await store.chat(*CONSOLE)
         await store.remove_rules_created_by(console.id, RUN_RULE)  # left by a killed run
         parts.push_async_callback(
@@ -355,8 +358,10 @@ def _log_metrics_port(settings: Settings, err: OSError) -> None:
     )
 
 
-async def _stand_by(lease: Lease, stop: asyncio.Event) -> bool:
-    """Wait until this process holds the lease (True), or is stopped first (False)."""
+async def _stand_by(lease: Lease, stop: asyncio.Event, patient: bool) -> bool:
+    """Wait until this process holds the lease (True), or is stopped first (False). A server
+    that does not answer the first try raises StorageUnavailable, unless `patient` (standing
+    by again after a lost lease); later it is waited for."""
     told = unreachable = False
     while not stop.is_set():
         try:
@@ -365,6 +370,8 @@ async def _stand_by(lease: Lease, stop: asyncio.Event) -> bool:
                     log.info("the active process stopped: taking over")
                 return True
         except StorageUnavailable as err:
+            if not (patient or told or unreachable):
+                raise
             if not unreachable:
                 log.warning("standing by: %s", err)
             unreachable = True
