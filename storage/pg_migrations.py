@@ -128,4 +128,28 @@ MIGRATIONS: tuple[str, ...] = (
         REFERENCING OLD TABLE AS changed
         FOR EACH STATEMENT EXECUTE FUNCTION subscriptions_changed();
     """,
+    # 2: as SQLite's 6: alert actions: a rule snoozed or muted until a time (a muted rule's
+    # snooze ends 9999-01-01), the buttons already used on each alert message (their one-letter
+    # codes), and per-installation secrets (the key that signs button data)
+    """
+    ALTER TABLE rules ADD COLUMN snoozed_until TIMESTAMPTZ;
+    ALTER TABLE outbox ADD COLUMN actions TEXT NOT NULL DEFAULT '';
+    CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 3: as SQLite's 7: daily digests, one setting per chat (its local time, IANA zone,
+    # weekdays only or not; `since` when it was set; `last_day`, the chat's local date of the
+    # last digest put in the outbox, kept when the digest is turned off and on); a digest
+    # waits in the outbox as a row of kind 'digest' beside the alerts (kind 'alert')
+    """
+    ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'alert';
+    CREATE TABLE digests (
+        chat BIGINT PRIMARY KEY REFERENCES chats(id) ON DELETE CASCADE,
+        at TIME NOT NULL,
+        zone TEXT NOT NULL,
+        weekdays_only BOOLEAN NOT NULL DEFAULT FALSE,
+        active BOOLEAN NOT NULL DEFAULT TRUE,
+        since TIMESTAMPTZ NOT NULL,
+        last_day DATE
+    );
+    """,
 )

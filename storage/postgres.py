@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -36,7 +37,10 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.models import Alert, Quote, RuleState
 from storage.api import (
     Chat,
+    ChatDigest,
     Clock,
+    DigestDue,
+    DigestSetting,
     LimitReached,
     OutboxRow,
     RuleChanges,
@@ -45,7 +49,7 @@ from storage.api import (
     StoredRule,
     utcnow,
 )
-from storage.db import alert_from_json, alert_to_json
+from storage.db import alert_from_json, alert_to_json, digest_from_json, digest_to_json
 from storage.pg_migrations import MIGRATIONS
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -64,8 +68,13 @@ LEASE_KEEPALIVE = (10, 2, 3)  # TCP keepalive: idle seconds, seconds between pro
 CHECK_SECONDS = 5.0  # a lease's session that does not answer this fast is taken as lost
 
 _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
-_RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state"
+_RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state, r.snoozed_until"
 _RULES = "rules r LEFT JOIN rule_state s ON s.rule = r.id"
+_OUTBOX_ROWS = (
+    "SELECT o.id, o.rule, o.payload, o.attempts,"
+    " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts,"
+    " o.actions, o.kind FROM outbox o JOIN chats c ON c.id = o.chat"
+)
 _REVISION = "SELECT value FROM meta WHERE key = 'rules_revision'"
 
 
@@ -307,6 +316,28 @@ class PostgresStore:
             (chat, created_by),
         )
 
+    async def snooze_rule(self, chat: int, rule: int, until: datetime | None) -> bool:
+        """Snooze (or, with None, wake) one of this chat's active rules; its stored state is
+        relearned in the same transaction."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE rules SET snoozed_until = %s WHERE id = %s AND chat = %s AND active",
+                (until, rule, chat),
+            )
+            if cursor.rowcount == 0:
+                return False
+            cursor = await conn.execute(
+                "SELECT state FROM rule_state WHERE rule = %s FOR UPDATE", (rule,)
+            )
+            found = await cursor.fetchone()
+            if found is not None:
+                state = RuleState.from_dict(json.loads(found[0])).relearned()
+                await conn.execute(
+                    "UPDATE rule_state SET state = %s, updated_at = %s WHERE rule = %s",
+                    (json.dumps(state.to_dict()), self._clock(), rule),
+                )
+            return True
+
     async def rules(self, chat: int | None = None) -> list[StoredRule]:
         if chat is None:
             rows = await self._all(
@@ -343,7 +374,8 @@ class PostgresStore:
             f"SELECT m.value, c.revision, c.kind, c.rule, x.*"
             f" FROM ({_REVISION}) m (value) LEFT JOIN rule_changes c ON c.revision > %s"
             " LEFT JOIN LATERAL (SELECT r.active, r.id, r.chat, r.text, r.created_by,"
-            "  r.created_at, (SELECT s.state FROM rule_state s WHERE s.rule = r.id)"
+            "  r.created_at, (SELECT s.state FROM rule_state s WHERE s.rule = r.id),"
+            "  r.snoozed_until"
             "  FROM rules r WHERE r.id = c.rule LIMIT 1) x ON TRUE"
             " ORDER BY c.revision",
             (since,),
@@ -402,19 +434,25 @@ class PostgresStore:
 
     async def pending(self, limit: int = 500) -> list[OutboxRow]:
         rows = await self._all(
-            "SELECT o.id, o.rule, o.payload, o.attempts,"
-            " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts"
-            " FROM outbox o JOIN chats c ON c.id = o.chat"
+            f"{_OUTBOX_ROWS}"
             " WHERE o.status = 'pending' AND NOT EXISTS ("
             "  SELECT 1 FROM outbox w WHERE w.status = 'pending' AND w.chat = o.chat"
             "  AND w.id <= o.id AND w.next_attempt_at > %s)"
             " ORDER BY o.id LIMIT %s",
             (self._clock(), limit),
         )
-        return [
-            OutboxRow(row[0], row[1], _chat(row[4:]), alert_from_json(row[2]), row[3])
-            for row in rows
-        ]
+        return [_outbox_row(row) for row in rows]
+
+    async def outbox_row(self, row: int) -> OutboxRow | None:
+        found = await self._one(f"{_OUTBOX_ROWS} WHERE o.id = %s", (row,))
+        return None if found is None else _outbox_row(found)
+
+    async def mark_action(self, row: int, action: str) -> bool:
+        marked = await self._write(
+            "UPDATE outbox SET actions = actions || %s WHERE id = %s AND strpos(actions, %s) = 0",
+            (action, row, action),
+        )
+        return marked > 0
 
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
         await self._write(
@@ -443,7 +481,8 @@ class PostgresStore:
 
     async def history(self, chat: int, limit: int = 20) -> list[tuple[str, Alert]]:
         rows = await self._all(
-            "SELECT status, payload FROM outbox WHERE chat = %s ORDER BY id DESC LIMIT %s",
+            "SELECT status, payload FROM outbox WHERE chat = %s AND kind = 'alert'"
+            " ORDER BY id DESC LIMIT %s",
             (chat, limit),
         )
         return [(status, alert_from_json(payload)) for status, payload in rows]
@@ -478,6 +517,72 @@ class PostgresStore:
                 "SELECT chat, symbol FROM subscriptions WHERE chat = %s ORDER BY symbol", (chat,)
             )
         return [(int(r[0]), str(r[1])) for r in rows]
+
+    # --- secrets ---
+
+    async def secret(self, name: str) -> str:
+        async with self._transaction() as conn:
+            # A concurrent first use waits on the key, then finds the other's (committed) value.
+            await conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_hex(32)),
+            )
+            cursor = await conn.execute("SELECT value FROM secrets WHERE name = %s", (name,))
+            row = await cursor.fetchone()
+        assert row is not None
+        return str(row[0])
+
+    # --- daily digests ---
+
+    async def set_digest(self, chat: int, setting: DigestSetting | None) -> None:
+        if setting is None:
+            await self._write("UPDATE digests SET active = FALSE WHERE chat = %s", (chat,))
+            return
+        await self._write(
+            "INSERT INTO digests (chat, at, zone, weekdays_only, active, since)"
+            " VALUES (%s, %s, %s, %s, TRUE, %s) ON CONFLICT (chat) DO UPDATE SET at = excluded.at,"
+            " zone = excluded.zone, weekdays_only = excluded.weekdays_only, active = TRUE,"
+            " since = excluded.since",
+            (chat, setting.at, setting.zone, setting.weekdays_only, self._clock()),
+        )
+
+    async def digests(self, chat: int | None = None) -> list[ChatDigest]:
+        rows = await self._all(
+            "SELECT chat, at, zone, weekdays_only, since, last_day FROM digests"
+            " WHERE active AND (%s::bigint IS NULL OR chat = %s) ORDER BY chat",
+            (chat, chat),
+        )
+        return [
+            ChatDigest(
+                int(row[0]),
+                DigestSetting(row[1], row[2], bool(row[3])),
+                row[4].astimezone(UTC),
+                row[5],
+            )
+            for row in rows
+        ]
+
+    async def enqueue_digest(self, chat: int, digest: DigestDue) -> bool:
+        now = self._clock()
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE digests SET last_day = %s WHERE chat = %s AND active"
+                " AND (last_day IS NULL OR last_day < %s)",
+                (digest.day, chat, digest.day),
+            )
+            if cursor.rowcount == 0:
+                return False
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))  # as a tick's
+            cursor = await conn.execute(
+                "SELECT id, muted_until, active FROM chats WHERE id = %s", (chat,)
+            )
+            status = _delivery_status(await cursor.fetchall(), now)
+            await conn.execute(
+                "INSERT INTO outbox (rule, chat, payload, created_at, status, kind)"
+                " VALUES (NULL, %s, %s, %s, %s, 'digest')",
+                (chat, digest_to_json(digest), now, status.get(chat, "pending")),
+            )
+            return True
 
     # --- recent quotes ---
 
@@ -696,14 +801,30 @@ def _stored_rules(rows: Iterable[Sequence[Any]]) -> list[StoredRule]:
     """Rule rows (`_RULE_COLUMNS`) as values; equal states are parsed once and shared."""
     states: dict[str, RuleState] = {}
     out = []
-    for rule, chat, text, created_by, created_at, state_json in rows:
+    for rule, chat, text, created_by, created_at, state_json, snoozed_until in rows:
         state = None
         if state_json:
             state = states.get(state_json)
             if state is None:
                 state = states[state_json] = RuleState.from_dict(json.loads(state_json))
-        out.append(StoredRule(rule, chat, text, created_by, created_at.astimezone(UTC), state))
+        out.append(
+            StoredRule(
+                rule,
+                chat,
+                text,
+                created_by,
+                created_at.astimezone(UTC),
+                state,
+                None if snoozed_until is None else snoozed_until.astimezone(UTC),
+            )
+        )
     return out
+
+
+def _outbox_row(row: Sequence[Any]) -> OutboxRow:
+    """An `_OUTBOX_ROWS` row as a value."""
+    payload = digest_from_json(row[2]) if row[12] == "digest" else alert_from_json(row[2])
+    return OutboxRow(row[0], row[1], _chat(row[4:11]), payload, row[3], frozenset(row[11]))
 
 
 def _chat(row: Sequence[Any]) -> Chat:

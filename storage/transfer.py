@@ -1,6 +1,8 @@
 """Copying an installation's data from its SQLite database into an empty PostgreSQL one
-(`tickerbell migrate-db`): chats, subscriptions, rules with their states, the outbox and the
-recent quotes, every row with its id, so alert numbers and history carry over.
+(`tickerbell migrate-db`): chats, subscriptions, rules with their states and snoozes, the
+outbox (alerts, digests, buttons used), daily digest settings, the recent quotes and the
+secrets (so buttons under alerts already sent still work), every row with its id, so alert
+numbers and history carry over.
 
 The source is brought to this version's schema first (as any start of this version would), then
 read in one read transaction: one consistent snapshot, even while a bot still writes to it
@@ -14,7 +16,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,14 @@ def _when(text: str | None) -> datetime | None:
 
 def _flag(value: int | None) -> bool:
     return bool(value)
+
+
+def _clock_time(text: str) -> time:
+    return time.fromisoformat(text)
+
+
+def _day(text: str | None) -> date | None:
+    return None if text is None else date.fromisoformat(text)
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,8 @@ TABLES = (
     Table("subscriptions", ("chat", "symbol", "created_at"), (None, None, _when)),
     Table(
         "rules",
-        ("id", "chat", "text", "created_by", "created_at", "active"),
-        (None, None, None, None, _when, _flag),
+        ("id", "chat", "text", "created_by", "created_at", "active", "snoozed_until"),
+        (None, None, None, None, _when, _flag, _when),
     ),
     Table("rule_state", ("rule", "state", "updated_at"), (None, None, _when)),
     Table(
@@ -75,14 +85,22 @@ TABLES = (
             "last_error",
             "delivered_at",
             "message_id",
+            "actions",
+            "kind",
         ),
-        (None, None, None, None, _when, None, None, _when, None, _when, None),
+        (None, None, None, None, _when, None, None, _when, None, _when, None, None, None),
+    ),
+    Table(
+        "digests",
+        ("chat", "at", "zone", "weekdays_only", "active", "since", "last_day"),
+        (None, _clock_time, None, _flag, _flag, _when, _day),
     ),
     Table(
         "quotes",
         ("symbol", "ts", "last", "bid", "ask", "source"),
         (None, _when, None, None, None, None),
     ),
+    Table("secrets", ("name", "value"), (None, None)),
 )
 
 

@@ -197,6 +197,7 @@ async def test_on_postgresql_a_second_process_stands_by_and_takes_over_when_the_
     standby_stop = asyncio.Event()
     async with running(world):
         await world.say("/alert BTC below 85000")
+        await world.ticks()  # the rule learns the price above its level first
         standby = asyncio.create_task(app.run(settings_for(world), stop=standby_stop))
         await until(lambda: "standing by" in caplog.text, timeout=15)
         world.price(84000)

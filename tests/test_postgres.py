@@ -16,6 +16,7 @@ from support.scripted import T0
 from alerts import rules
 from alerts.models import Alert, Direction
 from storage.api import StorageUnavailable
+from storage.db import alert_to_json
 from storage.pg_migrations import MIGRATIONS
 from storage.postgres import LEASE_CLASS, LEASE_KEY, Lease, PostgresStore, safe_url
 
@@ -111,3 +112,38 @@ async def test_a_lease_on_a_server_nobody_answers_is_unavailable(unused_port: in
     with pytest.raises(StorageUnavailable, match="postgres:\\*\\*\\*@"):
         await lease.take()
     assert not await lease.check()
+
+
+async def test_a_database_of_the_first_schema_opens_with_its_alert_waiting(
+    postgres_url: str,
+) -> None:
+    """A database made by migration 1 alone (before snoozes, buttons and digests) is migrated
+    on opening: its rule and its waiting alert read as before, with nothing snoozed or used."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER)")
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.execute(
+            "INSERT INTO chats (platform, chat_id, created_at) VALUES ('telegram', '42', %s)", (T0,)
+        )
+        conn.execute(
+            "INSERT INTO rules (chat, text, created_at) VALUES (1, 'XAG above 50', %s)", (T0,)
+        )
+        conn.execute(
+            "INSERT INTO outbox (rule, chat, payload, created_at) VALUES (1, 1, %s, %s)",
+            (alert_to_json(alert()), T0),
+        )
+    async with PostgresStore.open(postgres_url) as store:
+        assert await store.schema_version() == len(MIGRATIONS)
+        [rule] = await store.rules()
+        assert (rule.text, rule.snoozed_until) == ("XAG above 50", None)
+        [row] = await store.pending()
+        assert (row.alert, row.actions) == (alert(), frozenset())
+        assert await store.outbox_row(row.id) == row
+        assert await store.history(1) == [("pending", alert())]
+
+
+async def test_processes_making_a_secret_at_once_agree(postgres_url: str) -> None:
+    async with PostgresStore.open(postgres_url) as one, PostgresStore.open(postgres_url) as two:
+        keys = await asyncio.gather(*(s.secret("actions") for s in [one, two] * 4))
+        assert len(set(keys)) == 1

@@ -3,7 +3,7 @@ stores themselves read it back (needs TICKERBELL_TEST_DATABASE_URL; skips withou
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from support.scripted import T0, Clock
 
 from alerts import rules
 from alerts.models import Alert, Direction, Quote, RuleState
-from storage.api import RuleChanges, Storage
+from storage.api import DigestDue, DigestSetting, RuleChanges, Storage
 from storage.db import Store
 from storage.postgres import PostgresStore
 from tickerbell.cli import main
@@ -23,8 +23,9 @@ def alert(price: float) -> Alert:
 
 
 async def an_installation(store: Storage, clock: Clock) -> None:
-    """A little of everything: chats muted, gone and without charts; rules kept, removed and
-    fired; alerts delivered, failed, waiting for a retry and pending; subscriptions; quotes."""
+    """A little of everything: chats muted, gone and without charts; rules kept, removed,
+    fired and snoozed; alerts delivered (a button used on it), failed, waiting for a retry and
+    pending; daily digests on and off, one sent; subscriptions; quotes; the buttons' key."""
     one, two = await store.chat("telegram", "42"), await store.chat("discord", "7", "channel")
     gone, console = (
         await store.chat("telegram", "-100", "group"),
@@ -50,6 +51,13 @@ async def an_installation(store: Storage, clock: Clock) -> None:
     await store.mark_failed(second.id, "chat not found")
     await store.mark_retry(third.id, "timeout", T0 + timedelta(minutes=5))
     await store.remove_rule(one.id, removed)
+    await store.mark_action(first.id, "s")
+    await store.snooze_rule(one.id, kept, T0 + timedelta(hours=1))
+    await store.set_digest(one.id, DigestSetting(time(8, 0), "Europe/London", weekdays_only=True))
+    await store.set_digest(two.id, DigestSetting(time(18, 30), "Asia/Tokyo"))
+    await store.enqueue_digest(two.id, DigestDue(date(2026, 3, 2), T0))
+    await store.set_digest(two.id, None)
+    await store.secret("actions")
     await store.subscribe(one.id, "XAG")
     await store.subscribe(two.id, "BTC")
     await store.save_quotes(
@@ -67,9 +75,13 @@ async def everything(store: Storage, chats: int) -> list[object]:
         await store.outbox_counts(),
         await store.recent_quotes("BTC"),
         await store.recent_quotes("XAG"),
+        await store.digests(),
+        await store.secret("actions"),
     ]
     for chat in range(1, chats + 1):
         seen += [await store.get_chat(chat), await store.history(chat, limit=100)]
+    for row in range(1, 10):
+        seen.append(await store.outbox_row(row))
     return seen
 
 
@@ -83,7 +95,10 @@ async def test_migrate_db_copies_an_installation_as_its_stores_read_it(
 
     assert await main_async(["migrate-db", "--from", f"sqlite:{path}", "--to", postgres_url]) == 0
     out = capsys.readouterr().out
-    assert "4 chats, 2 subscriptions, 4 rules, 2 rule_state, 6 outbox, 4 quotes" in out
+    assert (
+        "4 chats, 2 subscriptions, 4 rules, 2 rule_state, 7 outbox, 2 digests, 4 quotes,"
+        " 1 secrets" in out
+    )
 
     async with PostgresStore.open(postgres_url, clock=clock) as postgres:
         assert await everything(postgres, chats=4) == before
@@ -94,7 +109,10 @@ async def test_migrate_db_copies_an_installation_as_its_stores_read_it(
         assert await postgres.add_rule(1, "XAG above 70", "u1", limit=50) == 5
         assert await postgres.rule_changes(revision) is not None
         assert await postgres.commit_tick({}, [(None, 4, alert(70.1))]) == 1
-        assert [r.id for r in await postgres.pending() if r.chat.id == 4] == [7]
+        assert [r.id for r in await postgres.pending() if r.chat.id == 4] == [8]
+        # a digest turned off keeps its last day: it comes back without a second for that day
+        await postgres.set_digest(2, DigestSetting(time(18, 30), "Asia/Tokyo"))
+        assert not await postgres.enqueue_digest(2, DigestDue(date(2026, 3, 2), T0))
         assert (await postgres.chat("telegram", "new")).id == 5
 
 
