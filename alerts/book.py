@@ -217,6 +217,7 @@ class RuleBook:
         self._groups: dict[GroupKey, _Group] = {}
         self._by_symbol: dict[str, dict[GroupKey, _Group]] = {}  # both legs of a pair
         self._unsorted: set[_Group] = set()
+        self._group_keys: dict[tuple[object, ...], GroupKey] = {}  # see `_group`
         self._symbol_refs: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -418,7 +419,7 @@ class RuleBook:
             low, high = rearm_lines(rule, value, self.band)
             return low, value, high
         if cond.is_level:
-            side = 1 - self.band if cond.direction is Direction.UP else 1 + self.band
+            side = 1 + self.band if cond in _FALLING else 1 - self.band
             return value, value * side
         points = self.band * 100
         if cond is Condition.UP or cond is Condition.MOVE:  # a move's lines are on |change|
@@ -429,7 +430,10 @@ class RuleBook:
 
     def _group(self, rule: Rule) -> _Group:
         """The rule's group, made (and filed under its symbols) if new."""
-        group_key = _group_key(rule)
+        reads = (rule.symbol, rule.other, rule.condition, rule.indicator, rule.days, rule.window)
+        group_key = self._group_keys.get(reads)
+        if group_key is None:  # one key_of per kind of reading, not per rule (a start-up)
+            group_key = self._group_keys[reads] = _group_key(rule)
         group = self._groups.get(group_key)
         if group is None:
             group = self._groups[group_key] = _Group(*group_key)

@@ -27,6 +27,11 @@ from alerts.sanity import Limits, QuoteGuard, Reject, allowed_move
 
 DAY = timedelta(days=1)
 TICK_MEMORY = timedelta(days=2)
+# Ticks (and spread samples) closer together than this are kept as one, the latest (a stream
+# sends many a second): a symbol's history holds at most one per step, as a 10-second poll
+# gives it, so the spread baseline still spans its window within SPREAD_SAMPLES (once it has
+# the MIN_SPREAD_SAMPLES it needs to exist at all).
+TICK_STEP = timedelta(seconds=10)
 SPREAD_SAMPLES = 10_000  # at most, within the baseline window (Limits.spread_window)
 MIN_SPREAD_SAMPLES = 20
 TYPICAL_DAYS = 20
@@ -116,12 +121,21 @@ class Market:
             hist.last_reject = problem
             return problem
         hist.last = quote
-        hist.ticks.append((quote.ts, quote.price))
+        ticks = hist.ticks
+        if len(ticks) > 1 and quote.ts - ticks[-2][0] < TICK_STEP:
+            ticks[-1] = (quote.ts, quote.price)
+        else:
+            ticks.append((quote.ts, quote.price))
         while hist.ticks and hist.ticks[0][0] < quote.ts - TICK_MEMORY:
             hist.ticks.popleft()
         spread = quote.spread_pct
         if spread is not None:
-            hist.add_spread(quote.ts, spread)
+            spreads = hist.spreads
+            # the first samples make a baseline as fast as they come, later ones one per step
+            if len(spreads) > MIN_SPREAD_SAMPLES and quote.ts - spreads[-2][0] < TICK_STEP:
+                spreads[-1] = (quote.ts, spread)  # the latest is not in the baseline yet
+            else:
+                hist.add_spread(quote.ts, spread)
             while hist.spreads[0][0] < quote.ts - self.limits.spread_window:
                 hist.drop_spread()
         return None

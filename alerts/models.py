@@ -244,6 +244,9 @@ class Alert:
     pairs), `observed` what the rule compared and `reference` what it compared it with (see
     `alerts.indicators.Observation`). `bid`/`ask` are the book of the rule's (first) symbol,
     None without one.
+
+    `note` is set on an alert from outside (a TradingView webhook post): its text, shown as
+    sent instead of a sentence about the rule; its rule is then a bare one naming the subject.
     """
 
     rule_text: str
@@ -255,6 +258,7 @@ class Alert:
     time: datetime
     bid: float | None = None
     ask: float | None = None
+    note: str | None = None
 
     @property
     def symbol(self) -> str:

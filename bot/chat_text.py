@@ -101,6 +101,19 @@ async def _digest(cmds: Commands, caller: Caller, args: list[str]) -> Result:
     return await cmds.digest(caller, " ".join(args))
 
 
+async def _webhook(cmds: Commands, caller: Caller, args: list[str]) -> Result:
+    verb, rest = (args[0].lower(), args[1:]) if args else ("", [])
+    if verb == "add" and len(rest) == 1:
+        return await cmds.add_webhook(caller, rest[0])
+    if verb == "list" and not rest:
+        return await cmds.list_webhooks(caller)
+    if verb == "remove" and len(rest) == 1:
+        return await cmds.remove_webhook(caller, rest[0])
+    if verb == "in" and len(rest) <= 1:
+        return await cmds.inbound(caller, " ".join(rest))
+    return await cmds.invalid(caller, cmds.add_webhook, Command.WEBHOOK)
+
+
 _TEXT: dict[str, TextCommand] = {
     Command.START.value: _start,
     Command.HELP.value: _help,
@@ -117,4 +130,5 @@ _TEXT: dict[str, TextCommand] = {
     Command.CHARTS.value: _charts,
     Command.SNOOZE.value: _snooze,
     Command.DIGEST.value: _digest,
+    Command.WEBHOOK.value: _webhook,
 }

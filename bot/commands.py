@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -43,10 +44,15 @@ from bot.results import (
     Duplicate,
     Expired,
     Help,
+    InboundOff,
+    InboundStopped,
+    InboundUrl,
     Listed,
+    ListedWebhook,
     Muted,
     NeedsConfirmation,
     NoSuchAlert,
+    NoSuchWebhook,
     Pressed,
     Problem,
     RemoveAllAsked,
@@ -60,8 +66,12 @@ from bot.results import (
     Unmuted,
     Unsubscribed,
     Usage,
+    WebhookAdded,
+    WebhookList,
+    WebhookRemoved,
     Woken,
 )
+from bot.webhook_urls import Kind, Targets, kind_of, shown
 from storage.api import (
     Chat,
     DigestSetting,
@@ -159,10 +169,15 @@ class Commands:
         clock: Callable[[], datetime] = utcnow,
         charts: ChartCache | None = None,
         changed: Callable[[], None] = lambda: None,
+        webhook_targets: Targets | None = None,
+        inbound_url: str | None = None,
     ) -> None:
         """`changed` is called after every operation that may have written (the service
-        then brings its rule book in line at once)."""
+        then brings its rule book in line at once). `webhook_targets` are where `/webhook add`
+        may post; `inbound_url` is where TradingView posts arrive (None: nowhere)."""
         self.store = store
+        self.webhook_targets = webhook_targets or Targets()
+        self.inbound_url = inbound_url.rstrip("/") if inbound_url else None
         self.changed = changed
         self.view = view
         self.rules_per_chat = rules_per_chat
@@ -421,7 +436,9 @@ class Commands:
         used: frozenset[Action] = frozenset(),
     ) -> list[tuple[Action, str]]:
         """The buttons an alert message shows (bot.actions.offered), each with its signed
-        data."""
+        data; none under a TradingView post (no rule of ours to act on, no chart of ours)."""
+        if alert.note is not None:
+            return []
         signer = await self._sign()
         return [
             (action, signer.data(chat.platform, chat.chat_id, ref.row, action, alert.time))
@@ -442,8 +459,8 @@ class Commands:
             if row is None:
                 return StaleButton()
             alert = row.alert
-            if not isinstance(alert, Alert):
-                return BadButton()  # a daily digest has no buttons
+            if not isinstance(alert, Alert) or alert.note is not None:
+                return BadButton()  # a daily digest and a TradingView post have no buttons
             signer = await self._sign()
             if row.chat.chat_id != caller.chat_id or row.chat.platform != caller.platform:
                 return BadButton()
@@ -525,6 +542,69 @@ class Commands:
             return DigestOff()
         await self.store.set_digest(chat.id, None)
         return DigestOff(was_on=True)
+
+    @operation(writes=True)
+    async def add_webhook(self, caller: Caller, url: str) -> Result:
+        """Post this chat's alerts to a URL too (Slack, Discord, or signed JSON), once it is
+        a permitted target (http(s), a public address unless allowed)."""
+        url = url.strip()
+        if not url or len(url.split()) != 1:
+            return Usage(Command.WEBHOOK)
+        problem = await self.webhook_targets.check(url)
+        if problem is not None:
+            return Problem(
+                f"can't post there: {problem}. A webhook is a public http(s) URL, e.g. "
+                "/webhook add https://hooks.slack.com/services/T0/B0/XYZ"
+            )
+        kind = kind_of(url)
+        chat = await self._chat(caller)
+        hook, added = await self.store.add_webhook(chat.id, url, secrets.token_urlsafe(24))
+        secret = hook.secret if kind is Kind.JSON else None
+        return WebhookAdded(hook.id, kind.value, shown(url), secret, added)
+
+    @operation()
+    async def list_webhooks(self, caller: Caller) -> Result:
+        """This chat's webhooks (where they post, never their whole URL)."""
+        chat = await self.store.find_chat(caller.platform, caller.chat_id)
+        hooks = [] if chat is None else await self.store.webhooks(chat.id)
+        listed = []
+        for hook in hooks:
+            working = (await self.store.get_chat(hook.id)).active
+            listed.append(ListedWebhook(hook.id, kind_of(hook.url).value, shown(hook.url), working))
+        return WebhookList(tuple(listed))
+
+    @operation(writes=True)
+    async def remove_webhook(self, caller: Caller, webhook_id: int | str) -> Result:
+        """Stop one of this chat's webhooks (its alerts not yet posted are dropped)."""
+        if isinstance(webhook_id, str):
+            words = webhook_id.split()
+            if len(words) != 1 or not RULE_ID.fullmatch(words[0]):
+                return Usage(Command.WEBHOOK)
+            webhook_id = int(words[0].lstrip("#"))
+        chat = await self.store.find_chat(caller.platform, caller.chat_id)
+        if chat is None or not await self.store.remove_webhook(chat.id, webhook_id):
+            return NoSuchWebhook(webhook_id)
+        return WebhookRemoved(webhook_id)
+
+    @operation(writes=True)
+    async def inbound(self, caller: Caller, action: str = "") -> Result:
+        """The URL TradingView posts to for this chat (made on first ask); `new` makes
+        another (the old one stops working), `off` stops it."""
+        action = action.strip().lower()
+        if action not in ("", "new", "off"):
+            return Usage(Command.WEBHOOK)
+        chat = await self._chat(caller)
+        secret = await self.store.inbound_secret(chat.id)
+        if action == "off":
+            await self.store.set_inbound_secret(chat.id, None)
+            return InboundStopped(secret is not None)
+        if self.inbound_url is None:
+            return InboundOff()
+        new = secret is None or action == "new"
+        if new:
+            secret = secrets.token_urlsafe(18)
+            await self.store.set_inbound_secret(chat.id, secret)
+        return InboundUrl(f"{self.inbound_url}/tv/{secret}", new)
 
     # --- helpers ---
 

@@ -7,11 +7,13 @@ Markup and escaping are the platform renderers' (bot.render, bot.discord.render)
 
 from __future__ import annotations
 
+import textwrap
 import zoneinfo
 from dataclasses import dataclass
 from typing import assert_never
 
 from alerts import rules
+from alerts.models import Alert
 from alerts.text import count, money, number, pct, printable
 from bot.charts import RANGES
 from bot.results import (
@@ -33,11 +35,15 @@ from bot.results import (
     Duplicate,
     Expired,
     Help,
+    InboundOff,
+    InboundStopped,
+    InboundUrl,
     Listed,
     Muted,
     NeedsConfirmation,
     NoHistory,
     NoSuchAlert,
+    NoSuchWebhook,
     NotACommand,
     Pressed,
     Problem,
@@ -56,8 +62,12 @@ from bot.results import (
     Unmuted,
     Unsubscribed,
     Usage,
+    WebhookAdded,
+    WebhookList,
+    WebhookRemoved,
     Woken,
 )
+from bot.webhook_urls import SIGNATURE, TIMESTAMP
 from bot.wording import sentence
 
 
@@ -71,6 +81,7 @@ class Reply:
     table: tuple[tuple[str, ...], ...] = ()
     ok: bool = True
     image: bytes | None = None
+    private: bool = False  # shown only to who asked, where the platform can (a secret in it)
 
 
 def error(message: str) -> Reply:
@@ -100,6 +111,7 @@ CONSOLE = Spelling(
 
 DIGEST_FORM = "/digest HH:MM ZONE [weekdays]"
 DIGEST_EXAMPLE = "/digest 08:00 Europe/London"
+LISTED_NOTE = 200  # characters of a TradingView post a digest lists
 GREETING = "I watch gold, silver and crypto and tell you when a rule fires."
 _STATES = {
     AlertState.NEW: "new",
@@ -131,6 +143,8 @@ def help_lines(spelling: Spelling) -> tuple[str, ...]:
         "/rotation — gold, silver, BTC and ETH side by side",
         "/charts on|off — charts with this chat's alerts",
         f"{DIGEST_FORM} — a daily digest (e.g. {DIGEST_EXAMPLE}); /digest off",
+        "/webhook add URL|list|remove ID — post this chat's alerts to a URL (Slack, Discord, JSON)",
+        "/webhook in [new|off] — the URL TradingView alerts post to, to arrive here",
         "",
         "Rules:",
         *(f"  {example}" for example in rules.EXAMPLES),
@@ -168,6 +182,11 @@ def usage(command: Command, spelling: Spelling) -> str:
             return f"usage: /snooze ID DURATION|forever|off (see {listing}), e.g. /snooze 3 1h"
         case Command.DIGEST:
             return f"usage: {DIGEST_FORM} or /digest off, e.g. {DIGEST_EXAMPLE} weekdays"
+        case Command.WEBHOOK:
+            return (
+                "usage: /webhook add URL, /webhook list, /webhook remove ID or /webhook in "
+                "[new|off], e.g. /webhook add https://hooks.slack.com/services/T0/B0/XYZ"
+            )
         case _:  # start, help and alerts take whatever follows
             return f"usage: /{command.value}"
 
@@ -264,6 +283,33 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
             return Reply((f"No daily digest here. Set one, e.g. {DIGEST_EXAMPLE}",))
         case DailyDigest():
             return _daily_digest(result)
+        case WebhookAdded():
+            return _webhook_added(result)
+        case WebhookList(webhooks=hooks):
+            if not hooks:
+                return Reply(("No webhooks here. Add one, e.g. /webhook add https://...",))
+            stopped = "stopped: it answered as if deleted; /webhook add it again to resume"
+            listed = tuple((f"#{h.webhook_id}", h.kind, h.target, "" if h.working else stopped)
+                           for h in hooks)  # fmt: skip
+            return Reply((), title=count(len(hooks), "webhook"), table=listed)
+        case WebhookRemoved(webhook_id=webhook_id):
+            return Reply((f"Removed webhook #{webhook_id}.",))
+        case InboundUrl(url=url, new=new):
+            return Reply(
+                (
+                    f"TradingView alerts {'can now' if new else 'can'} reach this chat: in the "
+                    "alert's Notifications, tick Webhook URL and give it",
+                    url,
+                    "The alert's message is shown here as sent: plain text, or JSON with a "
+                    '"message" (and optionally "ticker"). Anyone with the URL can post here: keep '
+                    "it secret. /webhook in new makes a new one, /webhook in off stops it.",
+                ),
+                private=True,
+            )
+        case InboundStopped(had=had):
+            return Reply(
+                ("TradingView posts to this chat stopped." if had else "No inbound URL here.",)
+            )
         case _:
             assert_never(result)
 
@@ -332,7 +378,28 @@ def refusal_text(refusal: Refusal, spelling: Spelling = CHAT) -> str:
             return f"that button has expired; use the commands (see {spelling.list})."
         case AlreadyDone(action=action):
             return f"{BUTTONS[action]}: done already."
+        case NoSuchWebhook(webhook_id=webhook_id):
+            return f"no webhook #{webhook_id} here — see /webhook list."
+        case InboundOff():
+            return (
+                "this bot takes no TradingView posts: its owner can turn them on with "
+                "TICKERBELL_WEBHOOK_PORT, e.g. TICKERBELL_WEBHOOK_PORT=8081"
+            )
     raise TypeError(f"no words for {refusal!r}")
+
+
+def _webhook_added(added: WebhookAdded) -> Reply:
+    again = "" if added.added else " (it was already; its key is new)"
+    how = "as JSON" if added.secret else f"in {added.kind}'s format"
+    lines = [f"Webhook #{added.webhook_id} set{again}: this chat's alerts are posted {how} to "
+             f"{added.target}"]  # fmt: skip
+    if added.secret is not None:
+        lines += [
+            f"Each post is signed: {SIGNATURE} is sha256= and the hex HMAC-SHA256 of "
+            f"{TIMESTAMP}, a dot and the body, keyed by (keep it secret):",
+            added.secret,
+        ]
+    return Reply(tuple(lines), private=True)
 
 
 def _status(status: Status) -> Reply:
@@ -387,6 +454,14 @@ def _digest_plan(plan: DigestPlan) -> Reply:
     )
 
 
+def _listed(alert: Alert) -> str:
+    """An alert as a digest lists it: its sentence; a TradingView post's text (any length,
+    any lines) on one line, cut to LISTED_NOTE characters."""
+    if alert.note is None:
+        return sentence(alert)
+    return textwrap.shorten(sentence(alert), LISTED_NOTE, placeholder=" …")
+
+
 def _daily_digest(digest: DailyDigest) -> Reply:
     day = digest.day
     rotation = _rotation(digest.rotation, f"Daily digest, {day:%a} {day.day} {day:%b %Y}")
@@ -394,7 +469,7 @@ def _daily_digest(digest: DailyDigest) -> Reply:
         said = ["No alerts here in the 24 hours before."]
     else:
         said = [f"Alerts here in the 24 hours before ({len(digest.alerts) + digest.more}):"]
-        said += [f"{a.time:%H:%M} UTC {sentence(a)}" for a in digest.alerts]
+        said += [f"{a.time:%H:%M} UTC {_listed(a)}" for a in digest.alerts]
         if digest.more:
             said.append(f"… and {digest.more} earlier.")
     return Reply((*rotation.lines, *said), rotation.title, rotation.table, image=rotation.image)

@@ -32,6 +32,7 @@ class Command(Enum):
     CHARTS = "charts"
     SNOOZE = "snooze"
     DIGEST = "digest"
+    WEBHOOK = "webhook"
 
 
 class Action(Enum):
@@ -143,6 +144,18 @@ class NoHistory(Refusal):
     """Nothing to draw a chart from yet."""
 
     symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoSuchWebhook(Refusal):
+    """No webhook with this id in the chat."""
+
+    webhook_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboundOff(Refusal):
+    """`/webhook in` while this bot serves no inbound endpoint (no TICKERBELL_WEBHOOK_PORT)."""
 
 
 # --- answers ---
@@ -402,6 +415,58 @@ class ChartsSet:
     on: bool
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookAdded:
+    """A webhook now hears this chat's alerts: its id, kind (JSON, Slack, Discord), where it
+    posts (scheme and host only), the key that signs JSON posts (None for Slack and Discord),
+    and whether it is new (False: the chat had it; its key was renewed)."""
+
+    webhook_id: int
+    kind: str
+    target: str
+    secret: str | None
+    added: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ListedWebhook:
+    """One webhook as the chat's list shows it."""
+
+    webhook_id: int
+    kind: str
+    target: str
+    working: bool = True  # False: it answered as a deleted webhook does; nothing is posted
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookList:
+    """The chat's webhooks, oldest first."""
+
+    webhooks: tuple[ListedWebhook, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRemoved:
+    """One webhook removed."""
+
+    webhook_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboundUrl:
+    """The URL TradingView posts this chat's alerts to; `new` when just made."""
+
+    url: str
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InboundStopped:
+    """The chat's inbound URL no longer works; `had` False when it had none."""
+
+    had: bool
+
+
 Done = (
     Help
     | Status
@@ -424,5 +489,10 @@ Done = (
     | DigestPlan
     | DigestOff
     | DailyDigest
+    | WebhookAdded
+    | WebhookList
+    | WebhookRemoved
+    | InboundUrl
+    | InboundStopped
 )
 Result = Done | Refusal

@@ -41,6 +41,8 @@ def parts(alert: Alert) -> Parts:
     """The alert's sentence as (subject, rest). Never raises: where the alert lacks what its
     kind's sentence names (a rule rebuilt from an unreadable stored text, an outbox row written
     before alerts carried their book), it says less instead."""
+    if alert.note is not None:  # from outside: shown as sent
+        return Parts(alert.symbol, alert.note)
     rule, ref, cond = alert.rule, alert.reference, alert.condition
     subject = rule.pair
     now_text = f"now {number(alert.price)}"

@@ -152,7 +152,7 @@ class CcxtFeed:
         self._succeeded(now)
         result: dict[str, Quote] = {}
         for symbol in listed:
-            quote = self._quote(symbol, tickers.get(symbol), now)
+            quote = quote_from_ticker(symbol, tickers.get(symbol), now, self.name)
             if quote is not None:
                 result[symbol] = quote
         return result
@@ -283,23 +283,6 @@ class CcxtFeed:
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
-    def _quote(self, symbol: str, ticker: Any, now: datetime) -> Quote | None:
-        """A Quote from a ccxt ticker (price 0 when it carries none), None for no ticker."""
-        if not isinstance(ticker, dict):
-            return None
-        bid, ask, last = (
-            _price(ticker.get("bid")),
-            _price(ticker.get("ask")),
-            _price(ticker.get("last")),
-        )
-        if last is None:
-            # Book tickers carry no last trade. ccxt reads a price of 0 as None: a ticker with
-            # no price at all is passed on as 0, so the sanity check rejects and counts it.
-            last = (bid + ask) / 2 if bid is not None and ask is not None else 0.0
-        stamp = ticker.get("timestamp")
-        ts = datetime.fromtimestamp(stamp / 1000, UTC) if isinstance(stamp, int | float) else now
-        return Quote(symbol=symbol, last=last, ts=ts, bid=bid, ask=ask, source=self.name)
-
     def _failed(self, err: FeedError, cause: BaseException, now: datetime) -> FeedError:
         """Record a whole-request failure, back off, log once per outage; return `err`."""
         self.health.failed(now, str(err), _plain_cause(cause))
@@ -362,6 +345,25 @@ def _plain_cause(err: BaseException) -> str:
     if isinstance(err, ccxt.NetworkError):
         return "is unreachable — check the network or proxy"
     return "answers with errors"
+
+
+def quote_from_ticker(symbol: str, ticker: Any, now: datetime, source: str) -> Quote | None:
+    """A Quote from a ccxt ticker (price 0 when it carries none), None for no ticker; `now`
+    stamps a ticker without a timestamp (Binance's spot book tickers)."""
+    if not isinstance(ticker, dict):
+        return None
+    bid, ask, last = (
+        _price(ticker.get("bid")),
+        _price(ticker.get("ask")),
+        _price(ticker.get("last")),
+    )
+    if last is None:
+        # Book tickers carry no last trade. ccxt reads a price of 0 as None: a ticker with
+        # no price at all is passed on as 0, so the sanity check rejects and counts it.
+        last = (bid + ask) / 2 if bid is not None and ask is not None else 0.0
+    stamp = ticker.get("timestamp")
+    ts = datetime.fromtimestamp(stamp / 1000, UTC) if isinstance(stamp, int | float) else now
+    return Quote(symbol=symbol, last=last, ts=ts, bid=bid, ask=ask, source=source)
 
 
 def _price(value: Any) -> float | None:

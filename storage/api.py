@@ -25,6 +25,7 @@ from typing import Protocol
 from alerts.models import Alert, Quote, RuleState
 
 Clock = Callable[[], datetime]
+WEBHOOK = "webhook"  # the platform (and chat kind) of outgoing webhooks
 
 
 def utcnow() -> datetime:
@@ -111,6 +112,18 @@ class DigestDue:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """An outgoing webhook: a chat of its own (platform 'webhook', `id` its chat's store id)
+    that hears the alerts of the chat that added it (`owner`), posted to `url` and signed with
+    `secret`."""
+
+    id: int
+    owner: int
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One decided alert (or a daily digest) waiting for (or done with) delivery to one chat;
     `actions` are the codes of the buttons already used on its message (see
@@ -174,13 +187,13 @@ class RuleStore(Protocol):
 
     async def remove_rule(self, chat: int, rule: int) -> bool:
         """Deactivate one of this chat's active rules and mark the rule's alerts for this chat
-        still pending 'removed' (never delivered); False when the chat has no such active
-        rule."""
+        and its webhooks still pending 'removed' (never delivered); False when the chat has no
+        such active rule."""
 
     async def remove_all_rules(self, chat: int) -> int:
-        """Deactivate every active rule of this chat and mark the chat's pending alerts that
-        came from a rule 'removed' (digest alerts, with no rule, stay); return how many
-        rules."""
+        """Deactivate every active rule of this chat and mark the pending alerts that came
+        from them (for the chat and its webhooks) 'removed' (digest alerts, with no rule,
+        stay); return how many rules."""
 
     async def remove_rules_created_by(self, chat: int, created_by: str) -> int:
         """Deactivate a chat's active rules made by one author (the rules of a finished
@@ -224,8 +237,10 @@ class RuleStore(Protocol):
 
         Each alert becomes one outbox row, in the given order, stamped with the clock's now:
         'muted' when its chat is muted past now, else 'inactive' when the chat is inactive,
-        else 'pending'. Returns how many rows of this tick are pending. A state or alert
-        naming a rule or chat that does not exist raises, and nothing lands.
+        else 'pending'; right after it, one row (same rule) for each active webhook of that
+        chat, by webhook id: 'muted' or 'inactive' as its owner is, else 'inactive' when the
+        webhook's own chat is, else 'pending'. Returns how many rows of this tick are pending.
+        A state or alert naming a rule or chat that does not exist raises, and nothing lands.
         """
 
 
@@ -272,6 +287,35 @@ class OutboxStore(Protocol):
     async def prune_outbox(self, before: datetime) -> int:
         """Forget rows that are not pending and were made before `before`, so the outbox and
         the history stay bounded; pending rows stay whatever their age. Returns how many."""
+
+
+class WebhookStore(Protocol):
+    """Outgoing webhooks of chats, and each chat's inbound (TradingView) secret."""
+
+    async def add_webhook(self, owner: int, url: str, secret: str) -> tuple[Webhook, bool]:
+        """Make `url` a webhook of chat `owner` (its chat made, or made active again), signed
+        with `secret`; True when it is new or was removed before, False when the chat already
+        had it (its secret is replaced all the same). Raises when the owner does not exist."""
+
+    async def remove_webhook(self, owner: int, webhook: int) -> bool:
+        """Stop one of this chat's webhooks and mark its rows still pending 'removed'; False
+        when the chat has no such active webhook."""
+
+    async def webhooks(self, owner: int | None = None) -> list[Webhook]:
+        """Active webhooks, one chat's or all, by id."""
+
+    async def webhook(self, chat: int) -> Webhook | None:
+        """The active webhook whose chat this is, or None."""
+
+    async def set_inbound_secret(self, chat: int, secret: str | None) -> None:
+        """Give a chat its inbound secret (replacing any it had), or (None) take it away.
+        Raises when the chat does not exist or the secret is another chat's."""
+
+    async def inbound_secret(self, chat: int) -> str | None:
+        """The chat's inbound secret, if it has one."""
+
+    async def inbound_chat(self, secret: str) -> Chat | None:
+        """The chat whose inbound secret this is, or None."""
 
 
 class SubscriptionStore(Protocol):
@@ -340,6 +384,7 @@ class Storage(
     DigestStore,
     QuoteStore,
     SecretStore,
+    WebhookStore,
     Protocol,
 ):
     """Everything the service, delivery and chat front ends need of a store. Each backend

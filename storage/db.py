@@ -17,6 +17,7 @@ private to its owner (0600): it holds chat and user ids.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import secrets
@@ -32,6 +33,7 @@ import aiosqlite
 from alerts import rules
 from alerts.models import Alert, Condition, Direction, Quote, Rule, RuleError, RuleState
 from storage.api import (
+    WEBHOOK,
     Chat,
     ChatDigest,
     Clock,
@@ -43,6 +45,7 @@ from storage.api import (
     Storage,
     StorageUnavailable,
     StoredRule,
+    Webhook,
     utcnow,
 )
 from storage.migrations import MIGRATIONS
@@ -71,12 +74,17 @@ _OUTBOX_ROWS = (
     " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts,"
     " o.actions, o.kind FROM outbox o JOIN chats c ON c.id = o.chat"
 )
+_WEBHOOK_COLUMNS = "chat, owner, url, secret"
+_HOOKED = "(SELECT ? UNION SELECT chat FROM webhooks WHERE owner = ?)"  # a chat and its webhooks
 
 
 def alert_to_json(alert: Alert) -> str:
-    """Serialise an alert for the outbox: its data, no sentence (front ends word it)."""
+    """Serialise an alert for the outbox: its data, no sentence (front ends word it); an
+    alert from outside keeps its note."""
+    note = {} if alert.note is None else {"note": alert.note}
     return json.dumps(
         {
+            **note,
             "rule_text": alert.rule_text,
             "symbol": alert.symbol,
             "condition": alert.condition.value,
@@ -100,7 +108,10 @@ def alert_from_json(text: str) -> Alert:
     say without the rule's details, never as an error that would hold up the outbox.
     """
     data: dict[str, Any] = json.loads(text)
+    note = data.get("note")
     try:
+        if note is not None:
+            raise RuleError("an alert from outside has no rule of ours")
         rule = rules.parse(data["rule_text"])
     except RuleError:
         rule = Rule(symbol=data["symbol"], condition=Condition(data["condition"]))
@@ -114,6 +125,7 @@ def alert_from_json(text: str) -> Alert:
         time=datetime.fromisoformat(data["time"]),
         bid=data.get("bid"),
         ask=data.get("ask"),
+        note=note,
     )
 
 
@@ -329,9 +341,9 @@ class Store:
                 (rule, chat),
             )
             await conn.execute(
-                "UPDATE outbox SET status = 'removed' WHERE rule = ? AND chat = ?"
+                f"UPDATE outbox SET status = 'removed' WHERE rule = ? AND chat IN {_HOOKED}"
                 " AND status = 'pending'",
-                (rule, chat),
+                (rule, chat, chat),
             )
             return cursor.rowcount > 0
 
@@ -343,9 +355,9 @@ class Store:
                 "UPDATE rules SET active = 0 WHERE chat = ? AND active = 1", (chat,)
             )
             await conn.execute(
-                "UPDATE outbox SET status = 'removed' WHERE chat = ? AND rule IS NOT NULL"
-                " AND status = 'pending'",
-                (chat,),
+                f"UPDATE outbox SET status = 'removed' WHERE chat IN {_HOOKED}"
+                " AND rule IS NOT NULL AND status = 'pending'",
+                (chat, chat),
             )
             return cursor.rowcount
 
@@ -443,17 +455,42 @@ class Store:
                 " updated_at = excluded.updated_at",
                 ((rule, json.dumps(state.to_dict()), stamp) for rule, state in states.items()),
             )
-            status = await self._delivery_status(conn, {chat for _, chat, _ in alerts}, now)
-            rows = [
-                (rule, chat, alert_to_json(alert), stamp, status.get(chat, "pending"))
-                for rule, chat, alert in alerts
-            ]
+            owners = {chat for _, chat, _ in alerts}
+            hooks = await self._hooks(conn, owners)
+            status = await self._delivery_status(
+                conn, owners | {hook for chats in hooks.values() for hook in chats}, now
+            )
+            rows = []
+            for rule, chat, alert in alerts:
+                payload = alert_to_json(alert)
+                own = status.get(chat, "pending")
+                rows.append((rule, chat, payload, stamp, own))
+                for hook in hooks.get(chat, ()):
+                    hook_status = own if own != "pending" else status.get(hook, "pending")
+                    rows.append((rule, hook, payload, stamp, hook_status))
             await conn.executemany(
                 "INSERT INTO outbox (rule, chat, payload, created_at, status)"
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
         return sum(1 for row in rows if row[4] == "pending")
+
+    @staticmethod
+    async def _hooks(conn: aiosqlite.Connection, owners: set[int]) -> dict[int, list[int]]:
+        """The active webhooks of each of these chats, by id."""
+        if not owners:
+            return {}
+        marks = ",".join("?" * len(owners))
+        async with conn.execute(
+            f"SELECT owner, chat FROM webhooks WHERE active = 1 AND owner IN ({marks})"
+            " ORDER BY chat",
+            tuple(owners),
+        ) as cur:
+            rows = await cur.fetchall()
+        hooks: dict[int, list[int]] = {}
+        for owner, chat in rows:
+            hooks.setdefault(owner, []).append(chat)
+        return hooks
 
     @staticmethod
     async def _delivery_status(
@@ -661,6 +698,84 @@ class Store:
                 (chat, digest_to_json(digest), _ts(now), status.get(chat, "pending")),
             )
             return True
+
+    # --- webhooks ---
+
+    async def add_webhook(self, owner: int, url: str, secret: str) -> tuple[Webhook, bool]:
+        """Make `url` a webhook of chat `owner`; True when it was not one already."""
+        chat_id = f"{owner}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"  # no secret in it
+        stamp = _ts(self._clock())
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO chats (platform, chat_id, kind, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (platform, chat_id) DO UPDATE SET active = 1",
+                (WEBHOOK, chat_id, WEBHOOK, stamp),
+            )
+            async with conn.execute(
+                "SELECT id FROM chats WHERE platform = ? AND chat_id = ?", (WEBHOOK, chat_id)
+            ) as cur:
+                row = await cur.fetchone()
+            assert row is not None
+            chat = int(row[0])
+            async with conn.execute("SELECT active FROM webhooks WHERE chat = ?", (chat,)) as cur:
+                found = await cur.fetchone()
+            await conn.execute(
+                "INSERT INTO webhooks (chat, owner, url, secret, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (chat) DO UPDATE SET active = 1,"
+                " secret = excluded.secret",
+                (chat, owner, url, secret, stamp),
+            )
+        return Webhook(chat, owner, url, secret), found is None or not found[0]
+
+    async def remove_webhook(self, owner: int, webhook: int) -> bool:
+        """Stop one of this chat's webhooks and drop its alerts not yet sent."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE webhooks SET active = 0 WHERE chat = ? AND owner = ? AND active = 1",
+                (webhook, owner),
+            )
+            if cursor.rowcount == 0:
+                return False
+            await conn.execute(
+                "UPDATE outbox SET status = 'removed' WHERE chat = ? AND status = 'pending'",
+                (webhook,),
+            )
+            return True
+
+    async def webhooks(self, owner: int | None = None) -> list[Webhook]:
+        """Active webhooks, one chat's or all, by id."""
+        sql = f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE active = 1"
+        args: tuple[int, ...] = ()
+        if owner is not None:
+            sql, args = sql + " AND owner = ?", (owner,)
+        return [Webhook(*row) for row in await self._all(sql + " ORDER BY chat", args)]
+
+    async def webhook(self, chat: int) -> Webhook | None:
+        row = await self._one(
+            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE chat = ? AND active = 1", (chat,)
+        )
+        return None if row is None else Webhook(*row)
+
+    async def set_inbound_secret(self, chat: int, secret: str | None) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM inbound WHERE chat = ?", (chat,))
+            if secret is not None:
+                await conn.execute(
+                    "INSERT INTO inbound (chat, secret, created_at) VALUES (?, ?, ?)",
+                    (chat, secret, _ts(self._clock())),
+                )
+
+    async def inbound_secret(self, chat: int) -> str | None:
+        row = await self._one("SELECT secret FROM inbound WHERE chat = ?", (chat,))
+        return None if row is None else str(row[0])
+
+    async def inbound_chat(self, secret: str) -> Chat | None:
+        row = await self._one(
+            f"SELECT {_CHAT_COLUMNS} FROM chats WHERE id = (SELECT chat FROM inbound"
+            " WHERE secret = ?)",
+            (secret,),
+        )
+        return None if row is None else _chat(row)
 
     # --- recent quotes ---
 

@@ -11,6 +11,7 @@ ValueError.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 import secrets
 from collections import Counter
@@ -21,6 +22,7 @@ from datetime import UTC, date, datetime
 
 from alerts.models import Alert, Quote, RuleState
 from storage.api import (
+    WEBHOOK,
     Chat,
     ChatDigest,
     Clock,
@@ -31,6 +33,7 @@ from storage.api import (
     RuleChanges,
     Storage,
     StoredRule,
+    Webhook,
     utcnow,
 )
 
@@ -84,6 +87,8 @@ class MemoryStore:
         self._quotes: dict[tuple[str, datetime], Quote] = {}
         self._secrets: dict[str, str] = {}
         self._digests: dict[int, tuple[ChatDigest, bool]] = {}  # chat -> (digest, on)
+        self._webhooks: dict[int, tuple[Webhook, bool]] = {}  # chat -> (webhook, active)
+        self._inbound: dict[int, str] = {}  # chat -> its inbound secret
 
     @classmethod
     @asynccontextmanager
@@ -184,12 +189,14 @@ class MemoryStore:
     async def remove_rule(self, chat: int, rule: int) -> bool:
         found = self._rules.get(rule)
         removed = self._deactivate([found] if found is not None and found.chat == chat else [])
-        self._mark_removed(chat, lambda row_rule: row_rule == rule)
+        for each in (chat, *(hook for hook, (w, _) in self._webhooks.items() if w.owner == chat)):
+            self._mark_removed(each, lambda row_rule: row_rule == rule)
         return removed > 0
 
     async def remove_all_rules(self, chat: int) -> int:
         removed = self._deactivate([r for r in self._rules.values() if r.chat == chat])
-        self._mark_removed(chat, lambda row_rule: row_rule is not None)
+        for each in (chat, *(hook for hook, (w, _) in self._webhooks.items() if w.owner == chat)):
+            self._mark_removed(each, lambda row_rule: row_rule is not None)
         return removed
 
     async def remove_rules_created_by(self, chat: int, created_by: str) -> int:
@@ -273,14 +280,24 @@ class MemoryStore:
         self._states.update(states)
         queued = 0
         for rule, chat, alert in alerts:
-            queued += self._enqueue(rule, chat, alert, now) == "pending"
+            own = self._enqueue(rule, chat, alert, now)
+            queued += own == "pending"
+            for hook in self._active_webhooks(chat):  # a webhook hears as its owner does
+                status = self._enqueue(rule, hook.id, alert, now, None if own == "pending" else own)
+                queued += status == "pending"
         return queued
 
     def _enqueue(
-        self, rule: int | None, chat: int, message: Alert | DigestDue, now: datetime
+        self,
+        rule: int | None,
+        chat: int,
+        message: Alert | DigestDue,
+        now: datetime,
+        status: str | None = None,
     ) -> str:
-        """Put one row in the outbox, stamped as its chat stands now; return its status."""
-        status = self._delivery_status(self._chats[chat], now)
+        """Put one row in the outbox, stamped as its chat stands now (or with the status
+        given); return its status."""
+        status = status or self._delivery_status(self._chats[chat], now)
         row = _Row(_next_row_id(self._outbox), rule, chat, message, now.astimezone(UTC), status)
         self._outbox[row.id] = row
         return status
@@ -365,6 +382,58 @@ class MemoryStore:
         for row_id in gone:
             del self._outbox[row_id]
         return len(gone)
+
+    # --- webhooks ---
+
+    def _active_webhooks(self, owner: int | None) -> list[Webhook]:
+        return [
+            hook
+            for _, (hook, active) in sorted(self._webhooks.items())
+            if active and (owner is None or hook.owner == owner)
+        ]
+
+    async def add_webhook(self, owner: int, url: str, secret: str) -> tuple[Webhook, bool]:
+        self._check_chat(owner)
+        chat_id = f"{owner}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+        chat = self._chat(WEBHOOK, chat_id, WEBHOOK)
+        self._chats[chat.id] = replace(chat, active=True)
+        _, was_active = self._webhooks.get(chat.id, (None, False))
+        hook = Webhook(chat.id, owner, url, secret)
+        self._webhooks[chat.id] = (hook, True)
+        return hook, not was_active
+
+    async def remove_webhook(self, owner: int, webhook: int) -> bool:
+        hook, active = self._webhooks.get(webhook, (None, False))
+        if hook is None or not active or hook.owner != owner:
+            return False
+        self._webhooks[webhook] = (hook, False)
+        self._mark_removed(webhook, lambda row_rule: True)
+        return True
+
+    async def webhooks(self, owner: int | None = None) -> list[Webhook]:
+        return self._active_webhooks(owner)
+
+    async def webhook(self, chat: int) -> Webhook | None:
+        hook, active = self._webhooks.get(chat, (None, False))
+        return hook if active else None
+
+    async def set_inbound_secret(self, chat: int, secret: str | None) -> None:
+        self._check_chat(chat)
+        if secret is not None and self._inbound_owner(secret) not in (None, chat):
+            raise ValueError("that inbound secret is another chat's")
+        self._inbound.pop(chat, None)
+        if secret is not None:
+            self._inbound[chat] = secret
+
+    def _inbound_owner(self, secret: str) -> int | None:
+        return next((chat for chat, known in self._inbound.items() if known == secret), None)
+
+    async def inbound_secret(self, chat: int) -> str | None:
+        return self._inbound.get(chat)
+
+    async def inbound_chat(self, secret: str) -> Chat | None:
+        chat = self._inbound_owner(secret)
+        return None if chat is None else self._chats[chat]
 
     # --- subscriptions ---
 

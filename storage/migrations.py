@@ -142,4 +142,23 @@ MIGRATIONS: tuple[str, ...] = (
         last_day TEXT
     );
     """,
+    # 8: webhooks. An outgoing webhook is a chat of its own (platform 'webhook') that hears the
+    # alerts of the chat that added it (its owner); its URL and signing secret live here. A
+    # chat's inbound secret is the key of its TradingView webhook URL.
+    """
+    CREATE TABLE webhooks (
+        chat INTEGER PRIMARY KEY REFERENCES chats(id) ON DELETE CASCADE,
+        owner INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX webhooks_by_owner ON webhooks (owner, active);
+    CREATE TABLE inbound (
+        chat INTEGER PRIMARY KEY REFERENCES chats(id) ON DELETE CASCADE,
+        secret TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    """,
 )

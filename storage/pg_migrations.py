@@ -152,4 +152,23 @@ MIGRATIONS: tuple[str, ...] = (
         last_day DATE
     );
     """,
+    # 4: as SQLite's 8: webhooks. An outgoing webhook is a chat of its own (platform
+    # 'webhook') that hears the alerts of the chat that added it (its owner); its URL and
+    # signing secret live here. A chat's inbound secret is the key of its TradingView URL.
+    """
+    CREATE TABLE webhooks (
+        chat BIGINT PRIMARY KEY REFERENCES chats(id) ON DELETE CASCADE,
+        owner BIGINT NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        active BOOLEAN NOT NULL DEFAULT TRUE,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX webhooks_by_owner ON webhooks (owner, chat) WHERE active;
+    CREATE TABLE inbound (
+        chat BIGINT PRIMARY KEY REFERENCES chats(id) ON DELETE CASCADE,
+        secret TEXT NOT NULL UNIQUE,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -36,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from alerts.models import Alert, Quote, RuleState
 from storage.api import (
+    WEBHOOK,
     Chat,
     ChatDigest,
     Clock,
@@ -47,6 +49,7 @@ from storage.api import (
     Storage,
     StorageUnavailable,
     StoredRule,
+    Webhook,
     utcnow,
 )
 from storage.db import alert_from_json, alert_to_json, digest_from_json, digest_to_json
@@ -75,6 +78,8 @@ _OUTBOX_ROWS = (
     " c.id, c.platform, c.chat_id, c.kind, c.active, c.muted_until, c.charts,"
     " o.actions, o.kind FROM outbox o JOIN chats c ON c.id = o.chat"
 )
+_WEBHOOK_COLUMNS = "chat, owner, url, secret"
+_HOOKED = "(SELECT %s UNION SELECT chat FROM webhooks WHERE owner = %s)"  # a chat and its webhooks
 _REVISION = "SELECT value FROM meta WHERE key = 'rules_revision'"
 
 
@@ -292,9 +297,9 @@ class PostgresStore:
                 (rule, chat),
             )
             await conn.execute(
-                "UPDATE outbox SET status = 'removed' WHERE rule = %s AND chat = %s"
+                f"UPDATE outbox SET status = 'removed' WHERE rule = %s AND chat IN {_HOOKED}"
                 " AND status = 'pending'",
-                (rule, chat),
+                (rule, chat, chat),
             )
             return cursor.rowcount > 0
 
@@ -304,9 +309,9 @@ class PostgresStore:
                 "UPDATE rules SET active = FALSE WHERE chat = %s AND active", (chat,)
             )
             await conn.execute(
-                "UPDATE outbox SET status = 'removed' WHERE chat = %s AND rule IS NOT NULL"
-                " AND status = 'pending'",
-                (chat,),
+                f"UPDATE outbox SET status = 'removed' WHERE chat IN {_HOOKED}"
+                " AND rule IS NOT NULL AND status = 'pending'",
+                (chat, chat),
             )
             return cursor.rowcount
 
@@ -413,15 +418,27 @@ class PostgresStore:
                 return 0
             # Numbered in commit order: a later commit never shows a lower id (see the docstring).
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
+            owners = list({chat for _, chat, _ in alerts})
+            cursor = await conn.execute(
+                "SELECT owner, chat FROM webhooks WHERE active AND owner = ANY(%s) ORDER BY chat",
+                (owners,),
+            )
+            hooks: dict[int, list[int]] = {}
+            for owner, hook in await cursor.fetchall():
+                hooks.setdefault(owner, []).append(hook)
             cursor = await conn.execute(
                 "SELECT id, muted_until, active FROM chats WHERE id = ANY(%s)",
-                (list({chat for _, chat, _ in alerts}),),
+                (owners + [hook for chats in hooks.values() for hook in chats],),
             )
             status = _delivery_status(await cursor.fetchall(), now)
-            rows = [
-                (rule, chat, alert_to_json(alert), now, status.get(chat, "pending"))
-                for rule, chat, alert in alerts
-            ]
+            rows = []
+            for rule, chat, alert in alerts:
+                payload = alert_to_json(alert)
+                own = status.get(chat, "pending")
+                rows.append((rule, chat, payload, now, own))
+                for hook in hooks.get(chat, ()):  # a webhook hears as its owner does
+                    hook_status = own if own != "pending" else status.get(hook, "pending")
+                    rows.append((rule, hook, payload, now, hook_status))
             async with conn.cursor() as many:
                 await many.executemany(
                     "INSERT INTO outbox (rule, chat, payload, created_at, status)"
@@ -583,6 +600,79 @@ class PostgresStore:
                 (chat, digest_to_json(digest), now, status.get(chat, "pending")),
             )
             return True
+
+    # --- webhooks ---
+
+    async def add_webhook(self, owner: int, url: str, secret: str) -> tuple[Webhook, bool]:
+        chat_id = f"{owner}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"  # as SQLite's
+        now = self._clock()
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO chats (platform, chat_id, kind, created_at) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (platform, chat_id) DO UPDATE SET active = TRUE RETURNING id",
+                (WEBHOOK, chat_id, WEBHOOK, now),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            chat = int(row[0])
+            cursor = await conn.execute("SELECT active FROM webhooks WHERE chat = %s", (chat,))
+            found = await cursor.fetchone()
+            await conn.execute(
+                "INSERT INTO webhooks (chat, owner, url, secret, created_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (chat) DO UPDATE SET active = TRUE,"
+                " secret = excluded.secret",
+                (chat, owner, url, secret, now),
+            )
+        return Webhook(chat, owner, url, secret), found is None or not found[0]
+
+    async def remove_webhook(self, owner: int, webhook: int) -> bool:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE webhooks SET active = FALSE WHERE chat = %s AND owner = %s AND active",
+                (webhook, owner),
+            )
+            if cursor.rowcount == 0:
+                return False
+            await conn.execute(
+                "UPDATE outbox SET status = 'removed' WHERE chat = %s AND status = 'pending'",
+                (webhook,),
+            )
+            return True
+
+    async def webhooks(self, owner: int | None = None) -> list[Webhook]:
+        rows = await self._all(
+            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks"
+            " WHERE active AND (%s::bigint IS NULL OR owner = %s) ORDER BY chat",
+            (owner, owner),
+        )
+        return [Webhook(*row) for row in rows]
+
+    async def webhook(self, chat: int) -> Webhook | None:
+        row = await self._one(
+            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE chat = %s AND active", (chat,)
+        )
+        return None if row is None else Webhook(*row)
+
+    async def set_inbound_secret(self, chat: int, secret: str | None) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM inbound WHERE chat = %s", (chat,))
+            if secret is not None:
+                await conn.execute(
+                    "INSERT INTO inbound (chat, secret, created_at) VALUES (%s, %s, %s)",
+                    (chat, secret, self._clock()),
+                )
+
+    async def inbound_secret(self, chat: int) -> str | None:
+        row = await self._one("SELECT secret FROM inbound WHERE chat = %s", (chat,))
+        return None if row is None else str(row[0])
+
+    async def inbound_chat(self, secret: str) -> Chat | None:
+        row = await self._one(
+            f"SELECT {_CHAT_COLUMNS} FROM chats WHERE id = (SELECT chat FROM inbound"
+            " WHERE secret = %s)",
+            (secret,),
+        )
+        return None if row is None else _chat(row)
 
     # --- recent quotes ---
 

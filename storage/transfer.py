@@ -1,8 +1,8 @@
 """Copying an installation's data from its SQLite database into an empty PostgreSQL one
 (`tickerbell migrate-db`): chats, subscriptions, rules with their states and snoozes, the
-outbox (alerts, digests, buttons used), daily digest settings, the recent quotes and the
-secrets (so buttons under alerts already sent still work), every row with its id, so alert
-numbers and history carry over.
+outbox (alerts, digests, buttons used), daily digest settings, webhooks out and inbound
+secrets, the recent quotes and the secrets (so buttons under alerts already sent still work),
+every row with its id, so alert numbers and history carry over.
 
 The source is brought to this version's schema first (as any start of this version would), then
 read in one read transaction: one consistent snapshot, even while a bot still writes to it
@@ -65,6 +65,12 @@ TABLES = (
         (None, None, None, None, _flag, _when, _flag, _when),
     ),
     Table("subscriptions", ("chat", "symbol", "created_at"), (None, None, _when)),
+    Table(
+        "webhooks",
+        ("chat", "owner", "url", "secret", "active", "created_at"),
+        (None, None, None, None, _flag, _when),
+    ),
+    Table("inbound", ("chat", "secret", "created_at"), (None, None, _when)),
     Table(
         "rules",
         ("id", "chat", "text", "created_by", "created_at", "active", "snoozed_until"),

@@ -6,6 +6,14 @@ It answers the four public spot endpoints the ccxt feed uses, in Binance's own J
 and faults can be injected: a hang past the client timeout, 429 with Retry-After, 500,
 malformed JSON, and bad books (empty, crossed, zero or negative prices).
 
+With `streaming=True` it is also Binance's spot websocket (`/ws/<n>`, the URL ccxt.pro dials):
+a client sends `{"method": "SUBSCRIBE", "params": ["btcusdt@bookTicker", ...], "id": n}`, is
+answered `{"result": null, "id": n}`, and from then on gets a bookTicker frame
+(`{"u", "s", "b", "B", "a", "A"}`) for each `publish` of a subscribed symbol. A test can drop
+every connection, refuse new ones, go silent (connections stay open, pings are answered, no
+frame is sent) and send malformed frames. Without `streaming` the websocket path answers 404,
+as a venue whose websockets are blocked: a bot that streams by default then polls.
+
 Data: BTC's default best bid/ask is the real depth20 snapshot in /work/shared/data; daily
 klines for BTCUSDT/ETHUSDT/PAXGUSDT are the real Binance bars there when present, otherwise
 a synthetic series. Symbols named `SYNnnnUSDT` and the prices of the other real-named symbols
@@ -30,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from support.local_server import serve_locally
 
 # ../shared/data relative to the repository (/work/main -> /work/shared/data), read in place.
@@ -38,6 +46,7 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 API = "/api/v3"
 FAPI = "/fapi/v1"
+WS = "/ws"
 DAY_MS = 86_400_000
 SYNTHETIC_COUNT = 120
 
@@ -248,8 +257,17 @@ class FakeExchange:
         retry_after: int = 7,
         hang_seconds: float = 10.0,
         synthetic: int = SYNTHETIC_COUNT,
+        streaming: bool = False,
     ) -> None:
         self.clock = clock
+        self.streaming = streaming
+        self.silent = False  # connections stay open but no frame is sent
+        self.refusing = False  # new websocket connections are refused (HTTP 503)
+        self.ws_connections = 0  # websocket connections accepted so far
+        self.ws_messages: list[dict[str, Any]] = []  # what clients sent, in order
+        self.frames_sent = 0
+        self._sockets: dict[web.WebSocketResponse, set[str]] = {}  # socket -> its streams
+        self._update_id = 0
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
         self.requests: list[Request] = []
@@ -294,9 +312,11 @@ class FakeExchange:
         app.router.add_get(f"{API}/klines", self._klines)
         app.router.add_get(f"{FAPI}/exchangeInfo", self._futures_info)
         app.router.add_get(f"{FAPI}/ticker/bookTicker", self._futures_book_ticker)
+        app.router.add_get(f"{WS}/{{stream}}", self._websocket)
         app.middlewares.append(self._record_and_fault)
         self._runner, port = await serve_locally(app, shutdown_timeout=1.0)
         self.base_url = f"http://127.0.0.1:{port}{API}"
+        self.ws_url = f"ws://127.0.0.1:{port}{WS}"
         self.futures_url = f"http://127.0.0.1:{port}{FAPI}"
         return self
 
@@ -307,6 +327,7 @@ class FakeExchange:
         tb: TracebackType | None,
     ) -> None:
         self._release.set()
+        await self.drop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -323,7 +344,14 @@ class FakeExchange:
             name: self.futures_url for name in ("fapiPublic", "fapiPublicV2", "fapiPublicV3")
         }
         return {
-            "urls": {"api": {"public": self.base_url, "private": self.base_url, **futures}},
+            "urls": {
+                "api": {
+                    "public": self.base_url,
+                    "private": self.base_url,
+                    "ws": {"spot": self.ws_url},
+                    **futures,
+                }
+            },
             "options": {"fetchMarkets": {"types": ["spot"]}},
             "timeout": timeout_ms,
             "timeout_on_exit": 0,
@@ -344,6 +372,59 @@ class FakeExchange:
         self.fault = None
         self.fault_symbols = None
         self._release.set()
+
+    async def publish(self, symbol: str, bid: float, ask: float) -> int:
+        """Set a symbol's book (Binance id) and send its bookTicker frame to every connection
+        subscribed to it (none while silent); returns how many frames were sent."""
+        self.set_price(symbol, bid, ask)
+        if self.silent:
+            return 0
+        self._update_id += 1
+        frame = json.dumps(
+            {
+                "u": self._update_id,
+                "s": symbol,
+                "b": _fmt(bid),
+                "B": "0.38980000",
+                "a": _fmt(ask),
+                "A": "5.54123000",
+            }
+        )
+        stream = f"{symbol.lower()}@bookticker"
+        sent = 0
+        for socket, streams in list(self._sockets.items()):
+            if stream in streams and not socket.closed:
+                with contextlib.suppress(ConnectionError):
+                    await socket.send_str(frame)
+                    sent += 1
+        self.frames_sent += sent
+        return sent
+
+    async def send_raw(self, text: str) -> None:
+        """Send one frame of any text (a malformed one) to every open connection."""
+        for socket in list(self._sockets):
+            if not socket.closed:
+                with contextlib.suppress(ConnectionError):
+                    await socket.send_str(text)
+
+    async def drop(self) -> None:
+        """Close every websocket connection from the venue's side."""
+        sockets, self._sockets = list(self._sockets), {}
+        for socket in sockets:
+            await socket.close(code=1001, message=b"going away")
+
+    def subscribed(self) -> set[str]:
+        """The Binance ids subscribed on open connections (`BTCUSDT`)."""
+        return {
+            stream.split("@")[0].upper()
+            for socket, streams in self._sockets.items()
+            if not socket.closed
+            for stream in streams
+        }
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for socket in self._sockets if not socket.closed)
 
     def count(self, endpoint: str | None = None) -> int:
         """Requests received, in total or for one endpoint (`exchangeInfo`, `ticker/bookTicker`,
@@ -368,6 +449,9 @@ class FakeExchange:
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         self.requests.append(Request(request.path, dict(request.query)))
+        if request.path.startswith(f"{WS}/"):
+            websocket: web.StreamResponse = await handler(request)  # REST faults do not apply
+            return websocket
         fault = self.fault
         if fault is Fault.TIMEOUT:
             with contextlib.suppress(TimeoutError):
@@ -544,6 +628,39 @@ class FakeExchange:
 
     def _now_ms(self) -> int:
         return int(self.clock().timestamp() * 1000)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        """Binance's spot stream endpoint: SUBSCRIBE/UNSUBSCRIBE, then bookTicker frames."""
+        if not self.streaming:
+            return web.Response(status=404, text="Not Found")
+        if self.refusing:
+            return web.Response(status=503, text="Service Unavailable")
+        socket = web.WebSocketResponse(autoping=True)
+        await socket.prepare(request)
+        self.ws_connections += 1
+        streams: set[str] = set()
+        self._sockets[socket] = streams
+        try:
+            async for message in socket:
+                if message.type is not WSMsgType.TEXT:
+                    continue
+                try:
+                    body = json.loads(message.data)
+                except ValueError:
+                    continue
+                if not isinstance(body, dict):
+                    continue
+                self.ws_messages.append(body)
+                names = {str(p).lower() for p in body.get("params") or []}
+                if body.get("method") == "SUBSCRIBE":
+                    streams |= names
+                elif body.get("method") == "UNSUBSCRIBE":
+                    streams -= names
+                if not self.silent:
+                    await socket.send_json({"result": None, "id": body.get("id")})
+        finally:
+            self._sockets.pop(socket, None)
+        return socket
 
 
 def _error(code: int, msg: str) -> web.Response:

@@ -264,3 +264,68 @@ async def test_start_tells_the_first_price_and_prunes_old_finished_alerts(
             assert await asyncio.wait_for(running, 20) == 0
     async with Store.open(db) as store:
         assert await store.outbox_counts() == {}
+
+
+async def test_the_consoles_webhooks_are_the_ones_the_settings_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TICKERBELL_WEBHOOKS makes the console's webhooks (a refused one is logged and left
+    out, an earlier one no longer listed is removed), and the console's alerts reach them."""
+    from aiohttp import web
+    from support.local_server import serve_locally
+
+    posted: list[bytes] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        posted.append(await request.read())
+        return web.Response()
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", receive)
+    runner, port = await serve_locally(receiver)
+    db = tmp_path / "w.db"
+    async with Store.open(db) as store:
+        console = await store.chat("console", "console")
+        await store.add_webhook(console.id, "https://old.example/hook", "s" * 16)
+        await enqueue(store, console, an_alert())  # decided before the webhook was set
+    try:
+        async with FakeExchange() as exchange:
+            settings = Settings(
+                db=db,
+                exchange_options={"binance": exchange.ccxt_options()},
+                webhooks=f"http://127.0.0.1:{port}/hook, http://10.0.0.1/hook",
+                webhook_secret="0123456789abcdef",
+                webhook_allow_networks="127.0.0.1",
+            )
+            stop = asyncio.Event()
+            running = asyncio.create_task(app.run(settings, stop=stop))
+            try:
+                await until(lambda: "ALERT" in capsys.readouterr().out, timeout=15)
+                async with Store.open(db) as store:  # as `tickerbell alert` writes beside it
+                    console = await store.chat("console", "console")
+                    await enqueue(store, console, an_alert(price=83_000.0))
+                await until(lambda: posted, timeout=15)
+            finally:
+                stop.set()
+                assert await asyncio.wait_for(running, 20) == 0
+    finally:
+        await runner.cleanup()
+    assert _said(caplog, "leaving out http://10.0.0.1/…: 10.0.0.1 is a private")
+    async with Store.open(db) as store:
+        [hook] = await store.webhooks()
+        assert hook.url == f"http://127.0.0.1:{port}/hook" and hook.secret == "0123456789abcdef"
+    assert len(posted) == 1 and b'"price":83000.0' in posted[0]  # the alert decided after
+
+
+async def test_a_taken_inbound_port_stops_the_run_with_one_line(
+    tmp_path: Path, taken_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeExchange() as exchange:
+        settings = Settings(
+            db=tmp_path / "i.db",
+            exchange_options={"binance": exchange.ccxt_options()},
+            webhook_port=taken_port,
+            webhook_host="127.0.0.1",
+        )
+        assert await asyncio.wait_for(app.run(settings), timeout=20) == 1
+    assert _said(caplog, "cannot take TradingView posts on 127.0.0.1:")

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fake_dns import FakeDns
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.scripted import T0, Clock, ScriptedVenue, an_alert, service
@@ -46,6 +47,7 @@ from storage.api import DigestDue
 from storage.db import Store
 from tickerbell.market_data import MarketData
 from tickerbell.service import Service
+from tickerbell.webhook_in import alert_of, parse
 
 ME = Caller("telegram", "42", "private", "u1")
 GROUP_ADMIN = Caller("telegram", "-7", "supergroup", "u1", is_admin=True)
@@ -218,6 +220,22 @@ async def test_a_press_on_a_daily_digest_s_row_is_refused(
     [row] = await store.pending()
     signer = Signer(bytes.fromhex(await store.secret(actions.SECRET_NAME)))
     for action in Action:  # well signed over the digest's time: still no button of it works
+        data = signer.data("telegram", "42", row.id, action, clock.now)
+        assert await cmds.press(ME, data, "@me") == BadButton()
+    assert await store.outbox_row(row.id) == row and row.actions == frozenset()
+
+
+async def test_a_tradingview_post_has_no_buttons_and_a_press_on_one_is_refused(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store, _, clock = env
+    chat = await store.chat("telegram", "42")
+    post = alert_of(parse(b"BTC crossed 90000"), clock.now)
+    await store.commit_tick({}, [(None, chat.id, post)])
+    [row] = await store.pending()
+    assert await cmds.buttons(chat, Ref(row.id, None), post, has_chart=False) == []
+    signer = Signer(bytes.fromhex(await store.secret(actions.SECRET_NAME)))
+    for action in Action:  # well signed: still no button of it works (no rule, no chart)
         data = signer.data("telegram", "42", row.id, action, clock.now)
         assert await cmds.press(ME, data, "@me") == BadButton()
     assert await store.outbox_row(row.id) == row and row.actions == frozenset()
@@ -609,6 +627,59 @@ async def test_digest_set_shown_and_turned_off(
     assert await store.digests() == []
 
 
+# --- webhooks ---
+
+PUBLIC_DNS = FakeDns(
+    "93.184.215.14", names={"localhost": ("127.0.0.1", "::1"), "no.such.example": ()}
+)
+
+
+def with_webhooks(cmds: Commands, inbound_url: str | None = "https://bot.example/") -> Commands:
+    """The same store and market, with the inbound endpoint on, 127.0.0.1 allowed as a
+    target, and names resolved by a fake DNS (public names to a public address)."""
+    from bot.webhook_urls import Targets
+
+    return Commands(
+        cmds.store,
+        cmds.view,
+        commands_per_minute=100,
+        clock=cmds.clock,
+        webhook_targets=Targets.parse("127.0.0.1", PUBLIC_DNS),
+        inbound_url=inbound_url,
+    )
+
+
+async def test_webhooks_are_added_listed_and_removed(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store = with_webhooks(env[0]), env[1]
+    added = await cmds.handle(ME, "/webhook add http://127.0.0.1:9/hook?token=SECRET-T")
+    assert added.ok and added.private
+    assert added.lines[0] == (
+        "Webhook #2 set: this chat's alerts are posted as JSON to http://127.0.0.1:9/…"
+    )
+    assert "X-Tickerbell-Signature" in added.lines[1] and len(added.lines[2]) >= 32
+    slack = await say(cmds, "/webhook add https://hooks.slack.com/services/T0/B0/SECRET-S")
+    assert slack == (
+        "Webhook #3 set: this chat's alerts are posted in Slack's format to "
+        "https://hooks.slack.com/…"
+    )
+    listing = await say(cmds, "/webhook list")
+    assert listing.startswith("2 webhooks") and "#3  Slack  https://hooks.slack.com/…" in listing
+    assert "SECRET" not in listing
+    await store.set_chat_active(3, False)  # what delivery does when Slack answers 404
+    assert "#3  Slack  https://hooks.slack.com/…  stopped: it answered as if deleted" in (
+        await say(cmds, "/webhook list")
+    )
+    assert "is new" in await say(cmds, "/webhook add http://127.0.0.1:9/hook?token=SECRET-T")
+    assert await say(cmds, "/webhook remove 2") == "Removed webhook #2."
+    assert await say(cmds, "/webhook remove #2") == "no webhook #2 here — see /webhook list."
+    assert "1 webhook" in await say(cmds, "/webhook list")
+    other = Caller("telegram", "43", "private", "u9")
+    assert await say(cmds, "/webhook remove 3", other) == "no webhook #3 here — see /webhook list."
+    assert (await say(cmds, "/webhook list", other)).startswith("No webhooks here.")
+
+
 @pytest.mark.parametrize(
     ("text", "answer"),
     [
@@ -642,3 +713,64 @@ async def test_only_admins_set_a_group_s_digest(
     assert (await say(cmds, "/digest 08:00 UTC", GROUP_ADMIN)).startswith("Daily digest set")
     assert (await say(cmds, "/digest", GROUP_MEMBER)).startswith("Daily digest: 08:00 UTC")
     assert len(await store.digests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("/webhook", "usage: /webhook add URL"),
+        ("/webhook add", "usage: /webhook add URL"),
+        ("/webhook add a b", "usage: /webhook add URL"),
+        ("/webhook remove x", "usage: /webhook add URL"),
+        ("/webhook in later", "usage: /webhook add URL"),
+        ("/webhook delete 1", "usage: /webhook add URL"),
+        ("/webhook add ftp://example.com/x", "can't post there: a webhook URL starts with https"),
+        ("/webhook add http://10.0.0.8/x", "can't post there: 10.0.0.8 is a private"),
+        ("/webhook add http://169.254.169.254/", "can't post there: 169.254.169.254 is a"),
+        ("/webhook add http://localhost:80/x", "can't post there: localhost resolves to a"),
+        ("/webhook add https://no.such.example/x", "can't post there: no.such.example cannot be"),
+    ],
+)
+async def test_malformed_or_refused_webhooks_store_nothing(
+    env: tuple[Commands, Store, ScriptedVenue, Clock], text: str, answer: str
+) -> None:
+    cmds, store = with_webhooks(env[0]), env[1]
+    reply = await cmds.handle(ME, text)
+    assert not reply.ok and reply.lines[0].startswith(answer)
+    assert "e.g." in reply.lines[0]
+    assert await store.webhooks() == []
+
+
+async def test_in_a_group_only_admins_manage_webhooks(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds = with_webhooks(env[0])
+    for text in ("/webhook add http://127.0.0.1:9/x", "/webhook remove 1", "/webhook in"):
+        refused = await say(cmds, text, GROUP_MEMBER)
+        assert refused.startswith("only admins change alerts in a group")
+    assert (await say(cmds, "/webhook add http://127.0.0.1:9/x", GROUP_ADMIN)).startswith(
+        "Webhook #"
+    )
+    assert "1 webhook" in await say(cmds, "/webhook list", GROUP_MEMBER)
+
+
+async def test_the_inbound_url_is_made_once_renewed_and_stopped(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    cmds, store = with_webhooks(env[0]), env[1]
+    first = await cmds.handle(ME, "/webhook in")
+    url = first.lines[1]
+    assert first.private and url.startswith("https://bot.example/tv/") and len(url) > 40
+    assert (await cmds.handle(ME, "/webhook in")).lines[1] == url  # the same until renewed
+    chat = await store.find_chat("telegram", "42")
+    assert chat is not None and await store.inbound_chat(url.rsplit("/", 1)[1]) == chat
+    renewed = (await cmds.handle(ME, "/webhook in new")).lines[1]
+    assert renewed != url and await store.inbound_chat(url.rsplit("/", 1)[1]) is None
+    assert await say(cmds, "/webhook in off") == "TradingView posts to this chat stopped."
+    assert await store.inbound_secret(chat.id) is None
+    assert await say(cmds, "/webhook in off") == "No inbound URL here."
+    off = with_webhooks(env[0], inbound_url=None)
+    assert (await say(off, "/webhook in")).startswith(
+        "this bot takes no TradingView posts: its owner can turn them on with "
+        "TICKERBELL_WEBHOOK_PORT, e.g."
+    )

@@ -828,7 +828,7 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     names = sorted(c["name"] for c in fake.syncs[0][1])
     assert names == [
         "alert", "chart", "charts", "digest", "help", "mute", "rotation", "snooze", "status",
-        "subscribe", "unmute", "unsubscribe",
+        "subscribe", "unmute", "unsubscribe", "webhook",
     ]  # fmt: skip
     alert = next(c for c in fake.syncs[0][1] if c["name"] == "alert")
     assert [o["name"] for o in alert["options"]] == ["add", "list", "remove"]
@@ -851,7 +851,7 @@ async def test_commands_sync_only_when_they_change(tmp_path: Path, fake: FakeDis
     async with rig(db, sync_file=sync_file_for(db), guild_id=GUILD):
         pass
     assert [scope for scope, _ in fake.syncs] == ["global", "global", str(GUILD)]
-    assert len(fake.syncs[2][1]) == 12
+    assert len(fake.syncs[2][1]) == 13
 
     async with rig(db, start=False, sync_file=sync_file_for(db)) as r:
         await r.bot.client.login(TOKEN)
@@ -889,9 +889,9 @@ async def test_discord_sync_pushes_on_demand(tmp_path: Path, server: FakeDiscord
     )
     assert discord.http.Route.BASE == DISCORD_API  # put back after each run
     assert [(scope, len(body)) for scope, body in fake.syncs] == [
-        ("global", 12),
-        ("global", 12),
-        (str(GUILD), 12),
+        ("global", 13),
+        ("global", 13),
+        (str(GUILD), 13),
         ("global", 0),
     ]
     assert "synced to server 5550001 as Tickerbell" in out.getvalue()

@@ -253,6 +253,25 @@ def test_intraday_window_uses_tick_history() -> None:
     assert fired_at("ETH up 3% 1h", prices) == []  # no tick an hour back yet: no reference
 
 
+def test_a_stream_of_ticks_is_kept_one_per_step_and_windows_still_read_it() -> None:
+    """Ten synthetic quotes a second for five minutes: memory holds one tick per 10 s and,
+    after the 20 the spread baseline needs, one spread sample per 10 s (the latest of each);
+    a 1-minute window still finds the price of a minute ago, and the latest spread is the
+    latest quote's."""
+    market = Market(Limits(max_age=None))
+    for i in range(3000):
+        ts = T0 + timedelta(seconds=i / 10)
+        price, half = 90000.0 + i, 1.0 + i % 7
+        quote = Quote("BTC", price, ts, bid=price - half, ask=price + half)
+        assert market.ingest(quote, ts) is None
+    now = T0 + timedelta(seconds=299.9)
+    history = market.history("BTC")
+    assert len(history.ticks) <= 32 and len(history.spreads) <= 32 + 20  # of 3,000 quotes
+    assert history.spreads[-1][1] == quote.spread_pct
+    ago = market.price_ago("BTC", timedelta(minutes=1), now)
+    assert ago is not None and 90000.0 + 2999 - 700 <= ago <= 90000.0 + 2999 - 600
+
+
 def test_spread_percent_and_rearm_under_threshold() -> None:
     books = [(100, 100.2), (100, 100.6), (100, 100.7), (100, 100.3), (100, 100.6)]
     prices = [(b + a) / 2 for b, a in books]

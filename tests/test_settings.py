@@ -55,6 +55,7 @@ def problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
         ("TICKERBELL_METALS", "bars", "expected spot or futures"),
         ("TELEGRAM_API_BASE_URL", "api.telegram.org", "expected an http(s) URL"),
         ("TICKERBELL_QUOTE_CURRENCY", "US DOLLAR", "expected a currency code"),
+        ("TICKERBELL_STREAM_SILENCE_SECONDS", "0", "expected a number of seconds > 0"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_variable_value_and_what_is_allowed(
@@ -121,6 +122,8 @@ def test_values_at_the_bounds_and_in_any_case_are_accepted(monkeypatch: pytest.M
          "exchange id (did you mean binance?)"),
         ({"TICKERBELL_EXCHANGE_OPTIONS": '{"krakken": {}}'}, "TICKERBELL_EXCHANGE_OPTIONS key="
          "krakken: expected a ccxt exchange id (did you mean kraken?)"),
+        ({"TICKERBELL_VENUE_MODE": '{"krakken": "poll"}'}, "TICKERBELL_VENUE_MODE key="
+         "krakken: expected a ccxt exchange id (did you mean kraken?)"),
     ],
 )  # fmt: skip
 def test_exchange_ids_are_checked_against_ccxt_with_a_suggestion(
@@ -134,7 +137,15 @@ def test_exchange_ids_are_checked_against_ccxt_with_a_suggestion(
     assert caught.value.problems == [line]
     monkeypatch.setenv("TICKERBELL_EXCHANGE", "Kraken")
     monkeypatch.delenv("TICKERBELL_EXCHANGE_OPTIONS", raising=False)
+    monkeypatch.delenv("TICKERBELL_VENUE_MODE", raising=False)
     check_exchanges(load())
+
+
+def test_a_venue_streams_or_polls_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKERBELL_VENUE_MODE", '{"kraken": "poll", "binance": "stream"}')
+    assert load().venue_mode == {"kraken": "poll", "binance": "stream"}
+    [problem] = problems(monkeypatch, TICKERBELL_VENUE_MODE='{"kraken": "push"}')
+    assert problem.startswith("TICKERBELL_VENUE_MODE.kraken=push: expected a JSON object of")
 
 
 # --- where .env and the database are ---
@@ -209,3 +220,44 @@ def test_the_command_line_prints_one_line_and_exits_2(clean: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == "TICKERBELL_POLL_CRYPTO_SECONDS=abc: expected a number of seconds >= 1\n"
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("TICKERBELL_WEBHOOKS", "hooks.example/x", "expected comma-separated http(s) URLs"),
+        ("TICKERBELL_WEBHOOK_SECRET", "short", "expected a secret of at least 16 characters"),
+        ("TICKERBELL_WEBHOOK_ALLOW_NETWORKS", "10.0.0.0/8,lan", "expected comma-separated"),
+        ("TICKERBELL_WEBHOOK_PORT", "-1", "expected a port number from 0 (off) to 65535"),
+        ("TICKERBELL_WEBHOOK_PUBLIC_URL", "bot.example.com", "expected an http(s) URL"),
+        ("TICKERBELL_WEBHOOK_IN_PER_MINUTE", "0", "expected a whole number >= 1"),
+    ],
+)
+def test_bad_webhook_settings(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, line: str
+) -> None:
+    [problem] = problems(monkeypatch, **{name: value})
+    assert problem.startswith(f"{name}=") and line in problem
+    assert "short" not in problem  # a secret is never shown
+
+
+def test_signed_webhooks_need_a_secret_and_slack_or_discord_ones_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slack = "https://hooks.slack.com/services/T0/B0/X"
+    monkeypatch.setenv("TICKERBELL_WEBHOOKS", slack)
+    assert load().webhook_urls == [slack]
+    [problem] = problems(monkeypatch, TICKERBELL_WEBHOOKS=f"{slack}, https://hooks.example/in")
+    assert problem.startswith("TICKERBELL_WEBHOOK_SECRET is empty: expected a secret")
+    monkeypatch.setenv("TICKERBELL_WEBHOOK_SECRET", "0123456789abcdef")
+    assert load().webhook_urls == [slack, "https://hooks.example/in"]
+
+
+def test_the_inbound_url_is_the_public_one_or_says_where_to_put_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load().inbound_url is None  # off by default
+    monkeypatch.setenv("TICKERBELL_WEBHOOK_PORT", "8081")
+    assert load().inbound_url == "http://HOST:8081"
+    monkeypatch.setenv("TICKERBELL_WEBHOOK_PUBLIC_URL", "https://bot.example.com/")
+    assert load().inbound_url == "https://bot.example.com"

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 
@@ -966,11 +967,12 @@ async def test_a_digest_for_a_chat_that_does_not_exist_is_refused(
     assert await store.digests() == []
 
 
-@pytest.mark.parametrize("version", [5, 6])  # before buttons and digests; before digests
+@pytest.mark.parametrize("version", [5, 6, 7])  # before buttons; before digests; before webhooks
 async def test_alerts_waiting_in_a_database_from_before_digests_still_go(
     tmp_path: Path, version: int
 ) -> None:
-    """The outbox rows of a database from before migration 7 are alerts, still pending."""
+    """The outbox rows of a database from before migrations 7 and 8 are alerts, still
+    pending, and the chat has no webhooks yet."""
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
@@ -992,3 +994,112 @@ async def test_alerts_waiting_in_a_database_from_before_digests_still_go(
         [row] = await store.pending()
         assert row.alert == alert() and await store.history(row.chat.id) == [("pending", alert())]
         assert await store.digests() == []
+        assert await store.webhooks() == [] and await store.inbound_secret(row.chat.id) is None
+        hook, _ = await store.add_webhook(row.chat.id, "https://example.com/hook", "s")
+        await store.commit_tick({}, [(None, row.chat.id, alert(51.0))])
+        assert [r.chat.id for r in await store.pending()] == [row.chat.id, row.chat.id, hook.id]
+
+
+# --- webhooks ---
+
+
+async def test_a_chats_webhooks_hear_its_alerts_in_order_after_it(store: Storage) -> None:
+    chat = await store.chat("telegram", "42")
+    other = await store.chat("telegram", "43")
+    rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    slack, added = await store.add_webhook(chat.id, "https://hooks.slack.com/services/A/B/C", "s1")
+    plain, _ = await store.add_webhook(chat.id, "https://example.com/hook", "s2")
+    assert added and slack.owner == chat.id and slack.secret == "s1"
+    assert await store.webhooks(chat.id) == [slack, plain] == await store.webhooks()
+    assert await store.webhooks(other.id) == []
+    assert await store.webhook(slack.id) == slack
+    hook_chat = await store.get_chat(slack.id)
+    assert (hook_chat.platform, hook_chat.kind) == ("webhook", "webhook")
+    assert "slack" not in hook_chat.chat_id  # the URL (a secret for Slack) is not its name
+    queued = await store.commit_tick(
+        {}, [(rule, chat.id, alert(50.5)), (None, other.id, alert(51.0))]
+    )
+    assert queued == 4
+    rows = await store.pending()
+    assert [(r.chat.id, r.rule, r.alert.price) for r in rows] == [
+        (chat.id, rule, 50.5),
+        (slack.id, rule, 50.5),
+        (plain.id, rule, 50.5),
+        (other.id, None, 51.0),
+    ]
+
+
+async def test_a_webhook_added_twice_is_one_and_removed_stops_hearing(store: Storage) -> None:
+    chat = await store.chat("telegram", "42")
+    rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    hook, _ = await store.add_webhook(chat.id, "https://example.com/hook", "old")
+    again, added = await store.add_webhook(chat.id, "https://example.com/hook", "new")
+    assert not added and again == replace(hook, secret="new")
+    await store.commit_tick({}, [(rule, chat.id, alert())])
+    other = await store.chat("telegram", "43")
+    assert not await store.remove_webhook(other.id, hook.id)  # not yours
+    assert await store.remove_webhook(chat.id, hook.id)
+    assert not await store.remove_webhook(chat.id, hook.id)
+    assert await store.webhooks() == [] and await store.webhook(hook.id) is None
+    assert [row.chat.id for row in await store.pending()] == [chat.id]  # its row went too
+    await store.commit_tick({}, [(rule, chat.id, alert())])
+    assert await store.outbox_counts() == {"pending": 2, "removed": 1}
+    back, added = await store.add_webhook(chat.id, "https://example.com/hook", "s")
+    assert added and back.id == hook.id
+
+
+async def test_a_daily_digest_goes_to_the_chat_not_its_webhooks(store: Storage) -> None:
+    chat = await store.chat("telegram", "42")
+    hook, _ = await store.add_webhook(chat.id, "https://example.com/hook", "s")
+    await store.set_digest(chat.id, LONDON_8)
+    assert await store.enqueue_digest(chat.id, due(2))
+    [row] = await store.pending()
+    assert (row.chat.id, row.alert) == (chat.id, due(2)) and hook.id != chat.id
+
+
+async def test_a_webhooks_rows_follow_its_owner_and_its_rules(store: Storage) -> None:
+    chat = await store.chat("telegram", "42")
+    rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)
+    hook, _ = await store.add_webhook(chat.id, "https://example.com/hook", "s")
+    await store.set_muted(chat.id, T0 + timedelta(hours=1))
+    assert await store.commit_tick({}, [(rule, chat.id, alert())]) == 0
+    await store.set_muted(chat.id, None)
+    await store.set_chat_active(hook.id, False)  # the receiver is gone
+    assert await store.commit_tick({}, [(rule, chat.id, alert())]) == 1
+    await store.set_chat_active(hook.id, True)
+    await store.commit_tick({}, [(rule, chat.id, alert())])
+    assert await store.remove_rule(chat.id, rule)  # its alerts go for the webhook too
+    assert await store.pending() == []
+    assert await store.outbox_counts() == {"muted": 2, "inactive": 1, "removed": 3}
+    second = await store.add_rule(chat.id, "XAG above 60", "u1", limit=50)
+    await store.commit_tick({}, [(second, chat.id, alert()), (None, chat.id, alert())])
+    assert await store.remove_all_rules(chat.id) == 1
+    assert [(r.chat.id, r.rule) for r in await store.pending()] == [
+        (chat.id, None),
+        (hook.id, None),
+    ]
+
+
+async def test_inbound_secrets_name_one_chat_each(store: Storage, backend: str) -> None:
+    chat = await store.chat("telegram", "42")
+    other = await store.chat("discord", "9")
+    assert await store.inbound_secret(chat.id) is None
+    assert await store.inbound_chat("abc") is None
+    await store.set_inbound_secret(chat.id, "abc")
+    assert await store.inbound_secret(chat.id) == "abc"
+    assert await store.inbound_chat("abc") == chat
+    with pytest.raises(REFUSED[backend]):
+        await store.set_inbound_secret(other.id, "abc")
+    await store.set_inbound_secret(chat.id, "def")  # a new one replaces the old
+    assert await store.inbound_chat("abc") is None and await store.inbound_chat("def") == chat
+    await store.set_inbound_secret(chat.id, None)
+    assert await store.inbound_secret(chat.id) is None and await store.inbound_chat("def") is None
+
+
+def test_an_alert_from_outside_keeps_its_note_and_says_it_as_sent() -> None:
+    bare = Rule(symbol="BTCUSDT", condition=Condition.MOVE)
+    note = "BTCUSDT crossed 90000 <b>&</b> {{close}}"
+    outside = Alert("TradingView", bare, Direction.EITHER, 0.0, None, 0.0, T0, note=note)
+    assert alert_from_json(alert_to_json(outside)) == outside
+    assert sentence(outside) == f"BTCUSDT {note}"
+    assert "note" not in json.loads(alert_to_json(alert()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -34,7 +35,7 @@ from bot.actions import Ref
 from bot.charts import ChartCache
 from bot.commands import Commands
 from bot.digest import Digests
-from bot.replies import Reply
+from bot.replies import LISTED_NOTE, Reply
 from bot.telegram.adapter import COMMANDS, TelegramBot
 from bot.telegram.pacing import Rates, SendLimiter
 from feeds.base import FeedHealth
@@ -42,6 +43,7 @@ from storage.db import Store
 from tickerbell import app
 from tickerbell.delivery import Delivery, DeliveryError
 from tickerbell.settings import Settings
+from tickerbell.webhook_in import alert_of, parse
 
 TOKEN = "123456789:AAF-fake_SECRET_tickerbell_token"
 ZERO = timedelta(0)
@@ -844,6 +846,10 @@ async def test_an_alert_with_its_chart_has_no_chart_button_and_its_caption_is_ed
 
 # --- the daily digest ---
 
+TV_POST = json.dumps(  # a TradingView alert's JSON message, long and on several lines
+    {"ticker": "BTCUSDT", "message": "BTC crossed 90000\nclose 90012.5" + " and more" * 60}
+).encode()
+
 
 async def test_a_chat_sets_a_digest_and_gets_it_at_its_local_time(
     tmp_path: Path, fake: FakeTelegram
@@ -890,8 +896,11 @@ async def test_a_chat_sets_a_digest_and_gets_it_at_its_local_time(
             assert chat is not None
             await enqueue(store, chat, an_alert(time=clock.now))  # fired at 07:58
             await until(lambda: len(fake.texts(USER)) == 2)
+            clock.tick(30)  # a TradingView post of many lines (no rule, no chart of ours)
+            await enqueue(store, chat, alert_of(parse(TV_POST, "application/json"), clock.now))
+            await until(lambda: len(fake.texts(USER)) == 3)
             clock.now = datetime(2026, 3, 2, 8, tzinfo=UTC)
-            await until(lambda: len(fake.texts(USER)) == 3, timeout=15)
+            await until(lambda: len(fake.texts(USER)) == 4, timeout=15)
         finally:
             await service.stop()
             delivery.stop()
@@ -900,10 +909,16 @@ async def test_a_chat_sets_a_digest_and_gets_it_at_its_local_time(
     digest = fake.messages[-1]
     assert digest.method == "sendPhoto" and digest.parse_mode == "HTML"
     assert fake.keyboard(digest.message_id) == ()  # a digest has no buttons
-    assert [label for label, _ in fake.keyboard(fake.messages[-2].message_id)] == ["Chart"]
+    tradingview = fake.messages[-2]
+    assert plain(tradingview.text).startswith("🔔 BTCUSDT BTC crossed 90000\nclose 90012.5")
+    assert tradingview.method == "sendMessage" and fake.keyboard(tradingview.message_id) == ()
+    assert [label for label, _ in fake.keyboard(fake.messages[-3].message_id)] == ["Chart"]
     text = plain(digest.text)
     assert text.startswith("Daily digest, Mon 2 Mar 2026\nXAU/XAG ratio 78.85\nXAU/BTC ratio")
-    assert "Alerts here in the 24 hours before (1):\n07:58 UTC BTC fell below 85,000" in text
+    assert "Alerts here in the 24 hours before (2):\n07:58 UTC BTC fell below 85,000" in text
+    listed = next(line for line in text.splitlines() if line.startswith("07:58 UTC BTCUSDT"))
+    assert listed.startswith("07:58 UTC BTCUSDT BTC crossed 90000 close 90012.5 and ")
+    assert listed.endswith(" …") and len(listed) < LISTED_NOTE + 20  # one line, cut short
     assert "\nXAU/XAG " in text.split("Alerts here")[1]  # the table, ratios' changes included
     photo = [c for c in fake.calls if c.method == "sendPhoto"][-1]
     assert photo.params["photo"].endswith("bytes png>")

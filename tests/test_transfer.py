@@ -25,7 +25,8 @@ def alert(price: float) -> Alert:
 async def an_installation(store: Storage, clock: Clock) -> None:
     """A little of everything: chats muted, gone and without charts; rules kept, removed,
     fired and snoozed; alerts delivered (a button used on it), failed, waiting for a retry and
-    pending; daily digests on and off, one sent; subscriptions; quotes; the buttons' key."""
+    pending; daily digests on and off, one sent; webhooks kept and removed, hearing alerts;
+    an inbound secret; subscriptions; quotes; the buttons' key."""
     one, two = await store.chat("telegram", "42"), await store.chat("discord", "7", "channel")
     gone, console = (
         await store.chat("telegram", "-100", "group"),
@@ -50,6 +51,11 @@ async def an_installation(store: Storage, clock: Clock) -> None:
     await store.mark_delivered(first.id, "m-1")
     await store.mark_failed(second.id, "chat not found")
     await store.mark_retry(third.id, "timeout", T0 + timedelta(minutes=5))
+    await store.add_webhook(one.id, "https://example.com/hook", "signing")
+    dropped, _ = await store.add_webhook(two.id, "https://example.com/other", "s2")
+    await store.remove_webhook(two.id, dropped.id)
+    await store.commit_tick({}, [(kept, one.id, alert(53.0))])  # for the chat and its webhook
+    await store.set_inbound_secret(one.id, "tv-secret")
     await store.remove_rule(one.id, removed)
     await store.mark_action(first.id, "s")
     await store.snooze_rule(one.id, kept, T0 + timedelta(hours=1))
@@ -77,10 +83,12 @@ async def everything(store: Storage, chats: int) -> list[object]:
         await store.recent_quotes("XAG"),
         await store.digests(),
         await store.secret("actions"),
+        await store.webhooks(),
+        await store.inbound_chat("tv-secret"),
     ]
     for chat in range(1, chats + 1):
         seen += [await store.get_chat(chat), await store.history(chat, limit=100)]
-    for row in range(1, 10):
+    for row in range(1, 12):
         seen.append(await store.outbox_row(row))
     return seen
 
@@ -91,17 +99,17 @@ async def test_migrate_db_copies_an_installation_as_its_stores_read_it(
     clock, path = Clock(), tmp_path / "old.db"
     async with Store.open(path, clock=clock) as sqlite:
         await an_installation(sqlite, clock)
-        before = await everything(sqlite, chats=4)
+        before = await everything(sqlite, chats=6)
 
     assert await main_async(["migrate-db", "--from", f"sqlite:{path}", "--to", postgres_url]) == 0
     out = capsys.readouterr().out
     assert (
-        "4 chats, 2 subscriptions, 4 rules, 2 rule_state, 7 outbox, 2 digests, 4 quotes,"
-        " 1 secrets" in out
+        "6 chats, 2 subscriptions, 2 webhooks, 1 inbound, 4 rules, 2 rule_state, 9 outbox,"
+        " 2 digests, 4 quotes, 1 secrets" in out
     )
 
     async with PostgresStore.open(postgres_url, clock=clock) as postgres:
-        assert await everything(postgres, chats=4) == before
+        assert await everything(postgres, chats=6) == before
         # a reader of the new store reads all rules once; ids go on after the copied ones
         revision = await postgres.rules_revision()
         assert await postgres.rule_changes(revision - 1) is None
@@ -109,11 +117,11 @@ async def test_migrate_db_copies_an_installation_as_its_stores_read_it(
         assert await postgres.add_rule(1, "XAG above 70", "u1", limit=50) == 5
         assert await postgres.rule_changes(revision) is not None
         assert await postgres.commit_tick({}, [(None, 4, alert(70.1))]) == 1
-        assert [r.id for r in await postgres.pending() if r.chat.id == 4] == [8]
+        assert [r.id for r in await postgres.pending() if r.chat.id == 4] == [10]
         # a digest turned off keeps its last day: it comes back without a second for that day
         await postgres.set_digest(2, DigestSetting(time(18, 30), "Asia/Tokyo"))
         assert not await postgres.enqueue_digest(2, DigestDue(date(2026, 3, 2), T0))
-        assert (await postgres.chat("telegram", "new")).id == 5
+        assert (await postgres.chat("telegram", "new")).id == 7
 
 
 async def test_migrate_db_copies_into_an_empty_database_only(

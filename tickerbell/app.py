@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -30,17 +31,20 @@ from bot.charts import AlertCharts, ChartCache, RenderPool
 from bot.commands import Commands
 from bot.digest import Digests
 from bot.notifier import Notifier
+from bot.webhook import WebhookNotifier
+from bot.webhook_urls import Targets, shown
 from feeds.base import Feed
 from feeds.catalogue import Catalogue
 from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayFeed
 from feeds.replay import SOURCE as REPLAY
-from storage.api import Storage, StorageUnavailable, utcnow
+from storage.api import WEBHOOK, Storage, StorageUnavailable, utcnow
 from storage.backend import describe, open_store
-from tickerbell import metrics
+from tickerbell import metrics, webhook_in
 from tickerbell.delivery import ConsoleNotifier, Delivery
 from tickerbell.market_data import MarketData, Resolver
-from tickerbell.service import Service
+from tickerbell.service import Service, Stream
 from tickerbell.settings import Settings
+from tickerbell.webhook_in import Inbound
 
 if TYPE_CHECKING:
     from storage.postgres import Lease
@@ -100,6 +104,26 @@ def live_feed_factory(settings: Settings, clock: Callable[[], datetime]) -> Call
             feed = CcxtFeed(venue, settings.exchange_options.get(venue), clock=clock)
         made[source] = feed
         return feed
+
+    return make
+
+
+def live_stream_factory(
+    settings: Settings, clock: Callable[[], datetime]
+) -> Callable[[str], Stream | None]:
+    """Builds the stream of a source, or None: a ccxt venue streams unless TICKERBELL_VENUE_MODE
+    says "poll" for it or ccxt.pro has no stream of its books; other sources poll."""
+
+    def make(source: str) -> Stream | None:
+        venue = source.removeprefix("ccxt:")
+        if venue == source or settings.venue_mode.get(venue, "stream") == "poll":
+            return None
+        from feeds.stream_feed import StreamFeed, streams
+
+        if not streams(venue):
+            return None
+        options = settings.exchange_options.get(venue)
+        return StreamFeed(venue, options, clock=clock, silence=settings.stream_silence_seconds)
 
     return make
 
@@ -286,6 +310,7 @@ async def _run_once(
         parts.push_async_callback(chart_workers.close)
         chart_cache = ChartCache(chart_workers)
         rules_changed = asyncio.Event()  # set by a command's write, followed by the service
+        targets = Targets.parse(settings.webhook_allow_networks)
         commands = Commands(
             store,
             data,
@@ -293,9 +318,14 @@ async def _run_once(
             commands_per_minute=settings.commands_per_minute,
             charts=chart_cache,
             changed=rules_changed.set,
+            webhook_targets=targets,
+            inbound_url=None if replay is not None else settings.inbound_url,
         )
         front_ends = [] if replay is not None else make_front_ends(settings, store, commands)
         by_name: dict[str, Notifier] = {"console": ConsoleNotifier()}
+        if replay is None:  # a replay's alerts are old news: they go to the console only
+            await _console_webhooks(settings, store, console.id, targets)
+            by_name[WEBHOOK] = WebhookNotifier(store, targets)
         by_name.update({n.name: n for n in (*notifiers, *front_ends)})
         parts.push_async_callback(_close_notifiers, by_name)
         delivery = Delivery(
@@ -306,7 +336,7 @@ async def _run_once(
             charts=AlertCharts(data.market, chart_cache, data.currency),
             digests=Digests(store, data, chart_cache, clock),
         )
-        if len(by_name) > 1:  # a chat platform: its first alerts' charts must not wait for imports
+        if front_ends or notifiers:  # a chat: its first alerts' charts must not wait for imports
             chart_workers.start()
         service = Service(
             store,
@@ -315,6 +345,7 @@ async def _run_once(
             poll_interval=poll_interval(settings, replay_speed),
             wake=delivery.wake,
             rules_changed=rules_changed,
+            stream_for=(lambda source: None) if replay else live_stream_factory(settings, clock),
         )
         _log_start(settings, by_name, replay is not None)
         housekeeping = [asyncio.create_task(_log_first_prices(service), name="first prices")]
@@ -343,6 +374,24 @@ async def _run_once(
                 return 1
             parts.push_async_callback(endpoint.cleanup)
             log.info("metrics on %s:%s", settings.metrics_host, settings.metrics_port)
+        if settings.webhook_port and replay is None:
+            inbound = Inbound(store, delivery.wake, per_minute=settings.webhook_in_per_minute)
+            host, port = settings.webhook_host, settings.webhook_port
+            try:
+                endpoint = await webhook_in.start(inbound, host, port)
+            except OSError as err:
+                log.error(
+                    "cannot take TradingView posts on %s:%s (%s); set TICKERBELL_WEBHOOK_PORT to "
+                    "a free port or 0",
+                    host,
+                    port,
+                    err.strerror or err,
+                )
+                return 1
+            parts.push_async_callback(endpoint.cleanup)
+            log.info(
+                "TradingView posts taken on %s:%s (/webhook in gives a chat its URL)", host, port
+            )
         if replay is not None:
             watcher = asyncio.create_task(_stop_after_replay(replay, store, stop))
             parts.push_async_callback(_cancel, watcher)
@@ -416,6 +465,30 @@ async def _either(*events: asyncio.Event) -> None:
             wait.cancel()
 
 
+async def _console_webhooks(
+    settings: Settings, store: Storage, console: int, targets: Targets
+) -> None:
+    """When TICKERBELL_WEBHOOKS is set, make the console's webhooks the ones it lists (signed
+    with TICKERBELL_WEBHOOK_SECRET); one that can never be posted to is logged and left out.
+    When it is not, the console keeps those added with `tickerbell cmd "/webhook add URL"`."""
+    if not settings.webhook_urls:
+        return
+    wanted = []
+    for url in settings.webhook_urls:
+        problem = targets.problem(url)
+        if problem is None:
+            wanted.append(url)
+        else:
+            log.error("TICKERBELL_WEBHOOKS: leaving out %s: %s", shown(url), problem)
+    secret = settings.webhook_secret
+    for url in wanted:
+        key = secret.get_secret_value() if secret is not None else secrets.token_urlsafe(24)
+        await store.add_webhook(console, url, key)
+    for hook in await store.webhooks(console):
+        if hook.url not in wanted:
+            await store.remove_webhook(console, hook.id)
+
+
 async def _quietly(what: str, step: Callable[..., Awaitable[object]], *args: object) -> None:
     """One shutdown step: a failure is logged and the remaining steps still run."""
     try:
@@ -487,10 +560,12 @@ def _log_start(settings: Settings, chats: dict[str, Notifier], replay: bool) -> 
         if settings.metals == "spot"
         else f"futures from Yahoo every {settings.poll_yahoo_seconds:g}s"
     )
+    streamed = settings.venue_mode.get(settings.exchange.lower(), "stream") == "stream"
     log.info(
-        "prices: crypto from %s in %s every %gs, metals %s",
+        "prices: crypto from %s in %s, %s every %gs, metals %s",
         settings.exchange,
         settings.quote_currency,
+        "streamed where it can be (else polled)" if streamed else "polled",
         settings.poll_crypto_seconds,
         metals,
     )

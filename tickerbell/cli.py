@@ -336,6 +336,7 @@ def _console_command(text: str) -> int:
     from bot.commands import Caller, Commands
     from bot.render import plain
     from bot.replies import CONSOLE as SPELLING
+    from bot.webhook_urls import Targets
     from storage.api import utcnow
     from storage.backend import open_store
 
@@ -359,7 +360,13 @@ def _console_command(text: str) -> int:
                 )
 
             data = _MarketOnDemand(build)
-            commands = Commands(store, data, rules_per_chat=settings.rules_per_chat)
+            commands = Commands(
+                store,
+                data,
+                rules_per_chat=settings.rules_per_chat,
+                webhook_targets=Targets.parse(settings.webhook_allow_networks),
+                inbound_url=settings.inbound_url,
+            )
             try:
                 reply = await commands.handle(Caller(*CONSOLE), text, SPELLING)
             finally:

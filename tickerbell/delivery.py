@@ -38,12 +38,13 @@ from bot.notifier import DeliveryError, Notifier
 from bot.replies import Reply
 from bot.wording import sentence
 from feeds.backoff import Backoff
-from storage.api import Chat, DigestDue, OutboxRow, Storage, StorageUnavailable, utcnow
+from storage.api import WEBHOOK, Chat, DigestDue, OutboxRow, Storage, StorageUnavailable, utcnow
 
 log = logging.getLogger(__name__)
 
 ROW_RETRY = Backoff(base=2.0, cap=600.0)  # a failed send: 2 s, 4 s, ... 10 minutes
 STORE_RETRY_CAP = 30.0
+TEXT_ONLY = frozenset({"console", WEBHOOK})  # platforms whose alerts go without a chart
 
 
 class Charts(Protocol):
@@ -200,7 +201,8 @@ class Delivery:
             row.alert
             for row in rows
             if isinstance(row.alert, Alert) and row.chat.charts and row.chat.active
-            and row.chat.platform in self.notifiers and row.chat.platform != "console"
+            and row.chat.platform in self.notifiers and row.chat.platform not in TEXT_ONLY
+            and row.alert.note is None
         ]  # fmt: skip
         try:
             self.charts.prepare(wanted)
@@ -261,7 +263,8 @@ class Delivery:
             if isinstance(row.alert, DigestDue):
                 message_id = await self._post_digest(notifier, row.chat, row.alert)
             else:
-                image = await self._chart(row, row.alert) if notifier.name != "console" else None
+                text_only = notifier.name in TEXT_ONLY
+                image = None if text_only else await self._chart(row, row.alert)
                 ref = Ref(row.id, row.rule)
                 message_id = await notifier.send(row.chat, row.alert, image=image, ref=ref)
         except DeliveryError as err:
@@ -290,8 +293,8 @@ class Delivery:
     async def _chart(self, row: OutboxRow, alert: Alert) -> bytes | None:
         """The alert's chart when the chat wants charts and it is ready within `chart_wait`
         seconds; a chart that fails or is late is left out."""
-        if self.charts is None or not row.chat.charts:
-            return None
+        if self.charts is None or not row.chat.charts or alert.note is not None:
+            return None  # an alert from outside has no chart of ours
         started = time.perf_counter()
         try:
             return await asyncio.wait_for(self.charts.for_alert(alert), self.chart_wait)

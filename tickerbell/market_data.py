@@ -9,7 +9,7 @@ the command layer reads prices through it, never through the service that runs t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Protocol
@@ -127,34 +127,60 @@ class MarketData:
 
     # --- what a tick does with a feed ---
 
-    async def fetch(self, source: str, symbols: Iterable[str]) -> list[Quote] | None:
+    async def fetch(
+        self,
+        source: str,
+        symbols: Iterable[str],
+        streamed: Callable[[], Collection[str]] = frozenset,
+    ) -> list[Quote] | None:
         """One round of quotes of `symbols` from `source`, ingested into the market: the good
         ones (an empty list when every quote was refused), or None when the feed failed (it
-        logs the outage once and backs off)."""
-        wanted = [i for s in symbols if (i := self.instrument(s)).source == source]
+        logs the outage once and backs off). Symbols whose native name `streamed` lists (a live
+        stream delivers them) are not asked for, and not taken when the stream came up while
+        the request ran: a polled book may be older than a streamed one. Their daily history
+        is still loaded here."""
+        wanted = self.watched(source, symbols)
         if not wanted:
             return []
         feed = self.feed(source)
         stats = self.stats.feed(source)
-        stats.polls += 1
         await self.load_history(feed, wanted)
+        covered = streamed()
+        asked = [i for i in wanted if i.native not in covered]
+        if not asked:
+            return []
+        stats.polls += 1
         try:
-            raw = await feed.quotes([i.native for i in wanted])
+            raw = await feed.quotes(list(dict.fromkeys(i.native for i in asked)))
         except FeedError:
             stats.failures += 1
             return None
+        covered = streamed()
+        return self.ingest(source, [q for q in raw.values() if q.symbol not in covered], asked)
+
+    def ingest(
+        self, source: str, raw: Iterable[Quote], wanted: Iterable[Instrument]
+    ) -> list[Quote]:
+        """A feed's quotes (named natively, `BTC/USDT`) into the market under the names rules
+        use (`BTC`; every watched name of the native one): the good ones. Polled and streamed
+        quotes alike come through here."""
+        names: dict[str, list[str]] = {}
+        for instrument in wanted:
+            names.setdefault(instrument.native, []).append(instrument.symbol)
         now = self.clock()
-        by_native = {i.native: i.symbol for i in wanted}
         good: list[Quote] = []
-        for native, quote in raw.items():
-            symbol = by_native.get(native)
-            if symbol is not None:
+        for quote in raw:
+            for symbol in names.get(quote.symbol, ()):
                 ingested = self._ingest(source, replace(quote, symbol=symbol), now)
                 if ingested:
                     good.append(ingested)
         if good:
-            stats.last_good = now
+            self.stats.feed(source).last_good = now
         return good
+
+    def watched(self, source: str, symbols: Iterable[str]) -> list[Instrument]:
+        """The instruments of `symbols` whose prices come from `source`."""
+        return [i for s in symbols if (i := self.instrument(s)).source == source]
 
     def _ingest(self, source: str, quote: Quote, now: datetime) -> Quote | None:
         """The quote into the market, or None when the guard refuses it (logged once per run of

@@ -56,6 +56,12 @@ class _Snapshot(Collector):
             if fs.last_good is not None:
                 age.add_metric([feed], (now - fs.last_good).total_seconds())
         yield from (polls, failures, rejected, age)
+        streaming = GaugeMetricFamily(
+            "tickerbell_stream_up", "1 while a venue's stream delivers, else 0", labels=["feed"]
+        )
+        for feed, stream in self.service.streams.items():
+            streaming.add_metric([feed], 1 if stream.up else 0)
+        yield streaming
         yield CounterMetricFamily(
             "tickerbell_alerts_decided", "Alerts decided", value=stats.alerts_decided
         )

@@ -16,6 +16,14 @@ Daily digests are put in the outbox by a job of the same scheduler that looks ev
 `digest_every` seconds (and once at start) for the chats whose digest is due (bot.digest): the
 day is recorded in the transaction that enqueues it, so a digest due while the bot was down
 goes once on start if it is still that local day, and never twice.
+
+A venue that streams (`stream_for` gives a `Stream`, feeds.stream_feed) is subscribed to the
+symbols its rules need and resubscribed when they change. Its quotes take the polled quotes'
+path (guard, rule book, one commit, then delivery is woken) in one task per venue: quotes that
+arrive while a batch is decided and committed wait, the latest per symbol only, and go together
+into the next batch, so a burst costs one commit and leaves no backlog. While a stream is up its
+symbols are not polled; the moment it goes down a poll starts, and polling goes on until the
+stream delivers again. Recent quotes are stored at most every `QUOTE_SAVE_EVERY`.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -43,6 +51,28 @@ QUOTE_RETENTION = timedelta(days=2)
 QUOTE_PRUNE_EVERY = timedelta(hours=1)
 RULES_REFRESH_SECONDS = 2.0
 DIGEST_EVERY_SECONDS = 15.0  # a digest goes within this long after its time
+QUOTE_SAVE_EVERY = timedelta(seconds=5)  # recent quotes are stored at most this often
+
+
+class Stream(Protocol):
+    """A venue's live quotes (feeds.stream_feed.StreamFeed), in the venue's own symbols."""
+
+    name: str
+
+    @property
+    def up(self) -> bool: ...
+
+    def covered(self) -> frozenset[str]:
+        """The symbols it delivers now (none while down)."""
+        ...
+
+    def want(self, symbols: Iterable[str]) -> None: ...
+
+    def start(
+        self, on_quotes: Callable[[list[Quote]], None], on_down: Callable[[], None]
+    ) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Service:
@@ -65,6 +95,7 @@ class Service:
         rules_changed: asyncio.Event | None = None,
         rules_refresh_seconds: float = RULES_REFRESH_SECONDS,
         digest_every: float = DIGEST_EVERY_SECONDS,
+        stream_for: Callable[[str], Stream | None] = lambda source: None,
     ) -> None:
         self.store = store
         self.data = data
@@ -86,6 +117,11 @@ class Service:
         self._rules_failing = False
         self._quotes_pruned: datetime | None = None
         self._quotes_failing = False
+        self._quotes_saved: datetime | None = None
+        self._unsaved: dict[str, Quote] = {}
+        self.stream_for = stream_for
+        self.streams: dict[str, Stream] = {}
+        self._pending: dict[str, dict[str, Quote]] = {}  # source -> native -> latest quote
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
 
@@ -96,6 +132,9 @@ class Service:
         self.data.need_history(self.rules.history_days())
         for source in {self.data.instrument(s).source for s in self.book.symbols()} - self._polled:
             self._poll_feed(source)
+        watched = self.book.symbols()
+        for source, stream in self.streams.items():
+            stream.want(i.native for i in self.data.watched(source, watched))
         if len(self.book):
             symbols = ", ".join(sorted(self.book.symbols()))
             log.info("watching %d rules over %s", len(self.book), symbols)
@@ -129,9 +168,38 @@ class Service:
     async def _poll(self, source: str) -> None:
         await self._refresh_or_go_on()
         started = time.perf_counter()
-        good = await self.data.fetch(source, self.book.symbols())
-        if not good:
-            return  # nothing watched here, every quote refused, or the feed is down (it logs)
+        stream = self.streams.get(source)
+        streamed = stream.covered if stream is not None else frozenset
+        good = await self.data.fetch(source, self.book.symbols(), streamed)
+        if good:  # else nothing watched here, every quote refused, or the feed is down (it logs)
+            await self._decide(source, good, started)
+
+    def _streamed(self, source: str, quotes: list[Quote]) -> None:
+        """A stream's quotes: kept, the latest per symbol, for the source's decider task."""
+        pending = self._pending.setdefault(source, {})
+        for quote in quotes:
+            pending[quote.symbol] = quote
+        self._start_task(f"stream:{source}", lambda: self._decide_streamed(source))
+
+    async def _decide_streamed(self, source: str) -> None:
+        """Decide on what a stream sent, batch after batch, until nothing waits."""
+        try:
+            while batch := self._pending.pop(source, None):
+                started = time.perf_counter()
+                watched = self.data.watched(source, self.book.symbols())
+                good = self.data.ingest(source, batch.values(), watched)
+                if good:
+                    await self._decide(source, good, started)
+        except Exception:
+            log.exception("deciding on streamed quotes of %s failed", source)
+
+    def _stream_down(self, source: str) -> None:
+        """A stream went down: poll at once, not at the poll job's next turn."""
+        self._start_task(f"poll:{source}", lambda: self.poll(source))
+
+    async def _decide(self, source: str, good: list[Quote], started: float) -> None:
+        """Evaluate the rules of the good quotes, commit states and alerts in one transaction,
+        and wake delivery; a failed commit is undone in memory, decided again later."""
         now = self.clock()
         fetched = time.perf_counter()
         evaluation = self.book.evaluate(self.market, {q.symbol for q in good}, now)
@@ -157,21 +225,26 @@ class Service:
         if self._store_failing:
             log.info("saving ticks works again")
             self._store_failing = False
-        await self._keep_quotes(good, now)
         committed = time.perf_counter()
+        if alerts:
+            self.stats.alerts_decided += len(alerts)
+            self.wake()
         self.stats.last_tick = {
             "fetch": fetched - started,
             "evaluate": evaluated - fetched,
             "commit": committed - evaluated,
         }
-        if alerts:
-            self.stats.alerts_decided += len(alerts)
-            self.wake()
+        await self._keep_quotes(good, now)
 
     async def _keep_quotes(self, good: list[Quote], now: datetime) -> None:
         """Store the tick's good quotes (they warm the market after a restart) and drop old
         ones hourly. Best effort: the tick's decisions are committed already, so a failure
         here must not undo them."""
+        self._unsaved.update((q.symbol, q) for q in good)
+        if self._quotes_saved is not None and now - self._quotes_saved < QUOTE_SAVE_EVERY:
+            return
+        self._quotes_saved = now
+        good, self._unsaved = list(self._unsaved.values()), {}
         try:
             if good:
                 await self.store.save_quotes(good)
@@ -229,7 +302,15 @@ class Service:
         self._polled.add(source)
         seconds = self.poll_interval(source)
         self._schedule(f"poll:{source}", self._poll_job, seconds, source)
-        log.info("polling %s every %gs", source, seconds)
+        stream = self.stream_for(source)
+        if stream is None:
+            log.info("polling %s every %gs", source, seconds)
+            return
+        self.streams[source] = stream
+        stream.start(
+            lambda quotes: self._streamed(source, quotes), lambda: self._stream_down(source)
+        )
+        log.info("streaming %s (polling every %gs while the stream is down)", source, seconds)
 
     def _schedule(self, job_id: str, func: Callable[..., Any], seconds: float, *args: Any) -> None:
         self.scheduler.add_job(
@@ -306,6 +387,11 @@ class Service:
             await asyncio.gather(self._follower, return_exceptions=True)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        for stream in self.streams.values():
+            try:
+                await stream.close()
+            except Exception:
+                log.exception("closing the %s stream failed", stream.name)
         running = [task for task in self._ticks.values() if not task.done()]
         if running:
             _, late = await asyncio.wait(running, timeout=timeout)

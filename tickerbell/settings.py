@@ -10,6 +10,7 @@ line per variable: its name, its value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -36,6 +37,7 @@ MIN_POLL_SECONDS = {"poll_crypto_seconds": 1.0, "poll_yahoo_seconds": 15.0}
 _TELEGRAM_TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
 _CHAT_IDS = r"^\s*(-?\d+\s*(,\s*-?\d+\s*)*,?)?\s*$"
 _HTTP_URL = r"^https?://\S+$"
+_URLS = r"^\s*(https?://[^\s,]+\s*(,\s*https?://[^\s,]+\s*)*,?)?\s*$"
 
 
 class SettingsError(Exception):
@@ -136,6 +138,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='a JSON object keyed by exchange id, e.g. {"binance": {"apiKey": "..."}}',
     )
+    venue_mode: dict[str, Literal["stream", "poll"]] = Field(
+        default_factory=dict,
+        description='a JSON object of exchange id to "stream" or "poll", e.g. {"kraken": "poll"}',
+    )
+    stream_silence_seconds: float = Field(
+        30.0, gt=0, allow_inf_nan=False, description="a number of seconds > 0"
+    )
     metals: Literal["futures", "spot"] = Field("spot", description="spot or futures")
     swissquote_url: str = Field(
         "https://forex-data-feed.swissquote.com/public-quotes/bboquotes/instrument",
@@ -176,6 +185,24 @@ class Settings(BaseSettings):
 
     metrics_port: int = Field(0, ge=0, le=65535, description="a port number from 0 (off) to 65535")
     metrics_host: str = Field("127.0.0.1", description="an address, e.g. 127.0.0.1 or 0.0.0.0")
+
+    webhooks: str = Field(
+        "",
+        pattern=_URLS,
+        description="comma-separated http(s) URLs, e.g. https://hooks.slack.com/services/...",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, min_length=16, description="a secret of at least 16 characters"
+    )
+    webhook_allow_networks: str = Field(
+        "", description="comma-separated networks or addresses, e.g. 10.0.0.0/8,127.0.0.1"
+    )
+    webhook_port: int = Field(0, ge=0, le=65535, description="a port number from 0 (off) to 65535")
+    webhook_host: str = Field("0.0.0.0", description="an address, e.g. 0.0.0.0 or 127.0.0.1")
+    webhook_public_url: str = Field(
+        "", pattern=r"^(https?://\S+)?$", description="an http(s) URL, e.g. https://bot.example.com"
+    )
+    webhook_in_per_minute: int = Field(30, ge=1, description="a whole number >= 1")
 
     _read_from: Path | None = PrivateAttr(None)
     _notes: tuple[str, ...] = PrivateAttr(())
@@ -219,6 +246,29 @@ class Settings(BaseSettings):
     def database_url_value(self) -> str | None:
         """The PostgreSQL URL in clear, for the driver only (never for a log line)."""
         return None if self.database_url is None else self.database_url.get_secret_value().strip()
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)  # ValueError names it
+        return value
+
+    @property
+    def webhook_urls(self) -> list[str]:
+        """TICKERBELL_WEBHOOKS as a list: the console's webhooks."""
+        return [url.strip() for url in self.webhooks.split(",") if url.strip()]
+
+    @property
+    def inbound_url(self) -> str | None:
+        """Where TradingView posts arrive, as `/webhook in` tells it (None: not served)."""
+        if not self.webhook_port:
+            return None
+        if self.webhook_public_url:
+            return self.webhook_public_url.rstrip("/")
+        host = self.webhook_host if self.webhook_host not in ("0.0.0.0", "::") else "HOST"
+        return f"http://{host}:{self.webhook_port}"
 
     @property
     def allowed_chats(self) -> frozenset[str]:
@@ -285,18 +335,27 @@ def load(cwd: Path | None = None) -> Settings:
             db = old
         else:
             db = new
+    if settings.webhook_secret is None and _signed_webhooks(settings):
+        raise SettingsError(
+            [
+                "TICKERBELL_WEBHOOK_SECRET is empty: expected a secret of at least 16 characters "
+                "to sign the JSON posts to TICKERBELL_WEBHOOKS, e.g. from openssl rand -hex 32"
+            ]
+        )
     settings = settings.model_copy(update={"db": db})
     settings._read_from, settings._notes = env_file, tuple(notes)
     return settings
 
 
 def check_exchanges(settings: Settings) -> None:
-    """Raise SettingsError when TICKERBELL_EXCHANGE or a key of TICKERBELL_EXCHANGE_OPTIONS is not
-    a ccxt exchange id. Imports ccxt (most of a second): call it only where prices are fetched."""
+    """Raise SettingsError when TICKERBELL_EXCHANGE or a key of TICKERBELL_EXCHANGE_OPTIONS or
+    TICKERBELL_VENUE_MODE is not a ccxt exchange id. Imports ccxt (most of a second): call it
+    only where prices are fetched."""
     import ccxt
 
     venues = [("TICKERBELL_EXCHANGE", settings.exchange)]
     venues += [("TICKERBELL_EXCHANGE_OPTIONS key", key) for key in settings.exchange_options]
+    venues += [("TICKERBELL_VENUE_MODE key", key) for key in settings.venue_mode]
     problems = []
     for name, venue in venues:
         if venue.lower() not in ccxt.exchanges:
@@ -305,6 +364,13 @@ def check_exchanges(settings: Settings) -> None:
             problems.append(f"{name}={venue}: expected a ccxt exchange id{hint}")
     if problems:
         raise SettingsError(problems)
+
+
+def _signed_webhooks(settings: Settings) -> bool:
+    """Whether TICKERBELL_WEBHOOKS lists a URL posted as signed JSON (not Slack's, Discord's)."""
+    from bot.webhook_urls import Kind, kind_of
+
+    return any(kind_of(url) is Kind.JSON for url in settings.webhook_urls)
 
 
 def _env_name(field_name: str) -> str:

@@ -200,7 +200,7 @@ class SlashAnswers:
     async def _respond(self, interaction: Interaction, reply: Reply) -> None:
         """Send the embeds (a chart on the first); refusals and errors only to the caller."""
         embeds = reply_embeds(reply)
-        private = not reply.ok
+        private = not reply.ok or reply.private
         files = []
         if reply.image is not None:
             embeds[0].set_image(url=f"attachment://{CHART}")

@@ -269,6 +269,35 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
 
         await _answer(interaction, call, posts_here=True)
 
+    webhook = app_commands.Group(
+        name="webhook", description="Post this channel's alerts to a URL; take TradingView's"
+    )
+
+    @webhook.command(name="add")
+    @app_commands.describe(url="A Slack or Discord incoming-webhook URL, or your own https URL")
+    async def webhook_add(interaction: Interaction, url: str) -> None:
+        """Post this channel's alerts to a URL too (Slack, Discord or signed JSON)."""
+        await _answer(interaction, lambda cmds, who: cmds.add_webhook(who, url))
+
+    @webhook.command(name="list")
+    async def webhook_list(interaction: Interaction) -> None:
+        """This channel's webhooks with their ids."""
+        await _answer(interaction, lambda cmds, who: cmds.list_webhooks(who))
+
+    @webhook.command(name="remove")
+    @app_commands.describe(webhook="The webhook's id from /webhook list")
+    async def webhook_remove(interaction: Interaction, webhook: str) -> None:
+        """Stop posting this channel's alerts to one webhook."""
+        await _answer(interaction, lambda cmds, who: cmds.remove_webhook(who, webhook))
+
+    @webhook.command(name="in")
+    @app_commands.describe(action="show (default), new: a new URL, off: stop taking posts")
+    @app_commands.choices(action=[Choice(name=a, value=a) for a in ("show", "new", "off")])
+    async def webhook_in(interaction: Interaction, action: str = "show") -> None:
+        """The URL TradingView alerts post to, to arrive in this channel."""
+        which = "" if action == "show" else action
+        await _answer(interaction, lambda cmds, who: cmds.inbound(who, which), posts_here=True)
+
     @app_commands.command(name="help")
     async def help_(interaction: Interaction) -> None:
         """The commands and the rule language with examples."""
@@ -286,5 +315,6 @@ def _slash_commands() -> list[app_commands.Command[Any, Any, Any] | app_commands
         rotation,
         charts,
         digest,
+        webhook,
         help_,
     ]

@@ -90,6 +90,7 @@ COMMANDS = (
     ("rotation", "Gold, silver, BTC, ETH side by side"),
     ("charts", "Charts with alerts: /charts on|off"),
     ("digest", "A daily digest: /digest 08:00 Europe/London"),
+    ("webhook", "Webhooks: /webhook add URL|list|remove ID|in"),
 )
 REFUSAL = "Sorry, this bot only answers the chats its owner has allowed."
 HINT = "I answer commands: try /help, or /status BTC."
