@@ -810,16 +810,26 @@ class Lease:
             async with asyncio.timeout(CHECK_SECONDS):
                 await self._conn.execute("SELECT 1")
         except (psycopg.Error, TimeoutError):
+            self.held = False  # its session is lost: nothing to unlock on it
             await self.close()
         return self.held
 
     async def close(self) -> None:
-        """Let the lease go (ending its session)."""
-        self.held = False
+        """Let the lease go (ending its session). A lease held is unlocked first: the server
+        frees a closed session's locks only once it has noticed, so another process taking
+        over at once could still find it held."""
+        held, self.held = self.held, False
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
+        if conn is None:
+            return
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            if held and not conn.closed:
+                async with asyncio.timeout(CHECK_SECONDS):
+                    await conn.execute(
+                        f"SELECT pg_advisory_unlock(%s, {LEASE_KEY})", (LEASE_CLASS, self._name)
+                    )
+        with contextlib.suppress(psycopg.Error):
+            await conn.close()
 
 
 async def _lease_session(url: str) -> Connection:
