@@ -1,7 +1,7 @@
 """What every storage backend offers: the stored values and one small Protocol per concern.
 
 The layers above depend on these names only, so a backend (SQLite in `storage.db`, memory in
-`storage.memory`, PostgreSQL later) is a new module, not an edit of its callers. The
+`storage.memory`, PostgreSQL in `storage.postgres`) is a new module, not an edit of its callers. The
 docstrings are the contract a backend must honour; tests/test_storage.py checks it against
 each backend. No driver type crosses these interfaces.
 
@@ -9,9 +9,10 @@ Ids are positive integers given by the store, increasing in the order rows are m
 times a store keeps in its own fields (when a chat is muted until, when a rule or an outbox row
 was made, a quote's time) come back as the same instants in UTC; alerts and rule states come
 back equal to what was stored. A write that names a chat or rule that does not exist, or takes
-a chat id in use, raises the backend's integrity error (SQLite: sqlite3.IntegrityError; memory:
-ValueError) and changes nothing. A store that cannot work at all for now raises
-`StorageUnavailable` (every backend translates its driver's operational errors into it).
+a chat id in use, raises the backend's integrity error (SQLite: sqlite3.IntegrityError;
+PostgreSQL: psycopg.IntegrityError; memory: ValueError) and changes nothing. A store that cannot
+work at all for now raises `StorageUnavailable` (every backend translates its driver's
+operational errors into it).
 """
 
 from __future__ import annotations

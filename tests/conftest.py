@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import postgres
 from support.local_server import held_port
 
 
@@ -34,3 +35,20 @@ def unused_port() -> Iterator[int]:
     """A loopback port nobody listens on, held for the test so no other process is given it."""
     with held_port() as port:
         yield port
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server of TICKERBELL_TEST_DATABASE_URL; skips, saying how to enable the
+    test, when it is not set or cannot be reached."""
+    url, why = postgres.server_url()
+    if url is None:
+        pytest.skip(why)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A URL of a new, empty schema on the test server, dropped after the test."""
+    with postgres.throwaway_schema(postgres_server) as url:
+        yield url

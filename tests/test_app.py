@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 from fake_exchange import FakeExchange, Fault
 from fake_telegram import FakeTelegram
@@ -22,6 +23,7 @@ from support.scripted import an_alert, enqueue
 from support.waiting import until
 
 from storage.db import Store
+from storage.postgres import LEASE_CLASS, LEASE_KEY
 from tickerbell import app
 from tickerbell.settings import Settings
 
@@ -57,6 +59,59 @@ async def test_a_part_that_cannot_start_stops_every_part_already_started(
         seen = exchange.count()
         await asyncio.sleep(0.5)
         assert exchange.count() == seen  # nothing polls any more
+
+
+async def test_a_database_server_that_does_not_answer_stops_the_start_with_one_line(
+    tmp_path: Path, unused_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"postgresql://bot:pw-secret@127.0.0.1:{unused_port}/tb"
+    settings = Settings(db=tmp_path / "a.db", database_url=url)
+    assert await asyncio.wait_for(app.run(settings), timeout=30) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.startswith("cannot open the database: cannot connect to postgresql://bot:***@")
+    assert "pw-secret" not in caplog.text
+
+
+def lease_holders(url: str) -> int:
+    """How many sessions hold the installation's active lease (0 or 1)."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+            f" AND objid = {LEASE_KEY}::oid AND granted",
+            (LEASE_CLASS, app.ACTIVE_LEASE),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_on_postgresql_a_process_that_loses_the_lease_stops_and_stands_by_again(
+    tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its lease's connection gone, another process may be active: this one stops every part
+    at once, then stands by; nobody else holds the lease here, so it takes it again."""
+    async with FakeExchange() as exchange:
+        exchange.set_price("BTCUSDT", 86000.0, 86000.0)
+        settings = Settings(
+            db=tmp_path / "a.db",
+            database_url=postgres_url,
+            exchange_options={"binance": exchange.ccxt_options()},
+            poll_crypto_seconds=0.1,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(app.run(settings, once_rules=["BTC below 85000"], stop=stop))
+        await until(lambda: lease_holders(postgres_url) == 1, timeout=15)
+        await until(lambda: exchange.count("ticker/bookTicker") > 0, timeout=15)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                f" AND classid = %s AND objid = {LEASE_KEY}::oid",
+                (LEASE_CLASS, app.ACTIVE_LEASE),
+            )
+        await until(lambda: "lost the database lease" in caplog.text, timeout=15)
+        await until(lambda: lease_holders(postgres_url) == 1, timeout=15)  # taken again
+        polls = exchange.count("ticker/bookTicker")
+        await until(lambda: exchange.count("ticker/bookTicker") > polls, timeout=15)
+        stop.set()
+        assert await asyncio.wait_for(running, 20) == 0
 
 
 async def test_a_hanging_venue_is_one_warning_not_one_per_poll(
@@ -128,6 +183,52 @@ async def test_health_says_when_the_telegram_command_side_is_down(
         finally:
             stop.set()
             assert await asyncio.wait_for(running, 20) == 0
+
+
+async def test_on_postgresql_a_standby_says_so_on_healthz_until_it_takes_over(
+    tmp_path: Path, postgres_url: str, unused_port: int
+) -> None:
+    async with FakeExchange() as exchange:
+        exchange.set_price("BTCUSDT", 86000.0, 86000.0)
+
+        def settings(db: str, metrics_port: int = 0) -> Settings:
+            return Settings(
+                db=tmp_path / db,
+                database_url=postgres_url,
+                exchange_options={"binance": exchange.ccxt_options()},
+                poll_crypto_seconds=0.2,
+                metrics_port=metrics_port,
+            )
+
+        first_stop, second_stop = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(app.run(settings("1.db"), stop=first_stop))
+        await until(lambda: lease_holders(postgres_url) == 1, timeout=15)
+        second = asyncio.create_task(
+            app.run(settings("2.db", unused_port), once_rules=["BTC below 85000"], stop=second_stop)
+        )
+        url = f"http://127.0.0.1:{unused_port}/healthz"
+
+        async def health() -> tuple[int, str]:
+            try:
+                async with aiohttp.ClientSession() as session, session.get(url) as response:
+                    return response.status, await response.text()
+            except aiohttp.ClientError:
+                return 0, ""
+
+        try:
+            await until(lambda: _is(health, 200), timeout=15)
+            assert (await health())[1] == "standing by\n"
+            first_stop.set()
+            assert await asyncio.wait_for(first, 20) == 0
+            await until(lambda: _answers(health, "ok\n"), timeout=30)  # the real one: prices flow
+        finally:
+            first_stop.set()
+            second_stop.set()
+            assert await asyncio.wait_for(second, 20) == 0
+
+
+async def _answers(health: Callable[[], Awaitable[tuple[int, str]]], text: str) -> bool:
+    return (await health())[1] == text
 
 
 async def _is(health: Callable[[], Awaitable[tuple[int, str]]], status: int) -> bool:

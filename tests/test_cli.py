@@ -13,6 +13,7 @@ import pytest
 from fake_telegram import FakeTelegram
 
 from storage.db import Store
+from storage.postgres import PostgresStore
 from tickerbell.cli import main
 
 TOKEN = "123456789:AAF-fake_SECRET_cli_token"
@@ -39,6 +40,31 @@ def test_console_chat_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "#1  XAG above 50 cooldown 2h  new" in out and "#2  XAU/XAG below 80" in out
     assert main(["alert", "remove", "1"]) == 0
     assert capsys.readouterr().out == "Removed alert #1.\n"
+
+
+def test_console_chat_commands_on_postgresql(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TICKERBELL_DATABASE_URL", postgres_url)
+    assert main(["alert", "add", "XAG", "above", "50"]) == 0
+    assert main(["alerts"]) == 0
+    assert "#1  XAG above 50  new" in capsys.readouterr().out
+    assert not Path("cli.db").exists()  # nothing went to SQLite
+    assert main(["backup", "copy.db"]) == 2
+    assert "pg_dump" in capsys.readouterr().err
+
+
+def test_a_database_server_that_does_not_answer_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], unused_port: int
+) -> None:
+    url = f"postgresql://bot:pw-secret@127.0.0.1:{unused_port}/tb"
+    monkeypatch.setenv("TICKERBELL_DATABASE_URL", url)
+    assert main(["alerts"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"tickerbell: cannot connect to postgresql://bot:***@127.0.0.1:{unused_port}/tb"
+    )
+    assert "pw-secret" not in line
 
 
 @pytest.mark.parametrize(
@@ -133,6 +159,32 @@ async def test_replay_run_never_touches_the_real_database_or_a_chat(tmp_path: Pa
     assert {line.split("(")[-1] for line in lines} == {"XAG above 48)", "XAG above 52)"}
     assert "skipping console rule" in err.decode() and "BTC" in err.decode()
     assert _dump(real) == before
+
+
+@pytest.mark.slow
+async def test_replay_run_reads_console_rules_from_postgresql_and_never_writes_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with PostgresStore.open(postgres_url) as store:
+        console = await store.chat("console", "console")
+        await store.add_rule(console.id, "XAG above 48", "console", limit=50)
+        before = (await store.rules(), await store.rules_revision(), await store.outbox_counts())
+    csv = synthetic_silver(tmp_path / "silver.csv")
+    env = {**os.environ, "TICKERBELL_DATABASE_URL": postgres_url}
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("tickerbell")),
+        *("run", "--feed", "replay", "--data", f"XAG={csv}", "--speed", "200"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert {line.split("(")[-1] for line in out.decode().splitlines()} == {"XAG above 48)"}
+    async with PostgresStore.open(postgres_url) as store:
+        after = (await store.rules(), await store.rules_revision(), await store.outbox_counts())
+    assert after == before
 
 
 def _dump(path: Path) -> list[str]:

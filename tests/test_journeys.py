@@ -9,6 +9,7 @@ Prices are synthetic levels set at the fake venue.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, plain
+from support.postgres import Relay
 from support.waiting import until
 
 from tickerbell import app
@@ -36,6 +38,7 @@ class World:
     telegram: FakeTelegram
     exchange: FakeExchange
     db: Path
+    database_url: str | None = None  # PostgreSQL instead of the SQLite file `db`
 
     def price(self, btc: float) -> None:
         self.exchange.set_price("BTCUSDT", btc, btc)
@@ -65,18 +68,22 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield World(telegram, exchange, tmp_path / "journey.db")
 
 
-@asynccontextmanager
-async def running(world: World) -> AsyncIterator[None]:
-    """The bot, from start until it answers, to a clean stop."""
-    settings = Settings(
+def settings_for(world: World) -> Settings:
+    return Settings(
         TELEGRAM_BOT_TOKEN=TOKEN,
         TELEGRAM_API_BASE_URL=world.telegram.base_url,
         db=world.db,
+        database_url=world.database_url,
         exchange_options={"binance": world.exchange.ccxt_options()},
         poll_crypto_seconds=0.2,
     )
+
+
+@asynccontextmanager
+async def running(world: World) -> AsyncIterator[None]:
+    """The bot, from start until it answers, to a clean stop."""
     stop = asyncio.Event()
-    task = asyncio.create_task(app.run(settings, stop=stop))
+    task = asyncio.create_task(app.run(settings_for(world), stop=stop))
     polls = world.telegram.count("getUpdates")
     try:
         await until(lambda: world.telegram.count("getUpdates") > polls or task.done(), 15)
@@ -139,6 +146,73 @@ async def test_alert_then_restart_then_the_crossing(world: World) -> None:
     async with running(world):  # and the next start does not say it again
         await world.ticks()
     assert len(world.alerts(USER)) == 1
+
+
+async def test_on_postgresql_an_alert_fires_once_and_a_restart_does_not_repeat_it(
+    world: World, postgres_url: str
+) -> None:
+    world.database_url = postgres_url  # TICKERBELL_DATABASE_URL
+    world.price(86000)
+    async with running(world):
+        assert await world.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: world.alerts(USER))
+        await world.ticks()
+    async with running(world):
+        await world.ticks()
+        assert (
+            await world.say("/alerts") == "1 alert\n#1  BTC below 85000  fired, waiting to re-arm"
+        )
+    [told] = world.alerts(USER)
+    assert told.startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
+    assert not world.db.exists()  # nothing went to SQLite
+
+
+async def test_on_postgresql_a_crossing_while_the_database_is_away_is_told_once_it_is_back(
+    world: World, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Relay(postgres_url) as network:
+        world.database_url = network.url
+        world.price(86000)
+        async with running(world):
+            assert await world.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
+            await world.ticks()
+            await network.cut()  # the database is unreachable: the bot stops and stands by
+            world.price(84000)
+            await until(lambda: "lost the database lease" in caplog.text, timeout=30)
+            await network.restore()
+            await until(lambda: world.alerts(USER), timeout=60)
+            await world.ticks()
+    [told] = world.alerts(USER)
+    assert told.startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
+
+
+async def test_on_postgresql_a_second_process_stands_by_and_takes_over_when_the_first_stops(
+    world: World, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tickerbell")
+    world.database_url = postgres_url
+    world.price(86000)
+    standby_stop = asyncio.Event()
+    async with running(world):
+        await world.say("/alert BTC below 85000")
+        await world.ticks()  # the rule learns the price above its level first
+        standby = asyncio.create_task(app.run(settings_for(world), stop=standby_stop))
+        await until(lambda: "standing by" in caplog.text, timeout=15)
+        world.price(84000)
+        await until(lambda: world.alerts(USER))
+        await world.ticks()
+    # the active one stopped: the standby takes over with the rule's state
+    polls = world.telegram.count("getUpdates")
+    await until(lambda: world.telegram.count("getUpdates") > polls, timeout=30)
+    assert await world.say("/alerts") == "1 alert\n#1  BTC below 85000  fired, waiting to re-arm"
+    await world.ticks()
+    standby_stop.set()
+    assert await asyncio.wait_for(standby, 20) == 0
+    assert len(world.alerts(USER)) == 1
+    replies = [m for m in world.messages(USER) if not m.startswith(ALERT_MARKS)]
+    assert len(replies) == 2  # each command answered once, by one process
 
 
 async def test_a_crossing_while_the_bot_is_down_is_told_once_after_it_starts(

@@ -1,7 +1,8 @@
 """Webhooks out and in, as people use them, through the real `tickerbell.app.run`: a Telegram
 user (fake Bot API) adds a webhook (a receiver on 127.0.0.1) and takes the chat's TradingView
 URL; a TradingView-style post to it and a real crossing at the (fake) venue each reach both the
-chat and the receiver, once, the receiver's copy signed."""
+chat and the receiver, once, the receiver's copy signed; on SQLite and on PostgreSQL (given
+TICKERBELL_TEST_DATABASE_URL)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ from tickerbell.settings import Settings
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[World]:
     async with FakeTelegram(TOKEN, poll_cap=0.2) as telegram, FakeExchange() as exchange:
-        yield World(telegram, exchange, tmp_path / "journey.db")
+        world = World(telegram, exchange, tmp_path / "journey.db")
+        if request.param == "postgres":
+            world.database_url = request.getfixturevalue("postgres_url")
+        yield world
 
 
 @pytest.fixture
@@ -60,6 +64,7 @@ async def running(world: World, inbound_port: int) -> AsyncIterator[None]:
         TELEGRAM_BOT_TOKEN=TOKEN,
         TELEGRAM_API_BASE_URL=world.telegram.base_url,
         db=world.db,
+        database_url=world.database_url,
         exchange_options={"binance": world.exchange.ccxt_options()},
         poll_crypto_seconds=0.2,
         webhook_port=inbound_port,

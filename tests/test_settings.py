@@ -85,6 +85,20 @@ def test_a_bad_token_is_named_but_never_shown(monkeypatch: pytest.MonkeyPatch) -
     assert "my-secret" not in problem
 
 
+def test_a_database_url_that_is_not_postgresql_is_named_but_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [problem] = problems(monkeypatch, TICKERBELL_DATABASE_URL="mysql://bot:pw-secret@db/tb")
+    assert problem == (
+        "TICKERBELL_DATABASE_URL=(hidden): expected a PostgreSQL URL, "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+    )
+    monkeypatch.setenv("TICKERBELL_DATABASE_URL", "postgresql://bot:pw-secret@db/tb")
+    assert load().database_url_value == "postgresql://bot:pw-secret@db/tb"
+    monkeypatch.delenv("TICKERBELL_DATABASE_URL")
+    assert load().database_url_value is None  # SQLite, the default
+
+
 def test_json_that_does_not_parse_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     [problem] = problems(monkeypatch, TICKERBELL_EXCHANGE_OPTIONS="{binance: 1}")
     assert problem.startswith("TICKERBELL_EXCHANGE_OPTIONS is not valid JSON: expected a JSON")

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 from support.full_disk import small_disk
 from support.scripted import T0, Clock
@@ -39,10 +40,15 @@ from storage.db import (
 )
 from storage.memory import MemoryStore
 from storage.migrations import MIGRATIONS
+from storage.postgres import PostgresStore
 from tickerbell.delivery import ConsoleNotifier, Delivery
 
 # What each backend raises for a write naming a chat or rule that does not exist.
-REFUSED: dict[str, type[Exception]] = {"sqlite": sqlite3.IntegrityError, "memory": ValueError}
+REFUSED: dict[str, type[Exception]] = {
+    "sqlite": sqlite3.IntegrityError,
+    "memory": ValueError,
+    "postgres": psycopg.IntegrityError,  # skipped without TICKERBELL_TEST_DATABASE_URL
+}
 
 
 def alert(price: float = 50.5) -> Alert:
@@ -61,11 +67,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(backend: str, tmp_path: Path, clock: Clock) -> AsyncIterator[Storage]:
+async def store(
+    backend: str, tmp_path: Path, clock: Clock, request: pytest.FixtureRequest
+) -> AsyncIterator[Storage]:
     """Each backend in turn, for the tests of the contract."""
     if backend == "sqlite":
         async with Store.open(tmp_path / "t.db", clock=clock) as sqlite:
             yield sqlite
+    elif backend == "postgres":
+        url = request.getfixturevalue("postgres_url")  # a new schema on the test server
+        async with PostgresStore.open(url, clock=clock) as postgres:
+            yield postgres
     else:
         async with MemoryStore.open(clock=clock) as memory:
             yield memory

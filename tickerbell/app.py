@@ -9,7 +9,8 @@ end of a replay or a part that fails to start, everything already started is clo
 reverse: stop taking commands, stop polling, stop delivery after the row in flight (the rest
 stay pending in the outbox), close notifiers, close feeds, close the database. A chat platform
 that is unreachable at start does not stop the bot: its adapter keeps retrying while
-everything else runs.
+everything else runs. On PostgreSQL the parts start only once this process holds the active
+lease (storage.postgres.Lease): other processes on the same database stand by meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import secrets
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from alerts import rules
 from alerts.sanity import Limits
@@ -36,8 +37,8 @@ from feeds.base import Feed
 from feeds.catalogue import Catalogue
 from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayFeed
 from feeds.replay import SOURCE as REPLAY
-from storage.api import WEBHOOK, Storage, utcnow
-from storage.db import Store
+from storage.api import WEBHOOK, Storage, StorageUnavailable, utcnow
+from storage.backend import describe, open_store
 from tickerbell import metrics, webhook_in
 from tickerbell.delivery import TEXT_ONLY, ConsoleNotifier, Delivery
 from tickerbell.market_data import MarketData, Resolver
@@ -45,11 +46,16 @@ from tickerbell.service import Service, Stream
 from tickerbell.settings import Settings
 from tickerbell.webhook_in import Inbound
 
+if TYPE_CHECKING:
+    from storage.postgres import Lease
+
 log = logging.getLogger("tickerbell")
 
 CONSOLE = ("console", "console")
 RUN_RULE = "run"  # created_by of rules given with `tickerbell run --rule`
 SHUTDOWN_SECONDS = 5.0
+ACTIVE_LEASE = "active"  # on PostgreSQL, the process holding this lease runs; others wait
+LEASE_SECONDS = 2.0  # how often a standby tries the lease, and the active one checks it
 CHART_WORKERS = 1  # processes drawing charts: alert charts are few (one per symbol and minute)
 
 
@@ -62,6 +68,8 @@ def setup_logging(level: str) -> None:
     redaction.install()
     for noisy in ("httpx", "httpcore", "apscheduler", "telegram.ext.Updater"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # psycopg's pool logs each attempt to reconnect; the calls that fail meanwhile are logged
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     # yfinance logs every failed request itself; our feed logs each outage once
     logging.getLogger("yfinance").setLevel(logging.CRITICAL)
 
@@ -202,12 +210,36 @@ async def run(
     stop: asyncio.Event | None = None,
 ) -> int:
     """Run the bot until stopped (or until a replay is played and delivered); 0 on a clean
-    stop, 1 when a part could not start. A replay never starts a chat platform."""
+    stop, 1 when a part could not start. A replay never starts a chat platform. On PostgreSQL,
+    a process that loses the active lease stops every part and stands by again."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    again = False
+    while True:
+        lost = asyncio.Event()  # set when this process stops being the active one
+        code = await _run_once(
+            settings, once_rules, replay, replay_speed, notifiers, stop, lost, again
+        )
+        if stop.is_set() or not lost.is_set():
+            return code
+        again = True
+
+
+async def _run_once(
+    settings: Settings,
+    once_rules: Sequence[str],
+    replay: ReplayFeed | None,
+    replay_speed: float | None,
+    notifiers: Sequence[Notifier],
+    stop: asyncio.Event,
+    lost: asyncio.Event,
+    again: bool,
+) -> int:
+    """One run of every part, until `stop` (or `lost`: the lease went; `again`: it went
+    before, so a database that cannot be opened is waited for instead of ending the run)."""
     clock: Callable[[], datetime] = replay.clock if replay else utcnow
     if replay is not None:  # polls faster than a commit takes: skipped runs are expected
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -219,7 +251,43 @@ async def run(
         catalogue = catalogue_for(settings)
         feed_for = live_feed_factory(settings, clock)
     async with contextlib.AsyncExitStack() as parts:
-        store = await parts.enter_async_context(Store.open(settings.db, clock=clock))
+        url = settings.database_url_value
+        if url is not None:
+            # PostgreSQL: one process of many is active, the others stand by. The lease comes
+            # first: a standby neither migrates the schema under the active one nor holds a pool.
+            from storage.postgres import Lease
+
+            lease = Lease(url, ACTIVE_LEASE)
+            parts.push_async_callback(lease.close)  # last: a standby starts once all stopped
+            waiting = None
+            if settings.metrics_port:  # /healthz says "standing by" meanwhile
+                try:
+                    waiting = await metrics.start_standby(
+                        settings.metrics_host, settings.metrics_port
+                    )
+                except OSError as err:
+                    _log_metrics_port(settings, err)
+                    return 1
+            try:
+                if not await _stand_by(lease, stop, patient=again):
+                    return 0
+            except StorageUnavailable as err:  # at start: the server does not answer
+                log.error("cannot open the database: %s", err)
+                return 1
+            finally:
+                if waiting is not None:
+                    await waiting.cleanup()
+            keeper = asyncio.create_task(_keep(lease, lost), name="lease")
+            parts.push_async_callback(_cancel, keeper)
+        try:
+            store = await parts.enter_async_context(open_store(settings.db, url, clock))
+        except StorageUnavailable as err:
+            log.error("cannot open the database: %s", err)
+            if again:  # standing by again after a lost lease: wait for the database
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), LEASE_SECONDS)
+                lost.set()
+            return 1
         console = await store.chat(*CONSOLE)
         await store.remove_rules_created_by(console.id, RUN_RULE)  # left by a killed run
         parts.push_async_callback(
@@ -302,13 +370,7 @@ async def run(
                     service, store, settings.metrics_host, settings.metrics_port, front_ends
                 )
             except OSError as err:
-                log.error(
-                    "cannot serve metrics on %s:%s (%s); set TICKERBELL_METRICS_PORT to a free "
-                    "port or 0",
-                    settings.metrics_host,
-                    settings.metrics_port,
-                    err.strerror or err,
-                )
+                _log_metrics_port(settings, err)
                 return 1
             parts.push_async_callback(endpoint.cleanup)
             log.info("metrics on %s:%s", settings.metrics_host, settings.metrics_port)
@@ -333,9 +395,74 @@ async def run(
         if replay is not None:
             watcher = asyncio.create_task(_stop_after_replay(replay, store, stop))
             parts.push_async_callback(_cancel, watcher)
-        await stop.wait()
-        log.info("shutting down")
+        await _either(stop, lost)
+        log.info("shutting down" if stop.is_set() else "stopping every part, to stand by again")
     return 0
+
+
+def _log_metrics_port(settings: Settings, err: OSError) -> None:
+    log.error(
+        "cannot serve metrics on %s:%s (%s); set TICKERBELL_METRICS_PORT to a free port or 0",
+        settings.metrics_host,
+        settings.metrics_port,
+        err.strerror or err,
+    )
+
+
+async def _stand_by(lease: Lease, stop: asyncio.Event, patient: bool) -> bool:
+    """Wait until this process holds the lease (True), or is stopped first (False). A server
+    that does not answer the first try raises StorageUnavailable, unless `patient` (standing
+    by again after a lost lease); later it is waited for."""
+    told = unreachable = False
+    while not stop.is_set():
+        try:
+            if await lease.take():
+                if told:
+                    log.info("the active process stopped: taking over")
+                return True
+        except StorageUnavailable as err:
+            if not (patient or told or unreachable):
+                raise
+            if not unreachable:
+                log.warning("standing by: %s", err)
+            unreachable = True
+        else:
+            unreachable = False
+            if not told:
+                log.info(
+                    "another tickerbell is active on this database: standing by, to take over "
+                    "within %gs of it stopping",
+                    LEASE_SECONDS,
+                )
+            told = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LEASE_SECONDS)
+    return False
+
+
+async def _keep(lease: Lease, lost: asyncio.Event) -> None:
+    """Check the lease every LEASE_SECONDS; once it is gone (its connection ended, so another
+    process may take over), set `lost`: this process stops every part and stands by again,
+    so that two processes are never active for longer."""
+    while True:
+        await asyncio.sleep(LEASE_SECONDS)
+        if not await lease.check():
+            log.error(
+                "lost the database lease (its connection ended): stopping, so that only one "
+                "process is active, and standing by again"
+            )
+            lost.set()
+            return
+
+
+async def _either(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _console_webhooks(
@@ -408,7 +535,7 @@ def _log_start(settings: Settings, chats: dict[str, Notifier], replay: bool) -> 
     from tickerbell import __version__
 
     log.info("tickerbell %s starting", __version__)
-    log.info("database %s", settings.db.resolve())
+    log.info("database %s", describe(settings.db, settings.database_url_value))
     if settings.settings_file is not None:
         log.info("settings from %s and the environment", settings.settings_file)
     else:

@@ -1,5 +1,5 @@
 """The `tickerbell` command line: run, replay, the console chat (`alert`, `alerts`, `cmd`),
-backup and discord-sync.
+backup, migrate-db and discord-sync.
 
 Each command imports what it needs when it runs (matplotlib, ccxt, APScheduler and the chat
 libraries take seconds to import), so `--help`, `--version` and a bad setting answer at once.
@@ -51,10 +51,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """What a person can fix: shown as one line (no traceback) and exit code 2."""
     from alerts.models import RuleError
     from feeds.replay import ReplayError
-    from storage.api import LimitReached
+    from storage.api import LimitReached, StorageUnavailable
     from tickerbell.settings import SettingsError
 
-    return (RuleError, ReplayError, LimitReached, SettingsError)
+    return (RuleError, ReplayError, LimitReached, SettingsError, StorageUnavailable)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,6 +146,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("path", type=Path, metavar="PATH")
     backup.set_defaults(handler=_backup)
+    migrate = sub.add_parser(
+        "migrate-db",
+        help="copy this installation's data from SQLite into an empty PostgreSQL database",
+        description="Copy chats, subscriptions, rules with their states, the outbox and the "
+        "recent quotes from a SQLite database into an empty PostgreSQL database, ids kept, in "
+        "one transaction. Stop the bot first (what it decides after the copy stays behind), "
+        "then set TICKERBELL_DATABASE_URL to the target and start it.",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH")
+    migrate.add_argument("--to", dest="target", required=True, metavar="postgresql://...")
+    migrate.set_defaults(handler=_migrate_db)
     return parser
 
 
@@ -262,15 +273,15 @@ async def _replay_run(
     from alerts.models import RuleError
     from feeds.catalogue import canonical_rule
     from feeds.replay import ReplayCatalogue, check_replayable
-    from storage.db import Store
+    from storage.backend import open_read_only
     from tickerbell import app
 
     catalogue = ReplayCatalogue(frozenset(feed.symbols))
     kept: list[str] = []
-    if settings.db.exists():
-        async with Store.open_read_only(settings.db) as real:
-            console = await real.find_chat(*app.CONSOLE)
-            for stored in await real.rules(console.id) if console else []:
+    async with open_read_only(settings.db, settings.database_url_value) as real:
+        console = None if real is None else await real.find_chat(*app.CONSOLE)
+        if real is not None and console is not None:
+            for stored in await real.rules(console.id):
                 try:
                     check_replayable(canonical_rule(rules.parse(stored.text), catalogue.resolve))
                 except RuleError as err:
@@ -282,6 +293,7 @@ async def _replay_run(
         throwaway = settings.model_copy(
             update={
                 "db": Path(scratch) / "replay.db",
+                "database_url": None,
                 "telegram_bot_token": None,
                 "discord_bot_token": None,
                 "metrics_port": 0,
@@ -325,14 +337,15 @@ def _console_command(text: str) -> int:
     from bot.render import plain
     from bot.replies import CONSOLE as SPELLING
     from bot.webhook_urls import Targets
-    from storage.db import Store, utcnow
+    from storage.api import utcnow
+    from storage.backend import open_store
 
     settings = _settings()
     logging.basicConfig(level=logging.ERROR, format="tickerbell: %(levelname)s %(message)s")
     logging.getLogger("yfinance").setLevel(logging.CRITICAL)
 
     async def go() -> int:
-        async with Store.open(settings.db) as store:
+        async with open_store(settings.db, settings.database_url_value) as store:
 
             def build() -> MarketData:
                 from tickerbell import app
@@ -414,6 +427,13 @@ def _backup(args: argparse.Namespace) -> int:
     from storage.db import backup
 
     settings = _settings()
+    if settings.database_url is not None:
+        print(
+            "tickerbell: backup copies the SQLite database; with TICKERBELL_DATABASE_URL set, "
+            "back up PostgreSQL with its own tools, e.g. pg_dump",
+            file=sys.stderr,
+        )
+        return 2
     target = args.path.expanduser().resolve()
     if target.is_dir():
         target /= f"tickerbell-{datetime.now(UTC):%Y%m%d-%H%M%S}.db"
@@ -427,6 +447,42 @@ def _backup(args: argparse.Namespace) -> int:
         return 1
     size = target.stat().st_size
     print(f"backed up {settings.db} to {target} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def _migrate_db(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from storage.postgres import TargetNotEmpty, is_postgres_url, safe_url
+    from storage.transfer import sqlite_to_postgres
+
+    kind, _, path = args.source.partition(":")
+    problems = []
+    if kind != "sqlite" or not path:
+        problems.append("--from takes sqlite:PATH, e.g. --from sqlite:~/.tickerbell/tickerbell.db")
+    if not is_postgres_url(args.target):
+        problems.append(
+            "--to takes a PostgreSQL URL, e.g. --to postgresql://tickerbell@127.0.0.1:5432/tickerbell"
+        )
+    if problems:
+        print("\n".join(f"tickerbell: {problem}" for problem in problems), file=sys.stderr)
+        return 2
+    source, target = Path(path).expanduser().resolve(), safe_url(args.target)
+    try:
+        counts = asyncio.run(sqlite_to_postgres(source, args.target))
+    except FileNotFoundError as err:
+        print(f"tickerbell: {err}", file=sys.stderr)
+        return 2
+    except TargetNotEmpty as err:
+        print(
+            f"tickerbell: nothing copied: {err}; migrate-db copies into an empty database only "
+            "(name a new database, or a new schema with ?options=-c%20search_path%3DNAME)",
+            file=sys.stderr,
+        )
+        return 2
+    copied = ", ".join(f"{count} {table}" for table, count in counts.items())
+    print(f"copied {source} to {target}: {copied}")
+    print("to use it: TICKERBELL_DATABASE_URL=<that URL> in the environment or .env")
     return 0
 
 

@@ -150,7 +150,7 @@ class Delivery:
                 if store_failures:
                     log.info("delivery: the store works again; delivering")
                 store_failures = 0
-            except StoreFailing as err:
+            except (StoreFailing, StorageUnavailable) as err:  # recording, or reading rows
                 if not store_failures:
                     log.error("delivery: cannot record deliveries (%s); holding all sends", err)
                 store_failures += 1

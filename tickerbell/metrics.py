@@ -111,11 +111,34 @@ def make_app(
     return app
 
 
+async def start_standby(host: str, port: int) -> web.AppRunner:
+    """Serve the endpoints of a process standing by (on PostgreSQL, while another is active):
+    /healthz answers 200 "standing by" (it is ready to take over), /metrics
+    `tickerbell_active 0`. The caller awaits `runner.cleanup()` before the real ones start."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="standing by\n")
+
+    async def metrics(request: web.Request) -> web.Response:
+        text = "# HELP tickerbell_active Whether this process is the active one\n"
+        text += "# TYPE tickerbell_active gauge\ntickerbell_active 0.0\n"
+        return web.Response(text=text)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return await _serve(app, host, port)
+
+
 async def start(
     service: Service, store: Storage, host: str, port: int, front_ends: Sequence[Listening] = ()
 ) -> web.AppRunner:
     """Serve the endpoints; the caller awaits `runner.cleanup()` on shutdown."""
-    runner = web.AppRunner(make_app(service, store, front_ends), access_log=None)
+    return await _serve(make_app(service, store, front_ends), host, port)
+
+
+async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -41,7 +41,7 @@ from alerts.book import RuleBook
 from alerts.indicators import TICK_MEMORY
 from alerts.models import Alert, Quote
 from bot import digest
-from storage.api import Storage, utcnow
+from storage.api import Storage, StorageUnavailable, utcnow
 from tickerbell.market_data import MarketData
 from tickerbell.rule_sync import RuleSync
 
@@ -114,6 +114,7 @@ class Service:
         self._polled: set[str] = set()
         self._ticks: dict[str, asyncio.Task[None]] = {}
         self._store_failing = False
+        self._rules_failing = False
         self._quotes_pruned: datetime | None = None
         self._quotes_failing = False
         self._quotes_saved: datetime | None = None
@@ -165,7 +166,7 @@ class Service:
         self._ticks[name] = asyncio.create_task(work(), name=name)
 
     async def _poll(self, source: str) -> None:
-        await self.refresh_rules()
+        await self._refresh_or_go_on()
         started = time.perf_counter()
         stream = self.streams.get(source)
         streamed = stream.covered if stream is not None else frozenset
@@ -360,9 +361,23 @@ class Service:
 
     async def _refresh_safely(self) -> None:
         try:
-            await self.refresh_rules()
+            await self._refresh_or_go_on()
         except Exception:
             log.exception("reloading rules failed")
+
+    async def _refresh_or_go_on(self) -> None:
+        """Refresh the rules; while the store is unavailable, go on with the rules known
+        (logged once per outage)."""
+        try:
+            await self.refresh_rules()
+        except StorageUnavailable as err:
+            if not self._rules_failing:
+                log.error("cannot read rule changes (%s); going on with the rules known", err)
+            self._rules_failing = True
+            return
+        if self._rules_failing:
+            log.info("reading rule changes works again")
+        self._rules_failing = False
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop scheduling polls and let a poll that is running finish its commit."""

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     # `load` makes both absolute: a relative db is inside home.
     home: Path = Field(DEFAULT_HOME, description="a folder")
     db: Path = Field(Path("tickerbell.db"), description="a file path")
+    # PostgreSQL instead of the SQLite file `db` (a SecretStr: the URL may hold a password).
+    database_url: SecretStr | None = Field(
+        None,
+        description="a PostgreSQL URL, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description=f"one of {', '.join(LOG_LEVELS)}"
     )
@@ -227,6 +232,20 @@ class Settings(BaseSettings):
         if value is not None and not _TELEGRAM_TOKEN.fullmatch(value.get_secret_value().strip()):
             raise ValueError("not a Telegram bot token")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("not a PostgreSQL URL")
+        return value
+
+    @property
+    def database_url_value(self) -> str | None:
+        """The PostgreSQL URL in clear, for the driver only (never for a log line)."""
+        return None if self.database_url is None else self.database_url.get_secret_value().strip()
 
     @field_validator("webhook_allow_networks")
     @classmethod

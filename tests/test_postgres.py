@@ -1,0 +1,149 @@
+"""What only the PostgreSQL store has (the contract itself is in test_storage.py): a server
+that is away, migrations run by processes starting together, a URL fit for the log.
+
+The tests need `TICKERBELL_TEST_DATABASE_URL` and skip without it (tests/support/postgres.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+from support.postgres import Relay
+from support.scripted import T0
+
+from alerts import rules
+from alerts.models import Alert, Direction
+from storage.api import StorageUnavailable
+from storage.db import alert_to_json
+from storage.pg_migrations import MIGRATIONS
+from storage.postgres import LEASE_CLASS, LEASE_KEY, Lease, PostgresStore, safe_url
+
+
+def alert(price: float = 50.5) -> Alert:
+    rule = rules.parse("XAG above 50")
+    return Alert("XAG above 50", rule, Direction.UP, price, 50.0, price, T0, price - 0.01, price)
+
+
+async def test_a_server_nobody_answers_at_start_is_unavailable(unused_port: int) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{unused_port}/test"
+    with pytest.raises(StorageUnavailable, match=f"cannot connect to {url}"):
+        async with PostgresStore.open(url, timeout=0.5):
+            pass
+
+
+async def test_a_lost_server_is_unavailable_and_the_same_call_works_once_it_is_back(
+    postgres_url: str,
+) -> None:
+    async with Relay(postgres_url) as relay, PostgresStore.open(relay.url, timeout=0.5) as store:
+        chat = await store.chat("telegram", "42")
+        await relay.cut()
+        for call in (store.pending, lambda: store.commit_tick({}, [(None, chat.id, alert())])):
+            with pytest.raises(StorageUnavailable):
+                await call()
+        await relay.restore()
+        deadline = time.monotonic() + 20
+        while True:  # the pool reconnects in the background, with backoff
+            try:
+                await store.commit_tick({}, [(None, chat.id, alert())])
+                break
+            except StorageUnavailable:
+                assert time.monotonic() < deadline, "the store did not come back"
+        assert await store.outbox_counts() == {"pending": 1}
+
+
+async def test_processes_starting_together_migrate_once(postgres_url: str) -> None:
+    async def start() -> int:
+        async with PostgresStore.open(postgres_url) as store:
+            return await store.schema_version()
+
+    assert await asyncio.gather(*(start() for _ in range(4))) == [len(MIGRATIONS)] * 4
+
+
+async def test_concurrent_adds_keep_the_per_chat_limit(postgres_url: str) -> None:
+    """Two processes adding to one chat at once: the limit holds (the chat row is locked)."""
+    async with PostgresStore.open(postgres_url) as one, PostgresStore.open(postgres_url) as two:
+        chat = await one.chat("telegram", "42")
+        results = await asyncio.gather(
+            *(s.add_rule(chat.id, f"XAG above {50 + i}", "u", limit=5) for i, s in
+              enumerate([one, two] * 5)),
+            return_exceptions=True,
+        )  # fmt: skip
+        assert sum(isinstance(r, int) for r in results) == 5
+        assert len(await two.rules(chat.id)) == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bot:s3cret@db:5432/tb", "postgresql://bot:***@db:5432/tb"),
+        ("postgresql://bot@db/tb?sslmode=require", "postgresql://bot@db/tb?sslmode=require"),
+        ("postgres://:pw@db/tb", "postgres://:***@db/tb"),
+    ],
+)
+def test_a_url_in_the_log_hides_its_password(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+
+
+async def test_a_lease_is_held_by_one_session_until_it_closes_or_ends(postgres_url: str) -> None:
+    first, second = Lease(postgres_url, "active"), Lease(postgres_url, "active")
+    other = Lease(postgres_url, "another name")
+    try:
+        assert await first.take() and await first.take()  # taken, and still ours
+        assert not await second.take() and await other.take()
+        await first.close()
+        assert await second.take() and not await first.take()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # its session ends
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                f" AND classid = %s AND objid = {LEASE_KEY}::oid AND granted",
+                (LEASE_CLASS, "active"),
+            )
+        assert not await second.check()
+        assert await first.take()
+    finally:
+        for lease in (first, second, other):
+            await lease.close()
+
+
+async def test_a_lease_on_a_server_nobody_answers_is_unavailable(unused_port: int) -> None:
+    lease = Lease(f"postgresql://postgres:pw@127.0.0.1:{unused_port}/test", "active", timeout=1)
+    with pytest.raises(StorageUnavailable, match="postgres:\\*\\*\\*@"):
+        await lease.take()
+    assert not await lease.check()
+
+
+async def test_a_database_of_the_first_schema_opens_with_its_alert_waiting(
+    postgres_url: str,
+) -> None:
+    """A database made by migration 1 alone (before snoozes, buttons and digests) is migrated
+    on opening: its rule and its waiting alert read as before, with nothing snoozed or used."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER)")
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.execute(
+            "INSERT INTO chats (platform, chat_id, created_at) VALUES ('telegram', '42', %s)", (T0,)
+        )
+        conn.execute(
+            "INSERT INTO rules (chat, text, created_at) VALUES (1, 'XAG above 50', %s)", (T0,)
+        )
+        conn.execute(
+            "INSERT INTO outbox (rule, chat, payload, created_at) VALUES (1, 1, %s, %s)",
+            (alert_to_json(alert()), T0),
+        )
+    async with PostgresStore.open(postgres_url) as store:
+        assert await store.schema_version() == len(MIGRATIONS)
+        [rule] = await store.rules()
+        assert (rule.text, rule.snoozed_until) == ("XAG above 50", None)
+        [row] = await store.pending()
+        assert (row.alert, row.actions) == (alert(), frozenset())
+        assert await store.outbox_row(row.id) == row
+        assert await store.history(1) == [("pending", alert())]
+
+
+async def test_processes_making_a_secret_at_once_agree(postgres_url: str) -> None:
+    async with PostgresStore.open(postgres_url) as one, PostgresStore.open(postgres_url) as two:
+        keys = await asyncio.gather(*(s.secret("actions") for s in [one, two] * 4))
+        assert len(set(keys)) == 1
