@@ -30,6 +30,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MPLCONFIGDIR"] = str(caches / "matplotlib")
 
 
+KEPT = ("TICKERBELL_TEST_DATABASE_URL",)  # settings of the test run itself
+
+
+@pytest.fixture(autouse=True)
+def no_settings_from_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see none of the caller's Tickerbell, Telegram or Discord settings: a developer's
+    exported TELEGRAM_BOT_TOKEN would otherwise reach the real Telegram from a test that builds
+    `Settings()`, or from a process it starts. A test sets what it needs itself."""
+    for name in list(os.environ):
+        if name.startswith(("TICKERBELL_", "TELEGRAM_", "DISCORD_")) and name not in KEPT:
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def unused_port() -> Iterator[int]:
     """A loopback port nobody listens on, held for the test so no other process is given it."""
