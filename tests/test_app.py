@@ -72,22 +72,22 @@ async def test_a_database_server_that_does_not_answer_stops_the_start_with_one_l
     assert "pw-secret" not in caplog.text
 
 
-def lease_holders(url: str) -> int:
-    """How many sessions hold the installation's active lease (0 or 1)."""
+def lease_holders(url: str, role: str = app.ENGINE) -> int:
+    """How many sessions hold the installation's lease of a role (0 or 1)."""
     with psycopg.connect(url, autocommit=True) as admin:
         row = admin.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
             f" AND objid = {LEASE_KEY}::oid AND granted",
-            (LEASE_CLASS, app.ACTIVE_LEASE),
+            (LEASE_CLASS, role),
         ).fetchone()
     return int(row[0]) if row else 0
 
 
-async def test_on_postgresql_a_process_that_loses_the_lease_stops_and_stands_by_again(
+async def test_on_postgresql_a_replica_that_loses_the_engine_lease_stops_it_and_takes_it_again(
     tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Its lease's connection gone, another process may be active: this one stops every part
-    at once, then stands by; nobody else holds the lease here, so it takes it again."""
+    """Its lease's connection gone, another replica may run the engine: this one stops the
+    engine at once, then tries again; nobody else holds the lease here, so it takes it again."""
     async with FakeExchange() as exchange:
         exchange.set_price("BTCUSDT", 86000.0, 86000.0)
         settings = Settings(
@@ -104,9 +104,9 @@ async def test_on_postgresql_a_process_that_loses_the_lease_stops_and_stands_by_
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
                 f" AND classid = %s AND objid = {LEASE_KEY}::oid",
-                (LEASE_CLASS, app.ACTIVE_LEASE),
+                (LEASE_CLASS, app.ENGINE),
             )
-        await until(lambda: "lost the database lease" in caplog.text, timeout=15)
+        await until(lambda: "engine: lost its lease" in caplog.text, timeout=15)
         await until(lambda: lease_holders(postgres_url) == 1, timeout=15)  # taken again
         polls = exchange.count("ticker/bookTicker")
         await until(lambda: exchange.count("ticker/bookTicker") > polls, timeout=15)
@@ -185,7 +185,7 @@ async def test_health_says_when_the_telegram_command_side_is_down(
             assert await asyncio.wait_for(running, 20) == 0
 
 
-async def test_on_postgresql_a_standby_says_so_on_healthz_until_it_takes_over(
+async def test_on_postgresql_healthz_says_which_roles_a_replica_holds(
     tmp_path: Path, postgres_url: str, unused_port: int
 ) -> None:
     async with FakeExchange() as exchange:
@@ -217,10 +217,11 @@ async def test_on_postgresql_a_standby_says_so_on_healthz_until_it_takes_over(
 
         try:
             await until(lambda: _is(health, 200), timeout=15)
-            assert (await health())[1] == "standing by\n"
+            assert (await health())[1] == "ok\nroles here: none\nstanding by for: engine\n"
             first_stop.set()
             assert await asyncio.wait_for(first, 20) == 0
-            await until(lambda: _answers(health, "ok\n"), timeout=30)  # the real one: prices flow
+            # the engine's, once prices flow
+            await until(lambda: _answers(health, "ok\nroles here: engine\n"), timeout=30)
         finally:
             first_stop.set()
             second_stop.set()

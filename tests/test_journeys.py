@@ -178,9 +178,9 @@ async def test_on_postgresql_a_crossing_while_the_database_is_away_is_told_once_
         async with running(world):
             assert await world.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
             await world.ticks()
-            await network.cut()  # the database is unreachable: the bot stops and stands by
+            await network.cut()  # the database is unreachable: the engine stops
             world.price(84000)
-            await until(lambda: "lost the database lease" in caplog.text, timeout=30)
+            await until(lambda: "engine: lost its lease" in caplog.text, timeout=30)
             await network.restore()
             await until(lambda: world.alerts(USER), timeout=60)
             await world.ticks()
@@ -188,7 +188,7 @@ async def test_on_postgresql_a_crossing_while_the_database_is_away_is_told_once_
     assert told.startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
 
 
-async def test_on_postgresql_a_second_process_stands_by_and_takes_over_when_the_first_stops(
+async def test_on_postgresql_a_second_replica_takes_over_when_the_first_stops(
     world: World, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="tickerbell")
@@ -199,7 +199,7 @@ async def test_on_postgresql_a_second_process_stands_by_and_takes_over_when_the_
         await world.say("/alert BTC below 85000")
         await world.ticks()  # the rule learns the price above its level first
         standby = asyncio.create_task(app.run(settings_for(world), stop=standby_stop))
-        await until(lambda: "standing by" in caplog.text, timeout=15)
+        await until(lambda: "engine runs on another replica: standing by" in caplog.text, 15)
         world.price(84000)
         await until(lambda: world.alerts(USER))
         await world.ticks()

@@ -9,8 +9,20 @@ end of a replay or a part that fails to start, everything already started is clo
 reverse: stop taking commands, stop polling, stop delivery after the row in flight (the rest
 stay pending in the outbox), close notifiers, close feeds, close the database. A chat platform
 that is unreachable at start does not stop the bot: its adapter keeps retrying while
-everything else runs. On PostgreSQL the parts start only once this process holds the active
-lease (storage.postgres.Lease): other processes on the same database stand by meanwhile.
+everything else runs.
+
+On PostgreSQL any number of processes (replicas) share one database. Every replica runs the
+store, the command layer, delivery, TradingView posts in and metrics, and sends to every chat
+platform (sending needs only the platforms' REST APIs). Three parts run on one replica at a
+time, each under its own lease (storage.postgres.Lease, an advisory lock on a session of its
+own), taken by a small loop per role (`Roles`): "engine" (the Service: every feed and the whole
+rule book, under one lease because a ratio or rotation rule joins two feeds and must be decided
+in one place), "discord" (the gateway: one connection per bot token) and "telegram" (long
+polling: one poller per token). Each replica tries every role's lease every LEASE_SECONDS; the
+holder checks it as often, and once its session is gone it stops that part only, logs it, and
+tries again like the others. A role that takes over starts its part afresh (the engine reads
+the rules and their states from the database). On SQLite one process runs every part; there
+are no leases.
 """
 
 from __future__ import annotations
@@ -54,8 +66,8 @@ log = logging.getLogger("tickerbell")
 CONSOLE = ("console", "console")
 RUN_RULE = "run"  # created_by of rules given with `tickerbell run --rule`
 SHUTDOWN_SECONDS = 5.0
-ACTIVE_LEASE = "active"  # on PostgreSQL, the process holding this lease runs; others wait
-LEASE_SECONDS = 2.0  # how often a standby tries the lease, and the active one checks it
+ENGINE, DISCORD, TELEGRAM = "engine", "discord", "telegram"  # the roles (lease names)
+LEASE_SECONDS = 2.0  # how often a replica tries a role's lease, and its holder checks it
 CHART_WORKERS = 1  # processes drawing charts: alert charts are few (one per symbol and minute)
 
 
@@ -143,6 +155,8 @@ class FrontEnd(Notifier, Protocol):
 
     `start` returns promptly and keeps connecting in the background when the platform is
     unreachable; `listening` says whether commands are being received right now (/healthz).
+    One built to receive under a role (a replica) only connects for sending at `start`, and
+    receives commands between `receive` and `stop_receiving`.
     """
 
     async def start(self) -> None: ...
@@ -151,9 +165,16 @@ class FrontEnd(Notifier, Protocol):
 
     def listening(self) -> bool: ...
 
+    async def receive(self) -> None: ...
 
-def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> list[FrontEnd]:
-    """Telegram and/or Discord, for whichever tokens are set."""
+    async def stop_receiving(self) -> None: ...
+
+
+def make_front_ends(
+    settings: Settings, store: Storage, commands: Commands, roles: Roles | None = None
+) -> list[FrontEnd]:
+    """Telegram and/or Discord, for whichever tokens are set; with `roles` (PostgreSQL) each
+    receives commands only under its role."""
     front_ends: list[FrontEnd] = []
     if settings.telegram_bot_token is not None:
         from bot.telegram.adapter import TelegramBot
@@ -172,6 +193,7 @@ def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> l
                 store=store,
                 allowed_chats=settings.allowed_chats,
                 rates=rates,
+                polling=roles is None,
             )
         )
     if settings.discord_bot_token is not None:
@@ -187,6 +209,7 @@ def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> l
                 admin_role=settings.discord_admin_role,
                 api_base_url=settings.discord_api_base_url,
                 gateway_url=settings.discord_gateway_url,
+                gateway=roles is None,
             )
         )
     return front_ends
@@ -210,36 +233,13 @@ async def run(
     stop: asyncio.Event | None = None,
 ) -> int:
     """Run the bot until stopped (or until a replay is played and delivered); 0 on a clean
-    stop, 1 when a part could not start. A replay never starts a chat platform. On PostgreSQL,
-    a process that loses the active lease stops every part and stands by again."""
+    stop, 1 when a part could not start. A replay never starts a chat platform. On PostgreSQL
+    the engine, the Discord gateway and Telegram polling run under roles (`Roles`)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    again = False
-    while True:
-        lost = asyncio.Event()  # set when this process stops being the active one
-        code = await _run_once(
-            settings, once_rules, replay, replay_speed, notifiers, stop, lost, again
-        )
-        if stop.is_set() or not lost.is_set():
-            return code
-        again = True
-
-
-async def _run_once(
-    settings: Settings,
-    once_rules: Sequence[str],
-    replay: ReplayFeed | None,
-    replay_speed: float | None,
-    notifiers: Sequence[Notifier],
-    stop: asyncio.Event,
-    lost: asyncio.Event,
-    again: bool,
-) -> int:
-    """One run of every part, until `stop` (or `lost`: the lease went; `again`: it went
-    before, so a database that cannot be opened is waited for instead of ending the run)."""
     clock: Callable[[], datetime] = replay.clock if replay else utcnow
     if replay is not None:  # polls faster than a commit takes: skipped runs are expected
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -250,58 +250,29 @@ async def _run_once(
     else:
         catalogue = catalogue_for(settings)
         feed_for = live_feed_factory(settings, clock)
+    url = settings.database_url_value
     async with contextlib.AsyncExitStack() as parts:
-        url = settings.database_url_value
-        if url is not None:
-            # PostgreSQL: one process of many is active, the others stand by. The lease comes
-            # first: a standby neither migrates the schema under the active one nor holds a pool.
-            from storage.postgres import Lease
-
-            lease = Lease(url, ACTIVE_LEASE)
-            parts.push_async_callback(lease.close)  # last: a standby starts once all stopped
-            waiting = None
-            if settings.metrics_port:  # /healthz says "standing by" meanwhile
-                try:
-                    waiting = await metrics.start_standby(
-                        settings.metrics_host, settings.metrics_port
-                    )
-                except OSError as err:
-                    _log_metrics_port(settings, err)
-                    return 1
-            try:
-                if not await _stand_by(lease, stop, patient=again):
-                    return 0
-            except StorageUnavailable as err:  # at start: the server does not answer
-                log.error("cannot open the database: %s", err)
-                return 1
-            finally:
-                if waiting is not None:
-                    await waiting.cleanup()
-            keeper = asyncio.create_task(_keep(lease, lost), name="lease")
-            parts.push_async_callback(_cancel, keeper)
-        try:
+        try:  # on PostgreSQL, replicas starting together migrate once (an advisory lock)
             store = await parts.enter_async_context(open_store(settings.db, url, clock))
         except StorageUnavailable as err:
             log.error("cannot open the database: %s", err)
-            if again:  # standing by again after a lost lease: wait for the database
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), LEASE_SECONDS)
-                lost.set()
             return 1
         console = await store.chat(*CONSOLE)
-        await store.remove_rules_created_by(console.id, RUN_RULE)  # left by a killed run
+        run_tag, alive = await _run_rules(store, console.id, url)
+        if alive is not None:
+            parts.push_async_callback(alive.close)
         parts.push_async_callback(
             _quietly,
             "removing this run's rules",
             store.remove_rules_created_by,
             console.id,
-            RUN_RULE,
+            run_tag,
         )
         for text in once_rules:
             rule = rules.parse(text)
             for symbol in rule.symbols:
                 catalogue.resolve(symbol)
-            await store.add_rule(console.id, rules.format(rule), RUN_RULE, settings.rules_per_chat)
+            await store.add_rule(console.id, rules.format(rule), run_tag, settings.rules_per_chat)
         data = MarketData(
             catalogue, feed_for, limits_for(settings, replay=replay is not None), clock=clock
         )
@@ -321,7 +292,8 @@ async def _run_once(
             webhook_targets=targets,
             inbound_url=None if replay is not None else settings.inbound_url,
         )
-        front_ends = [] if replay is not None else make_front_ends(settings, store, commands)
+        roles = Roles(url) if url is not None else None
+        front_ends = [] if replay is not None else make_front_ends(settings, store, commands, roles)
         by_name: dict[str, Notifier] = {"console": ConsoleNotifier()}
         if replay is None:  # a replay's alerts are old news: they go to the console only
             await _console_webhooks(settings, store, console.id, targets)
@@ -356,18 +328,31 @@ async def _run_once(
             parts.push_async_callback(_cancel, task)
         delivery_task = asyncio.create_task(delivery.run(), name="delivery")
         parts.push_async_callback(_stop_delivery, delivery, delivery_task)
-        await service.start()
-        parts.push_async_callback(service.stop)
+        if roles is None:
+            await service.start()
+            parts.push_async_callback(service.stop)
+        else:
+            roles.start(ENGINE, service.start, service.stop)
+            parts.push_async_callback(roles.end, ENGINE)
         for front_end in front_ends:
             parts.push_async_callback(_quietly, f"stopping {front_end.name}", front_end.stop)
             try:
                 await front_end.start()
             except Exception:  # an adapter bug: the other parts keep running
                 log.exception("%s: cannot start; running without it", front_end.name)
+                continue
+            if roles is not None and front_end.name in (DISCORD, TELEGRAM):
+                roles.start(front_end.name, front_end.receive, front_end.stop_receiving)
+                parts.push_async_callback(roles.end, front_end.name)
         if settings.metrics_port:
             try:
                 endpoint = await metrics.start(
-                    service, store, settings.metrics_host, settings.metrics_port, front_ends
+                    service,
+                    store,
+                    settings.metrics_host,
+                    settings.metrics_port,
+                    front_ends,
+                    roles.held if roles is not None else None,
                 )
             except OSError as err:
                 _log_metrics_port(settings, err)
@@ -395,9 +380,38 @@ async def _run_once(
         if replay is not None:
             watcher = asyncio.create_task(_stop_after_replay(replay, store, stop))
             parts.push_async_callback(_cancel, watcher)
-        await _either(stop, lost)
-        log.info("shutting down" if stop.is_set() else "stopping every part, to stand by again")
+        await stop.wait()
+        log.info("shutting down")
     return 0
+
+
+def is_run_rule(created_by: str) -> bool:
+    """Whether a rule was given with `tickerbell run --rule` (it lives as long as its run)."""
+    return created_by == RUN_RULE or created_by.startswith(f"{RUN_RULE}:")
+
+
+async def _run_rules(store: Storage, console: int, url: str | None) -> tuple[str, Lease | None]:
+    """The author of this run's `--rule` rules, after removing those of runs that are gone (a
+    killed run). On SQLite one process runs: every earlier run is gone. On PostgreSQL each run
+    tags its rules and holds a lease of that name while it lives (returned, to close last):
+    a tag whose lease is free belongs to a run that is gone."""
+    if url is None:
+        await store.remove_rules_created_by(console, RUN_RULE)
+        return RUN_RULE, None
+    from storage.postgres import Lease
+
+    tags = {r.created_by for r in await store.rules(console) if is_run_rule(r.created_by)}
+    for tag in sorted(tags):
+        left = Lease(url, tag)
+        try:
+            if await left.take():
+                await store.remove_rules_created_by(console, tag)
+        finally:
+            await left.close()
+    tag = f"{RUN_RULE}:{secrets.token_hex(8)}"
+    alive = Lease(url, tag)
+    await alive.take()
+    return tag, alive
 
 
 def _log_metrics_port(settings: Settings, err: OSError) -> None:
@@ -409,60 +423,107 @@ def _log_metrics_port(settings: Settings, err: OSError) -> None:
     )
 
 
-async def _stand_by(lease: Lease, stop: asyncio.Event, patient: bool) -> bool:
-    """Wait until this process holds the lease (True), or is stopped first (False). A server
-    that does not answer the first try raises StorageUnavailable, unless `patient` (standing
-    by again after a lost lease); later it is waited for."""
-    told = unreachable = False
-    while not stop.is_set():
+class Roles:
+    """The parts that run on one replica at a time (PostgreSQL), each under its own lease.
+
+    One plain loop per role: take the lease (every LEASE_SECONDS until it is free), start the
+    part, check the lease every LEASE_SECONDS; once its session is gone (another replica may
+    take it now), stop the part, say so once, and try again like any other replica. A part
+    that fails to start lets its lease go, so that another replica may try.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._held: dict[str, bool] = {}
+        self._loops: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+
+    def held(self) -> dict[str, bool]:
+        """Each role started here, and whether this replica holds it now."""
+        return dict(self._held)
+
+    def start(
+        self, name: str, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Start the role's loop (in the background)."""
+        from storage.postgres import Lease
+
+        self._held[name] = False
+        quit_ = asyncio.Event()
+        task = asyncio.create_task(
+            self._hold(name, Lease(self.url, name), start, stop, quit_), name=f"role {name}"
+        )
+        self._loops[name] = (task, quit_)
+
+    async def end(self, name: str) -> None:
+        """Stop the role's part if it runs here, and let its lease go."""
+        task, quit_ = self._loops.pop(name)
+        quit_.set()
+        await task
+
+    async def _hold(
+        self,
+        name: str,
+        lease: Lease,
+        start: Callable[[], Awaitable[None]],
+        stop: Callable[[], Awaitable[None]],
+        quit_: asyncio.Event,
+    ) -> None:
+        told = unreachable = failing = False
         try:
-            if await lease.take():
-                if told:
-                    log.info("the active process stopped: taking over")
-                return True
-        except StorageUnavailable as err:
-            if not (patient or told or unreachable):
-                raise
-            if not unreachable:
-                log.warning("standing by: %s", err)
-            unreachable = True
-        else:
-            unreachable = False
-            if not told:
-                log.info(
-                    "another tickerbell is active on this database: standing by, to take over "
-                    "within %gs of it stopping",
-                    LEASE_SECONDS,
-                )
-            told = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), LEASE_SECONDS)
-    return False
+            while not quit_.is_set():
+                try:
+                    took = await lease.take()
+                except StorageUnavailable as err:
+                    if not unreachable:
+                        log.warning("%s: cannot try its lease (%s); trying again", name, err)
+                    unreachable, took = True, False
+                else:
+                    unreachable = False
+                if took:
+                    log.info("%s: %s", name, "taking over" if told else "running on this replica")
+                    self._held[name] = True
+                    started = False
+                    try:
+                        await start()
+                        started = True
+                        while not await _wait(quit_, LEASE_SECONDS) and await lease.check():
+                            pass
+                    except Exception:
+                        if not failing:
+                            log.exception("%s: cannot start; letting its lease go", name)
+                    finally:
+                        self._held[name] = False
+                        await _quietly(f"stopping {name}", stop)
+                    if quit_.is_set():
+                        break
+                    failing = not started
+                    if failing:
+                        await lease.close()  # another replica may try
+                    else:
+                        log.error(
+                            "%s: lost its lease (its database connection ended): stopped it "
+                            "here, so that only one replica runs it; trying to take it again",
+                            name,
+                        )
+                    told = False
+                elif not told and not unreachable:
+                    log.info(
+                        "%s runs on another replica: standing by, to take over within %gs of "
+                        "it stopping",
+                        name,
+                        LEASE_SECONDS,
+                    )
+                    told = True
+                await _wait(quit_, LEASE_SECONDS)
+        finally:
+            await lease.close()
 
 
-async def _keep(lease: Lease, lost: asyncio.Event) -> None:
-    """Check the lease every LEASE_SECONDS; once it is gone (its connection ended, so another
-    process may take over), set `lost`: this process stops every part and stands by again,
-    so that two processes are never active for longer."""
-    while True:
-        await asyncio.sleep(LEASE_SECONDS)
-        if not await lease.check():
-            log.error(
-                "lost the database lease (its connection ended): stopping, so that only one "
-                "process is active, and standing by again"
-            )
-            lost.set()
-            return
-
-
-async def _either(*events: asyncio.Event) -> None:
-    """Wait until any of the events is set."""
-    waits = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for the event at most `seconds`; whether it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
 
 
 async def _console_webhooks(

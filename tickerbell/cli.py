@@ -287,7 +287,7 @@ async def _replay_run(
                 except RuleError as err:
                     print(f"replay: skipping console rule #{stored.id} ({err})", file=sys.stderr)
                     continue
-                if stored.created_by != app.RUN_RULE:
+                if not app.is_run_rule(stored.created_by):
                     kept.append(stored.text)
     with tempfile.TemporaryDirectory(prefix="tickerbell-replay-") as scratch:
         throwaway = settings.model_copy(

@@ -3,11 +3,16 @@
 `/healthz` answers 200 while some feed has produced a good quote within the staleness limit
 and every chat platform is receiving commands, and 503 otherwise (all feeds failing or stale,
 or a platform's command side down), naming what is wrong, so a supervisor can restart or page.
+
+On PostgreSQL a replica answers for the parts it runs: the feeds only while it holds the
+engine, a platform's command side only while it holds that platform's role (or always, where
+every replica receives); the body then says which roles it holds and which it stands by for,
+and /metrics has `tickerbell_role{role=...}` 1 or 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from aiohttp import web
@@ -27,12 +32,18 @@ class Listening(Protocol):
     def listening(self) -> bool: ...
 
 
+Roles = Callable[[], Mapping[str, bool]]  # on PostgreSQL: each role, and whether it runs here
+
+
 class _Snapshot(Collector):
     """Reads the service's counters and an outbox count taken just before."""
 
-    def __init__(self, service: Service, outbox: dict[str, int]) -> None:
+    def __init__(
+        self, service: Service, outbox: dict[str, int], roles: Roles | None = None
+    ) -> None:
         self.service = service
         self.outbox = outbox
+        self.roles = roles
 
     def collect(self) -> Iterator[Metric]:
         stats, now = self.service.stats, self.service.clock()
@@ -76,34 +87,60 @@ class _Snapshot(Collector):
             outbox.add_metric([status], count)
         yield outbox
         yield GaugeMetricFamily("tickerbell_rules", "Active rules", value=len(self.service.book))
+        if self.roles is not None:
+            held = GaugeMetricFamily(
+                "tickerbell_role", "1 while this replica runs the role, else 0", labels=["role"]
+            )
+            for role, here in self.roles().items():
+                held.add_metric([role], 1 if here else 0)
+            yield held
 
 
-def problems(service: Service, front_ends: Sequence[Listening] = ()) -> list[str]:
-    """What makes the bot unhealthy now (empty when healthy)."""
-    found = [] if service.data.healthy() else ["no feed has a fresh good quote"]
+def problems(
+    service: Service, front_ends: Sequence[Listening] = (), roles: Roles | None = None
+) -> list[str]:
+    """What makes the bot unhealthy now (empty when healthy): of the parts that run here."""
+    held = roles() if roles is not None else {}
+    found = []
+    if (roles is None or service.running) and not service.data.healthy():
+        found.append("no feed has a fresh good quote")
     found.extend(
         f"{front_end.name} is not receiving commands"
         for front_end in front_ends
-        if not front_end.listening()
+        if held.get(front_end.name, True) and not front_end.listening()
     )
     return found
 
 
+def roles_text(roles: Mapping[str, bool]) -> str:
+    """Which roles run here and which this replica stands by for, a line each."""
+    here = ", ".join(role for role, held in roles.items() if held) or "none"
+    lines = f"roles here: {here}\n"
+    waiting = [role for role, held in roles.items() if not held]
+    if waiting:
+        lines += f"standing by for: {', '.join(waiting)}\n"
+    return lines
+
+
 def make_app(
-    service: Service, store: Storage, front_ends: Sequence[Listening] = ()
+    service: Service,
+    store: Storage,
+    front_ends: Sequence[Listening] = (),
+    roles: Roles | None = None,
 ) -> web.Application:
     """The aiohttp application serving /metrics and /healthz."""
 
     async def metrics(request: web.Request) -> web.Response:
         registry = CollectorRegistry()
-        registry.register(_Snapshot(service, await store.outbox_counts()))
+        registry.register(_Snapshot(service, await store.outbox_counts(), roles))
         return web.Response(body=generate_latest(registry), content_type="text/plain")
 
     async def healthz(request: web.Request) -> web.Response:
-        wrong = problems(service, front_ends)
-        if not wrong:
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="".join(f"{line}\n" for line in wrong))
+        wrong = problems(service, front_ends, roles)
+        text = "".join(f"{line}\n" for line in wrong) or "ok\n"
+        if roles is not None:
+            text += roles_text(roles())
+        return web.Response(status=503 if wrong else 200, text=text)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -111,30 +148,16 @@ def make_app(
     return app
 
 
-async def start_standby(host: str, port: int) -> web.AppRunner:
-    """Serve the endpoints of a process standing by (on PostgreSQL, while another is active):
-    /healthz answers 200 "standing by" (it is ready to take over), /metrics
-    `tickerbell_active 0`. The caller awaits `runner.cleanup()` before the real ones start."""
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="standing by\n")
-
-    async def metrics(request: web.Request) -> web.Response:
-        text = "# HELP tickerbell_active Whether this process is the active one\n"
-        text += "# TYPE tickerbell_active gauge\ntickerbell_active 0.0\n"
-        return web.Response(text=text)
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    return await _serve(app, host, port)
-
-
 async def start(
-    service: Service, store: Storage, host: str, port: int, front_ends: Sequence[Listening] = ()
+    service: Service,
+    store: Storage,
+    host: str,
+    port: int,
+    front_ends: Sequence[Listening] = (),
+    roles: Roles | None = None,
 ) -> web.AppRunner:
     """Serve the endpoints; the caller awaits `runner.cleanup()` on shutdown."""
-    return await _serve(make_app(service, store, front_ends), host, port)
+    return await _serve(make_app(service, store, front_ends, roles), host, port)
 
 
 async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -24,6 +24,10 @@ arrive while a batch is decided and committed wait, the latest per symbol only, 
 into the next batch, so a burst costs one commit and leaves no backlog. While a stream is up its
 symbols are not polled; the moment it goes down a poll starts, and polling goes on until the
 stream delivers again. Recent quotes are stored at most every `QUOTE_SAVE_EVERY`.
+
+A stopped service can start again (on PostgreSQL, a replica that lost the engine's lease and
+took it back): each start builds its rule book afresh, so the rules and their states are read
+from the store as the replica before it committed them, never from this process's memory.
 """
 
 from __future__ import annotations
@@ -76,7 +80,8 @@ class Stream(Protocol):
 
 
 class Service:
-    """Runs the ticks: owns the rule book and the scheduler; one instance per process.
+    """Runs the ticks: owns the rule book and the scheduler; one instance per process, running
+    while this process runs the engine.
 
     `wake` is called after a tick committed alerts (delivery's `wake`). `rules_changed` is set
     by the command layer of this process after it wrote a rule or subscription: the rule book
@@ -102,8 +107,7 @@ class Service:
         self.market = data.market
         self.stats = data.stats
         self.clock = data.clock
-        self.book = RuleBook(band)
-        self.rules = RuleSync(store, self.book, data.canonical, clock=data.clock)
+        self.band = band
         self.poll_interval = poll_interval
         self.wake = wake
         self.rules_changed = rules_changed
@@ -111,19 +115,31 @@ class Service:
         self.digest_every = digest_every
         self._digests_failing = False
         self._follower: asyncio.Task[None] | None = None
-        self._polled: set[str] = set()
-        self._ticks: dict[str, asyncio.Task[None]] = {}
         self._store_failing = False
         self._rules_failing = False
         self._quotes_pruned: datetime | None = None
         self._quotes_failing = False
+        self.stream_for = stream_for
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """What one run holds: an empty rule book (the first refresh reads the rules and their
+        states), no feed polled or streamed, a new scheduler."""
+        self.book = RuleBook(self.band)
+        self.rules = RuleSync(self.store, self.book, self.data.canonical, clock=self.clock)
+        self._polled: set[str] = set()
+        self._ticks: dict[str, asyncio.Task[None]] = {}
         self._quotes_saved: datetime | None = None
         self._unsaved: dict[str, Quote] = {}
-        self.stream_for = stream_for
         self.streams: dict[str, Stream] = {}
         self._pending: dict[str, dict[str, Quote]] = {}  # source -> native -> latest quote
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        """Whether it runs: started, and not stopped since."""
+        return bool(self.scheduler.running) and not self._stopping
 
     async def refresh_rules(self) -> None:
         """Bring the rule book in line with the store, and poll every source it now needs."""
@@ -327,7 +343,10 @@ class Service:
         )
 
     async def start(self) -> None:
-        """Load the rules, then poll each needed feed on its own job; re-read rules on a timer."""
+        """Load the rules, then poll each needed feed on its own job; re-read rules on a timer.
+        After a stop, everything starts afresh from the store."""
+        if self._stopping:
+            self._fresh()
         self.scheduler.start()
         await self.refresh_rules()
         await self._warm_market()

@@ -1,7 +1,10 @@
 """The Discord adapter: slash commands in, alerts out, over one discord.py `Client`.
 
 Commands reach Discord only when synced, and syncing is deliberate (bot.discord.sync).
-Receiving interactions needs the gateway; sending needs only REST.
+Receiving interactions needs the gateway; sending needs only REST. Discord wants one gateway
+connection per bot token: with `gateway=False` (a replica on PostgreSQL) `start()` logs in for
+sending only, and the gateway runs between `receive()` and `stop_receiving()`, while this
+replica holds the "discord" lease.
 
 Discord being down never stops the bot: `start()` logs in, syncs and connects the gateway in a
 background task that retries with exponential backoff (one warning per outage, one ERROR when
@@ -103,8 +106,10 @@ class DiscordBot:
         self.start_wait = start_wait
         self._login_backoff = Backoff(retry_base, retry_cap)
         self._gateway_backoff = Backoff(retry_base, retry_cap)
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # logging in, then syncing
+        self._listener: asyncio.Task[None] | None = None  # the gateway, once logged in
         self._tried = asyncio.Event()  # the first login attempt (and sync) is over
+        self._in = asyncio.Event()  # logged in (and synced, or failed to)
         self._logged_in = False
         self._gateway_ready = False
         self._token_refused = False
@@ -144,8 +149,26 @@ class DiscordBot:
         """
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="discord")
+        if self.gateway:
+            await self.receive()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._tried.wait(), self.start_wait)
+
+    async def receive(self) -> None:
+        """Keep the gateway connected (in the background, from when logged in)."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen_when_in(), name="discord gateway")
+
+    async def stop_receiving(self) -> None:
+        """Disconnect the gateway; sending over REST goes on."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait({listener})
+        self._gateway_ready = False
+        if self._logged_in and not self.client.is_closed():
+            self.client.gateway_only = True
+            await self.client.close()  # the gateway connection only
 
     def listening(self) -> bool:
         """Whether slash commands can arrive now: logged in, the gateway READY (or RESUMED)."""
@@ -173,9 +196,13 @@ class DiscordBot:
             await self._cancel()
 
     async def close(self) -> None:
-        """Stop the background task, disconnect the gateway and close the HTTP session."""
+        """Stop the background tasks, disconnect the gateway and close the HTTP session."""
         self.answers.accepting = False
         await self._cancel()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait({listener})
         self.client.gateway_only = False
         await self.client.close()
         self._logged_in = self._gateway_ready = False
@@ -191,7 +218,7 @@ class DiscordBot:
             log.error("discord: the background task failed", exc_info=task.exception())
 
     async def _run(self) -> None:
-        """Log in (retrying), sync the commands, then keep the gateway connected."""
+        """Log in (retrying), then sync the commands."""
         await self._log_in()
         try:
             await self.sync()
@@ -199,8 +226,11 @@ class DiscordBot:
             log.warning("discord: could not sync the slash commands: %s", _describe(err))
         finally:
             self._tried.set()
-        if self.gateway:
-            await self._listen()
+            self._in.set()
+
+    async def _listen_when_in(self) -> None:
+        await self._in.wait()
+        await self._listen()
 
     async def _log_in(self) -> None:
         """Log in over REST, retrying with backoff while Discord is unreachable or says no."""
@@ -394,8 +424,10 @@ def build(
     admin_role: str = "",
     api_base_url: str | None = None,
     gateway_url: str | None = None,
+    gateway: bool = True,
 ) -> DiscordBot:
-    """The Discord front end as the composition root needs it (start() it, close() it)."""
+    """The Discord front end as the composition root needs it (start() it, close() it);
+    without `gateway` it receives only between receive() and stop_receiving()."""
     return DiscordBot(
         token=token,
         commands=commands,
@@ -405,4 +437,5 @@ def build(
         sync_file=sync_file_for(db_path),
         api_base_url=api_base_url,
         gateway_url=gateway_url,
+        gateway=gateway,
     )

@@ -2,8 +2,11 @@
 
 The Application shares the service's event loop and is started and stopped explicitly (no
 `run_polling`, no PTB Updater): `start()` returns at once and a background task connects
-(getMe), drops the updates that queued up while the bot was down, registers the command menu
-and long-polls for updates. Telegram being unreachable or refusing the token, at start or
+(getMe), drops the updates that queued up while the bot was down, registers the command menu;
+another long-polls for updates. Sending needs only the connection: with `polling=False` (a
+replica on PostgreSQL) `start()` connects for sending, keeps the updates waiting, and polls only
+between `receive()` and `stop_receiving()`, while it holds the "telegram" lease (Telegram allows
+one long-poller per token). Telegram being unreachable or refusing the token, at start or
 later, is an outage: retried with backoff for as long as it lasts, logged once. PTB's own
 polling loop is not used because it gives up for good on a 401, however brief. Every command
 goes to the platform-neutral `Commands` layer and its `Reply` is rendered as Telegram HTML.
@@ -138,6 +141,7 @@ class TelegramBot:
         max_retry_wait: float = 30.0,
         admin_cache_seconds: float = 300.0,
         poll_timeout: float = 10.0,
+        polling: bool = True,
         reconnect_base: float = 1.0,
         reconnect_cap: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -152,12 +156,15 @@ class TelegramBot:
         self.retries = retries
         self.max_retry_wait = max_retry_wait
         self.poll_timeout = poll_timeout
+        self.polling = polling
         self.reconnect_base = reconnect_base
         self.reconnect_cap = reconnect_cap
         self.clock = clock
         self.sleep = sleep
-        self._task: asyncio.Task[None] | None = None  # connecting, then polling
+        self._task: asyncio.Task[None] | None = None  # connecting
+        self._poller: asyncio.Task[None] | None = None  # polling, once connected
         self._connected = False  # getMe answered and the Application runs: sends may go
+        self._up = asyncio.Event()  # set with _connected
         self._receiving = False  # the last getUpdates (or the connection) succeeded
         self._turns = KeyedLocks()  # one message at a time per chat, in arrival order
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
@@ -188,20 +195,37 @@ class TelegramBot:
     # --- life cycle ---
 
     async def start(self) -> None:
-        """Connect and poll in a background task: returns at once and never raises for
-        Telegram's sake (unreachable, failing or refusing the token: retried with backoff)."""
+        """Connect (and poll, unless `polling` is off) in the background: returns at once and
+        never raises for Telegram's sake (unreachable, failing or refusing the token: retried
+        with backoff)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="telegram")
+        if self.polling:
+            await self.receive()
+
+    async def receive(self) -> None:
+        """Long-poll for updates in the background, from when the connection is up."""
+        if self._poller is None:
+            self._poller = asyncio.create_task(self._poll_when_up(), name="telegram polling")
+
+    async def stop_receiving(self) -> None:
+        """Stop polling (updates not yet taken wait at Telegram for the next poller); sending
+        and the commands in flight go on."""
+        poller, self._poller = self._poller, None
+        self._receiving = False
+        if poller is not None:
+            poller.cancel()
+            await asyncio.wait({poller})
 
     def listening(self) -> bool:
         """Whether commands are being received: connected, and polling without failures."""
-        return self._receiving and self._task is not None and not self._task.done()
+        return self._receiving and self._poller is not None and not self._poller.done()
 
     async def stop(self) -> None:
         """Stop connecting or polling and finish the commands in flight; `send` keeps working
         until close()."""
+        await self.stop_receiving()
         task, self._task = self._task, None
-        self._receiving = False
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
@@ -212,25 +236,35 @@ class TelegramBot:
         """Stop and release the HTTP connections (the token stays redacted from logs)."""
         await self.stop()
         self._connected = False
+        self._up.clear()
         await self.app.shutdown()
         await self.app.bot.shutdown()  # after a failed getMe the bot is open, the app is not
 
     async def _run(self) -> None:
         try:
             await self._connect()
+        except Exception:  # a bug: say so, rather than end silently inside a task
+            log.exception("telegram: cannot connect")
+
+    async def _poll_when_up(self) -> None:
+        try:
+            await self._up.wait()
+            self._receiving = True
             await self._poll()
         except Exception:  # a bug: say so, rather than end silently inside a task
             self._receiving = False
             log.exception("telegram: no longer taking commands")
 
     async def _connect(self) -> None:
-        """getMe (it checks the token) and drop stale updates until both work; then register
-        the command menu and start handling updates."""
+        """getMe (it checks the token) and, when this process polls from the start, drop
+        stale updates, until both work; then register the command menu and start handling
+        updates. A replica that polls only under the lease keeps them: another replica may be
+        about to take them."""
         backoff = Backoff(self.reconnect_base, self.reconnect_cap)
         while True:
             try:
                 await self.app.initialize()
-                await self.app.bot.delete_webhook(drop_pending_updates=True)
+                await self.app.bot.delete_webhook(drop_pending_updates=self.polling)
                 break
             except Exception as err:
                 await asyncio.sleep(self._failed(backoff, "cannot connect", err))
@@ -239,7 +273,8 @@ class TelegramBot:
         except TelegramError as err:  # the menu is a convenience; commands work without it
             log.warning("telegram: could not register the command menu: %s", self._describe(err))
         await self.app.start()
-        self._connected = self._receiving = True
+        self._connected = True
+        self._up.set()
         log.info("telegram: answering as @%s", self.app.bot.username)
 
     async def _poll(self) -> None:
