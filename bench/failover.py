@@ -1,12 +1,12 @@
-"""Benchmark: a standby taking over on PostgreSQL when the active process is killed (kill -9).
+"""Benchmark: a replica taking the engine over on PostgreSQL when its holder is killed (kill -9).
 
-Two `tickerbell run` processes share one PostgreSQL schema (a throwaway one on the server named
-by `--postgres`, default TICKERBELL_TEST_DATABASE_URL) and one console rule, polling the fake
-Binance (tests/fake_exchange.py, synthetic prices) every second. Each round kills the active
-process with SIGKILL and measures the gap in the venue's polls: from the kill to the first poll
-of the process that took over (lease retry every 2 s, then its parts start). A new standby is
-started before the next round. Also: polls per second while one is active and one stands by
-(one process polls: about 1/s).
+Two `tickerbell run` processes (replicas) share one PostgreSQL schema (a throwaway one on the
+server named by `--postgres`, default TICKERBELL_TEST_DATABASE_URL) and one console rule; the
+one holding the "engine" lease polls the fake Binance (tests/fake_exchange.py, synthetic
+prices) every second. Each round kills the engine's replica with SIGKILL and measures the gap
+in the venue's polls: from the kill to the first poll of the replica that took the engine over
+(lease retry every 2 s, then the service starts and reads the rules). A new replica is started
+before the next round. Also: polls per second while both run (one replica polls: about 1/s).
 
 Run: .venv/bin/python -m bench.failover [--rounds 10] [--postgres postgresql://...]
 """
@@ -33,6 +33,7 @@ from support.postgres import throwaway_schema
 from storage.postgres import PostgresStore
 
 POLL = "ticker/bookTicker"
+STANDING_BY = "engine runs on another replica: standing by"
 
 
 class Replica:
@@ -95,7 +96,7 @@ async def main(rounds: int, server: str) -> None:
             active = await Replica.start(env)
             await until(lambda: fake.count(POLL) > 0)
             standby = await Replica.start(env)
-            await until(lambda: standby.said("standing by"))
+            await until(lambda: standby.said(STANDING_BY))
             seen, start = fake.count(POLL), time.perf_counter()
             await asyncio.sleep(10)
             rate = (fake.count(POLL) - seen) / (time.perf_counter() - start)
@@ -107,12 +108,12 @@ async def main(rounds: int, server: str) -> None:
                 await until(lambda seen=seen: fake.count(POLL) > seen)
                 gaps.append(time.perf_counter() - killed)
                 active, standby = standby, await Replica.start(env)
-                await until(lambda: standby.said("standing by"))  # noqa: B023
+                await until(lambda: standby.said(STANDING_BY))  # noqa: B023
             for replica in (active, standby):
                 await replica.kill()
     gaps.sort()
     p95 = gaps[min(len(gaps) - 1, round(0.95 * (len(gaps) - 1)))]
-    print(f"polls per second, one active and one standby: {rate:.2f} (one poller: 1.00)")
+    print(f"polls per second, two replicas: {rate:.2f} (one poller: 1.00)")
     print(
         f"takeover after kill -9, {rounds} rounds: median {statistics.median(gaps):.2f} s,"
         f" p95 {p95:.2f} s, max {gaps[-1]:.2f} s (from the kill to the first poll)"

@@ -2,7 +2,8 @@
 
 It answers the four public spot endpoints the ccxt feed uses, in Binance's own JSON shapes:
 `/api/v3/exchangeInfo`, `/api/v3/ticker/bookTicker`, `/api/v3/ticker/24hr` and
-`/api/v3/klines`. Every request is recorded (path and query), prices are settable per symbol,
+`/api/v3/klines`. Every request is recorded (path, query, arrival time and the client it
+names, for several processes on one fake), prices are settable per symbol,
 and faults can be injected: a hang past the client timeout, 429 with Retry-After, 500,
 malformed JSON, and bad books (empty, crossed, zero or negative prices).
 
@@ -30,6 +31,7 @@ import contextlib
 import csv
 import json
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -45,6 +47,7 @@ from support.local_server import serve_locally
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 API = "/api/v3"
+CLIENT = "X-Test-Client"
 FAPI = "/fapi/v1"
 WS = "/ws"
 DAY_MS = 86_400_000
@@ -107,6 +110,8 @@ class Request:
 
     path: str
     query: dict[str, str]
+    client: str = ""  # the CLIENT header, which `ccxt_options(client=...)` sends
+    at: float = 0.0  # when it arrived (time.monotonic)
 
 
 @dataclass(slots=True)
@@ -334,8 +339,9 @@ class FakeExchange:
 
     # ---- controls used by tests -------------------------------------------------------------
 
-    def ccxt_options(self, timeout_ms: int = 500) -> dict[str, Any]:
-        """ccxt constructor options pointing binance's public spot API at this fake.
+    def ccxt_options(self, timeout_ms: int = 500, client: str = "") -> dict[str, Any]:
+        """ccxt constructor options pointing binance's public spot API at this fake; with
+        `client`, each request names it (several processes on one fake: who polled).
 
         `timeout_on_exit` 0 skips the 250 ms ccxt sleeps in `close()` to let TLS transports
         drain: there is no TLS to 127.0.0.1.
@@ -355,6 +361,7 @@ class FakeExchange:
             "options": {"fetchMarkets": {"types": ["spot"]}},
             "timeout": timeout_ms,
             "timeout_on_exit": 0,
+            **({"headers": {CLIENT: client}} if client else {}),
         }
 
     def set_price(self, symbol: str, bid: float, ask: float, last: float | None = None) -> None:
@@ -448,7 +455,8 @@ class FakeExchange:
     async def _record_and_fault(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
-        self.requests.append(Request(request.path, dict(request.query)))
+        client = request.headers.get(CLIENT, "")
+        self.requests.append(Request(request.path, dict(request.query), client, time.monotonic()))
         if request.path.startswith(f"{WS}/"):
             websocket: web.StreamResponse = await handler(request)  # REST faults do not apply
             return websocket

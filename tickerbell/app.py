@@ -67,7 +67,7 @@ CONSOLE = ("console", "console")
 RUN_RULE = "run"  # created_by of rules given with `tickerbell run --rule`
 SHUTDOWN_SECONDS = 5.0
 ENGINE, DISCORD, TELEGRAM = "engine", "discord", "telegram"  # the roles (lease names)
-LEASE_SECONDS = 2.0  # how often a replica tries a role's lease, and its holder checks it
+LEASE_SECONDS = 1.0  # how often a replica tries a role's lease, and its holder checks it
 CHART_WORKERS = 1  # processes drawing charts: alert charts are few (one per symbol and minute)
 
 
@@ -332,6 +332,7 @@ async def run(
             await service.start()
             parts.push_async_callback(service.stop)
         else:
+            _import_feeds()
             roles.start(ENGINE, service.start, service.stop)
             parts.push_async_callback(roles.end, ENGINE)
         for front_end in front_ends:
@@ -383,6 +384,16 @@ async def run(
         await stop.wait()
         log.info("shutting down")
     return 0
+
+
+def _import_feeds() -> None:
+    """Import the live feeds' libraries now, at start: a replica that takes the engine over
+    later must not wait seconds for ccxt's import then (nor hold up delivery and commands:
+    an import blocks the event loop)."""
+    import feeds.ccxt_feed
+    import feeds.stream_feed
+    import feeds.swissquote_feed
+    import feeds.yahoo_feed  # noqa: F401
 
 
 def is_run_rule(created_by: str) -> bool:
