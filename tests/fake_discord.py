@@ -236,6 +236,10 @@ class FakeDiscord:
         """How many login requests (`GET /users/@me`) arrived, answered or not."""
         return sum(1 for r in self.requests if r.method == "GET" and r.path == f"{API}/users/@me")
 
+    def open_gateways(self) -> int:
+        """Gateway connections open now."""
+        return sum(1 for socket in self._sockets if not socket.closed)
+
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close every gateway connection with this close code."""
         for socket in list(self._sockets):

@@ -1011,6 +1011,26 @@ async def test_start_returns_while_discord_is_down_and_connects_when_it_is_back(
     assert "was destroyed but it is pending" not in caplog.text
 
 
+async def test_a_replica_receives_only_between_receive_and_stop_receiving(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    """On PostgreSQL the gateway is the "discord" role's: a replica logs in to send, connects
+    the gateway only while it holds the role, and sends over REST either way."""
+    async with rig(tmp_path / "role.db", gateway=False) as r:
+        chat = await r.store.chat("discord", str(CHANNEL), "guild")
+        assert await r.bot.send(chat, an_alert()) is not None
+        assert fake.identified == [] and not r.bot.listening()
+        await r.bot.receive()
+        await until(r.bot.listening)
+        await r.bot.stop_receiving()
+        assert not r.bot.listening()
+        await until(lambda: fake.open_gateways() == 0)
+        assert await r.bot.send(chat, an_alert(price=51.0)) is not None
+        await r.bot.receive()  # taken again
+        await until(r.bot.listening)
+        assert len(fake.identified) == 2 and len(fake.posted(CHANNEL)) == 2
+
+
 @pytest.mark.parametrize("close_code", [4000, 4004])
 async def test_the_gateway_comes_back_after_an_outage(
     tmp_path: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, close_code: int

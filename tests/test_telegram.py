@@ -599,6 +599,29 @@ async def test_commands_come_back_after_a_burst_of_401s(
     assert "Aborting" not in caplog.text
 
 
+async def test_a_replica_polls_only_between_receive_and_stop_receiving(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """On PostgreSQL polling is the "telegram" role's: a replica connects to send, keeps the
+    updates waiting (another replica may be about to take them), and polls only while it
+    holds the role; an update sent meanwhile is answered once it does."""
+    fake.push("/help", chat_id=USER)  # waiting before the replica starts
+    async with rig(tmp_path / "r.db", fake, connected=False, polling=False) as r:
+        chat = await r.store.chat("telegram", str(USER))
+        await until(lambda: fake.count("setMyCommands") == 1)  # connected
+        assert await r.bot.send(chat, an_alert()) is not None
+        assert fake.count("getUpdates") == 0 and not r.bot.listening()
+        await r.bot.receive()
+        await until(lambda: len(fake.texts(USER)) == 2)  # the alert, then /help's answer
+        await r.bot.stop_receiving()
+        polls = fake.count("getUpdates")
+        fake.push("/help", chat_id=USER)
+        assert not r.bot.listening()
+        await r.bot.receive()  # taken again
+        await until(lambda: len(fake.texts(USER)) == 3)
+        assert fake.count("getUpdates") > polls
+
+
 @pytest.mark.parametrize("reachable", [True, False])
 async def test_close_leaves_no_task_behind(
     tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture, reachable: bool
