@@ -258,7 +258,7 @@ async def run(
             log.error("cannot open the database: %s", err)
             return 1
         console = await store.chat(*CONSOLE)
-        run_tag, alive = await _run_rules(store, console.id, url)
+        run_tag, alive = await _run_rules(store, console.id, url, bool(once_rules))
         if alive is not None:
             parts.push_async_callback(alive.close)
         parts.push_async_callback(
@@ -387,13 +387,11 @@ async def run(
 
 
 def _import_feeds() -> None:
-    """Import the live feeds' libraries now, at start: a replica that takes the engine over
+    """Import the crypto feeds' library now, at start: a replica that takes the engine over
     later must not wait seconds for ccxt's import then (nor hold up delivery and commands:
-    an import blocks the event loop)."""
+    an import blocks the event loop). Yahoo's (pandas) is left for when metals need it."""
     import feeds.ccxt_feed
-    import feeds.stream_feed
-    import feeds.swissquote_feed
-    import feeds.yahoo_feed  # noqa: F401
+    import feeds.stream_feed  # noqa: F401
 
 
 def is_run_rule(created_by: str) -> bool:
@@ -401,11 +399,13 @@ def is_run_rule(created_by: str) -> bool:
     return created_by == RUN_RULE or created_by.startswith(f"{RUN_RULE}:")
 
 
-async def _run_rules(store: Storage, console: int, url: str | None) -> tuple[str, Lease | None]:
+async def _run_rules(
+    store: Storage, console: int, url: str | None, wanted: bool
+) -> tuple[str, Lease | None]:
     """The author of this run's `--rule` rules, after removing those of runs that are gone (a
-    killed run). On SQLite one process runs: every earlier run is gone. On PostgreSQL each run
-    tags its rules and holds a lease of that name while it lives (returned, to close last):
-    a tag whose lease is free belongs to a run that is gone."""
+    killed run). On SQLite one process runs: every earlier run is gone. On PostgreSQL a run
+    with rules (`wanted`) tags them and holds a lease of that name while it lives (returned,
+    to close last): a tag whose lease is free belongs to a run that is gone."""
     if url is None:
         await store.remove_rules_created_by(console, RUN_RULE)
         return RUN_RULE, None
@@ -420,6 +420,8 @@ async def _run_rules(store: Storage, console: int, url: str | None) -> tuple[str
         finally:
             await left.close()
     tag = f"{RUN_RULE}:{secrets.token_hex(8)}"
+    if not wanted:
+        return tag, None
     alive = Lease(url, tag)
     await alive.take()
     return tag, alive
