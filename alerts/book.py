@@ -315,7 +315,7 @@ class RuleBook:
             if _unsettled(rule, state, now):
                 group.watch.add(rule_id)
             else:
-                group.watch.discard(rule_id)
+                group.watch.discard(rule_id)  # visited by a zone change or its lines
             if alert is not None:
                 fires.append(Fire(rule_id, alert))
         return Evaluation(fires, changed, before)
@@ -357,8 +357,13 @@ class RuleBook:
     ) -> None:
         """Add to `found` the rules of `group` that `reading` may move."""
         lane, value = group.lane, reading.value
-        for rule_id in group.watch:
-            found[rule_id] = (group, reading)
+        if group.watch:
+            for rule_id in group.watch:
+                found[rule_id] = (group, reading)
+            # Each is evaluated now and put back if still unsettled. A fresh set, because a set
+            # never shrinks: one that held a group's every learning rule at start would be
+            # scanned whole on every tick (17 ms a tick at 1M rules for 55 members).
+            group.watch = set()
         if lane is Lane.ZONE:
             assert reading.reference is not None
             zone = self._zone(value, reading.reference)
