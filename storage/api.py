@@ -255,6 +255,28 @@ class OutboxStore(Protocol):
         chat's later rows (not its earlier ones, nor other chats'), so each chat gets its
         alerts in order."""
 
+    async def claim(self, limit: int = 500) -> list[OutboxRow]:
+        """The rows one delivery loop sends in a round: what `pending` would give, except that
+        only chats this store could claim are in it (PostgreSQL: no other store on the
+        database holds them), and it claims them; rows read after the claims were taken, so
+        a chat's rows delivered by its last holder are not among them. A claimed chat is this
+        store's alone until `release`, or until the store or its process ends (then another
+        store may claim it at once). A store in one process only (SQLite, memory) claims every
+        chat: `claim` is `pending`.
+
+        While the claims are lost (PostgreSQL: their session ended), `mark_delivered`,
+        `mark_retry` and `mark_failed` raise StorageUnavailable, changing nothing, until
+        `release`: a loop that sent a row which another store may send too stops after it."""
+
+    async def release(self) -> None:
+        """End every claim of this store (the round is over). Never raises."""
+
+    def on_queued(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever pending rows are put in the outbox from now on (by
+        `commit_tick` or `enqueue_digest`): after their transaction committed, on the event
+        loop; PostgreSQL also for rows queued by any other process on the database, and once
+        after its listening connection came back from an outage (rows queued meanwhile)."""
+
     async def outbox_row(self, row: int) -> OutboxRow | None:
         """One row by id, whatever its status, with its chat as it is now; None when there is
         no such row (never made, or pruned)."""

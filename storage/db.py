@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -158,6 +158,7 @@ class Store:
         self._reader = reader
         self._clock = clock
         self._write = asyncio.Lock()
+        self._woken: list[Callable[[], None]] = []  # on_queued's callbacks
 
     @classmethod
     @asynccontextmanager
@@ -473,7 +474,19 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-        return sum(1 for row in rows if row[4] == "pending")
+        queued = sum(1 for row in rows if row[4] == "pending")
+        if queued:
+            self._queued()
+        return queued
+
+    def on_queued(self, wake: Callable[[], None]) -> None:
+        """Call `wake` after each commit that queued pending rows (one process: no other
+        writes to this database queue any)."""
+        self._woken.append(wake)
+
+    def _queued(self) -> None:
+        for wake in self._woken:
+            wake()
 
     @staticmethod
     async def _hooks(conn: aiosqlite.Connection, owners: set[int]) -> dict[int, list[int]]:
@@ -527,6 +540,13 @@ class Store:
             (now, limit),
         )
         return [_outbox_row(row) for row in rows]
+
+    async def claim(self, limit: int = 500) -> list[OutboxRow]:
+        """`pending`: one process delivers from a SQLite database, so every chat is ours."""
+        return await self.pending(limit)
+
+    async def release(self) -> None:
+        return None
 
     async def outbox_row(self, row: int) -> OutboxRow | None:
         """One row by id, whatever its status."""
@@ -697,7 +717,9 @@ class Store:
                 " VALUES (NULL, ?, ?, ?, ?, 'digest')",
                 (chat, digest_to_json(digest), _ts(now), status.get(chat, "pending")),
             )
-            return True
+        if chat not in status:
+            self._queued()
+        return True
 
     # --- webhooks ---
 

@@ -89,6 +89,7 @@ class MemoryStore:
         self._digests: dict[int, tuple[ChatDigest, bool]] = {}  # chat -> (digest, on)
         self._webhooks: dict[int, tuple[Webhook, bool]] = {}  # chat -> (webhook, active)
         self._inbound: dict[int, str] = {}  # chat -> its inbound secret
+        self._woken: list[Callable[[], None]] = []  # on_queued's callbacks
 
     @classmethod
     @asynccontextmanager
@@ -285,7 +286,16 @@ class MemoryStore:
             for hook in self._active_webhooks(chat):  # a webhook hears as its owner does
                 status = self._enqueue(rule, hook.id, alert, now, None if own == "pending" else own)
                 queued += status == "pending"
+        if queued:
+            self._queued()
         return queued
+
+    def on_queued(self, wake: Callable[[], None]) -> None:
+        self._woken.append(wake)
+
+    def _queued(self) -> None:
+        for wake in self._woken:
+            wake()
 
     def _enqueue(
         self,
@@ -322,6 +332,12 @@ class MemoryStore:
                 held_from.setdefault(row.chat, row.id)
         due = [row for row in rows if row.id < held_from.get(row.chat, math.inf)]
         return [self._outbox_row(row) for row in due[:limit]]
+
+    async def claim(self, limit: int = 500) -> list[OutboxRow]:
+        return await self.pending(limit)  # one process: every chat is this store's
+
+    async def release(self) -> None:
+        return None
 
     def _outbox_row(self, row: _Row) -> OutboxRow:
         chat = self._chats[row.chat]
@@ -489,7 +505,8 @@ class MemoryStore:
         if last is not None and last >= digest.day:
             return False
         self._digests[chat] = (replace(known[0], last_day=digest.day), True)
-        self._enqueue(None, chat, digest, self._clock())
+        if self._enqueue(None, chat, digest, self._clock()) == "pending":
+            self._queued()
         return True
 
     # --- recent quotes ---
