@@ -275,7 +275,8 @@ class OutboxStore(Protocol):
         """Call `wake` whenever pending rows are put in the outbox from now on (by
         `commit_tick` or `enqueue_digest`): after their transaction committed, on the event
         loop; PostgreSQL also for rows queued by any other process on the database, and once
-        after its listening connection came back from an outage (rows queued meanwhile)."""
+        each time its listening connection starts listening (for rows queued before: at the
+        start, and after an outage)."""
 
     async def outbox_row(self, row: int) -> OutboxRow | None:
         """One row by id, whatever its status, with its chat as it is now; None when there is

@@ -588,8 +588,8 @@ class PostgresStore:
             self._listener = asyncio.create_task(self._listen(), name="outbox listener")
 
     async def _listen(self) -> None:
-        """Listen until cancelled; after an outage (logged once), reconnect with backoff and
-        wake once, for the rows queued meanwhile."""
+        """Listen until cancelled, waking once each time it starts listening (for the rows
+        queued before); after an outage (logged once), reconnect with backoff."""
         url, failures = self._url, 0
         while True:
             try:
@@ -603,7 +603,7 @@ class PostgresStore:
                     if failures:
                         log.info("outbox listener: listening again")
                         failures = 0
-                        self._queued()
+                    self._queued()  # for rows queued before it listened
                     async for note in conn.notifies():
                         if note.payload == schema:
                             self._queued()
@@ -615,7 +615,7 @@ class PostgresStore:
                     log.warning(
                         "outbox listener: cannot listen on %s (%s); delivery polls until it can",
                         safe_url(url),
-                        str(err).strip() or type(err).__name__,
+                        (str(err).strip() or type(err).__name__).splitlines()[0],
                     )
                 failures += 1
                 base, cap = LISTEN_RETRY
