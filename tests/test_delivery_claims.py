@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from support.local_server import serve_locally
+from support.postgres import Relay
 from support.run_delivery import PLATFORM, delivering
 from support.scripted import T0
 from support.waiting import until
@@ -163,3 +164,18 @@ async def test_rows_queued_elsewhere_wake_a_loop_with_a_long_interval(
             await queue(store, [chat], range(2, 3))  # only a NOTIFY can wake it now
             await until(lambda: len(receiver.received) == 2, timeout=30)
     assert receiver.by_chat() == {chat.chat_id: [1, 2]}
+
+
+async def test_a_loop_cut_off_from_the_database_delivers_again_once_it_is_back(
+    postgres_url: str, receiver: Receiver
+) -> None:
+    async with PostgresStore.open(postgres_url) as store, Relay(postgres_url) as relay:
+        chats = await make_chats(store, 3)
+        async with delivering(relay.url, receiver.url, "a", interval=0.2):
+            await queue(store, chats, range(1, 2))
+            await until(lambda: _all_delivered(store, 3), timeout=30)
+            await relay.cut()  # its pool, claims session and listener: all lost
+            await queue(store, chats, range(2, 4))
+            await relay.restore()
+            await until(lambda: _all_delivered(store, 9), timeout=60)
+    assert receiver.by_chat() == {chat.chat_id: [1, 2, 3] for chat in chats}

@@ -179,11 +179,10 @@ class Delivery:
         many rows it took."""
         await self._record_unrecorded()
         self._store_down = False
-        rows = await self.store.claim(self.batch)
         try:
-            return await self._deliver_rows(rows)
+            return await self._deliver_rows(await self.store.claim(self.batch))
         finally:
-            await self.store.release()
+            await self.store.release()  # after a failed claim too: it ends a lost one
 
     async def _deliver_rows(self, rows: list[OutboxRow]) -> int:
         """Send the rows of one round (their chats claimed); returns how many."""
