@@ -110,6 +110,12 @@ async def _all_delivered(store: PostgresStore, rows: int) -> bool:
     return await store.outbox_counts() == {"delivered": rows}
 
 
+async def _answers_recorded(store: PostgresStore, receiver: Receiver) -> bool:
+    """Every message answered is marked delivered (no mark can land without an answer)."""
+    counts = await store.outbox_counts()
+    return counts.get("delivered", 0) == len(receiver.received) - len(receiver.held)
+
+
 async def test_a_loop_killed_mid_send_leaves_one_duplicate_per_chat_in_flight(
     postgres_url: str, receiver: Receiver
 ) -> None:
@@ -132,7 +138,8 @@ async def test_a_loop_killed_mid_send_leaves_one_duplicate_per_chat_in_flight(
             await until(lambda: receiver.held, timeout=60)  # A is mid-send
             async with delivering(postgres_url, receiver.url, "B"):
                 await until(lambda: any(by == "B" for by, _, _ in receiver.received), timeout=60)
-                a.kill()
+                await until(lambda: _answers_recorded(store, receiver), timeout=60)
+                a.kill()  # only the messages it has in flight are not marked delivered
                 _, err = await a.communicate()
                 await until(lambda: _all_delivered(store, chats_n * rows_n), timeout=60)
         finally:
