@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -530,20 +530,25 @@ class Store:
     async def pending(self, limit: int = 500) -> list[OutboxRow]:
         """Undelivered rows that are due, oldest first, so each chat gets them in order: a chat
         whose earliest row waits for its retry time gets none of its later rows meanwhile."""
+        return await self.claim(limit)
+
+    async def claim(
+        self, limit: int = 500, platforms: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """The pending rows of these platforms: one process delivers from a SQLite database, so
+        every chat is its own."""
         now = _ts(self._clock())
+        names = list(platforms) if platforms is not None else []
+        only = f" AND c.platform IN ({','.join('?' * len(names))})" if platforms is not None else ""
         rows = await self._all(
             f"{_OUTBOX_ROWS}"
-            " WHERE o.status = 'pending' AND NOT EXISTS ("
+            f" WHERE o.status = 'pending'{only} AND NOT EXISTS ("
             "  SELECT 1 FROM outbox w WHERE w.status = 'pending' AND w.chat = o.chat"
             "  AND w.id <= o.id AND w.next_attempt_at > ?)"
             " ORDER BY o.id LIMIT ?",
-            (now, limit),
+            (*names, now, limit),
         )
         return [_outbox_row(row) for row in rows]
-
-    async def claim(self, limit: int = 500) -> list[OutboxRow]:
-        """`pending`: one process delivers from a SQLite database, so every chat is ours."""
-        return await self.pending(limit)
 
     async def release(self) -> None:
         return None

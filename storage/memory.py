@@ -15,7 +15,7 @@ import hashlib
 import math
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -321,9 +321,20 @@ class MemoryStore:
     # --- the outbox ---
 
     async def pending(self, limit: int = 500) -> list[OutboxRow]:
+        return await self.claim(limit)
+
+    async def claim(
+        self, limit: int = 500, platforms: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """The pending rows (of these platforms): one process, so every chat is this store's."""
         now = self._clock()
         rows = sorted(
-            (row for row in self._outbox.values() if row.status == "pending"),
+            (
+                row
+                for row in self._outbox.values()
+                if row.status == "pending"
+                and (platforms is None or self._chats[row.chat].platform in platforms)
+            ),
             key=lambda row: row.id,
         )
         held_from: dict[int, int] = {}  # chat -> its first row waiting for its retry time
@@ -332,9 +343,6 @@ class MemoryStore:
                 held_from.setdefault(row.chat, row.id)
         due = [row for row in rows if row.id < held_from.get(row.chat, math.inf)]
         return [self._outbox_row(row) for row in due[:limit]]
-
-    async def claim(self, limit: int = 500) -> list[OutboxRow]:
-        return await self.pending(limit)  # one process: every chat is this store's
 
     async def release(self) -> None:
         return None

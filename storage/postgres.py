@@ -47,7 +47,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -510,17 +510,21 @@ class PostgresStore:
         )
         return [_outbox_row(row) for row in rows]
 
-    async def claim(self, limit: int = 500) -> list[OutboxRow]:
-        """Lock the chats of up to `limit` due rows that no other session holds, oldest first
-        row first, then read their due rows (see the module docstring)."""
+    async def claim(
+        self, limit: int = 500, platforms: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """Lock up to `limit` chats (of these platforms) with due rows that no other session
+        holds, oldest first row first, then read their due rows (see the module docstring)."""
         now = self._clock()
+        names = None if platforms is None else list(platforms)
         found = await self._on_claims(
             "WITH due AS MATERIALIZED ("
-            " SELECT chat, id FROM (SELECT DISTINCT ON (chat) chat, id, next_attempt_at"
-            "  FROM outbox WHERE status = 'pending' ORDER BY chat, id) AS first"
+            " SELECT chat, id FROM (SELECT DISTINCT ON (o.chat) o.chat, o.id, o.next_attempt_at"
+            "  FROM outbox o JOIN chats c ON c.id = o.chat WHERE o.status = 'pending'"
+            "  AND (%s::text[] IS NULL OR c.platform = ANY(%s)) ORDER BY o.chat, o.id) AS first"
             " WHERE next_attempt_at IS NULL OR next_attempt_at <= %s ORDER BY id)"
             f" SELECT chat FROM due WHERE pg_try_advisory_lock({CLAIM_KEY}) LIMIT %s",
-            (now, limit),
+            (names, names, now, limit),
         )  # the lock is tried row by row until `limit` chats are held, and on no more
         chats = [chat for (chat,) in found]
         if not chats:

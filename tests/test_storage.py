@@ -249,6 +249,10 @@ async def test_a_claim_gives_the_due_rows_and_a_released_chat_can_be_claimed_aga
     await store.commit_tick({}, [(None, slow.id, alert(51.0))])
     first, _, _ = claimed = await store.claim()
     assert claimed == await store.pending()
+    await store.release()
+    assert await store.claim(platforms=("discord", "console")) == []  # only these platforms'
+    await store.release()
+    assert await store.claim(platforms=("telegram",)) == claimed
     await store.mark_retry(first.id, "429", T0 + timedelta(seconds=30))
     await store.release()
     assert [(r.chat.chat_id, r.alert.price) for r in await store.claim()] == [("2", 50.6)]

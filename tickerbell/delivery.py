@@ -180,7 +180,8 @@ class Delivery:
         await self._record_unrecorded()
         self._store_down = False
         try:
-            return await self._deliver_rows(await self.store.claim(self.batch))
+            rows = await self.store.claim(self.batch, platforms=tuple(self.notifiers))
+            return await self._deliver_rows(rows)
         finally:
             await self.store.release()  # after a failed claim too: it ends a lost one
 
