@@ -141,7 +141,8 @@ class PostgresStore:
         self._url = url
         self._clock = clock
         self._claims: Connection | None = None  # the session holding this store's claims
-        self._claims_lost = False  # the session ended while it held claims: marks refused
+        self._holding = False  # a claim gave rows, not yet released
+        self._claims_lost = False  # the session ended while holding: marks refused
         self._woken: list[Callable[[], None]] = []  # on_queued's callbacks
         self._listener: asyncio.Task[None] | None = None
 
@@ -543,10 +544,11 @@ class PostgresStore:
                 f"SELECT pg_advisory_unlock({CLAIM_KEY}) FROM unnest(%s::bigint[]) AS chat",
                 (idle,),
             )
+        self._holding = bool(rows)
         return [_outbox_row(row) for row in rows]
 
     async def release(self) -> None:
-        self._claims_lost = False
+        self._holding = self._claims_lost = False
         if self._claims is None:
             return
         with contextlib.suppress(StorageUnavailable):  # a session that is gone holds nothing
@@ -554,8 +556,8 @@ class PostgresStore:
 
     async def _on_claims(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One statement on the claims session (opened when there is none). When the session
-        fails, it is closed (the server frees its locks) and StorageUnavailable is raised;
-        marks are refused until the next `release`."""
+        fails, it is closed (the server frees its locks) and StorageUnavailable is raised; when
+        it held claimed chats, marks are refused until the next `release`."""
         if self._claims_lost:
             raise StorageUnavailable("delivery claims were lost; holding until released")
         try:
@@ -567,7 +569,7 @@ class PostgresStore:
                 return await cursor.fetchall() if cursor.description else []
         except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError) as err:
             await self._drop_claims()
-            self._claims_lost = True
+            self._claims_lost, self._holding = self._holding, False
             reason = str(err).strip() or "no answer in time"
             raise StorageUnavailable(f"delivery claims session lost: {reason}") from err
 

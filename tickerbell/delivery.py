@@ -177,13 +177,13 @@ class Delivery:
     async def drain(self) -> int:
         """One round over up to `batch` due rows, each platform in its own task; returns how
         many rows it took."""
-        await self._record_unrecorded()
-        self._store_down = False
         try:
+            await self._record_unrecorded()
+            self._store_down = False
             rows = await self.store.claim(self.batch, platforms=tuple(self.notifiers))
             return await self._deliver_rows(rows)
         finally:
-            await self.store.release()  # after a failed claim too: it ends a lost one
+            await self.store.release()  # after any failure too: it ends claims that were lost
 
     async def _deliver_rows(self, rows: list[OutboxRow]) -> int:
         """Send the rows of one round (their chats claimed); returns how many."""
