@@ -168,7 +168,7 @@ async def test_rows_queued_elsewhere_wake_a_loop_with_a_long_interval(
         async with delivering(postgres_url, receiver.url, "a", interval=3600):
             await until(lambda: len(receiver.received) == 1, timeout=30)  # its first round
             await until(lambda: _all_delivered(store, 1), timeout=30)
-            await queue(store, [chat], range(2, 3))  # only a NOTIFY can wake it now
+            await queue(store, [chat], range(2, 3))  # only its listener can wake it now
             await until(lambda: len(receiver.received) == 2, timeout=30)
     assert receiver.by_chat() == {chat.chat_id: [1, 2]}
 
