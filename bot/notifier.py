@@ -36,6 +36,14 @@ class Notifier(Protocol):
     async def close(self) -> None: ...
 
 
+def ready(notifier: Notifier) -> bool:
+    """Whether a notifier can send now. A chat platform says so with a `ready()` of its own
+    (False while it connects); delivery leaves that platform's chats alone meanwhile, so that
+    a replica still connecting neither holds them nor pushes their rows into backoff."""
+    check = getattr(notifier, "ready", None)
+    return bool(check()) if callable(check) else True
+
+
 class DeliveryError(Exception):
     """A send failed.
 

@@ -154,6 +154,10 @@ class DiscordBot:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._tried.wait(), self.start_wait)
 
+    def ready(self) -> bool:
+        """Whether alerts can be sent now: logged in."""
+        return self._logged_in and not self.client.is_closed()
+
     async def receive(self) -> None:
         """Keep the gateway connected (in the background, from when logged in)."""
         if self._listener is None:

@@ -217,6 +217,10 @@ class TelegramBot:
             poller.cancel()
             await asyncio.wait({poller})
 
+    def ready(self) -> bool:
+        """Whether alerts can be sent now: connected."""
+        return self._connected
+
     def listening(self) -> bool:
         """Whether commands are being received: connected, and polling without failures."""
         return self._receiving and self._poller is not None and not self._poller.done()
