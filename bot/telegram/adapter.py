@@ -175,7 +175,7 @@ class TelegramBot:
             .base_url(base_url)
             .rate_limiter(SendLimiter(rates or Rates(), clock, sleep))
             .job_queue(None)  # the service owns scheduling
-            .updater(None)  # we poll ourselves (see _poll), or take webhook posts
+            .updater(None)  # we poll ourselves (see _poll)
             .concurrent_updates(16)  # a slow /status must not hold up everyone else
             .build()
         )
