@@ -85,6 +85,12 @@ def settings_for(
     )
 
 
+async def ticks(exchange: FakeExchange, count: int = 3) -> None:
+    """Let the bot see the venue's current prices a few times."""
+    seen = exchange.count("ticker/bookTicker")
+    await until(lambda: exchange.count("ticker/bookTicker") >= seen + count, timeout=15)
+
+
 @asynccontextmanager
 async def running(settings: Settings, telegram: FakeTelegram) -> AsyncIterator[Bot]:
     """The bot, from start until its webhook is set, to a clean stop."""
@@ -107,6 +113,7 @@ async def test_commands_posted_to_the_webhook_are_answered_and_the_webhook_outli
     async with running(settings, telegram) as bot:
         assert (await bot.say("/status BTC")).startswith("BTC\n86,000")
         assert await bot.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
+        await ticks(exchange)  # the rule sees the price above its level first
         exchange.set_price("BTCUSDT", 84000.0, 84000.0)
         await until(lambda: len(telegram.texts(USER)) > 2, timeout=15)
         assert plain(telegram.texts(USER)[2]).startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
@@ -226,6 +233,7 @@ async def test_on_postgresql_two_processes_answer_posts_to_either(
                 "Alert #2 set: BTC above 90000"
             )
             assert (await first.say("/alerts", FRIEND)).startswith("1 alert\n#2  BTC above")
+            await ticks(exchange)
             exchange.set_price("BTCUSDT", 84000.0, 84000.0)
             await until(lambda: len(telegram.texts(USER)) > 2, timeout=30)
     assert [plain(t)[:40] for t in telegram.texts(USER)[2:]] == [
