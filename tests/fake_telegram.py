@@ -24,6 +24,8 @@ Webhooks as Telegram keeps them: setWebhook (an https URL, a secret token of Tel
 characters), deleteWebhook and getWebhookInfo; while a webhook is set, getUpdates answers 409
 Conflict, as Telegram does. Telegram would then post each update to the webhook URL; here the
 test does, as `post_update` (with the secret token registered), to wherever the bot listens.
+`webhook_failure` plays Telegram failing to post to the URL: getWebhookInfo reports a newer
+last_error_date on each call meanwhile, with the reason.
 
 The token is masked in the fake's own access log (that log is Telegram's side, not ours).
 
@@ -232,6 +234,9 @@ class FakeTelegram:
         self._queries: dict[str, bool] = {}  # callback query id -> answered
         self._updates: list[dict[str, Any]] = []
         self.webhook: dict[str, Any] | None = None  # url, secret_token, allowed_updates
+        self.webhook_failure: str | None = None  # why posts to the webhook fail, while they do
+        self._webhook_errors: list[int] = []  # the dates of failed posts, as Telegram keeps them
+        self._webhook_message = ""
         self._next_update = 1
         self._next_message = 1000
         self._arrived = asyncio.Event()
@@ -518,6 +523,12 @@ class FakeTelegram:
             "has_custom_certificate": False,
             "pending_update_count": len(self._updates),
         }
+        if self.webhook and self.webhook_failure is not None:  # Telegram tried again since
+            self._webhook_errors.append(int(time.time()) + len(self._webhook_errors))
+            self._webhook_message = self.webhook_failure
+        if self._webhook_errors:
+            info["last_error_date"] = self._webhook_errors[-1]
+            info["last_error_message"] = self._webhook_message
         if self.webhook and self.webhook["allowed_updates"] is not None:
             info["allowed_updates"] = self.webhook["allowed_updates"]
         return info

@@ -20,9 +20,11 @@ from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, Fault, plain
 from support.local_server import held_port
 from support.waiting import until
+from test_telegram import TOKEN as RIG_TOKEN
+from test_telegram import records, rig
 
 from bot.telegram.adapter import UPDATES
-from bot.telegram.webhook import MAX_BODY, derived_secret
+from bot.telegram.webhook import MAX_BODY, Webhook, derived_secret
 from tickerbell import app
 from tickerbell.settings import Settings
 
@@ -187,6 +189,33 @@ async def test_the_webhook_is_set_once_telegram_answers_and_the_port_once_it_is_
     assert sum("cannot take webhook posts" in line for line in said) == 1
     assert sum("cannot set the webhook" in line for line in said) == 1  # once per outage
     assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_telegram_failing_to_post_is_logged_once_and_a_deleted_webhook_is_set_again(
+    tmp_path: Path, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.telegram.adapter")
+    webhook = Webhook(PUBLIC, "127.0.0.1", port)
+    reason = "SSL error {error:0A000086:SSL routines::certificate verify failed}"
+    async with (
+        FakeTelegram(RIG_TOKEN) as telegram,
+        rig(tmp_path / "r.db", telegram, webhook=webhook, webhook_check_seconds=0.05),
+    ):
+        telegram.webhook_failure = reason  # say, the proxy's certificate expired
+        checks = telegram.count("getWebhookInfo")
+        await until(lambda: telegram.count("getWebhookInfo") >= checks + 5)
+        telegram.webhook_failure = None
+        await until(lambda: "Telegram delivers updates to the webhook again" in caplog.text)
+        telegram.webhook = None  # deleted, by a process polling with this token
+        await until(lambda: telegram.webhook is not None)
+        assert await Bot(telegram, port).say("/alerts") == (
+            "No alerts yet. Add one, e.g. /alert XAG above 50"
+        )
+    assert records(caplog, logging.WARNING) == [
+        f"telegram: Telegram cannot deliver updates to {PUBLIC}: {reason}",
+        f"telegram: the webhook is deleted, not {PUBLIC} (a process polling with this token?); "
+        "setting it again",
+    ]
 
 
 async def test_back_to_polling_the_webhook_is_deleted_and_commands_come_by_getupdates(

@@ -146,6 +146,7 @@ class TelegramBot:
         max_retry_wait: float = 30.0,
         admin_cache_seconds: float = 300.0,
         poll_timeout: float = 10.0,
+        webhook_check_seconds: float = 60.0,
         reconnect_base: float = 1.0,
         reconnect_cap: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -161,6 +162,7 @@ class TelegramBot:
         self.retries = retries
         self.max_retry_wait = max_retry_wait
         self.poll_timeout = poll_timeout
+        self.webhook_check_seconds = webhook_check_seconds
         self.reconnect_base = reconnect_base
         self.reconnect_cap = reconnect_cap
         self.clock = clock
@@ -195,6 +197,7 @@ class TelegramBot:
         self.app.add_error_handler(self._on_error)
         self.endpoint: Endpoint | None = None
         self._webhook_secret = ""
+        self._webhook_error: datetime | None = None  # when Telegram last failed to post to us
         if webhook is not None:
             self._webhook_secret = webhook.secret or derived_secret(token)
             redact(self._webhook_secret)
@@ -243,6 +246,8 @@ class TelegramBot:
             await self._connect()
             if self.endpoint is None:
                 await self._poll()
+            else:
+                await self._watch_webhook()
         except Exception:  # a bug: say so, rather than end silently inside a task
             self._receiving = False
             log.exception("telegram: no longer taking commands")
@@ -264,11 +269,7 @@ class TelegramBot:
                     await self.endpoint.start(self.webhook.host, self.webhook.port)
                     backoff.success()  # a failing setWebhook next is news: logged
                 what = "cannot set the webhook"
-                await self.app.bot.set_webhook(
-                    self.webhook.url,
-                    secret_token=self._webhook_secret,
-                    allowed_updates=UPDATES,
-                )
+                await self._set_webhook()
                 break
             except Exception as err:
                 await asyncio.sleep(self._failed(backoff, what, err))
@@ -280,6 +281,51 @@ class TelegramBot:
         self._connected = self._receiving = True
         how = f" (webhook {self.webhook.url})" if self.webhook is not None else ""
         log.info("telegram: answering as @%s%s", self.app.bot.username, how)
+
+    async def _set_webhook(self) -> None:
+        """Register the webhook, its secret and the updates we take; the last Telegram error
+        delivering to it is noted, so that only newer ones count (`_watch_webhook`)."""
+        assert self.webhook is not None
+        await self.app.bot.set_webhook(
+            self.webhook.url, secret_token=self._webhook_secret, allowed_updates=UPDATES
+        )
+        self._webhook_error = (await self.app.bot.get_webhook_info()).last_error_date
+
+    async def _watch_webhook(self) -> None:
+        """Ask Telegram every `webhook_check_seconds` how the webhook fares. Telegram failing to
+        deliver to it (the proxy, TLS or DNS in front of us) is logged once per outage, with
+        Telegram's reason: nothing else would show it. A webhook deleted or replaced (by a
+        process polling with this token, say) is set again. Failures to ask are not news:
+        sends and their outages say that Telegram is unreachable."""
+        assert self.webhook is not None
+        failing = False
+        while True:
+            await asyncio.sleep(self.webhook_check_seconds)
+            try:
+                info = await self.app.bot.get_webhook_info()
+                if info.url != self.webhook.url:
+                    log.warning(
+                        "telegram: the webhook is %s, not %s (a process polling with this "
+                        "token?); setting it again",
+                        info.url or "deleted",
+                        self.webhook.url,
+                    )
+                    await self._set_webhook()
+                    continue
+            except TelegramError:
+                continue
+            error_at = info.last_error_date  # Telegram's last failed post, kept until the next
+            fails = error_at is not None and error_at != self._webhook_error
+            self._webhook_error = error_at
+            if fails and not failing:
+                log.warning(
+                    "telegram: Telegram cannot deliver updates to %s: %s",
+                    self.webhook.url,
+                    info.last_error_message or "no reason given",
+                )
+            elif failing and not fails:
+                log.info("telegram: Telegram delivers updates to the webhook again")
+            failing = fails
 
     async def _poll(self) -> None:
         """Long-poll getUpdates into the Application's queue; failures (a 401 included) are
