@@ -158,7 +158,17 @@ def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> l
     if settings.telegram_bot_token is not None:
         from bot.telegram.adapter import TelegramBot
         from bot.telegram.pacing import Rates
+        from bot.telegram.webhook import Webhook
 
+        webhook = None  # polling, unless TELEGRAM_WEBHOOK_URL: then every process takes posts
+        if settings.telegram_webhook_url:
+            secret = settings.telegram_webhook_secret
+            webhook = Webhook(
+                settings.telegram_webhook_url,
+                settings.telegram_webhook_host,
+                settings.telegram_webhook_port,
+                secret.get_secret_value() if secret is not None else None,
+            )
         rates = Rates(
             settings.telegram_overall_per_second,
             settings.telegram_chat_per_second,
@@ -171,6 +181,7 @@ def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> l
                 commands=commands,
                 store=store,
                 allowed_chats=settings.allowed_chats,
+                webhook=webhook,
                 rates=rates,
             )
         )
