@@ -20,7 +20,6 @@ Semantics (the ones TradingView users expect):
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from datetime import datetime
 
 from alerts import rules
@@ -61,11 +60,11 @@ def evaluate(
     else:
         true, clear = _test(rule.condition, obs.value, threshold, band)
     if state.armed is None:
-        return replace(state, armed=not true, streak=0), None
+        return state.but(not true, 0, state.above), None
     if not state.armed:
-        return (replace(state, armed=True, streak=0) if clear else state), None
+        return (state.but(True, 0, state.above) if clear else state), None
     if not true:
-        return (replace(state, streak=0) if state.streak else state), None
+        return (state.but(state.armed, 0, state.above) if state.streak else state), None
     return _hit(rule, state, obs, now, _fired(rule, state, now), _direction(rule, obs))
 
 
@@ -81,7 +80,7 @@ def _cross(
     or learned on the level) means the next cross must clear the band beyond the level."""
     value, (low, high) = obs.value, lines
     if state.armed is None or state.above is None:
-        return replace(state, armed=value != level, above=value >= level, streak=0), None
+        return state.but(value != level, 0, value >= level), None
     if state.above:
         true = value <= level if state.armed else value < low
         clear = value > high
@@ -89,7 +88,7 @@ def _cross(
         true = value >= level if state.armed else value > high
         clear = value < low
     if not true:
-        settled = replace(state, armed=state.armed or clear, streak=0)
+        settled = state.but(state.armed or clear, 0, state.above)
         return (state if settled == state else settled), None
     # Armed only if already clear of the band on the new side, so a second look at the same
     # value changes nothing (the rule book relies on that).
@@ -131,7 +130,7 @@ def _hit(
         and now < state.last_fired + rule.cooldown
     )
     if streak < rule.confirm or cooling:
-        return replace(state, streak=streak), None
+        return state.but(state.armed, streak, state.above), None
     return fired, _alert(rule, obs, direction)
 
 
