@@ -11,9 +11,10 @@ goes to the platform-neutral `Commands` layer and its `Reply` is rendered as Tel
 It is also the "telegram" notifier of the delivery worker: `send` maps Telegram's errors onto
 `DeliveryError` (Forbidden: the chat is gone; RetryAfter: waited out a few times, then handed
 back with its delay; ChatMigrated: the chat's rules follow it to its new id). Sends are paced
-below Telegram's flood limits (bot.telegram.pacing), and the token's secret is redacted from
-every log record for the rest of the process (bot.redaction: httpx and PTB log URLs, Telegram
-URLs contain the token, and PTB's InvalidToken quotes it).
+below Telegram's flood limits (bot.telegram.pacing; given `budgets`, the overall limit is
+shared by every process on the database), and the token's secret is redacted from every log
+record for the rest of the process (bot.redaction: httpx and PTB log URLs, Telegram URLs
+contain the token, and PTB's InvalidToken quotes it).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from bot.results import Action, NoHistory, Pressed, Refusal
 from bot.telegram.admins import Admins
 from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
 from feeds.backoff import Backoff
-from storage.api import Chat, Storage
+from storage.api import BudgetStore, Chat, Storage
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class TelegramBot:
         base_url: str = DEFAULT_BASE_URL,
         allowed_chats: Collection[str] = (),
         rates: Rates | None = None,
+        budgets: BudgetStore | None = None,
         retries: int = 2,
         max_retry_wait: float = 30.0,
         admin_cache_seconds: float = 300.0,
@@ -164,7 +166,7 @@ class TelegramBot:
             ApplicationBuilder()
             .token(token)
             .base_url(base_url)
-            .rate_limiter(SendLimiter(rates or Rates(), clock, sleep))
+            .rate_limiter(SendLimiter(rates or Rates(), clock, sleep, budgets))
             .job_queue(None)  # the service owns scheduling
             .updater(None)  # we poll ourselves (see _poll)
             .concurrent_updates(16)  # a slow /status must not hold up everyone else
