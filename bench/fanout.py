@@ -24,14 +24,25 @@ re-imports this script's modules, the Telegram stack included, so it weighs more
 the app, whose entry point is light; bench.charts measures a worker as the app has it).
 `--direct` skips the Delivery worker and calls `send` for every chat at once, to show what
 the adapter alone sustains (the worker sends one row at a time).
+
+`--replicas N --database-url URL` delivers on PostgreSQL (a throwaway schema there, dropped
+after) with N replicas in this process, each with its own store (its own connection pool), its
+own TelegramBot and its own Delivery loop, all sending for one bot to the one fake: the bot's
+overall rate is shared through the database (bot.budget), which the figures show against the
+limit the fake enforces; `--local-pacing` lets each replica pace itself alone instead, as
+before the shared budget. Delivery claims per replica are not in the store yet, so the
+replicas split the chats between them by chat id (each reads only its share of the pending
+rows). Also printed: slot bookings (database round trips) per send.
 Run: .venv/bin/python -m bench.fanout [--chats 2000] [--scale 20] [--direct]
      .venv/bin/python -m bench.fanout --rules 1000 --charts --scale 1   (real limits)
+     .venv/bin/python -m bench.fanout --replicas 3 --database-url postgresql://... --scale 1
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import resource
@@ -55,12 +66,15 @@ from bot.telegram.adapter import TelegramBot
 from bot.telegram.pacing import Rates
 from feeds.base import FeedHealth
 from feeds.catalogue import Catalogue
+from storage.api import OutboxRow, Slots
 from storage.db import Chat, Store
+from storage.postgres import PostgresStore
 from tickerbell.delivery import Delivery
 from tickerbell.market_data import MarketData
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_telegram import FakeTelegram, Limits
+from support.postgres import throwaway_schema
 
 TOKEN = "123456789:AAF-bench_token"
 FIRST_CHAT = 100_000_000
@@ -119,6 +133,23 @@ class Timed:
 
     async def close(self) -> None:
         await self.bot.close()
+
+
+class Replica(PostgresStore):
+    """One replica's store: it reads only its share of the chats' pending rows (chat id modulo
+    the replicas: a stand-in for delivery claims), and counts its slot bookings."""
+
+    share = (0, 1)
+    bookings = 0
+
+    async def pending(self, limit: int = 500) -> list[OutboxRow]:
+        mine, replicas = self.share
+        rows = await super().pending(limit * replicas)
+        return [row for row in rows if row.chat.id % replicas == mine][:limit]
+
+    async def take_slots(self, name: str, count: int, interval: float) -> Slots:
+        self.bookings += 1
+        return await super().take_slots(name, count, interval)
 
 
 def distinct_alerts(count: int) -> list[Alert]:
@@ -276,7 +307,7 @@ async def main(
     how = "send() for every chat at once" if direct else f"Delivery (pause {interval:g} s)"
     print(f"fan-out of {what} to {count} private chats via {how}, limits x{scale:g}, "
           f"charts {'on' if charts else 'off'}")  # fmt: skip
-    report(count, limits, fake, timed, decided, counts)
+    report(count, limits, fake, timed.returned, timed.durations, decided, counts)
     if charts:
         waits = delivery.chart_waits
         print(f"  chart renders: {cache.renders} in {workers} worker process(es) "
@@ -291,11 +322,76 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+async def replicated(
+    url: str, replicas: int, chats: int, scale: float, interval: float, shared: bool
+) -> None:
+    """One alert to every chat, delivered by `replicas` replicas on PostgreSQL at once."""
+    limits = Limits().scaled(scale)
+    rates = Rates(limits.overall_per_second, limits.chat_per_second, limits.group_per_minute)
+    with throwaway_schema(url) as schema_url:
+        async with contextlib.AsyncExitStack() as stack:
+            fake = await stack.enter_async_context(FakeTelegram(TOKEN, limits=limits))
+            stores: list[Replica] = []
+            for i in range(replicas):
+                store = await stack.enter_async_context(Replica.open(schema_url))
+                store.share = (i, replicas)
+                stores.append(store)
+            ids = [str(FIRST_CHAT + i) for i in range(chats)]
+            subscribed = await stores[0].import_chats("telegram", ids, "private")
+            data = MarketData(
+                Catalogue(), lambda source: NoFeed(), QuoteLimits(max_age=timedelta(minutes=10))
+            )
+            timers, loops, workers = [], [], []
+            for store in stores:
+                bot = TelegramBot(
+                    token=TOKEN,
+                    base_url=fake.base_url,
+                    commands=Commands(store, data),
+                    store=store,
+                    rates=rates,
+                    budgets=store if shared else None,
+                )
+                stack.push_async_callback(bot.close)
+                timers.append(Timed(bot))
+                loops.append(Delivery(store, {bot.name: timers[-1]}, interval=interval))
+                await bot.start()
+            for loop in loops:
+                workers.append(asyncio.create_task(loop.run()))
+            try:
+                await stores[0].commit_tick({}, [(None, chat.id, ALERT) for chat in subscribed])
+                decided = time.perf_counter()
+                for loop in loops:
+                    loop.wake()
+                deadline = decided + 1800
+                while sum(len(t.returned) for t in timers) < chats:
+                    assert time.perf_counter() < deadline, "delivery did not finish"
+                    await asyncio.sleep(0.05)
+            finally:
+                for loop in loops:
+                    loop.stop()
+                await asyncio.gather(*workers)
+            counts = await stores[0].outbox_counts()
+            bookings = sum(store.bookings for store in stores)
+    pacing = "shared through PostgreSQL" if shared else "each replica alone"
+    print(f"fan-out of one alert to {chats} private chats by {replicas} replica(s) on "
+          f"PostgreSQL, overall rate {pacing}, limits x{scale:g}")  # fmt: skip
+    returned = [at for t in timers for at in t.returned]
+    durations = [d for t in timers for d in t.durations]
+    report(chats, limits, fake, returned, durations, decided, counts)
+    per = [len(t.returned) for t in timers]
+    print(f"  sent per replica: {per}")
+    if shared:
+        print(
+            f"  slot bookings (round trips): {bookings}, {chats / max(bookings, 1):.1f} sends each"
+        )
+
+
 def report(
     chats: int,
     limits: Limits,
     fake: FakeTelegram,
-    timed: Timed,
+    returned: list[float],
+    durations: list[float],
     decided: float,
     counts: dict[str, int],
 ) -> None:
@@ -306,7 +402,7 @@ def report(
     arrivals = sorted(m.at for m in fake.messages)
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     rate = (len(arrivals) - 1) / span if span else 0.0
-    latencies = sorted(t - decided for t in timed.returned)
+    latencies = sorted(t - decided for t in returned)
     p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) > 1 else float("nan")
     kinds = Counter(m.method for m in fake.messages)
     print(
@@ -319,8 +415,8 @@ def report(
     )
     print(f"  429 answers: {fake.rate_limited}; accepted: {dict(kinds)}")
     print(f"  lost: {lost}, duplicated: {duplicated}, outbox: {counts}")
-    if timed.durations:
-        print(f"  one send() call: mean {statistics.mean(timed.durations) * 1000:.2f} ms")
+    if durations:
+        print(f"  one send() call: mean {statistics.mean(durations) * 1000:.2f} ms")
     if latencies:
         print(
             f"  decision -> send returned: p50 {statistics.median(latencies):.2f} s, "
@@ -342,7 +438,34 @@ if __name__ == "__main__":
     parser.add_argument("--charts", action="store_true", help="deliver with charts")
     parser.add_argument("--workers", type=int, default=1, help="chart worker processes (1)")
     parser.add_argument("--chart-wait", type=float, default=2.0, help="longest chart wait (2 s)")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="N replicas on PostgreSQL (--database-url)"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("TICKERBELL_TEST_DATABASE_URL", ""),
+        help="PostgreSQL for --replicas (default TICKERBELL_TEST_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--local-pacing", action="store_true", help="with --replicas: each replica paces alone"
+    )
     args = parser.parse_args()
+    if args.replicas:
+        if not args.database_url:
+            parser.error("--replicas needs --database-url postgresql://...")
+        if args.direct or args.rules or args.charts:
+            parser.error("--replicas delivers one text alert to every chat")
+        asyncio.run(
+            replicated(
+                args.database_url,
+                args.replicas,
+                args.chats,
+                args.scale,
+                args.interval,
+                not args.local_pacing,
+            )
+        )
+        sys.exit(0)
     asyncio.run(
         main(
             args.chats,
