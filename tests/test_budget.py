@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -29,7 +30,9 @@ from bot.telegram.pacing import Rates, SendLimiter
 from feeds.base import Feed
 from feeds.catalogue import Catalogue
 from storage.postgres import PostgresStore
+from tickerbell import app
 from tickerbell.market_data import MarketData
+from tickerbell.settings import Settings
 
 TOKEN = "123456789:AAF-fake_SECRET_budget_token"
 DISCORD_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GfakeX.fake_SECRET_budget_signature"
@@ -186,3 +189,27 @@ async def test_a_send_that_gives_up_waiting_holds_up_no_other(postgres_url: str)
     assert [isinstance(d, asyncio.CancelledError) for d in done] == [
         False, True, False, False, False, True, False, False
     ]  # fmt: skip
+
+
+async def test_tickerbell_run_on_postgresql_shares_telegrams_rate(
+    tmp_path: Path, postgres_url: str, telegram: FakeTelegram
+) -> None:
+    """`tickerbell run` on PostgreSQL sends through the shared budget (a command's reply takes
+    a slot of the grid); on SQLite it paces itself (nothing to share: tested in
+    test_telegram.py)."""
+    settings = Settings(
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=telegram.base_url,
+        db=tmp_path / "unused.db",
+        database_url=postgres_url,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(app.run(settings, stop=stop))
+    try:
+        await until(lambda: telegram.count("getUpdates") > 0, timeout=15)
+        telegram.push("/help", chat_id=FIRST_CHAT)
+        await until(lambda: telegram.texts(FIRST_CHAT), timeout=15)
+        assert next_slot(postgres_url, "telegram") is not None
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(running, 20) == 0
