@@ -26,11 +26,12 @@ the app, whose entry point is light; bench.charts measures a worker as the app h
 the adapter alone sustains (the worker sends one row at a time).
 
 `--replicas N --database-url URL` delivers on PostgreSQL (a throwaway schema there, dropped
-after) with N replicas in this process, each with its own store (its own connection pool), its
-own TelegramBot and its own Delivery loop, all sending for one bot to the one fake: the bot's
-overall rate is shared through the database (bot.budget), which the figures show against the
-limit the fake enforces; `--local-pacing` lets each replica pace itself alone instead, as
-before the shared budget. Delivery claims per replica are not in the store yet, so the
+after) with N replica processes, each with its own store, TelegramBot and Delivery loop, all
+sending for one bot to the one fake (in this process): the bot's overall rate is shared
+through the database (bot.budget), which the figures show against the limit the fake
+enforces; `--local-pacing` lets each replica pace itself alone instead, as before the shared
+budget; `--in-process` runs the replicas as tasks of this process (on a machine with few
+cores, processes starved of CPU arrive bunched, which no pacing can undo). Delivery claims per replica are not in the store yet, so the
 replicas split the chats between them by chat id (each reads only its share of the pending
 rows). Also printed: slot bookings (database round trips) per send.
 Run: .venv/bin/python -m bench.fanout [--chats 2000] [--scale 20] [--direct]
@@ -42,7 +43,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import json
+import logging
 import os
 import random
 import resource
@@ -51,8 +53,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from alerts import rules
 from alerts.indicators import Market
@@ -322,68 +326,168 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+@dataclass
+class Cues:
+    """A replica's cues: it sets `ready` once connected, delivers from `go` until `stop`."""
+
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 async def replicated(
-    url: str, replicas: int, chats: int, scale: float, interval: float, shared: bool
+    url: str,
+    replicas: int,
+    chats: int,
+    scale: float,
+    interval: float,
+    shared: bool,
+    in_process: bool,
 ) -> None:
-    """One alert to every chat, delivered by `replicas` replicas on PostgreSQL at once."""
+    """One alert to every chat, delivered by `replicas` replicas on PostgreSQL at once: each a
+    process of its own, or (`in_process`) a task of this one."""
     limits = Limits().scaled(scale)
-    rates = Rates(limits.overall_per_second, limits.chat_per_second, limits.group_per_minute)
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # a replica's poll cut at stop
     with throwaway_schema(url) as schema_url:
-        async with contextlib.AsyncExitStack() as stack:
-            fake = await stack.enter_async_context(FakeTelegram(TOKEN, limits=limits))
-            stores: list[Replica] = []
-            for i in range(replicas):
-                store = await stack.enter_async_context(Replica.open(schema_url))
-                store.share = (i, replicas)
-                stores.append(store)
+        async with (
+            FakeTelegram(TOKEN, limits=limits) as fake,
+            PostgresStore.open(schema_url) as store,
+        ):
             ids = [str(FIRST_CHAT + i) for i in range(chats)]
-            subscribed = await stores[0].import_chats("telegram", ids, "private")
-            data = MarketData(
-                Catalogue(), lambda source: NoFeed(), QuoteLimits(max_age=timedelta(minutes=10))
-            )
-            timers, loops, workers = [], [], []
-            for store in stores:
-                bot = TelegramBot(
-                    token=TOKEN,
-                    base_url=fake.base_url,
-                    commands=Commands(store, data),
-                    store=store,
-                    rates=rates,
-                    budgets=store if shared else None,
-                )
-                stack.push_async_callback(bot.close)
-                timers.append(Timed(bot))
-                loops.append(Delivery(store, {bot.name: timers[-1]}, interval=interval))
-                await bot.start()
-            for loop in loops:
-                workers.append(asyncio.create_task(loop.run()))
+            subscribed = await store.import_chats("telegram", ids, "private")
+            how = (schema_url, replicas, fake.base_url, scale, interval, shared)
+            run = replica if in_process else _as_process
+            cues = [Cues() for _ in range(replicas)]
+            tasks = [asyncio.create_task(run(*how, i, c)) for i, c in enumerate(cues)]
             try:
-                await stores[0].commit_tick({}, [(None, chat.id, ALERT) for chat in subscribed])
-                decided = time.perf_counter()
-                for loop in loops:
-                    loop.wake()
+                await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in cues)), 120)
+                await store.commit_tick({}, [(None, chat.id, ALERT) for chat in subscribed])
+                decided = time.perf_counter()  # CLOCK_MONOTONIC: the processes' clock too
+                for c in cues:
+                    c.go.set()
                 deadline = decided + 1800
-                while sum(len(t.returned) for t in timers) < chats:
+                while len(fake.messages) < chats:
                     assert time.perf_counter() < deadline, "delivery did not finish"
                     await asyncio.sleep(0.05)
+                for c in cues:
+                    c.stop.set()
+                results = await asyncio.gather(*tasks)
             finally:
-                for loop in loops:
-                    loop.stop()
-                await asyncio.gather(*workers)
-            counts = await stores[0].outbox_counts()
-            bookings = sum(store.bookings for store in stores)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            counts = await store.outbox_counts()
     pacing = "shared through PostgreSQL" if shared else "each replica alone"
-    print(f"fan-out of one alert to {chats} private chats by {replicas} replica(s) on "
+    kind = "tasks of one process" if in_process else "processes"
+    print(f"fan-out of one alert to {chats} private chats by {replicas} replica {kind} on "
           f"PostgreSQL, overall rate {pacing}, limits x{scale:g}")  # fmt: skip
-    returned = [at for t in timers for at in t.returned]
-    durations = [d for t in timers for d in t.durations]
+    returned = [at for r in results for at in r["returned"]]
+    durations = [d for r in results for d in r["durations"]]
     report(chats, limits, fake, returned, durations, decided, counts)
-    per = [len(t.returned) for t in timers]
-    print(f"  sent per replica: {per}")
+    print(f"  sent per replica: {[len(r['returned']) for r in results]}")
+    bookings = sum(r["bookings"] for r in results)
     if shared:
-        print(
-            f"  slot bookings (round trips): {bookings}, {chats / max(bookings, 1):.1f} sends each"
+        each = chats / max(bookings, 1)
+        print(f"  slot bookings (round trips): {bookings}, {each:.1f} sends each")
+
+
+async def _as_process(
+    url: str,
+    replicas: int,
+    base_url: str,
+    scale: float,
+    interval: float,
+    shared: bool,
+    mine: int,
+    cues: Cues,
+) -> dict[str, Any]:
+    """A replica in a process of its own (`worker`), cued over its stdin and stdout."""
+    options = ["--replicas", str(replicas), "--database-url", url, "--base-url", base_url]
+    options += ["--scale", str(scale), "--interval", str(interval)]
+    options += [] if shared else ["--local-pacing"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.fanout", "--worker", str(mine), *options,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert (await process.stdout.readline()).strip() == b"ready"
+        cues.ready.set()
+        for cue, word in ((cues.go, b"go\n"), (cues.stop, b"stop\n")):
+            await cue.wait()
+            process.stdin.write(word)
+        figures: dict[str, Any] = json.loads(await process.stdout.readline())
+        return figures
+    except BaseException:
+        process.kill()
+        raise
+    finally:
+        await process.wait()
+
+
+async def replica(
+    url: str,
+    replicas: int,
+    base_url: str,
+    scale: float,
+    interval: float,
+    shared: bool,
+    mine: int,
+    cues: Cues,
+) -> dict[str, Any]:
+    """One replica: its store, bot and Delivery loop, for its share of the chats; its
+    figures."""
+    limits = Limits().scaled(scale)
+    rates = Rates(limits.overall_per_second, limits.chat_per_second, limits.group_per_minute)
+    async with Replica.open(url) as store:
+        store.share = (mine, replicas)
+        data = MarketData(
+            Catalogue(), lambda source: NoFeed(), QuoteLimits(max_age=timedelta(minutes=10))
         )
+        bot = TelegramBot(
+            token=TOKEN,
+            base_url=base_url,
+            commands=Commands(store, data),
+            store=store,
+            rates=rates,
+            budgets=store if shared else None,
+        )
+        timed = Timed(bot)
+        delivery = Delivery(store, {bot.name: timed}, interval=interval)
+        try:
+            await bot.start()
+            while not bot.listening():
+                await asyncio.sleep(0.05)
+            cues.ready.set()
+            await cues.go.wait()
+            running = asyncio.create_task(delivery.run())
+            delivery.wake()
+            await cues.stop.wait()
+            delivery.stop()
+            await running
+        finally:
+            await bot.close()
+    return {"returned": timed.returned, "durations": timed.durations, "bookings": store.bookings}
+
+
+async def worker(
+    url: str, replicas: int, base_url: str, scale: float, interval: float, shared: bool, mine: int
+) -> None:
+    """A replica process: says "ready" once connected, delivers from "go" until "stop" (lines
+    on stdin), then prints its figures (JSON)."""
+    lines = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
+    cues = Cues()
+    running = asyncio.create_task(
+        replica(url, replicas, base_url, scale, interval, shared, mine, cues)
+    )
+    await cues.ready.wait()
+    print("ready", flush=True)
+    for cue in (cues.go, cues.stop):
+        await lines.readline()
+        cue.set()
+    print(json.dumps(await running), flush=True)
 
 
 def report(
@@ -449,7 +553,27 @@ if __name__ == "__main__":
     parser.add_argument(
         "--local-pacing", action="store_true", help="with --replicas: each replica paces alone"
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="replicas as tasks of one process",
+    )
+    parser.add_argument("--worker", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker >= 0:  # one replica process of --replicas
+        asyncio.run(
+            worker(
+                args.database_url,
+                args.replicas,
+                args.base_url,
+                args.scale,
+                args.interval,
+                not args.local_pacing,
+                args.worker,
+            )
+        )
+        sys.exit(0)
     if args.replicas:
         if not args.database_url:
             parser.error("--replicas needs --database-url postgresql://...")
@@ -463,6 +587,7 @@ if __name__ == "__main__":
                 args.scale,
                 args.interval,
                 not args.local_pacing,
+                args.in_process,
             )
         )
         sys.exit(0)
