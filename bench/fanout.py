@@ -31,9 +31,10 @@ sending for one bot to the one fake (in this process): the bot's overall rate is
 through the database (bot.budget), which the figures show against the limit the fake
 enforces; `--local-pacing` lets each replica pace itself alone instead, as before the shared
 budget; `--in-process` runs the replicas as tasks of this process (on a machine with few
-cores, processes starved of CPU arrive bunched, which no pacing can undo). Delivery claims per replica are not in the store yet, so the
-replicas split the chats between them by chat id (each reads only its share of the pending
-rows). Also printed: slot bookings (database round trips) per send.
+cores, processes starved of CPU send late and arrive bunched, which no pacing can undo).
+Delivery claims per replica are not in the store yet, so the replicas split the chats
+between them by chat id (each reads only its share of the pending rows). Also printed: slot
+bookings (database round trips) per send.
 Run: .venv/bin/python -m bench.fanout [--chats 2000] [--scale 20] [--direct]
      .venv/bin/python -m bench.fanout --rules 1000 --charts --scale 1   (real limits)
      .venv/bin/python -m bench.fanout --replicas 3 --database-url postgresql://... --scale 1
