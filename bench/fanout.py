@@ -32,12 +32,14 @@ through the database (bot.budget), which the figures show against the limit the 
 enforces; `--local-pacing` lets each replica pace itself alone instead, as before the shared
 budget; `--in-process` runs the replicas as tasks of this process (on a machine with few
 cores, processes starved of CPU send late and arrive bunched, which no pacing can undo).
-Delivery claims per replica are not in the store yet, so the replicas split the chats
-between them by chat id (each reads only its share of the pending rows). Also printed: slot
+The replicas share the chats as delivery does, each claiming the chats it sends to
+(storage `claim`); a round claims up to `--batch` rows (500), so with fewer one replica may
+take nearly all of them in its first round (`--batch 25` spreads them). Also printed: slot
 bookings (database round trips) per send.
 Run: .venv/bin/python -m bench.fanout [--chats 2000] [--scale 20] [--direct]
      .venv/bin/python -m bench.fanout --rules 1000 --charts --scale 1   (real limits)
-     .venv/bin/python -m bench.fanout --replicas 3 --database-url postgresql://... --scale 1
+     .venv/bin/python -m bench.fanout --replicas 3 --batch 25 --scale 1 --chats 600 \
+         --database-url postgresql://...
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ from bot.telegram.adapter import TelegramBot
 from bot.telegram.pacing import Rates
 from feeds.base import FeedHealth
 from feeds.catalogue import Catalogue
-from storage.api import OutboxRow, Slots
+from storage.api import Slots
 from storage.db import Chat, Store
 from storage.postgres import PostgresStore
 from tickerbell.delivery import Delivery
@@ -141,16 +143,9 @@ class Timed:
 
 
 class Replica(PostgresStore):
-    """One replica's store: it reads only its share of the chats' pending rows (chat id modulo
-    the replicas: a stand-in for delivery claims), and counts its slot bookings."""
+    """One replica's store, counting its slot bookings."""
 
-    share = (0, 1)
     bookings = 0
-
-    async def pending(self, limit: int = 500) -> list[OutboxRow]:
-        mine, replicas = self.share
-        rows = await super().pending(limit * replicas)
-        return [row for row in rows if row.chat.id % replicas == mine][:limit]
 
     async def take_slots(self, name: str, count: int, interval: float) -> Slots:
         self.bookings += 1
@@ -342,6 +337,7 @@ async def replicated(
     chats: int,
     scale: float,
     interval: float,
+    batch: int,
     shared: bool,
     in_process: bool,
 ) -> None:
@@ -356,7 +352,7 @@ async def replicated(
         ):
             ids = [str(FIRST_CHAT + i) for i in range(chats)]
             subscribed = await store.import_chats("telegram", ids, "private")
-            how = (schema_url, replicas, fake.base_url, scale, interval, shared)
+            how = (schema_url, replicas, fake.base_url, scale, interval, batch, shared)
             run = replica if in_process else _as_process
             cues = [Cues() for _ in range(replicas)]
             tasks = [asyncio.create_task(run(*how, i, c)) for i, c in enumerate(cues)]
@@ -398,13 +394,14 @@ async def _as_process(
     base_url: str,
     scale: float,
     interval: float,
+    batch: int,
     shared: bool,
     mine: int,
     cues: Cues,
 ) -> dict[str, Any]:
     """A replica in a process of its own (`worker`), cued over its stdin and stdout."""
     options = ["--replicas", str(replicas), "--database-url", url, "--base-url", base_url]
-    options += ["--scale", str(scale), "--interval", str(interval)]
+    options += ["--scale", str(scale), "--interval", str(interval), "--batch", str(batch)]
     options += [] if shared else ["--local-pacing"]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.fanout", "--worker", str(mine), *options,
@@ -432,6 +429,7 @@ async def replica(
     base_url: str,
     scale: float,
     interval: float,
+    batch: int,
     shared: bool,
     mine: int,
     cues: Cues,
@@ -441,7 +439,6 @@ async def replica(
     limits = Limits().scaled(scale)
     rates = Rates(limits.overall_per_second, limits.chat_per_second, limits.group_per_minute)
     async with Replica.open(url) as store:
-        store.share = (mine, replicas)
         data = MarketData(
             Catalogue(), lambda source: NoFeed(), QuoteLimits(max_age=timedelta(minutes=10))
         )
@@ -454,7 +451,7 @@ async def replica(
             budgets=store if shared else None,
         )
         timed = Timed(bot)
-        delivery = Delivery(store, {bot.name: timed}, interval=interval)
+        delivery = Delivery(store, {bot.name: timed}, interval=interval, batch=batch)
         try:
             await bot.start()
             while not bot.listening():
@@ -472,7 +469,14 @@ async def replica(
 
 
 async def worker(
-    url: str, replicas: int, base_url: str, scale: float, interval: float, shared: bool, mine: int
+    url: str,
+    replicas: int,
+    base_url: str,
+    scale: float,
+    interval: float,
+    batch: int,
+    shared: bool,
+    mine: int,
 ) -> None:
     """A replica process: says "ready" once connected, delivers from "go" until "stop" (lines
     on stdin), then prints its figures (JSON)."""
@@ -481,7 +485,7 @@ async def worker(
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
     cues = Cues()
     running = asyncio.create_task(
-        replica(url, replicas, base_url, scale, interval, shared, mine, cues)
+        replica(url, replicas, base_url, scale, interval, batch, shared, mine, cues)
     )
     await cues.ready.wait()
     print("ready", flush=True)
@@ -559,6 +563,9 @@ if __name__ == "__main__":
         action="store_true",
         help="replicas as tasks of one process",
     )
+    parser.add_argument(
+        "--batch", type=int, default=500, help="with --replicas: rows a delivery round takes (500)"
+    )
     parser.add_argument("--worker", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -570,6 +577,7 @@ if __name__ == "__main__":
                 args.base_url,
                 args.scale,
                 args.interval,
+                args.batch,
                 not args.local_pacing,
                 args.worker,
             )
@@ -587,6 +595,7 @@ if __name__ == "__main__":
                 args.chats,
                 args.scale,
                 args.interval,
+                args.batch,
                 not args.local_pacing,
                 args.in_process,
             )

@@ -17,7 +17,7 @@ operational errors into it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol, runtime_checkable
@@ -254,6 +254,31 @@ class OutboxStore(Protocol):
         chat as it is now. A chat's pending row waiting for its retry time holds back that
         chat's later rows (not its earlier ones, nor other chats'), so each chat gets its
         alerts in order."""
+
+    async def claim(
+        self, limit: int = 500, platforms: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """The rows one delivery loop sends in a round: what `pending` would give, except that
+        only chats of `platforms` (None: all) that this store could claim are in it
+        (PostgreSQL: no other store on the database holds them), and it claims them; rows read
+        after the claims were taken, so a chat's rows delivered by its last holder are not
+        among them. A claimed chat is this store's alone until `release`, or until the store or
+        its process ends (then another store may claim it at once). A store in one process only
+        (SQLite, memory) claims every chat: `claim` is `pending` of those platforms.
+
+        While the claims are lost (PostgreSQL: their session ended), `mark_delivered`,
+        `mark_retry` and `mark_failed` raise StorageUnavailable, changing nothing, until
+        `release`: a loop that sent a row which another store may send too stops after it."""
+
+    async def release(self) -> None:
+        """End every claim of this store (the round is over). Never raises."""
+
+    def on_queued(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever pending rows are put in the outbox from now on (by
+        `commit_tick` or `enqueue_digest`): after their transaction committed, on the event
+        loop; PostgreSQL also for rows queued by any other process on the database, and once
+        each time its listening connection starts listening (for rows queued before: at the
+        start, and after an outage)."""
 
     async def outbox_row(self, row: int) -> OutboxRow | None:
         """One row by id, whatever its status, with its chat as it is now; None when there is

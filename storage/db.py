@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -158,6 +158,7 @@ class Store:
         self._reader = reader
         self._clock = clock
         self._write = asyncio.Lock()
+        self._woken: list[Callable[[], None]] = []  # on_queued's callbacks
 
     @classmethod
     @asynccontextmanager
@@ -473,7 +474,19 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-        return sum(1 for row in rows if row[4] == "pending")
+        queued = sum(1 for row in rows if row[4] == "pending")
+        if queued:
+            self._queued()
+        return queued
+
+    def on_queued(self, wake: Callable[[], None]) -> None:
+        """Call `wake` after each commit that queued pending rows (one process: no other
+        writes to this database queue any)."""
+        self._woken.append(wake)
+
+    def _queued(self) -> None:
+        for wake in self._woken:
+            wake()
 
     @staticmethod
     async def _hooks(conn: aiosqlite.Connection, owners: set[int]) -> dict[int, list[int]]:
@@ -517,16 +530,28 @@ class Store:
     async def pending(self, limit: int = 500) -> list[OutboxRow]:
         """Undelivered rows that are due, oldest first, so each chat gets them in order: a chat
         whose earliest row waits for its retry time gets none of its later rows meanwhile."""
+        return await self.claim(limit)
+
+    async def claim(
+        self, limit: int = 500, platforms: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """The pending rows of these platforms: one process delivers from a SQLite database, so
+        every chat is its own."""
         now = _ts(self._clock())
+        names = list(platforms) if platforms is not None else []
+        only = f" AND c.platform IN ({','.join('?' * len(names))})" if platforms is not None else ""
         rows = await self._all(
             f"{_OUTBOX_ROWS}"
-            " WHERE o.status = 'pending' AND NOT EXISTS ("
+            f" WHERE o.status = 'pending'{only} AND NOT EXISTS ("
             "  SELECT 1 FROM outbox w WHERE w.status = 'pending' AND w.chat = o.chat"
             "  AND w.id <= o.id AND w.next_attempt_at > ?)"
             " ORDER BY o.id LIMIT ?",
-            (now, limit),
+            (*names, now, limit),
         )
         return [_outbox_row(row) for row in rows]
+
+    async def release(self) -> None:
+        return None
 
     async def outbox_row(self, row: int) -> OutboxRow | None:
         """One row by id, whatever its status."""
@@ -697,7 +722,9 @@ class Store:
                 " VALUES (NULL, ?, ?, ?, ?, 'digest')",
                 (chat, digest_to_json(digest), _ts(now), status.get(chat, "pending")),
             )
-            return True
+        if chat not in status:
+            self._queued()
+        return True
 
     # --- webhooks ---
 

@@ -15,7 +15,7 @@ import hashlib
 import math
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -89,6 +89,7 @@ class MemoryStore:
         self._digests: dict[int, tuple[ChatDigest, bool]] = {}  # chat -> (digest, on)
         self._webhooks: dict[int, tuple[Webhook, bool]] = {}  # chat -> (webhook, active)
         self._inbound: dict[int, str] = {}  # chat -> its inbound secret
+        self._woken: list[Callable[[], None]] = []  # on_queued's callbacks
 
     @classmethod
     @asynccontextmanager
@@ -285,7 +286,16 @@ class MemoryStore:
             for hook in self._active_webhooks(chat):  # a webhook hears as its owner does
                 status = self._enqueue(rule, hook.id, alert, now, None if own == "pending" else own)
                 queued += status == "pending"
+        if queued:
+            self._queued()
         return queued
+
+    def on_queued(self, wake: Callable[[], None]) -> None:
+        self._woken.append(wake)
+
+    def _queued(self) -> None:
+        for wake in self._woken:
+            wake()
 
     def _enqueue(
         self,
@@ -311,9 +321,20 @@ class MemoryStore:
     # --- the outbox ---
 
     async def pending(self, limit: int = 500) -> list[OutboxRow]:
+        return await self.claim(limit)
+
+    async def claim(
+        self, limit: int = 500, platforms: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """The pending rows (of these platforms): one process, so every chat is this store's."""
         now = self._clock()
         rows = sorted(
-            (row for row in self._outbox.values() if row.status == "pending"),
+            (
+                row
+                for row in self._outbox.values()
+                if row.status == "pending"
+                and (platforms is None or self._chats[row.chat].platform in platforms)
+            ),
             key=lambda row: row.id,
         )
         held_from: dict[int, int] = {}  # chat -> its first row waiting for its retry time
@@ -322,6 +343,9 @@ class MemoryStore:
                 held_from.setdefault(row.chat, row.id)
         due = [row for row in rows if row.id < held_from.get(row.chat, math.inf)]
         return [self._outbox_row(row) for row in due[:limit]]
+
+    async def release(self) -> None:
+        return None
 
     def _outbox_row(self, row: _Row) -> OutboxRow:
         chat = self._chats[row.chat]
@@ -489,7 +513,8 @@ class MemoryStore:
         if last is not None and last >= digest.day:
             return False
         self._digests[chat] = (replace(known[0], last_day=digest.day), True)
-        self._enqueue(None, chat, digest, self._clock())
+        if self._enqueue(None, chat, digest, self._clock()) == "pending":
+            self._queued()
         return True
 
     # --- recent quotes ---

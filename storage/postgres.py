@@ -16,6 +16,27 @@ their revisions from a counter row (migration 1), so revisions follow commit ord
 gaps; a tick's outbox rows take an advisory lock while they are numbered, so ids follow commit
 order too and a reader of `pending` never sees a later row of a chat before an earlier one.
 Times are `timestamptz`, read back in UTC (each connection's time zone is set so).
+
+Delivery by several processes (`claim`): each store takes per-chat advisory locks, with
+`pg_try_advisory_lock`, on a session of its own (the claims session), reads the due rows of
+the chats it got in a new statement (so it sees every mark their last holder committed before
+letting go), and lets all of them go at the end of a round (`pg_advisory_unlock_all`). A chat
+held by another process is skipped whole: rows queued for it while its holder sends its earlier
+rows wait for the holder's round to end (the holder is woken by their NOTIFY too and takes them
+next). The outcome of every send (`mark_*`) is written on the claims session, so it is the
+fence: once that session is gone (its locks free for another process to take) no mark lands
+and delivery holds, so a process that lost its claims sends at most the one row per chat that
+was in flight. Chosen over a claims table with an expiry renewed while sending (rows locked
+with `FOR UPDATE SKIP LOCKED`), because the server frees a dead process's locks the moment its
+session ends: after kill -9 the kernel closes the socket and another process can take the chats
+at its next round, where an expiry must outlast the slowest send (timeouts, a chart, a 429's
+retry_after: tens of seconds) and every takeover waits for it; a row lock held across a send
+would instead keep a transaction, and a pooled connection, open per chat. A host that vanishes
+without closing its socket is found by TCP keepalives (LEASE_KEEPALIVE), as for a `Lease`.
+
+Queued rows wake delivery everywhere: `commit_tick` and `enqueue_digest` send a NOTIFY (payload:
+the schema) in their transaction when they queued pending rows, and a store asked to
+(`on_queued`) keeps a listening connection, reconnecting with backoff (logged once per outage).
 """
 
 from __future__ import annotations
@@ -24,8 +45,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,6 +81,8 @@ from storage.pg_migrations import MIGRATIONS
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
+log = logging.getLogger(__name__)
+
 SCHEMES = ("postgresql://", "postgres://")
 OPEN_SECONDS = 10.0  # to reach the server at start, and to get a connection from the pool
 POOL_SIZE = 10
@@ -71,6 +95,12 @@ LEASE_CLASS = 0x7469636B
 LEASE_KEY = "hashtext(current_schema() || ':' || %s)"
 LEASE_KEEPALIVE = (10, 2, 3)  # TCP keepalive: idle seconds, seconds between probes, probes
 CHECK_SECONDS = 5.0  # a lease's session that does not answer this fast is taken as lost
+# Delivery claims: a chat's lock keys are this hash and the chat id (the low 31 bits: ids that
+# far apart share a lock, which only makes one wait for the other).
+CLAIM_KEY = "hashtext(current_schema() || ':delivery'), (chat & 2147483647)::int4"
+CHANNEL = "tickerbell_outbox"  # NOTIFY'd with the schema as payload when rows are queued
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', current_schema())"
+LISTEN_RETRY = (1.0, 60.0)  # the listener reconnects after 1 s, 2 s, ... at most a minute
 
 _CHAT_COLUMNS = "id, platform, chat_id, kind, active, muted_until, charts"
 _RULE_COLUMNS = "r.id, r.chat, r.text, r.created_by, r.created_at, s.state, r.snoozed_until"
@@ -108,9 +138,15 @@ class PostgresStore:
     """Repository over one PostgreSQL database (or schema, by the URL's search_path). Open
     with `async with PostgresStore.open(url) as store`."""
 
-    def __init__(self, pool: AsyncConnectionPool[Connection], clock: Clock) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Connection], clock: Clock, url: str) -> None:
         self._pool = pool
+        self._url = url
         self._clock = clock
+        self._claims: Connection | None = None  # the session holding this store's claims
+        self._holding = False  # a claim gave rows, not yet released
+        self._claims_lost = False  # the session ended while holding: marks refused
+        self._woken: list[Callable[[], None]] = []  # on_queued's callbacks
+        self._listener: asyncio.Task[None] | None = None
 
     @classmethod
     @asynccontextmanager
@@ -145,12 +181,24 @@ class PostgresStore:
         try:
             with _unavailable_on_failure(f"cannot connect to {safe_url(url)}"):
                 await pool.open(wait=True, timeout=timeout)
-            store = cls(pool, clock)
+            store = cls(pool, clock, url)
             if migrate and not read_only:
                 await store._migrate()
-            yield store
+            try:
+                yield store
+            finally:
+                await store._close_sessions()
         finally:
             await pool.close()
+
+    async def _close_sessions(self) -> None:
+        """Stop listening and end the claims session (its claims go with it)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        await self._drop_claims()
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Connection]:
@@ -447,7 +495,10 @@ class PostgresStore:
                     " VALUES (%s, %s, %s, %s, %s)",
                     rows,
                 )
-        return sum(1 for row in rows if row[4] == "pending")
+            queued = sum(1 for row in rows if row[4] == "pending")
+            if queued:
+                await conn.execute(_NOTIFY)  # heard once this transaction commits
+        return queued
 
     # --- the outbox ---
 
@@ -462,6 +513,126 @@ class PostgresStore:
         )
         return [_outbox_row(row) for row in rows]
 
+    async def claim(
+        self, limit: int = 500, platforms: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """Lock up to `limit` chats (of these platforms) with due rows that no other session
+        holds, oldest first row first, then read their due rows (see the module docstring)."""
+        now = self._clock()
+        names = None if platforms is None else list(platforms)
+        found = await self._on_claims(
+            "WITH due AS MATERIALIZED ("
+            " SELECT chat, id FROM (SELECT DISTINCT ON (o.chat) o.chat, o.id, o.next_attempt_at"
+            "  FROM outbox o JOIN chats c ON c.id = o.chat WHERE o.status = 'pending'"
+            "  AND (%s::text[] IS NULL OR c.platform = ANY(%s)) ORDER BY o.chat, o.id) AS first"
+            " WHERE next_attempt_at IS NULL OR next_attempt_at <= %s ORDER BY id)"
+            f" SELECT chat FROM due WHERE pg_try_advisory_lock({CLAIM_KEY}) LIMIT %s",
+            (names, names, now, limit),
+        )  # the lock is tried row by row until `limit` chats are held, and on no more
+        chats = [chat for (chat,) in found]
+        if not chats:
+            return []
+        rows = await self._on_claims(
+            f"{_OUTBOX_ROWS}"
+            " WHERE o.chat = ANY(%s) AND o.status = 'pending' AND NOT EXISTS ("
+            "  SELECT 1 FROM outbox w WHERE w.status = 'pending' AND w.chat = o.chat"
+            "  AND w.id <= o.id AND w.next_attempt_at > %s)"
+            " ORDER BY o.id LIMIT %s",
+            (chats, now, limit),
+        )
+        idle = list(set(chats) - {row[4] for row in rows})  # delivered meanwhile, or removed
+        if idle:
+            await self._on_claims(
+                f"SELECT pg_advisory_unlock({CLAIM_KEY}) FROM unnest(%s::bigint[]) AS chat",
+                (idle,),
+            )
+        self._holding = bool(rows)
+        return [_outbox_row(row) for row in rows]
+
+    async def release(self) -> None:
+        self._holding = self._claims_lost = False
+        if self._claims is None:
+            return
+        with contextlib.suppress(StorageUnavailable):  # a session that is gone holds nothing
+            await self._on_claims("SELECT pg_advisory_unlock_all()")
+
+    async def _on_claims(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement on the claims session (opened when there is none). When the session
+        fails, it is closed (the server frees its locks) and StorageUnavailable is raised; when
+        it held claimed chats, marks are refused until the next `release`."""
+        if self._claims_lost:
+            raise StorageUnavailable("delivery claims were lost; holding until released")
+        try:
+            async with asyncio.timeout(OPEN_SECONDS):
+                if self._claims is None or self._claims.closed:
+                    self._claims = await _session(self._url)
+                    await _configure(self._claims)
+                cursor = await self._claims.execute(sql, args)
+                return await cursor.fetchall() if cursor.description else []
+        except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError) as err:
+            await self._drop_claims()
+            self._claims_lost, self._holding = self._holding, False
+            reason = str(err).strip() or "no answer in time"
+            raise StorageUnavailable(f"delivery claims session lost: {reason}") from err
+
+    async def _drop_claims(self) -> None:
+        conn, self._claims = self._claims, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
+    async def _mark(self, sql: str, args: Sequence[Any]) -> None:
+        """A delivery outcome: on the claims session while there is one (see the module
+        docstring), else as any write."""
+        if self._claims is None and not self._claims_lost:
+            await self._write(sql, args)
+        else:
+            await self._on_claims(sql, args)
+
+    def on_queued(self, wake: Callable[[], None]) -> None:
+        """Start listening (on the first call) and call `wake` on each NOTIFY of this schema."""
+        self._woken.append(wake)
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="outbox listener")
+
+    async def _listen(self) -> None:
+        """Listen until cancelled, waking once each time it starts listening (for the rows
+        queued before); after an outage (logged once), reconnect with backoff."""
+        url, failures = self._url, 0
+        while True:
+            try:
+                async with asyncio.timeout(OPEN_SECONDS):
+                    conn = await _session(url)
+                try:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    cursor = await conn.execute("SELECT current_schema()")
+                    row = await cursor.fetchone()
+                    schema = row[0] if row else None
+                    if failures:
+                        log.info("outbox listener: listening again")
+                        failures = 0
+                    self._queued()  # for rows queued before it listened
+                    async for note in conn.notifies():
+                        if note.payload == schema:
+                            self._queued()
+                finally:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.close()
+            except (psycopg.Error, TimeoutError, OSError) as err:
+                if not failures:
+                    log.warning(
+                        "outbox listener: cannot listen on %s (%s); delivery polls until it can",
+                        safe_url(url),
+                        (str(err).strip() or type(err).__name__).splitlines()[0],
+                    )
+                failures += 1
+                base, cap = LISTEN_RETRY
+                await asyncio.sleep(min(cap, base * 2.0 ** min(failures - 1, 16)))
+
+    def _queued(self) -> None:
+        for wake in self._woken:
+            wake()
+
     async def outbox_row(self, row: int) -> OutboxRow | None:
         found = await self._one(f"{_OUTBOX_ROWS} WHERE o.id = %s", (row,))
         return None if found is None else _outbox_row(found)
@@ -474,21 +645,21 @@ class PostgresStore:
         return marked > 0
 
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
-        await self._write(
+        await self._mark(
             "UPDATE outbox SET status = 'delivered', delivered_at = %s, message_id = %s,"
             " attempts = attempts + 1 WHERE id = %s",
             (self._clock(), message_id, row),
         )
 
     async def mark_retry(self, row: int, error: str, next_attempt: datetime) -> None:
-        await self._write(
+        await self._mark(
             "UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s"
             " WHERE id = %s",
             (_text(error[:500]), next_attempt, row),
         )
 
     async def mark_failed(self, row: int, error: str) -> None:
-        await self._write(
+        await self._mark(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = %s"
             " WHERE id = %s",
             (_text(error[:500]), row),
@@ -620,6 +791,8 @@ class PostgresStore:
                 " VALUES (NULL, %s, %s, %s, %s, 'digest')",
                 (chat, digest_to_json(digest), now, status.get(chat, "pending")),
             )
+            if chat not in status:
+                await conn.execute(_NOTIFY)
             return True
 
     # --- webhooks ---
@@ -810,7 +983,7 @@ class Lease:
         try:
             async with asyncio.timeout(self._timeout):
                 if self._conn is None or self._conn.closed:
-                    self._conn = await _lease_session(self._url)
+                    self._conn = await _session(self._url)
                 cursor = await self._conn.execute(
                     f"SELECT pg_try_advisory_lock(%s, {LEASE_KEY})", (LEASE_CLASS, self._name)
                 )
@@ -853,8 +1026,9 @@ class Lease:
             await conn.close()
 
 
-async def _lease_session(url: str) -> Connection:
-    """A connection for a lease, with keepalives set on the client and on the server side."""
+async def _session(url: str) -> Connection:
+    """A connection of its own (a lease's, delivery claims', the outbox listener's), with
+    keepalives set on the client and on the server side."""
     idle, interval, count = LEASE_KEEPALIVE
     conn = await psycopg.AsyncConnection.connect(
         url,

@@ -441,7 +441,7 @@ def test_chunked_lines_keep_order_through_inserts_and_deletes(
     next_id = 0
     for insert, value in steps:
         if insert and bulk:  # added at a start-up, sorted in at once
-            lines.pending.append((float(value), next_id))
+            lines.add(float(value), next_id)
             plain.append((float(value), next_id))
             next_id += 1
             continue

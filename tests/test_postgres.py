@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import random
 import time
 from datetime import datetime, timedelta
@@ -229,3 +230,81 @@ def blocked_on_a_lock(url: str) -> bool:
             " AND query LIKE 'INSERT INTO send_budgets%%'"
         ).fetchone()
     return bool(row and row[0])
+
+
+async def test_a_claimed_chat_is_one_stores_until_released(postgres_url: str) -> None:
+    """Two processes claiming at once: each chat goes to one; a row queued for a chat while
+    its holder sends the earlier ones waits for the holder, then goes alone."""
+    async with PostgresStore.open(postgres_url) as one, PostgresStore.open(postgres_url) as two:
+        a, b = await one.chat("telegram", "a"), await one.chat("telegram", "b")
+        await one.commit_tick({}, [(None, a.id, alert(50.1)), (None, a.id, alert(50.2))])
+        await one.commit_tick({}, [(None, b.id, alert(50.3))])
+        first = await one.claim(limit=2)  # a's two rows: a is one's, b is free
+        assert [r.alert.price for r in first] == [50.1, 50.2]
+        [other] = await two.claim()
+        assert other.alert.price == 50.3
+        await one.commit_tick({}, [(None, a.id, alert(50.4)), (None, b.id, alert(50.5))])
+        await two.mark_delivered(other.id, None)
+        await two.release()
+        assert [r.alert.price for r in await two.claim()] == [50.5]  # not a's new row
+        for row in first:
+            await one.mark_delivered(row.id, None)
+        await one.release()
+        assert [r.alert.price for r in await two.claim()] == [50.4, 50.5]  # a's first: gone
+        await two.release()
+
+
+async def test_a_store_whose_claims_session_ends_records_nothing_until_released(
+    postgres_url: str,
+) -> None:
+    """The claims session is the fence: once it is gone (another process may hold its chats
+    now) the store's marks are refused, so its loop stops after the row in flight."""
+    async with PostgresStore.open(postgres_url) as one, PostgresStore.open(postgres_url) as two:
+        a = await one.chat("telegram", "a")
+        await one.commit_tick({}, [(None, a.id, alert(50.1)), (None, a.id, alert(50.2))])
+        in_flight, later = await one.claim()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = hashtext(current_schema() || ':delivery')::oid AND granted"
+            )
+        assert [r.id for r in await two.claim()] == [in_flight.id, later.id]  # at once
+        for _ in range(2):
+            with pytest.raises(StorageUnavailable):
+                await one.mark_delivered(in_flight.id, "m1")
+        await two.mark_delivered(in_flight.id, "m2")
+        await two.release()
+        await one.release()
+        await one.mark_delivered(later.id, "m3")  # no claims: the marks go through again
+        assert await one.outbox_counts() == {"delivered": 2}
+        assert await one.claim() == []
+
+
+async def test_a_listening_store_hears_rows_queued_by_another_and_listens_again_after_an_outage(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "storage.postgres")
+    async with (
+        Relay(postgres_url) as relay,
+        PostgresStore.open(relay.url, timeout=0.5) as listening,
+        PostgresStore.open(postgres_url) as queuing,
+    ):
+        chat = await queuing.chat("telegram", "42")
+        woken = asyncio.Event()
+        listening.on_queued(woken.set)
+        await asyncio.wait_for(woken.wait(), timeout=10)  # it listens: once, for rows before
+        for _ in range(2):
+            woken.clear()
+            await queuing.commit_tick({}, [(None, chat.id, alert())])
+            await asyncio.wait_for(woken.wait(), timeout=10)
+        await relay.cut()
+        await until(lambda: "outbox listener: cannot listen" in caplog.text, timeout=20)
+        woken.clear()
+        await queuing.commit_tick({}, [(None, chat.id, alert())])  # nobody hears it
+        await relay.restore()
+        await asyncio.wait_for(woken.wait(), timeout=20)  # listening again: it wakes once
+        woken.clear()
+        await queuing.commit_tick({}, [(None, chat.id, alert())])
+        await asyncio.wait_for(woken.wait(), timeout=10)
+    assert caplog.text.count("outbox listener: cannot listen") == 1
+    assert caplog.text.count("outbox listener: listening again") == 1

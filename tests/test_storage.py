@@ -241,6 +241,44 @@ async def test_one_chats_retry_holds_back_only_that_chat(store: Storage, clock: 
     ]
 
 
+async def test_a_claim_gives_the_due_rows_and_a_released_chat_can_be_claimed_again(
+    store: Storage, clock: Clock
+) -> None:
+    slow, other = await store.chat("telegram", "1"), await store.chat("telegram", "2")
+    await store.commit_tick({}, [(None, slow.id, alert(50.5)), (None, other.id, alert(50.6))])
+    await store.commit_tick({}, [(None, slow.id, alert(51.0))])
+    first, _, _ = claimed = await store.claim()
+    assert claimed == await store.pending()
+    await store.release()
+    assert await store.claim(platforms=("discord", "console")) == []  # only these platforms'
+    await store.release()
+    assert await store.claim(platforms=("telegram",)) == claimed
+    await store.mark_retry(first.id, "429", T0 + timedelta(seconds=30))
+    await store.release()
+    assert [(r.chat.chat_id, r.alert.price) for r in await store.claim()] == [("2", 50.6)]
+    await store.release()
+    clock.now = T0 + timedelta(seconds=31)
+    assert [r.id for r in await store.claim(limit=2)] == [r.id for r in await store.pending(2)]
+    await store.mark_delivered(first.id, "m1")
+    await store.release()
+    assert [r.alert.price for r in await store.claim()] == [50.6, 51.0]
+    await store.release()
+    await store.release()  # nothing held: nothing happens
+
+
+async def test_rows_queued_wake_whoever_asked(store: Storage) -> None:
+    chat = await store.chat("telegram", "1")
+    await store.set_digest(chat.id, DigestSetting(time(8), "UTC"))
+    for queue in (
+        lambda: store.commit_tick({}, [(None, chat.id, alert())]),
+        lambda: store.enqueue_digest(chat.id, DigestDue(date(2026, 1, 2), T0)),
+    ):
+        woken = asyncio.Event()
+        store.on_queued(woken.set)
+        await queue()
+        await asyncio.wait_for(woken.wait(), timeout=10)
+
+
 async def test_reads_never_see_a_write_that_is_not_committed(sqlite_store: Store) -> None:
     """A read running while another coroutine's transaction is open sees the last commit only
     (the shared-connection race that lost alerts in the crash test)."""

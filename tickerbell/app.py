@@ -340,6 +340,7 @@ async def _run_once(
             charts=AlertCharts(data.market, chart_cache, data.currency),
             digests=Digests(store, data, chart_cache, clock),
         )
+        store.on_queued(delivery.wake)  # rows queued by any process on the database
         if any(name not in TEXT_ONLY for name in by_name):  # a chat platform: its first
             chart_workers.start()  # alerts' charts must not wait for imports
         service = Service(

@@ -15,6 +15,13 @@ as text alone, and no chart follows it later (a second message per alert would b
 its place in the chat's order would be wrong). Whoever asks for the same chart afterwards gets
 it once drawn.
 
+Several processes on one PostgreSQL database each run a Delivery: a round takes its rows with
+the store's `claim`, which gives each chat to one process at a time (and, with SQLite, is just
+the pending rows), and lets its chats go at the end (`release`). A process that dies mid-send
+leaves at most its one in-flight message per chat to be sent again by another. Rows queued
+anywhere wake every process's delivery (`Storage.on_queued`); `interval` is the fallback poll
+(rows due for a retry, chats a dead process held).
+
 When the store fails (a full disk), delivery holds: a message that went out but could not be
 marked delivered is remembered in memory and never sent again by this process, no chat gets
 another message, and the round is retried with backoff (logged once) until the store works.
@@ -170,9 +177,16 @@ class Delivery:
     async def drain(self) -> int:
         """One round over up to `batch` due rows, each platform in its own task; returns how
         many rows it took."""
-        await self._record_unrecorded()
-        self._store_down = False
-        rows = await self.store.pending(self.batch)
+        try:
+            await self._record_unrecorded()
+            self._store_down = False
+            rows = await self.store.claim(self.batch, platforms=tuple(self.notifiers))
+            return await self._deliver_rows(rows)
+        finally:
+            await self.store.release()  # after any failure too: it ends claims that were lost
+
+    async def _deliver_rows(self, rows: list[OutboxRow]) -> int:
+        """Send the rows of one round (their chats claimed); returns how many."""
         self._prepare_charts(rows)
         late = self.chart_waits.late
         by_platform: dict[str, list[OutboxRow]] = {}
