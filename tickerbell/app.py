@@ -37,7 +37,7 @@ from feeds.base import Feed
 from feeds.catalogue import Catalogue
 from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayFeed
 from feeds.replay import SOURCE as REPLAY
-from storage.api import WEBHOOK, Storage, StorageUnavailable, utcnow
+from storage.api import WEBHOOK, BudgetStore, Storage, StorageUnavailable, utcnow
 from storage.backend import describe, open_store
 from tickerbell import metrics, webhook_in
 from tickerbell.delivery import TEXT_ONLY, ConsoleNotifier, Delivery
@@ -153,8 +153,10 @@ class FrontEnd(Notifier, Protocol):
 
 
 def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> list[FrontEnd]:
-    """Telegram and/or Discord, for whichever tokens are set."""
+    """Telegram and/or Discord, for whichever tokens are set. On PostgreSQL each shares its
+    platform's overall rate limit with the other processes on the database (bot.budget)."""
     front_ends: list[FrontEnd] = []
+    budgets = store if isinstance(store, BudgetStore) else None
     if settings.telegram_bot_token is not None:
         from bot.telegram.adapter import TelegramBot
         from bot.telegram.pacing import Rates
@@ -183,6 +185,7 @@ def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> l
                 allowed_chats=settings.allowed_chats,
                 webhook=webhook,
                 rates=rates,
+                budgets=budgets,
             )
         )
     if settings.discord_bot_token is not None:
@@ -198,6 +201,7 @@ def make_front_ends(settings: Settings, store: Storage, commands: Commands) -> l
                 admin_role=settings.discord_admin_role,
                 api_base_url=settings.discord_api_base_url,
                 gateway_url=settings.discord_gateway_url,
+                budgets=budgets,
             )
         )
     return front_ends

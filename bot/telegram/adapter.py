@@ -16,9 +16,10 @@ stopping leaves the webhook in place: the other processes still answer it.
 It is also the "telegram" notifier of the delivery worker: `send` maps Telegram's errors onto
 `DeliveryError` (Forbidden: the chat is gone; RetryAfter: waited out a few times, then handed
 back with its delay; ChatMigrated: the chat's rules follow it to its new id). Sends are paced
-below Telegram's flood limits (bot.telegram.pacing), and the token's secret is redacted from
-every log record for the rest of the process (bot.redaction: httpx and PTB log URLs, Telegram
-URLs contain the token, and PTB's InvalidToken quotes it).
+below Telegram's flood limits (bot.telegram.pacing; given `budgets`, the overall limit is
+shared by every process on the database), and the token's secret is redacted from every log
+record for the rest of the process (bot.redaction: httpx and PTB log URLs, Telegram URLs
+contain the token, and PTB's InvalidToken quotes it).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ from bot.telegram.admins import Admins
 from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
 from bot.telegram.webhook import Endpoint, Webhook, derived_secret
 from feeds.backoff import Backoff
-from storage.api import Chat, Storage
+from storage.api import BudgetStore, Chat, Storage
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class TelegramBot:
         allowed_chats: Collection[str] = (),
         webhook: Webhook | None = None,
         rates: Rates | None = None,
+        budgets: BudgetStore | None = None,
         retries: int = 2,
         max_retry_wait: float = 30.0,
         admin_cache_seconds: float = 300.0,
@@ -175,7 +177,7 @@ class TelegramBot:
             ApplicationBuilder()
             .token(token)
             .base_url(base_url)
-            .rate_limiter(SendLimiter(rates or Rates(), clock, sleep))
+            .rate_limiter(SendLimiter(rates or Rates(), clock, sleep, budgets))
             .job_queue(None)  # the service owns scheduling
             .updater(None)  # we poll ourselves (see _poll)
             .concurrent_updates(16)  # a slow /status must not hold up everyone else
