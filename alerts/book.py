@@ -211,6 +211,13 @@ class _Group:
 
 GroupKey = tuple[Key, Lane]
 
+# Members read on the hot paths, under module names: in Python 3.11 reading a member off its
+# class (`Condition.CROSSES`) goes through EnumType's __getattr__ hook, 0.3-0.6 us a read, and
+# a start-up of a million rules made ten million such reads.
+_ZONE, _SIZE, _RATIO = Lane.ZONE, Lane.SIZE, Lane.RATIO
+_CROSSES, _ABOVE, _DOWN = Condition.CROSSES, Condition.ABOVE, Condition.DOWN
+_UP, _MOVE, _RSI = Condition.UP, Condition.MOVE, Indicator.RSI
+
 
 class RuleBook:
     """Rules by id, their states, and the per-reading indexes that make a tick cheap."""
@@ -236,20 +243,24 @@ class RuleBook:
         state = state or _NEW
         self.rules[rule_id] = rule
         self.states[rule_id] = state
-        for symbol in rule.symbols:
-            self._symbol_refs[symbol] += 1
+        refs = self._symbol_refs
+        refs[rule.symbol] += 1
+        if rule.other is not None:
+            refs[rule.other] += 1
         group = self._group(rule)
         group.size += 1
-        if group.lane is Lane.ZONE:
+        if group.lane is _ZONE:
             group.members.add(rule_id)
             if not state.done:
                 group.watch.add(rule_id)  # the zone it was in is not known
             return
-        for line, rises in self._live_lines(rule, state):
-            (group.rises if rises else group.falls).add(line, rule_id)
-        self._unsorted.add(group)
         if _learning(rule, state) or state.streak:
             group.watch.add(rule_id)
+        for line, rises in self._live_lines(rule, state):
+            lines = group.rises if rises else group.falls
+            lines.pending_values.append(line)  # `_Lines.add`, inlined: a start-up's hot loop
+            lines.pending_ids.append(rule_id)
+        self._unsorted.add(group)
 
     def add_many(self, items: Iterable[tuple[int, Rule, RuleState | None]]) -> None:
         """Add many rules (a start-up), sorting each group's lines once."""
@@ -267,7 +278,7 @@ class RuleBook:
         group = self._groups[group_key]
         group.size -= 1
         group.watch.discard(rule_id)
-        if group.lane is Lane.ZONE:
+        if group.lane is _ZONE:
             group.members.discard(rule_id)
         else:
             self._move_lines(group, rule_id, self._live_lines(rule, state), ())
@@ -342,7 +353,7 @@ class RuleBook:
     ) -> None:
         """Give a rule a new state, and move its lines to the ones that matter in it."""
         self.states[rule_id] = new
-        if group.lane is not Lane.ZONE:
+        if group.lane is not _ZONE:
             lines = self._live_lines(rule, old), self._live_lines(rule, new)
             if lines[0] != lines[1]:
                 self._move_lines(group, rule_id, *lines)
@@ -369,7 +380,7 @@ class RuleBook:
             # never shrinks: one that held a group's every learning rule at start would be
             # scanned whole on every tick (17 ms a tick at 1M rules for 55 members).
             group.watch = set()
-        if lane is Lane.ZONE:
+        if lane is _ZONE:
             assert reading.reference is not None
             zone = self._zone(value, reading.reference)
             before, group.mark = group.mark, zone
@@ -378,9 +389,9 @@ class RuleBook:
                     found[rule_id] = (group, reading)
             return
         low = high = value
-        if lane is Lane.SIZE:
+        if lane is _SIZE:
             low = high = abs(value)
-        elif lane is Lane.RATIO:
+        elif lane is _RATIO:
             assert reading.reference is not None
             mark = value / reading.reference
             low, high = mark * (1 - RATIO_MARGIN), mark * (1 + RATIO_MARGIN)
@@ -407,7 +418,7 @@ class RuleBook:
         if state.done or _learning(rule, state):
             return ()
         lines = self._lines(rule)
-        if rule.condition is Condition.CROSSES:
+        if rule.condition is _CROSSES:
             if state.armed:
                 return ((lines[1], not state.above),)
             return (lines[0], False), (lines[2], True)
@@ -420,21 +431,21 @@ class RuleBook:
         """The values of the rule's number at which its state can change: its level and its
         re-arm line(s), as alerts.engine computes them."""
         cond, value = rule.condition, rule.value
-        if rule.indicator is Indicator.RSI:
+        if rule.indicator is _RSI:
             low, high = rearm_lines(rule, value, self.band)
-            if cond is Condition.CROSSES:
+            if cond is _CROSSES:
                 return low, value, high
-            return value, low if cond is Condition.ABOVE else high
-        if cond is Condition.CROSSES:
+            return value, low if cond is _ABOVE else high
+        if cond is _CROSSES:
             low, high = rearm_lines(rule, value, self.band)
             return low, value, high
         if cond.is_level:
             side = 1 + self.band if cond in _FALLING else 1 - self.band
             return value, value * side
         points = self.band * 100
-        if cond is Condition.UP or cond is Condition.MOVE:  # a move's lines are on |change|
+        if cond is _UP or cond is _MOVE:  # a move's lines are on |change|
             return value, value - points
-        if cond is Condition.DOWN:
+        if cond is _DOWN:
             return -value, -value + points
         return (value,)  # spreads re-arm as soon as they are back under the threshold
 
@@ -466,11 +477,11 @@ def _group_key(rule: Rule) -> GroupKey:
     """What the rule reads, and how its lines are laid out on it."""
     cond = rule.condition
     if rule.indicator in (Indicator.MA, Indicator.EMA) or cond.is_channel:
-        lane = Lane.ZONE
+        lane = _ZONE
     elif cond is Condition.MOVE:
-        lane = Lane.SIZE
+        lane = _SIZE
     elif cond is Condition.SPREAD_MULT:
-        lane = Lane.RATIO
+        lane = _RATIO
     else:
         lane = Lane.VALUE
     return key_of(rule), lane
@@ -487,4 +498,4 @@ def _unsettled(rule: Rule, state: RuleState, now: datetime) -> bool:
 
 def _learning(rule: Rule, state: RuleState) -> bool:
     """Whether the rule has not yet learned where the market is (it has no lines yet)."""
-    return state.armed is None or (rule.condition is Condition.CROSSES and state.above is None)
+    return state.armed is None or (rule.condition is _CROSSES and state.above is None)

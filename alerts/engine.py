@@ -20,7 +20,6 @@ Semantics (the ones TradingView users expect):
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from datetime import datetime
 
 from alerts import rules
@@ -29,6 +28,14 @@ from alerts.models import Alert, Condition, Direction, Indicator, Rule, RuleStat
 
 DEFAULT_BAND = 0.0025
 RSI_BAND = 2.0  # RSI points an RSI rule must move back past its level to re-arm
+
+# Members read on every evaluation, under module names (see alerts.book: in Python 3.11 each
+# `Condition.X` read goes through EnumType's __getattr__ hook).
+_CROSSES, _ABOVE, _RESISTANCE = Condition.CROSSES, Condition.ABOVE, Condition.RESISTANCE
+_BELOW, _SUPPORT, _BREAKOUT = Condition.BELOW, Condition.SUPPORT, Condition.BREAKOUT
+_BREAKDOWN, _UP, _DOWN, _MOVE = Condition.BREAKDOWN, Condition.UP, Condition.DOWN, Condition.MOVE
+_SPREAD_MULT, _RSI, _EITHER = Condition.SPREAD_MULT, Indicator.RSI, Direction.EITHER
+_OWN_LEVEL = frozenset({Condition.SPREAD_PCT, Condition.SPREAD_ABS})  # compared with rule.value
 
 
 def evaluate(
@@ -42,22 +49,22 @@ def evaluate(
     if obs is None or state.done or rule.expired(now):
         return state, None
     threshold = _threshold(rule, obs)
-    if rule.condition is Condition.CROSSES:
+    if rule.condition is _CROSSES:
         return _cross(rule, state, obs, now, threshold, rearm_lines(rule, threshold, band))
-    if rule.indicator is Indicator.RSI:
+    if rule.indicator is _RSI:
         low, high = rearm_lines(rule, threshold, band)
-        if rule.condition is Condition.ABOVE:
+        if rule.condition is _ABOVE:
             true, clear = obs.value >= threshold, obs.value < low
         else:
             true, clear = obs.value <= threshold, obs.value > high
     else:
         true, clear = _test(rule.condition, obs.value, threshold, band)
     if state.armed is None:
-        return replace(state, armed=not true, streak=0), None
+        return state.but(not true, 0, state.above), None
     if not state.armed:
-        return (replace(state, armed=True, streak=0) if clear else state), None
+        return (state.but(True, 0, state.above) if clear else state), None
     if not true:
-        return (replace(state, streak=0) if state.streak else state), None
+        return (state.but(state.armed, 0, state.above) if state.streak else state), None
     return _hit(rule, state, obs, now, _fired(rule, state, now), _direction(rule, obs))
 
 
@@ -73,7 +80,7 @@ def _cross(
     or learned on the level) means the next cross must clear the band beyond the level."""
     value, (low, high) = obs.value, lines
     if state.armed is None or state.above is None:
-        return replace(state, armed=value != level, above=value >= level, streak=0), None
+        return state.but(value != level, 0, value >= level), None
     if state.above:
         true = value <= level if state.armed else value < low
         clear = value > high
@@ -81,7 +88,7 @@ def _cross(
         true = value >= level if state.armed else value > high
         clear = value < low
     if not true:
-        settled = replace(state, armed=state.armed or clear, streak=0)
+        settled = state.but(state.armed or clear, 0, state.above)
         return (state if settled == state else settled), None
     # Armed only if already clear of the band on the new side, so a second look at the same
     # value changes nothing (the rule book relies on that).
@@ -123,14 +130,14 @@ def _hit(
         and now < state.last_fired + rule.cooldown
     )
     if streak < rule.confirm or cooling:
-        return replace(state, streak=streak), None
+        return state.but(state.armed, streak, state.above), None
     return fired, _alert(rule, obs, direction)
 
 
 def rearm_lines(rule: Rule, level: float, band: float) -> tuple[float, float]:
     """The lines below and above `level` that a value must pass to clear the hysteresis band:
     `band` is a fraction of the level, except for RSI rules (`RSI_BAND` points)."""
-    if rule.indicator is Indicator.RSI:
+    if rule.indicator is _RSI:
         return level - RSI_BAND, level + RSI_BAND
     return level * (1 - band), level * (1 + band)
 
@@ -138,13 +145,9 @@ def rearm_lines(rule: Rule, level: float, band: float) -> tuple[float, float]:
 def _threshold(rule: Rule, obs: Observation) -> float:
     """The number `obs.value` is compared with."""
     cond = rule.condition
-    if (
-        cond.is_change
-        or cond in (Condition.SPREAD_PCT, Condition.SPREAD_ABS)
-        or rule.indicator is Indicator.RSI
-    ):
+    if cond.is_change or cond in _OWN_LEVEL or rule.indicator is _RSI:
         return rule.value
-    if cond is Condition.SPREAD_MULT:
+    if cond is _SPREAD_MULT:
         assert obs.reference is not None
         return rule.value * obs.reference
     assert obs.reference is not None
@@ -153,20 +156,20 @@ def _threshold(rule: Rule, obs: Observation) -> float:
 
 def _test(cond: Condition, value: float, threshold: float, band: float) -> tuple[bool, bool]:
     """Return (condition true, far enough back to re-arm)."""
-    if cond in (Condition.ABOVE, Condition.RESISTANCE):
+    if cond is _ABOVE or cond is _RESISTANCE:
         return value >= threshold, value < threshold * (1 - band)
-    if cond in (Condition.BELOW, Condition.SUPPORT):
+    if cond is _BELOW or cond is _SUPPORT:
         return value <= threshold, value > threshold * (1 + band)
-    if cond is Condition.BREAKOUT:  # touching the old high is not a new high
+    if cond is _BREAKOUT:  # touching the old high is not a new high
         return value > threshold, value < threshold * (1 - band)
-    if cond is Condition.BREAKDOWN:
+    if cond is _BREAKDOWN:
         return value < threshold, value > threshold * (1 + band)
     points = band * 100
-    if cond is Condition.UP:
+    if cond is _UP:
         return value >= threshold, value < threshold - points
-    if cond is Condition.DOWN:
+    if cond is _DOWN:
         return value <= -threshold, value > -threshold + points
-    if cond is Condition.MOVE:
+    if cond is _MOVE:
         return abs(value) >= threshold, abs(value) < threshold - points
     return value > threshold, value <= threshold
 
@@ -194,6 +197,6 @@ def _rule_text(rule: Rule) -> str:
 
 def _direction(rule: Rule, obs: Observation) -> Direction:
     direction = rule.condition.direction
-    if direction is Direction.EITHER:
+    if direction is _EITHER:
         return Direction.UP if obs.value >= 0 else Direction.DOWN
     return direction

@@ -228,6 +228,11 @@ class RuleState:
             kwargs["last_fired"] = datetime.fromisoformat(kwargs["last_fired"])
         return replace(cls(), **kwargs)
 
+    def but(self, armed: bool | None, streak: int, above: bool | None) -> RuleState:
+        """This state with another `armed`, `streak` and `above`, its fire history kept: what
+        the engine makes on most observations (`dataclasses.replace` takes 4 us, this 1 us)."""
+        return RuleState(armed, streak, self.last_fired, self.fired_count, self.done, above)
+
     def relearned(self) -> RuleState:
         """The state of a rule coming back from a snooze: it learns where the market is first,
         like a new rule (so a condition that already holds waits for a real crossing), and

@@ -453,7 +453,10 @@ def _parse_date(token: str) -> date:
 
 def _number_text(x: float) -> str:
     """Plain decimal text that reads back as exactly `x`: no exponent, no trailing `.0`."""
-    text = f"{Decimal(repr(x)):f}"
+    text = repr(x)
+    if "e" not in text and "n" not in text:  # the usual case, without Decimal (an alert's text)
+        return text.removesuffix(".0")
+    text = f"{Decimal(text):f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 

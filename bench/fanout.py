@@ -24,14 +24,30 @@ re-imports this script's modules, the Telegram stack included, so it weighs more
 the app, whose entry point is light; bench.charts measures a worker as the app has it).
 `--direct` skips the Delivery worker and calls `send` for every chat at once, to show what
 the adapter alone sustains (the worker sends one row at a time).
+
+`--replicas N --database-url URL` delivers on PostgreSQL (a throwaway schema there, dropped
+after) with N replica processes, each with its own store, TelegramBot and Delivery loop, all
+sending for one bot to the one fake (in this process): the bot's overall rate is shared
+through the database (bot.budget), which the figures show against the limit the fake
+enforces; `--local-pacing` lets each replica pace itself alone instead, as before the shared
+budget; `--in-process` runs the replicas as tasks of this process (on a machine with few
+cores, processes starved of CPU send late and arrive bunched, which no pacing can undo).
+The replicas share the chats as delivery does, each claiming the chats it sends to
+(storage `claim`); a round claims up to `--batch` rows (500), so with fewer one replica may
+take nearly all of them in its first round (`--batch 25` spreads them). Also printed: slot
+bookings (database round trips) per send.
 Run: .venv/bin/python -m bench.fanout [--chats 2000] [--scale 20] [--direct]
      .venv/bin/python -m bench.fanout --rules 1000 --charts --scale 1   (real limits)
+     .venv/bin/python -m bench.fanout --replicas 3 --batch 25 --scale 1 --chats 600 \
+         --database-url postgresql://...
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import os
 import random
 import resource
@@ -40,8 +56,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from alerts import rules
 from alerts.indicators import Market
@@ -55,12 +73,15 @@ from bot.telegram.adapter import TelegramBot
 from bot.telegram.pacing import Rates
 from feeds.base import FeedHealth
 from feeds.catalogue import Catalogue
+from storage.api import Slots
 from storage.db import Chat, Store
+from storage.postgres import PostgresStore
 from tickerbell.delivery import Delivery
 from tickerbell.market_data import MarketData
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_telegram import FakeTelegram, Limits
+from support.postgres import throwaway_schema
 
 TOKEN = "123456789:AAF-bench_token"
 FIRST_CHAT = 100_000_000
@@ -119,6 +140,16 @@ class Timed:
 
     async def close(self) -> None:
         await self.bot.close()
+
+
+class Replica(PostgresStore):
+    """One replica's store, counting its slot bookings."""
+
+    bookings = 0
+
+    async def take_slots(self, name: str, count: int, interval: float) -> Slots:
+        self.bookings += 1
+        return await super().take_slots(name, count, interval)
 
 
 def distinct_alerts(count: int) -> list[Alert]:
@@ -276,7 +307,7 @@ async def main(
     how = "send() for every chat at once" if direct else f"Delivery (pause {interval:g} s)"
     print(f"fan-out of {what} to {count} private chats via {how}, limits x{scale:g}, "
           f"charts {'on' if charts else 'off'}")  # fmt: skip
-    report(count, limits, fake, timed, decided, counts)
+    report(count, limits, fake, timed.returned, timed.durations, decided, counts)
     if charts:
         waits = delivery.chart_waits
         print(f"  chart renders: {cache.renders} in {workers} worker process(es) "
@@ -291,11 +322,185 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+@dataclass
+class Cues:
+    """A replica's cues: it sets `ready` once connected, delivers from `go` until `stop`."""
+
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def replicated(
+    url: str,
+    replicas: int,
+    chats: int,
+    scale: float,
+    interval: float,
+    batch: int,
+    shared: bool,
+    in_process: bool,
+) -> None:
+    """One alert to every chat, delivered by `replicas` replicas on PostgreSQL at once: each a
+    process of its own, or (`in_process`) a task of this one."""
+    limits = Limits().scaled(scale)
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # a replica's poll cut at stop
+    with throwaway_schema(url) as schema_url:
+        async with (
+            FakeTelegram(TOKEN, limits=limits) as fake,
+            PostgresStore.open(schema_url) as store,
+        ):
+            ids = [str(FIRST_CHAT + i) for i in range(chats)]
+            subscribed = await store.import_chats("telegram", ids, "private")
+            how = (schema_url, replicas, fake.base_url, scale, interval, batch, shared)
+            run = replica if in_process else _as_process
+            cues = [Cues() for _ in range(replicas)]
+            tasks = [asyncio.create_task(run(*how, i, c)) for i, c in enumerate(cues)]
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in cues)), 120)
+                await store.commit_tick({}, [(None, chat.id, ALERT) for chat in subscribed])
+                decided = time.perf_counter()  # CLOCK_MONOTONIC: the processes' clock too
+                for c in cues:
+                    c.go.set()
+                deadline = decided + 1800
+                while len(fake.messages) < chats:
+                    assert time.perf_counter() < deadline, "delivery did not finish"
+                    await asyncio.sleep(0.05)
+                for c in cues:
+                    c.stop.set()
+                results = await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            counts = await store.outbox_counts()
+    pacing = "shared through PostgreSQL" if shared else "each replica alone"
+    kind = "tasks of one process" if in_process else "processes"
+    print(f"fan-out of one alert to {chats} private chats by {replicas} replica {kind} on "
+          f"PostgreSQL, overall rate {pacing}, limits x{scale:g}")  # fmt: skip
+    returned = [at for r in results for at in r["returned"]]
+    durations = [d for r in results for d in r["durations"]]
+    report(chats, limits, fake, returned, durations, decided, counts)
+    print(f"  sent per replica: {[len(r['returned']) for r in results]}")
+    bookings = sum(r["bookings"] for r in results)
+    if shared:
+        each = chats / max(bookings, 1)
+        print(f"  slot bookings (round trips): {bookings}, {each:.1f} sends each")
+
+
+async def _as_process(
+    url: str,
+    replicas: int,
+    base_url: str,
+    scale: float,
+    interval: float,
+    batch: int,
+    shared: bool,
+    mine: int,
+    cues: Cues,
+) -> dict[str, Any]:
+    """A replica in a process of its own (`worker`), cued over its stdin and stdout."""
+    options = ["--replicas", str(replicas), "--database-url", url, "--base-url", base_url]
+    options += ["--scale", str(scale), "--interval", str(interval), "--batch", str(batch)]
+    options += [] if shared else ["--local-pacing"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.fanout", "--worker", str(mine), *options,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert (await process.stdout.readline()).strip() == b"ready"
+        cues.ready.set()
+        for cue, word in ((cues.go, b"go\n"), (cues.stop, b"stop\n")):
+            await cue.wait()
+            process.stdin.write(word)
+        figures: dict[str, Any] = json.loads(await process.stdout.readline())
+        return figures
+    except BaseException:
+        process.kill()
+        raise
+    finally:
+        await process.wait()
+
+
+async def replica(
+    url: str,
+    replicas: int,
+    base_url: str,
+    scale: float,
+    interval: float,
+    batch: int,
+    shared: bool,
+    mine: int,
+    cues: Cues,
+) -> dict[str, Any]:
+    """One replica: its store, bot and Delivery loop, for its share of the chats; its
+    figures."""
+    limits = Limits().scaled(scale)
+    rates = Rates(limits.overall_per_second, limits.chat_per_second, limits.group_per_minute)
+    async with Replica.open(url) as store:
+        data = MarketData(
+            Catalogue(), lambda source: NoFeed(), QuoteLimits(max_age=timedelta(minutes=10))
+        )
+        bot = TelegramBot(
+            token=TOKEN,
+            base_url=base_url,
+            commands=Commands(store, data),
+            store=store,
+            rates=rates,
+            budgets=store if shared else None,
+        )
+        timed = Timed(bot)
+        delivery = Delivery(store, {bot.name: timed}, interval=interval, batch=batch)
+        try:
+            await bot.start()
+            while not bot.listening():
+                await asyncio.sleep(0.05)
+            cues.ready.set()
+            await cues.go.wait()
+            running = asyncio.create_task(delivery.run())
+            delivery.wake()
+            await cues.stop.wait()
+            delivery.stop()
+            await running
+        finally:
+            await bot.close()
+    return {"returned": timed.returned, "durations": timed.durations, "bookings": store.bookings}
+
+
+async def worker(
+    url: str,
+    replicas: int,
+    base_url: str,
+    scale: float,
+    interval: float,
+    batch: int,
+    shared: bool,
+    mine: int,
+) -> None:
+    """A replica process: says "ready" once connected, delivers from "go" until "stop" (lines
+    on stdin), then prints its figures (JSON)."""
+    lines = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
+    cues = Cues()
+    running = asyncio.create_task(
+        replica(url, replicas, base_url, scale, interval, batch, shared, mine, cues)
+    )
+    await cues.ready.wait()
+    print("ready", flush=True)
+    for cue in (cues.go, cues.stop):
+        await lines.readline()
+        cue.set()
+    print(json.dumps(await running), flush=True)
+
+
 def report(
     chats: int,
     limits: Limits,
     fake: FakeTelegram,
-    timed: Timed,
+    returned: list[float],
+    durations: list[float],
     decided: float,
     counts: dict[str, int],
 ) -> None:
@@ -306,7 +511,7 @@ def report(
     arrivals = sorted(m.at for m in fake.messages)
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     rate = (len(arrivals) - 1) / span if span else 0.0
-    latencies = sorted(t - decided for t in timed.returned)
+    latencies = sorted(t - decided for t in returned)
     p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) > 1 else float("nan")
     kinds = Counter(m.method for m in fake.messages)
     print(
@@ -319,8 +524,8 @@ def report(
     )
     print(f"  429 answers: {fake.rate_limited}; accepted: {dict(kinds)}")
     print(f"  lost: {lost}, duplicated: {duplicated}, outbox: {counts}")
-    if timed.durations:
-        print(f"  one send() call: mean {statistics.mean(timed.durations) * 1000:.2f} ms")
+    if durations:
+        print(f"  one send() call: mean {statistics.mean(durations) * 1000:.2f} ms")
     if latencies:
         print(
             f"  decision -> send returned: p50 {statistics.median(latencies):.2f} s, "
@@ -342,7 +547,60 @@ if __name__ == "__main__":
     parser.add_argument("--charts", action="store_true", help="deliver with charts")
     parser.add_argument("--workers", type=int, default=1, help="chart worker processes (1)")
     parser.add_argument("--chart-wait", type=float, default=2.0, help="longest chart wait (2 s)")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="N replicas on PostgreSQL (--database-url)"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("TICKERBELL_TEST_DATABASE_URL", ""),
+        help="PostgreSQL for --replicas (default TICKERBELL_TEST_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--local-pacing", action="store_true", help="with --replicas: each replica paces alone"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="replicas as tasks of one process",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=500, help="with --replicas: rows a delivery round takes (500)"
+    )
+    parser.add_argument("--worker", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker >= 0:  # one replica process of --replicas
+        asyncio.run(
+            worker(
+                args.database_url,
+                args.replicas,
+                args.base_url,
+                args.scale,
+                args.interval,
+                args.batch,
+                not args.local_pacing,
+                args.worker,
+            )
+        )
+        sys.exit(0)
+    if args.replicas:
+        if not args.database_url:
+            parser.error("--replicas needs --database-url postgresql://...")
+        if args.direct or args.rules or args.charts:
+            parser.error("--replicas delivers one text alert to every chat")
+        asyncio.run(
+            replicated(
+                args.database_url,
+                args.replicas,
+                args.chats,
+                args.scale,
+                args.interval,
+                args.batch,
+                not args.local_pacing,
+                args.in_process,
+            )
+        )
+        sys.exit(0)
     asyncio.run(
         main(
             args.chats,

@@ -171,4 +171,13 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # 5 (PostgreSQL only; "shared send budgets"): per budget (a chat platform's overall rate
+    # limit, shared by every process on the database), the time of its next free sending
+    # slot on the server's clock (storage.api.BudgetStore)
+    """
+    CREATE TABLE send_budgets (
+        name TEXT PRIMARY KEY,
+        next_slot TIMESTAMPTZ NOT NULL
+    );
+    """,
 )

@@ -49,7 +49,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,6 +60,7 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.models import Alert, Quote, RuleState
 from storage.api import (
     WEBHOOK,
+    BudgetStore,
     Chat,
     ChatDigest,
     Clock,
@@ -68,6 +69,7 @@ from storage.api import (
     LimitReached,
     OutboxRow,
     RuleChanges,
+    Slots,
     Storage,
     StorageUnavailable,
     StoredRule,
@@ -720,6 +722,25 @@ class PostgresStore:
         assert row is not None
         return str(row[0])
 
+    # --- shared send budgets ---
+
+    async def take_slots(self, name: str, count: int, interval: float) -> Slots:
+        """Book slots on the budget's grid in one statement: the row lock orders processes
+        booking at once, and the server's clock is everyone's (no skew between hosts)."""
+        if count < 1 or not interval > 0:
+            raise ValueError(f"cannot book {count} slots {interval} s apart")
+        span = timedelta(seconds=count * interval)
+        row = await self._one(
+            "INSERT INTO send_budgets AS b (name, next_slot) VALUES (%s, clock_timestamp() + %s)"
+            " ON CONFLICT (name) DO UPDATE"
+            " SET next_slot = greatest(b.next_slot, clock_timestamp()) + %s"
+            " RETURNING b.next_slot - %s, clock_timestamp()",
+            (name, span, span, span),
+        )
+        assert row is not None
+        first, now = row
+        return Slots(first.astimezone(UTC), (first - now).total_seconds(), interval, count)
+
     # --- daily digests ---
 
     async def set_digest(self, chat: int, setting: DigestSetting | None) -> None:
@@ -1023,6 +1044,7 @@ async def _session(url: str) -> Connection:
 
 
 _POSTGRES_STORE_IS_STORAGE: type[Storage] = PostgresStore  # mypy checks that it keeps the contract
+_POSTGRES_STORE_IS_BUDGET_STORE: type[BudgetStore] = PostgresStore
 
 
 async def _configure(conn: Connection) -> None:

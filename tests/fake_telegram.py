@@ -3,7 +3,7 @@
 It answers `/bot<TOKEN>/<method>` the way the Bot API does (`{"ok": true, "result": ...}`, or
 `{"ok": false, "error_code": ..., "description": ..., "parameters": ...}`) for the methods the
 adapter uses: getMe, getUpdates (long poll, capped short, served from a queue the test fills),
-deleteWebhook, setMyCommands, sendMessage, sendPhoto, getChatMember, close and logOut; and for
+setMyCommands, sendMessage, sendPhoto, getChatMember, close and logOut; and for
 the buttons under alerts: inline keyboards on sends (callback_data checked for Telegram's 1 to
 64 bytes), button presses queued as callback queries (`press`), answerCallbackQuery (each query
 answered once, as Telegram allows), editMessageText, editMessageCaption and
@@ -19,6 +19,13 @@ enforces flood limits (per bot, per private chat, per group; sliding windows) an
 past them, counting each, for photos as for texts. A send counts when it has fully arrived, as
 a server can only count it then: `slow_uploads` makes the next photos take that many seconds
 each to arrive (an upload's time varies; requests sent evenly can arrive bunched).
+
+Webhooks as Telegram keeps them: setWebhook (an https URL, a secret token of Telegram's
+characters), deleteWebhook and getWebhookInfo; while a webhook is set, getUpdates answers 409
+Conflict, as Telegram does. Telegram would then post each update to the webhook URL; here the
+test does, as `post_update` (with the secret token registered), to wherever the bot listens.
+`webhook_failure` plays Telegram failing to post to the URL: getWebhookInfo reports a newer
+last_error_date on each call meanwhile, with the reason.
 
 The token is masked in the fake's own access log (that log is Telegram's side, not ours).
 
@@ -40,6 +47,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from support.local_server import serve_locally
@@ -225,6 +233,10 @@ class FakeTelegram:
         self._shown: dict[int, dict[str, Any]] = {}  # message id -> the message as it is now
         self._queries: dict[str, bool] = {}  # callback query id -> answered
         self._updates: list[dict[str, Any]] = []
+        self.webhook: dict[str, Any] | None = None  # url, secret_token, allowed_updates
+        self.webhook_failure: str | None = None  # why posts to the webhook fail, while they do
+        self._webhook_errors: list[int] = []  # the dates of failed posts, as Telegram keeps them
+        self._webhook_message = ""
         self._next_update = 1
         self._next_message = 1000
         self._arrived = asyncio.Event()
@@ -265,6 +277,27 @@ class FakeTelegram:
         anonymous_admin: bool = False,
     ) -> int:
         """Queue a message from a user as an update; return its update_id."""
+        update = self.update(
+            text,
+            chat_id=chat_id,
+            user_id=user_id,
+            chat_type=chat_type,
+            anonymous_admin=anonymous_admin,
+        )
+        self._updates.append(update)
+        self._wake_pollers()
+        return int(update["update_id"])
+
+    def update(
+        self,
+        text: str,
+        *,
+        chat_id: int,
+        user_id: int | None = None,
+        chat_type: str = "private",
+        anonymous_admin: bool = False,
+    ) -> dict[str, Any]:
+        """A message from a user as an update, not queued (for `post_update`)."""
         self.chat_types[chat_id] = chat_type
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
@@ -287,9 +320,20 @@ class FakeTelegram:
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(word)}]
         update_id = self._next_update
         self._next_update += 1
-        self._updates.append({"update_id": update_id, "message": message})
-        self._wake_pollers()
-        return update_id
+        return {"update_id": update_id, "message": message}
+
+    async def post_update(
+        self, to: str, update: dict[str, Any] | bytes, secret: str | None = None
+    ) -> int:
+        """Post an update (or any body) to `to` as Telegram posts to a webhook: with the secret
+        token setWebhook registered (or `secret`); the answer's status."""
+        headers = {"Content-Type": "application/json"}
+        token = secret if secret is not None else (self.webhook or {}).get("secret_token")
+        if token:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = token
+        body = update if isinstance(update, bytes) else json.dumps(update).encode()
+        async with aiohttp.ClientSession() as http, http.post(to, data=body, headers=headers) as r:
+            return r.status
 
     def press(
         self,
@@ -435,7 +479,13 @@ class FakeTelegram:
             "supports_inline_queries": False,
         }
 
-    async def _api_getUpdates(self, params: dict[str, str]) -> list[dict[str, Any]]:
+    async def _api_getUpdates(self, params: dict[str, str]) -> list[dict[str, Any]] | web.Response:
+        if self.webhook is not None:
+            return _error(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         offset = _int(params.get("offset", "0"))
         if offset:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
@@ -448,9 +498,40 @@ class FakeTelegram:
         return self._updates[:limit]
 
     def _api_deleteWebhook(self, params: dict[str, str]) -> bool:
+        self.webhook = None
         if params.get("drop_pending_updates") == "true":
             self._updates.clear()
         return True
+
+    def _api_setWebhook(self, params: dict[str, str]) -> bool | web.Response:
+        url, secret = params.get("url", ""), params.get("secret_token")
+        if not url.startswith("https://"):
+            return _error(
+                400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+            )
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            return _error(400, "Bad Request: secret token contains unallowed characters")
+        allowed = json.loads(params["allowed_updates"]) if "allowed_updates" in params else None
+        self.webhook = {"url": url, "secret_token": secret, "allowed_updates": allowed}
+        if params.get("drop_pending_updates") == "true":
+            self._updates.clear()
+        return True
+
+    def _api_getWebhookInfo(self, params: dict[str, str]) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "url": self.webhook["url"] if self.webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
+        if self.webhook and self.webhook_failure is not None:  # Telegram tried again since
+            self._webhook_errors.append(int(time.time()) + len(self._webhook_errors))
+            self._webhook_message = self.webhook_failure
+        if self._webhook_errors:
+            info["last_error_date"] = self._webhook_errors[-1]
+            info["last_error_message"] = self._webhook_message
+        if self.webhook and self.webhook["allowed_updates"] is not None:
+            info["allowed_updates"] = self.webhook["allowed_updates"]
+        return info
 
     def _api_setMyCommands(self, params: dict[str, str]) -> bool | web.Response:
         commands = json.loads(params.get("commands", "[]"))

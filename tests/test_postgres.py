@@ -6,8 +6,12 @@ The tests need `TICKERBELL_TEST_DATABASE_URL` and skip without it (tests/support
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+import random
 import time
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -17,7 +21,7 @@ from support.waiting import until
 
 from alerts import rules
 from alerts.models import Alert, Direction
-from storage.api import StorageUnavailable
+from storage.api import Slots, StorageUnavailable
 from storage.db import alert_to_json
 from storage.pg_migrations import MIGRATIONS
 from storage.postgres import LEASE_CLASS, LEASE_KEY, Lease, PostgresStore, safe_url
@@ -149,6 +153,83 @@ async def test_processes_making_a_secret_at_once_agree(postgres_url: str) -> Non
     async with PostgresStore.open(postgres_url) as one, PostgresStore.open(postgres_url) as two:
         keys = await asyncio.gather(*(s.secret("actions") for s in [one, two] * 4))
         assert len(set(keys)) == 1
+
+
+RATE = 28.5  # Telegram's 30/s at the adapter's headroom
+INTERVAL = 1 / RATE
+BURST = 1  # a grid has no burst: one slot more only where a window starts on a slot
+
+
+def most_in_a_second(times: list[datetime]) -> int:
+    """The most slot times inside any one-second window [t, t + 1 s)."""
+    times = sorted(times)
+    most, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= timedelta(seconds=1):
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+async def test_processes_booking_send_slots_at_once_keep_the_rate(postgres_url: str) -> None:
+    """Three processes (each its own connections) book slots of one budget at once, a few at
+    a time as their sends queue up: over any second the grants stay within the rate plus the
+    burst, and every slot is granted once. Counted on the slots granted, not timed."""
+    async with (
+        PostgresStore.open(postgres_url) as one,
+        PostgresStore.open(postgres_url) as two,
+        PostgresStore.open(postgres_url) as three,
+    ):
+
+        async def book(store: PostgresStore, seed: int) -> list[Slots]:
+            rng = random.Random(seed)
+            return [await store.take_slots("telegram", rng.randint(1, 5), INTERVAL)
+                    for _ in range(40)]  # fmt: skip
+
+        booked = await asyncio.gather(*(book(s, i) for i, s in enumerate([one, two, three])))
+        other = await one.take_slots("discord", 1, 1 / 47.5)  # another budget: its own grid
+    granted = [t for slots in booked for b in slots for t in b.times()]
+    assert len(granted) == sum(b.count for slots in booked for b in slots) > 3 * 40
+    assert len(set(granted)) == len(granted)
+    assert most_in_a_second(granted) <= RATE + BURST
+    assert other.wait <= 0  # not behind Telegram's bookings
+    gaps = [b - a for a, b in itertools.pairwise(sorted(granted))]
+    assert min(gaps) >= timedelta(seconds=INTERVAL) - timedelta(microseconds=2)  # rounding
+
+
+async def test_a_dead_holder_does_not_keep_the_send_budget(postgres_url: str) -> None:
+    """A process that dies after booking slots leaves only those unused; one that dies while
+    booking (its transaction holding the budget's row) holds up nobody once its session ends."""
+    async with PostgresStore.open(postgres_url) as alive:
+        async with PostgresStore.open(postgres_url) as dying:
+            taken = await dying.take_slots("telegram", 5, INTERVAL)
+        after = await alive.take_slots("telegram", 1, INTERVAL)
+        # now, or right after the dead one's slots: its death cost only the slots it booked
+        next_one = timedelta(seconds=INTERVAL + 1e-5)
+        assert after.wait <= 0 or after.first - taken.times()[-1] <= next_one
+        stuck = psycopg.connect(postgres_url, autocommit=True)
+        try:
+            stuck.execute("BEGIN")
+            stuck.execute("SELECT * FROM send_budgets WHERE name = 'telegram' FOR UPDATE")
+            waiting = asyncio.create_task(alive.take_slots("telegram", 1, INTERVAL))
+            await until(lambda: blocked_on_a_lock(postgres_url))
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (stuck.info.backend_pid,))
+            slot = await asyncio.wait_for(waiting, 10)
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                stuck.close()
+        # now, or the next slot on the grid: the dead session's lock cost nothing
+        assert slot.wait <= 0 or slot.first - after.first <= next_one
+
+
+def blocked_on_a_lock(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE 'INSERT INTO send_budgets%%'"
+        ).fetchone()
+    return bool(row and row[0])
 
 
 async def test_a_claimed_chat_is_one_stores_until_released(postgres_url: str) -> None:

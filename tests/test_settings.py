@@ -261,3 +261,42 @@ def test_the_inbound_url_is_the_public_one_or_says_where_to_put_the_host(
     assert load().inbound_url == "http://HOST:8081"
     monkeypatch.setenv("TICKERBELL_WEBHOOK_PUBLIC_URL", "https://bot.example.com/")
     assert load().inbound_url == "https://bot.example.com"
+
+
+TELEGRAM_URL = "an https URL on port 443, 80, 88 or 8443 that reaches this bot, e.g. https://"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("TELEGRAM_WEBHOOK_URL", "http://bot.example.com/tg", TELEGRAM_URL),
+        ("TELEGRAM_WEBHOOK_URL", "https://bot.example.com:8080/tg", TELEGRAM_URL),
+        ("TELEGRAM_WEBHOOK_URL", "https://bot.example.com:x/tg", TELEGRAM_URL),
+        ("TELEGRAM_WEBHOOK_URL", "bot.example.com", TELEGRAM_URL),
+        ("TELEGRAM_WEBHOOK_SECRET", "short", "expected 16 to 256 letters, digits, _ or -, e.g."),
+        ("TELEGRAM_WEBHOOK_SECRET", "a secret with spaces", "expected 16 to 256 letters"),
+        ("TELEGRAM_WEBHOOK_PORT", "0", "expected a port number from 1 to 65535"),
+        ("TELEGRAM_WEBHOOK_PORT", "https", "expected a port number from 1 to 65535"),
+    ],
+)
+def test_bad_telegram_webhook_settings(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, line: str
+) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456789:AAF-token")
+    [problem] = problems(monkeypatch, **{name: value})
+    assert problem.startswith(f"{name}=") and line in problem
+    assert "short" not in problem and "spaces" not in problem  # a secret is never shown
+
+
+def test_a_telegram_webhook_needs_the_token_and_listens_on_8443_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [problem] = problems(monkeypatch, TELEGRAM_WEBHOOK_URL="https://bot.example.com/tg")
+    assert problem.startswith("TELEGRAM_WEBHOOK_URL is set but TELEGRAM_BOT_TOKEN is empty")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456789:AAF-token")
+    settings = load()
+    assert settings.telegram_webhook_url == "https://bot.example.com/tg"
+    assert (settings.telegram_webhook_host, settings.telegram_webhook_port) == ("0.0.0.0", 8443)
+    assert settings.telegram_webhook_secret is None  # derived from the token
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "https://bot.example.com:88")
+    assert load().telegram_webhook_url == "https://bot.example.com:88"

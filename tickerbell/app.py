@@ -49,7 +49,7 @@ from feeds.base import Feed
 from feeds.catalogue import Catalogue
 from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayFeed
 from feeds.replay import SOURCE as REPLAY
-from storage.api import WEBHOOK, Storage, StorageUnavailable, utcnow
+from storage.api import WEBHOOK, BudgetStore, Storage, StorageUnavailable, utcnow
 from storage.backend import describe, open_store
 from tickerbell import metrics, webhook_in
 from tickerbell.delivery import TEXT_ONLY, ConsoleNotifier, Delivery
@@ -173,13 +173,25 @@ class FrontEnd(Notifier, Protocol):
 def make_front_ends(
     settings: Settings, store: Storage, commands: Commands, roles: Roles | None = None
 ) -> list[FrontEnd]:
-    """Telegram and/or Discord, for whichever tokens are set; with `roles` (PostgreSQL) each
-    receives commands only under its role."""
+    """Telegram and/or Discord, for whichever tokens are set. With `roles` (PostgreSQL) each
+    receives commands only under its role (Telegram in webhook mode: always), and shares its
+    platform's overall rate limit with the other processes on the database (bot.budget)."""
     front_ends: list[FrontEnd] = []
+    budgets = store if isinstance(store, BudgetStore) else None
     if settings.telegram_bot_token is not None:
         from bot.telegram.adapter import TelegramBot
         from bot.telegram.pacing import Rates
+        from bot.telegram.webhook import Webhook
 
+        webhook = None  # polling, unless TELEGRAM_WEBHOOK_URL: then every process takes posts
+        if settings.telegram_webhook_url:
+            secret = settings.telegram_webhook_secret
+            webhook = Webhook(
+                settings.telegram_webhook_url,
+                settings.telegram_webhook_host,
+                settings.telegram_webhook_port,
+                secret.get_secret_value() if secret is not None else None,
+            )
         rates = Rates(
             settings.telegram_overall_per_second,
             settings.telegram_chat_per_second,
@@ -192,7 +204,9 @@ def make_front_ends(
                 commands=commands,
                 store=store,
                 allowed_chats=settings.allowed_chats,
+                webhook=webhook,
                 rates=rates,
+                budgets=budgets,
                 polling=roles is None,
             )
         )
@@ -209,6 +223,7 @@ def make_front_ends(
                 admin_role=settings.discord_admin_role,
                 api_base_url=settings.discord_api_base_url,
                 gateway_url=settings.discord_gateway_url,
+                budgets=budgets,
                 gateway=roles is None,
             )
         )
@@ -343,7 +358,7 @@ async def run(
             except Exception:  # an adapter bug: the other parts keep running
                 log.exception("%s: cannot start; running without it", front_end.name)
                 continue
-            if roles is not None and front_end.name in (DISCORD, TELEGRAM):
+            if roles is not None and front_end.name in _leased(settings):
                 roles.start(front_end.name, front_end.receive, front_end.stop_receiving)
                 parts.push_async_callback(roles.end, front_end.name)
         if settings.metrics_port:
@@ -393,6 +408,12 @@ def _import_feeds() -> None:
     an import blocks the event loop). Yahoo's (pandas) is left for when metals need it."""
     import feeds.ccxt_feed
     import feeds.stream_feed  # noqa: F401
+
+
+def _leased(settings: Settings) -> tuple[str, ...]:
+    """The platforms whose commands one replica at a time receives: Discord's gateway, and
+    Telegram's long polling (in webhook mode every replica takes Telegram's posts)."""
+    return (DISCORD,) if settings.telegram_webhook_url else (DISCORD, TELEGRAM)
 
 
 def is_run_rule(created_by: str) -> bool:

@@ -23,7 +23,6 @@ import gc
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from alerts import rules
@@ -128,28 +127,26 @@ class RuleSync:
     def _add_rows(self, rows: Iterable[StoredRule], parsed: Parsed) -> None:
         """Add the rules the book does not have yet (one it has keeps its state in memory,
         which may be newer than the stored one), each distinct text parsed once."""
-        entries: list[tuple[int, Rule, RuleState | None]] = []
         now = self.clock()
+        snoozed, in_book, rule_chat = self.snoozed, self.book.rules, self.rule_chat
         for row in rows:
             state = row.state
             if row.snoozed_until is not None and row.snoozed_until > now:
                 self._remove(row.id)
-                self.snoozed[row.id] = row
+                snoozed[row.id] = row
                 continue
-            if self.snoozed.pop(row.id, None) is not None and state is not None:
+            if snoozed and snoozed.pop(row.id, None) is not None and state is not None:
                 state = state.relearned()  # woken before its time (`/snooze ID off`)
-            elif row.id in self.book.rules:
+            elif row.id in in_book:
                 continue
-            if row.text not in parsed:
-                parsed[row.text] = self._parse(row.text)
-            rule = parsed[row.text]
+            rule = parsed.get(row.text)
+            if rule is None:
+                rule = parsed[row.text] = self._parse(row.text)
             if isinstance(rule, RuleError):
                 log.error("rule %s %r cannot be loaded: %s", row.id, row.text, rule)
                 continue
-            entries.append((row.id, rule, state))
-            self.rule_chat[row.id] = row.chat
-        for rule_id, rule, state in entries:  # here goes RuleBook.add_many(entries)
-            self._add(rule_id, rule, state)
+            rule_chat[row.id] = row.chat
+            self._add(row.id, rule, state)
 
     def _wake_snoozed(self) -> bool:
         """Bring back the rules whose snooze has ended, relearning; True if any came back."""
@@ -160,7 +157,7 @@ class RuleSync:
         for row in over:
             del self.snoozed[row.id]
             state = row.state.relearned() if row.state is not None else None
-            self._add_rows([replace(row, snoozed_until=None, state=state)], {})
+            self._add_rows([row._replace(snoozed_until=None, state=state)], {})
         return bool(over)
 
     def _parse(self, text: str) -> Rule | RuleError:
@@ -234,9 +231,19 @@ class RuleSync:
         return days
 
 
-def _history_needs(rule: Rule) -> list[tuple[str, int]]:
-    """(symbol, days of daily bars) for each symbol of a rule that looks back in days."""
-    need = bars_needed(rule)
-    if rule.window is not None and rule.window % timedelta(days=1) == timedelta(0):
-        need = max(need, rule.window.days)
-    return [(symbol, need) for symbol in rule.symbols] if need else []
+def _history_needs(rule: Rule) -> tuple[tuple[str, int], ...]:
+    """(symbol, days of daily bars) for each symbol of a rule that looks back in days; kept
+    per kind of reading (a start-up asks it a million times, of a few hundred kinds)."""
+    key = (rule.symbol, rule.other, rule.indicator, rule.days, rule.window)
+    needs = _NEEDS.get(key)
+    if needs is None:
+        if len(_NEEDS) >= 65_536:  # kinds of reading are few; never let odd ones pile up
+            _NEEDS.clear()
+        need = bars_needed(rule)
+        if rule.window is not None and rule.window % timedelta(days=1) == timedelta(0):
+            need = max(need, rule.window.days)
+        needs = _NEEDS[key] = tuple((symbol, need) for symbol in rule.symbols) if need else ()
+    return needs
+
+
+_NEEDS: dict[tuple[object, ...], tuple[tuple[str, int], ...]] = {}

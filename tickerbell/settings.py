@@ -18,6 +18,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import pydantic_settings
 from pydantic import (
@@ -35,6 +36,8 @@ DEFAULT_HOME = Path("~/.tickerbell")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_POLL_SECONDS = {"poll_crypto_seconds": 1.0, "poll_yahoo_seconds": 15.0}
 _TELEGRAM_TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram allows 1 to 256 of these
+WEBHOOK_PORTS = (None, 443, 80, 88, 8443)  # the ports Telegram posts to (None: https's 443)
 _CHAT_IDS = r"^\s*(-?\d+\s*(,\s*-?\d+\s*)*,?)?\s*$"
 _HTTP_URL = r"^https?://\S+$"
 _URLS = r"^\s*(https?://[^\s,]+\s*(,\s*https?://[^\s,]+\s*)*,?)?\s*$"
@@ -97,6 +100,30 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
         description="a number of messages > 0",
+    )
+    # Webhook mode (several processes behind a load balancer) instead of polling.
+    telegram_webhook_url: str = Field(
+        "",
+        validation_alias="TELEGRAM_WEBHOOK_URL",
+        description="an https URL on port 443, 80, 88 or 8443 that reaches this bot, "
+        "e.g. https://bot.example.com/telegram",
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias="TELEGRAM_WEBHOOK_SECRET",
+        description="16 to 256 letters, digits, _ or -, e.g. from openssl rand -hex 32",
+    )
+    telegram_webhook_host: str = Field(
+        "0.0.0.0",
+        validation_alias="TELEGRAM_WEBHOOK_HOST",
+        description="an address, e.g. 0.0.0.0 or 127.0.0.1",
+    )
+    telegram_webhook_port: int = Field(
+        8443,
+        validation_alias="TELEGRAM_WEBHOOK_PORT",
+        ge=1,
+        le=65535,
+        description="a port number from 1 to 65535",
     )
     discord_bot_token: SecretStr | None = Field(
         None, validation_alias="DISCORD_BOT_TOKEN", description="a bot token"
@@ -233,6 +260,29 @@ class Settings(BaseSettings):
             raise ValueError("not a Telegram bot token")
         return value
 
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str) -> str:
+        """What Telegram accepts in setWebhook: https, a host, one of its four ports."""
+        value = value.strip()
+        if not value:
+            return value
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme != "https" or not parts.hostname or port not in WEBHOOK_PORTS:
+            raise ValueError("not an https URL Telegram posts to")
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("not a webhook secret token")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -340,6 +390,13 @@ def load(cwd: Path | None = None) -> Settings:
             [
                 "TICKERBELL_WEBHOOK_SECRET is empty: expected a secret of at least 16 characters "
                 "to sign the JSON posts to TICKERBELL_WEBHOOKS, e.g. from openssl rand -hex 32"
+            ]
+        )
+    if settings.telegram_webhook_url and settings.telegram_bot_token is None:
+        raise SettingsError(
+            [
+                "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_BOT_TOKEN is empty: set the bot's "
+                "token, e.g. TELEGRAM_BOT_TOKEN=123456789:AA..., or leave the URL empty"
             ]
         )
     settings = settings.model_copy(update={"db": db})

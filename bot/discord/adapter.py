@@ -17,7 +17,10 @@ deactivated and never written to again until someone uses a command there), 5xx 
 failures to a transient one (and holds Discord sends back for a short while), and it counts
 every invalid answer (401, 403, 429) so as never to approach Discord's ban of 10,000 in ten
 minutes (bot.discord.guard): past a conservative limit Discord delivery pauses and says so in
-the log. The token's signature is redacted from every log record (bot.redaction).
+the log. On PostgreSQL, where several processes may send for one bot, channel posts also take
+slots of the bot's global rate (50/s) shared through the database (bot.budget); alone, a
+process leaves that limit to discord.py. The token's signature is redacted from every log
+record (bot.redaction).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from discord.gateway import DiscordWebSocket
 
 from alerts.models import Alert
 from bot.actions import Ref
+from bot.budget import SharedBudget
 from bot.commands import Commands
 from bot.discord.answers import DEFER_AFTER, SlashAnswers
 from bot.discord.guard import INVALID_LIMIT, INVALID_WINDOW, InvalidRequests
@@ -48,12 +52,14 @@ from bot.notifier import DeliveryError
 from bot.redaction import redact
 from bot.replies import Reply
 from feeds.backoff import Backoff
-from storage.api import Chat, Storage
+from storage.api import BudgetStore, Chat, Storage
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 OUTAGE_PAUSE = 15.0
+PER_SECOND = 50.0  # Discord's global limit per bot (interaction answers do not count)
+HEADROOM = 0.95  # of PER_SECOND, when shared (bot.budget)
 MAX_RATELIMIT_WAIT = 30.0
 RETRY_BASE, RETRY_CAP = 1.0, 60.0  # reconnecting to Discord: 1 s doubling up to a minute
 LOGIN_TIMEOUT = 30.0  # discord.py itself retries a 502 for up to 25 s
@@ -87,6 +93,8 @@ class DiscordBot:
         retry_cap: float = RETRY_CAP,
         login_timeout: float = LOGIN_TIMEOUT,
         start_wait: float = START_WAIT,
+        budgets: BudgetStore | None = None,
+        per_second: float = PER_SECOND,
     ) -> None:
         redact(_secret_of(token))  # before discord.py could log it
         self.token = token
@@ -98,6 +106,9 @@ class DiscordBot:
         self.outage_pause = outage_pause
         self.clock = clock
         self.invalid = InvalidRequests(invalid_limit, invalid_window, clock)
+        self.budget = None
+        if budgets is not None:  # several processes send for this bot: share its rate
+            self.budget = SharedBudget(budgets, PLATFORM, 1 / (per_second * HEADROOM), clock)
         self._gone: set[str] = set()  # channels that answered 403/404: never written to again
         self._paused = False
         self._outage_until = 0.0
@@ -209,6 +220,8 @@ class DiscordBot:
             await asyncio.wait({listener})
         self.client.gateway_only = False
         await self.client.close()
+        if self.budget is not None:
+            await self.budget.close()
         self._logged_in = self._gateway_ready = False
         self._restore_urls()
 
@@ -344,6 +357,8 @@ class DiscordBot:
         channel; Discord's answer becomes a message id or a DeliveryError."""
         self._may_send(chat)
         channel = self.client.get_partial_messageable(int(chat.chat_id))
+        if self.budget is not None:
+            await self.budget.slot()
         try:
             if image is None:
                 message = await channel.send(embed=embed, view=view or discord.utils.MISSING)
@@ -428,6 +443,7 @@ def build(
     admin_role: str = "",
     api_base_url: str | None = None,
     gateway_url: str | None = None,
+    budgets: BudgetStore | None = None,
     gateway: bool = True,
 ) -> DiscordBot:
     """The Discord front end as the composition root needs it (start() it, close() it);
@@ -441,5 +457,6 @@ def build(
         sync_file=sync_file_for(db_path),
         api_base_url=api_base_url,
         gateway_url=gateway_url,
+        budgets=budgets,
         gateway=gateway,
     )

@@ -11,12 +11,18 @@ later, is an outage: retried with backoff for as long as it lasts, logged once. 
 polling loop is not used because it gives up for good on a 401, however brief. Every command
 goes to the platform-neutral `Commands` layer and its `Reply` is rendered as Telegram HTML.
 
+In webhook mode (a `Webhook` given: several processes serve one bot) the task instead listens
+for Telegram's posts (bot.telegram.webhook) and registers the webhook with its secret token,
+retried like the rest; pending updates are kept (another process may be serving them), and
+stopping leaves the webhook in place: the other processes still answer it.
+
 It is also the "telegram" notifier of the delivery worker: `send` maps Telegram's errors onto
 `DeliveryError` (Forbidden: the chat is gone; RetryAfter: waited out a few times, then handed
 back with its delay; ChatMigrated: the chat's rules follow it to its new id). Sends are paced
-below Telegram's flood limits (bot.telegram.pacing), and the token's secret is redacted from
-every log record for the rest of the process (bot.redaction: httpx and PTB log URLs, Telegram
-URLs contain the token, and PTB's InvalidToken quotes it).
+below Telegram's flood limits (bot.telegram.pacing; given `budgets`, the overall limit is
+shared by every process on the database), and the token's secret is redacted from every log
+record for the rest of the process (bot.redaction: httpx and PTB log URLs, Telegram URLs
+contain the token, and PTB's InvalidToken quotes it).
 """
 
 from __future__ import annotations
@@ -69,8 +75,9 @@ from bot.replies import BUTTONS, Reply, pressed_note, refusal_text
 from bot.results import Action, NoHistory, Pressed, Refusal
 from bot.telegram.admins import Admins
 from bot.telegram.pacing import FloodWaits, KeyedLocks, Rates, SendLimiter, Sleep, retry_seconds
+from bot.telegram.webhook import Endpoint, Webhook, derived_secret
 from feeds.backoff import Backoff
-from storage.api import Chat, Storage
+from storage.api import BudgetStore, Chat, Storage
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +102,7 @@ COMMANDS = (
     ("digest", "A daily digest: /digest 08:00 Europe/London"),
     ("webhook", "Webhooks: /webhook add URL|list|remove ID|in"),
 )
+UPDATES = (Update.MESSAGE, Update.CALLBACK_QUERY)  # what the handlers below take
 REFUSAL = "Sorry, this bot only answers the chats its owner has allowed."
 HINT = "I answer commands: try /help, or /status BTC."
 SORRY = "Sorry, something went wrong on my side. Please try again in a minute."
@@ -136,12 +144,15 @@ class TelegramBot:
         store: Storage,
         base_url: str = DEFAULT_BASE_URL,
         allowed_chats: Collection[str] = (),
+        webhook: Webhook | None = None,
         rates: Rates | None = None,
+        budgets: BudgetStore | None = None,
         retries: int = 2,
         max_retry_wait: float = 30.0,
         admin_cache_seconds: float = 300.0,
         poll_timeout: float = 10.0,
         polling: bool = True,
+        webhook_check_seconds: float = 60.0,
         reconnect_base: float = 1.0,
         reconnect_cap: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -150,6 +161,7 @@ class TelegramBot:
         # Before the Bot exists: it logs its URL, token included, at DEBUG.
         self._secret = _secret_of(token)
         redact(self._secret)
+        self.webhook = webhook
         self.commands = commands
         self.store = store
         self.allowed_chats = frozenset(allowed_chats)
@@ -157,11 +169,12 @@ class TelegramBot:
         self.max_retry_wait = max_retry_wait
         self.poll_timeout = poll_timeout
         self.polling = polling
+        self.webhook_check_seconds = webhook_check_seconds
         self.reconnect_base = reconnect_base
         self.reconnect_cap = reconnect_cap
         self.clock = clock
         self.sleep = sleep
-        self._task: asyncio.Task[None] | None = None  # connecting
+        self._task: asyncio.Task[None] | None = None  # connecting, then watching a webhook
         self._poller: asyncio.Task[None] | None = None  # polling, once connected
         self._connected = False  # getMe answered and the Application runs: sends may go
         self._up = asyncio.Event()  # set with _connected
@@ -171,7 +184,7 @@ class TelegramBot:
             ApplicationBuilder()
             .token(token)
             .base_url(base_url)
-            .rate_limiter(SendLimiter(rates or Rates(), clock, sleep))
+            .rate_limiter(SendLimiter(rates or Rates(), clock, sleep, budgets))
             .job_queue(None)  # the service owns scheduling
             .updater(None)  # we poll ourselves (see _poll)
             .concurrent_updates(16)  # a slow /status must not hold up everyone else
@@ -191,16 +204,25 @@ class TelegramBot:
         self.app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self._on_migrate))
         self.app.add_handler(CallbackQueryHandler(self._on_press))
         self.app.add_error_handler(self._on_error)
+        self.endpoint: Endpoint | None = None
+        self._webhook_secret = ""
+        self._webhook_error: datetime | None = None  # when Telegram last failed to post to us
+        if webhook is not None:
+            self._webhook_secret = webhook.secret or derived_secret(token)
+            redact(self._webhook_secret)
+            self.endpoint = Endpoint(
+                self.app.bot, self.app.update_queue, self._webhook_secret, webhook.path
+            )
 
     # --- life cycle ---
 
     async def start(self) -> None:
-        """Connect (and poll, unless `polling` is off) in the background: returns at once and
+        """Connect and poll (or take webhook posts) in a background task: returns at once and
         never raises for Telegram's sake (unreachable, failing or refusing the token: retried
         with backoff)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="telegram")
-        if self.polling:
+        if self.polling and self.endpoint is None:
             await self.receive()
 
     async def receive(self) -> None:
@@ -212,7 +234,8 @@ class TelegramBot:
         """Stop polling (updates not yet taken wait at Telegram for the next poller); sending
         and the commands in flight go on."""
         poller, self._poller = self._poller, None
-        self._receiving = False
+        if self.endpoint is None:
+            self._receiving = False
         if poller is not None:
             poller.cancel()
             await asyncio.wait({poller})
@@ -222,7 +245,10 @@ class TelegramBot:
         return self._connected
 
     def listening(self) -> bool:
-        """Whether commands are being received: connected, and polling without failures."""
+        """Whether commands are being received: connected, and polling without failures (or
+        taking webhook posts)."""
+        if self.endpoint is not None:
+            return self._receiving and self.endpoint.serving
         return self._receiving and self._poller is not None and not self._poller.done()
 
     async def stop(self) -> None:
@@ -230,9 +256,12 @@ class TelegramBot:
         until close()."""
         await self.stop_receiving()
         task, self._task = self._task, None
+        self._receiving = False
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
+        if self.endpoint is not None:  # the webhook stays set: other processes answer it
+            await self.endpoint.close()
         if self.app.running:
             await self.app.stop()
 
@@ -247,8 +276,11 @@ class TelegramBot:
     async def _run(self) -> None:
         try:
             await self._connect()
+            if self.endpoint is not None:
+                await self._watch_webhook()
         except Exception:  # a bug: say so, rather than end silently inside a task
-            log.exception("telegram: cannot connect")
+            self._receiving = False
+            log.exception("telegram: no longer taking commands")
 
     async def _poll_when_up(self) -> None:
         try:
@@ -260,26 +292,82 @@ class TelegramBot:
             log.exception("telegram: no longer taking commands")
 
     async def _connect(self) -> None:
-        """getMe (it checks the token) and, when this process polls from the start, drop
-        stale updates, until both work; then register the command menu and start handling
-        updates. A replica that polls only under the lease keeps them: another replica may be
-        about to take them."""
+        """getMe (it checks the token) and drop stale updates until both work (in webhook mode:
+        listen, then set the webhook); then register the command menu and start handling
+        updates. A replica that polls only under the "telegram" lease keeps the updates: another
+        replica may be about to take them."""
         backoff = Backoff(self.reconnect_base, self.reconnect_cap)
         while True:
+            what = "cannot connect"
             try:
                 await self.app.initialize()
-                await self.app.bot.delete_webhook(drop_pending_updates=self.polling)
+                if self.webhook is None or self.endpoint is None:
+                    await self.app.bot.delete_webhook(drop_pending_updates=self.polling)
+                    break
+                if not self.endpoint.serving:
+                    what = f"cannot take webhook posts on TELEGRAM_WEBHOOK_PORT={self.webhook.port}"
+                    await self.endpoint.start(self.webhook.host, self.webhook.port)
+                    backoff.success()  # a failing setWebhook next is news: logged
+                what = "cannot set the webhook"
+                await self._set_webhook()
                 break
             except Exception as err:
-                await asyncio.sleep(self._failed(backoff, "cannot connect", err))
+                await asyncio.sleep(self._failed(backoff, what, err))
         try:
             await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
         except TelegramError as err:  # the menu is a convenience; commands work without it
             log.warning("telegram: could not register the command menu: %s", self._describe(err))
         await self.app.start()
         self._connected = True
+        self._receiving = self.endpoint is not None  # polling says so itself
         self._up.set()
-        log.info("telegram: answering as @%s", self.app.bot.username)
+        how = f" (webhook {self.webhook.url})" if self.webhook is not None else ""
+        log.info("telegram: answering as @%s%s", self.app.bot.username, how)
+
+    async def _set_webhook(self) -> None:
+        """Register the webhook, its secret and the updates we take; the last Telegram error
+        delivering to it is noted, so that only newer ones count (`_watch_webhook`)."""
+        assert self.webhook is not None
+        await self.app.bot.set_webhook(
+            self.webhook.url, secret_token=self._webhook_secret, allowed_updates=UPDATES
+        )
+        self._webhook_error = (await self.app.bot.get_webhook_info()).last_error_date
+
+    async def _watch_webhook(self) -> None:
+        """Ask Telegram every `webhook_check_seconds` how the webhook fares. Telegram failing to
+        deliver to it (the proxy, TLS or DNS in front of us) is logged once per outage, with
+        Telegram's reason: nothing else would show it. A webhook deleted or replaced (by a
+        process polling with this token, say) is set again. Failures to ask are not news:
+        sends and their outages say that Telegram is unreachable."""
+        assert self.webhook is not None
+        failing = False
+        while True:
+            await asyncio.sleep(self.webhook_check_seconds)
+            try:
+                info = await self.app.bot.get_webhook_info()
+                if info.url != self.webhook.url:
+                    log.warning(
+                        "telegram: the webhook is %s, not %s (a process polling with this "
+                        "token?); setting it again",
+                        info.url or "deleted",
+                        self.webhook.url,
+                    )
+                    await self._set_webhook()
+                    continue
+            except TelegramError:
+                continue
+            error_at = info.last_error_date  # Telegram's last failed post, kept until the next
+            fails = error_at is not None and error_at != self._webhook_error
+            self._webhook_error = error_at
+            if fails and not failing:
+                log.warning(
+                    "telegram: Telegram cannot deliver updates to %s: %s",
+                    self.webhook.url,
+                    info.last_error_message or "no reason given",
+                )
+            elif failing and not fails:
+                log.info("telegram: Telegram delivers updates to the webhook again")
+            failing = fails
 
     async def _poll(self) -> None:
         """Long-poll getUpdates into the Application's queue; failures (a 401 included) are
@@ -291,7 +379,7 @@ class TelegramBot:
                 updates = await self.app.bot.get_updates(
                     offset=offset,
                     timeout=timedelta(seconds=self.poll_timeout),
-                    allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
+                    allowed_updates=UPDATES,
                 )
             except Exception as err:
                 self._receiving = False
@@ -315,7 +403,7 @@ class TelegramBot:
                 "telegram: %s (%s); retrying in the background",
                 what,
                 self._describe(err),
-                exc_info=None if isinstance(err, TelegramError) else err,  # a bug: its trace
+                exc_info=None if isinstance(err, TelegramError | OSError) else err,  # a bug
             )
         return wait
 
@@ -323,7 +411,10 @@ class TelegramBot:
         """An error as text for logs and the outbox: never the token (InvalidToken quotes it)."""
         if isinstance(err, InvalidToken):
             return "Telegram refused the token"
-        text = err.message if isinstance(err, TelegramError) else repr(err)
+        if isinstance(err, TelegramError):
+            text = err.message
+        else:  # an OSError says itself well ("address already in use"); other errors are bugs
+            text = str(err) if isinstance(err, OSError) else repr(err)
         return scrub(text, (self._secret,))
 
     # --- the notifier ---

@@ -1,7 +1,11 @@
 """Pacing sends below Telegram's flood limits: `SendLimiter`, PTB's rate limiter for
 message-sending calls (overall, per private chat, per group), built on `Pacer` (even spacing and
 a count per window, per key) and `KeyedLocks` (one FIFO lock per key); and `FloodWaits`, the one
-place a sender waits out Telegram's flood control (RetryAfter) when it comes anyway."""
+place a sender waits out Telegram's flood control (RetryAfter) when it comes anyway.
+
+On PostgreSQL several processes send for one bot: the overall limit is then shared through the
+database (bot.budget), while each chat's limit stays local (a chat is delivered by one process
+at a time)."""
 
 from __future__ import annotations
 
@@ -19,9 +23,13 @@ from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.budget import SharedBudget
+from storage.api import BudgetStore
+
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+BUDGET = "telegram"  # the shared budget's name (storage.api.BudgetStore): one bot per database
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,15 +172,27 @@ class SendLimiter(BaseRateLimiter[int]):
 
     HEADROOM = 0.95
 
-    def __init__(self, rates: Rates, clock: Callable[[], float], sleep: Sleep) -> None:
+    def __init__(
+        self,
+        rates: Rates,
+        clock: Callable[[], float],
+        sleep: Sleep,
+        budgets: BudgetStore | None = None,
+    ) -> None:
         self.rates = rates
         self.pacer = Pacer(clock, sleep)
+        self.shared: SharedBudget | None = None
+        if budgets is not None and rates.overall_per_second > 0:
+            interval = _interval(rates.overall_per_second)
+            self.shared = SharedBudget(budgets, BUDGET, interval, clock, sleep)
 
     async def initialize(self) -> None:
         """Nothing to set up."""
 
     async def shutdown(self) -> None:
-        """Nothing to release."""
+        """Stop booking shared slots (booking starts again with the next send)."""
+        if self.shared is not None:
+            await self.shared.close()
 
     async def process_request(
         self,
@@ -192,12 +212,24 @@ class SendLimiter(BaseRateLimiter[int]):
             per_chat, window = self.rates.group_per_minute, 60.0
         else:
             per_chat, window = self.rates.chat_per_second, 1.0
-        overall = self.rates.overall_per_second
         async with (
             self.pacer.hold(str(chat_id), _interval(per_chat / window), _places(per_chat), window),
-            self.pacer.hold(None, _interval(overall), _places(overall), 1.0),
+            self._overall(),
         ):
             return await callback(*args, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def _overall(self) -> AsyncIterator[None]:
+        """The bot's place: spaced by this process alone, or (`shared`) by the slots every
+        process on the database books, and in both cases at most `overall` places in this
+        process's window (see `Pacer`)."""
+        overall = self.rates.overall_per_second
+        interval = _interval(overall)
+        if self.shared is not None:
+            await self.shared.slot()
+            interval = 0.0
+        async with self.pacer.hold(None, interval, _places(overall), 1.0):
+            yield
 
 
 def _interval(per_second: float) -> float:
