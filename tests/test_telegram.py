@@ -608,7 +608,7 @@ async def test_a_replica_polls_only_between_receive_and_stop_receiving(
     fake.push("/help", chat_id=USER)  # waiting before the replica starts
     async with rig(tmp_path / "r.db", fake, connected=False, polling=False) as r:
         chat = await r.store.chat("telegram", str(USER))
-        await until(lambda: fake.count("setMyCommands") == 1)  # connected
+        await until(r.bot.ready)  # connected: it may send
         assert await r.bot.send(chat, an_alert()) is not None
         assert fake.count("getUpdates") == 0 and not r.bot.listening()
         await r.bot.receive()
