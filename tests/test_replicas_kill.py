@@ -5,8 +5,9 @@ the fake Binance and the fake Telegram Bot API on the far side. 200 Telegram cha
 `BTC crosses 85000`; the venue's price moves across the level every FLIP seconds (each time to
 a price of its own, so every alert names its crossing). A random replica is killed at a random
 moment, ten times, and started again at once (under a new name, so the venue tells its polls
-apart); each kill waits until every replica has started (tried its leases), then a random
-while. Then, once nothing waits in the outbox:
+apart); each kill waits until two replicas at least have started (tried their leases), so
+that one can take over, then a random while: the third may still be starting. Then, once
+nothing waits in the outbox:
 
 - every decided alert (outbox row) was delivered, and reached its chat, in the chat's order;
 - no chat got more duplicates than there were kills (at most the message in flight per kill);
@@ -217,8 +218,8 @@ async def test_three_replicas_killed_ten_times_deliver_every_alert(
             mover = asyncio.create_task(move())
             kills: list[tuple[float, str, bool]] = []  # when, whom, whether it held the engine
             for _ in range(KILLS):
-                await until(lambda: all(r.started() for r in replicas.live), timeout=90)
-                await asyncio.sleep(rng.uniform(0.5, 3.0))  # a random moment: the test's chaos
+                await until(lambda: sum(r.started() for r in replicas.live) >= 2, timeout=90)
+                await asyncio.sleep(rng.uniform(0.5, 2.5))  # a random moment: the test's chaos
                 victim = rng.choice(replicas.live)
                 holder = engine_holder(postgres_url) == victim.name
                 kills.append((time.monotonic(), victim.name, holder))
