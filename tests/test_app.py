@@ -12,6 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psycopg
@@ -330,3 +331,40 @@ async def test_a_taken_inbound_port_stops_the_run_with_one_line(
         )
         assert await asyncio.wait_for(app.run(settings), timeout=20) == 1
     assert _said(caplog, "cannot take TradingView posts on 127.0.0.1:")
+
+
+async def test_on_postgresql_a_killed_runs_rules_go_and_a_live_runs_stay(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`run --rule` rules belong to their run: a replica starting removes those of a run that
+    is gone (its lease is free), keeps those of a run that lives, and its own go when it stops."""
+    from storage.postgres import Lease, PostgresStore
+
+    async with PostgresStore.open(postgres_url) as store:
+        console = await store.chat(*app.CONSOLE)
+        await store.add_rule(console.id, "BTC below 1000", "run:gone", limit=50)
+        await store.add_rule(console.id, "BTC below 2000", "run:alive", limit=50)
+        alive = Lease(postgres_url, "run:alive")
+        assert await alive.take()
+        try:
+            async with FakeExchange() as exchange:
+                settings = Settings(
+                    db=tmp_path / "r.db",
+                    database_url=postgres_url,
+                    exchange_options={"binance": exchange.ccxt_options()},
+                )
+                stop = asyncio.Event()
+                running = asyncio.create_task(
+                    app.run(settings, once_rules=["BTC below 3000"], stop=stop)
+                )
+                texts = lambda: store.rules(console.id)  # noqa: E731
+                await until(lambda: _texts(texts, {"BTC below 2000", "BTC below 3000"}), 30)
+                stop.set()
+                assert await asyncio.wait_for(running, 20) == 0
+            assert [r.text for r in await store.rules(console.id)] == ["BTC below 2000"]
+        finally:
+            await alive.close()
+
+
+async def _texts(rules: Callable[[], Awaitable[list[Any]]], wanted: set[str]) -> bool:
+    return {r.text for r in await rules()} == wanted
