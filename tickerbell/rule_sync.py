@@ -99,19 +99,25 @@ class RuleSync:
         revision = await self.store.rules_revision()
         stale = {rule_id for rule_id in self.book.rules if rule_id > 0} | set(self.snoozed)
         parsed: Parsed = {}
-        after = 0
         collecting = gc.isenabled()
         gc.disable()  # each full collection would walk the growing book: ~1 s at 1M rules
+        # The next page is asked for before this one is added: the database reads it (its
+        # thread, or the server) while this page goes into the book.
+        reading: asyncio.Future[list[StoredRule]] | None = None
         try:
-            while True:
-                page = await self.store.rules_page(after, self.page)
-                stale.difference_update(row.id for row in page)
+            reading = asyncio.ensure_future(self.store.rules_page(0, self.page))
+            while reading is not None:
+                page = await reading
+                reading = None
+                if len(page) == self.page:
+                    reading = asyncio.ensure_future(self.store.rules_page(page[-1].id, self.page))
+                if stale:
+                    stale.difference_update(row.id for row in page)
                 self._add_rows(page, parsed)
-                if len(page) < self.page:
-                    break
-                after = page[-1].id
                 await asyncio.sleep(0)  # a turn of the event loop for everyone else
         finally:
+            if reading is not None and not reading.cancel():  # this page failed: not the next
+                reading.exception()  # done already: its own failure, if any, is not news
             if len(self.book) >= FREEZE_FROM:
                 # The book lives as long as the process: its objects (and all others of
                 # now) are left out of later collections too; reference counting still
