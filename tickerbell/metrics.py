@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bot.serving import serve
 from storage.api import Storage
 from tickerbell.service import Service
 
@@ -157,15 +158,4 @@ async def start(
     roles: Roles | None = None,
 ) -> web.AppRunner:
     """Serve the endpoints; the caller awaits `runner.cleanup()` on shutdown."""
-    return await _serve(make_app(service, store, front_ends, roles), host, port)
-
-
-async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    return await serve(make_app(service, store, front_ends, roles), host, port)

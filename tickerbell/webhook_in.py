@@ -30,6 +30,7 @@ from aiohttp import web
 
 from alerts.models import Alert, Condition, Direction, Rule
 from alerts.text import printable
+from bot.serving import serve
 from storage.api import Storage, StorageUnavailable, utcnow
 
 log = logging.getLogger(__name__)
@@ -199,11 +200,4 @@ class Inbound:
 async def start(inbound: Inbound, host: str, port: int) -> web.AppRunner:
     """Serve the endpoint; the caller awaits `runner.cleanup()` on shutdown. No access log:
     a post's path holds its chat's secret."""
-    runner = web.AppRunner(inbound.app(), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    return await serve(inbound.app(), host, port)

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from telegram import Bot, Update
 
+from bot.serving import serve
+
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -151,14 +153,7 @@ class Endpoint:
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port; raises OSError when it cannot (the port is taken, say)."""
-        runner = web.AppRunner(self.app(), access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        self._runner = await serve(self.app(), host, port)
 
     @property
     def serving(self) -> bool:
