@@ -107,7 +107,7 @@ class _Lines:
     def sort(self) -> None:
         """Bring the pending lines into the sorted ones (many at once by one sort). The sort
         is of positions keyed by plain floats, which Python compares without the generic
-        machinery: a million (line, id) pairs sorted as tuples took 3 s, this takes 0.5 s."""
+        machinery: a million (line, id) pairs took 2.5 s sorted as tuples, 1.4 s so."""
         if not self.pending_values:
             return
         new_values, new_ids = self.pending_values, self.pending_ids
