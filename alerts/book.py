@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import NamedTuple
 
 from alerts.engine import DEFAULT_BAND, evaluate, rearm_lines
 from alerts.indicators import Key, Market, Observation, key_of, observation_for, read
@@ -55,8 +56,7 @@ _NEW = RuleState()
 _FALLING = frozenset(c for c in Condition if c.direction is Direction.DOWN)
 
 
-@dataclass(frozen=True, slots=True)
-class Fire:
+class Fire(NamedTuple):
     """A rule that fired: its id and the alert it decided."""
 
     rule_id: int

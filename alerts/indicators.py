@@ -39,9 +39,9 @@ MIN_TYPICAL_DAYS = 10
 SMOOTHING_SPAN = 10  # EMA and RSI(N) run over the last 10 x N closes: older ones weigh < 1e-4
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What one rule sees at one moment.
+class Observation(NamedTuple):
+    """What one rule sees at one moment (a named tuple: a tick makes thousands, and a frozen
+    dataclass sets each field through `object.__setattr__`).
 
     `value` is what the rule compares: a price or ratio (levels, channels), a change in percent
     (up/down/move), or a spread in percent. `reference` is the level or baseline it is compared

@@ -7,10 +7,10 @@ between layers without surprises. Nothing here does I/O.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class RuleError(ValueError):
@@ -192,9 +192,10 @@ class Rule:
         return self.expires is not None and now.astimezone(UTC).date() > self.expires
 
 
-@dataclass(frozen=True, slots=True)
-class RuleState:
-    """Everything the engine remembers about one rule between observations.
+class RuleState(NamedTuple):
+    """Everything the engine remembers about one rule between observations. A named tuple:
+    a busy tick makes and compares thousands (a frozen dataclass sets each field through
+    `object.__setattr__`, and compares in Python).
 
     `armed` is None until the first good observation: a new rule learns where the price is
     before it can fire, so a level that is already crossed waits for a real crossing.
@@ -214,30 +215,28 @@ class RuleState:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO text) for storage."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        for name, value in zip(self._fields, self, strict=True):
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RuleState:
         """Inverse of `to_dict`; unknown keys are ignored so old rows keep loading."""
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs = {k: v for k, v in data.items() if k in cls._fields}
         if kwargs.get("last_fired") is not None:
             kwargs["last_fired"] = datetime.fromisoformat(kwargs["last_fired"])
-        return replace(cls(), **kwargs)
+        return cls(**kwargs)
 
     def but(self, armed: bool | None, streak: int, above: bool | None) -> RuleState:
         """This state with another `armed`, `streak` and `above`, its fire history kept: what
-        the engine makes on most observations (`dataclasses.replace` takes 4 us, this 1 us)."""
+        the engine makes on most observations (`_replace` builds a dict of the fields)."""
         return RuleState(armed, streak, self.last_fired, self.fired_count, self.done, above)
 
     def relearned(self) -> RuleState:
         """The state of a rule coming back from a snooze: it learns where the market is first,
         like a new rule (so a condition that already holds waits for a real crossing), and
         keeps its fire history (cooldown, count, `once`)."""
-        return replace(self, armed=None, streak=0, above=None)
+        return self._replace(armed=None, streak=0, above=None)
 
 
 @dataclass(frozen=True, slots=True)
