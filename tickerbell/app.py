@@ -335,7 +335,8 @@ async def run(
             rules_changed=rules_changed,
             stream_for=(lambda source: None) if replay else live_stream_factory(settings, clock),
         )
-        _log_start(settings, by_name, replay is not None)
+        webhooks = len(await store.webhooks()) if WEBHOOK in by_name else 0
+        _log_start(settings, by_name, replay is not None, webhooks)
         housekeeping = [asyncio.create_task(_log_first_prices(service), name="first prices")]
         if replay is None:  # a replay's database is thrown away, and its clock is years ago
             days = settings.outbox_retention_days
@@ -622,7 +623,9 @@ async def _stop_after_replay(replay: ReplayFeed, store: Storage, stop: asyncio.E
             stop.set()
 
 
-def _log_start(settings: Settings, chats: dict[str, Notifier], replay: bool) -> None:
+def _log_start(
+    settings: Settings, chats: dict[str, Notifier], replay: bool, webhooks: int = 0
+) -> None:
     """The start-up block: what runs, on which database, serving which chats, priced how.
 
     The service's own lines follow it (the rules and symbols it watches, each source it polls
@@ -646,6 +649,10 @@ def _log_start(settings: Settings, chats: dict[str, Notifier], replay: bool) -> 
         elif name == "discord":
             guild = settings.discord_guild_id
             name += f" (commands in server {guild})" if guild else " (global commands)"
+        elif name == WEBHOOK:
+            if not webhooks:
+                continue  # none added yet: nothing is posted anywhere
+            name = f"{webhooks} webhook{'s' if webhooks > 1 else ''}"
         described.append(name)
     log.info("chats: %s", ", ".join(described))
     if replay:
