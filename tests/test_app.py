@@ -7,6 +7,7 @@ console chat. Nothing of ours is replaced.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -164,12 +165,7 @@ async def test_health_says_when_the_telegram_command_side_is_down(
         running = asyncio.create_task(app.run(settings, once_rules=["BTC below 85000"], stop=stop))
         url = f"http://127.0.0.1:{port}/healthz"
 
-        async def health() -> tuple[int, str]:
-            try:
-                async with aiohttp.ClientSession() as session, session.get(url) as response:
-                    return response.status, await response.text()
-            except aiohttp.ClientError:
-                return 0, ""
+        health = functools.partial(_healthz, url)
 
         try:
             await until(lambda: _is(health, 200), timeout=15)
@@ -209,12 +205,7 @@ async def test_on_postgresql_healthz_says_which_roles_a_replica_holds(
         )
         url = f"http://127.0.0.1:{unused_port}/healthz"
 
-        async def health() -> tuple[int, str]:
-            try:
-                async with aiohttp.ClientSession() as session, session.get(url) as response:
-                    return response.status, await response.text()
-            except aiohttp.ClientError:
-                return 0, ""
+        health = functools.partial(_healthz, url)
 
         try:
             await until(lambda: _is(health, 200), timeout=15)
@@ -227,6 +218,15 @@ async def test_on_postgresql_healthz_says_which_roles_a_replica_holds(
             first_stop.set()
             second_stop.set()
             assert await asyncio.wait_for(second, 20) == 0
+
+
+async def _healthz(url: str) -> tuple[int, str]:
+    """/healthz's status and body; (0, "") while nothing answers."""
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status, await response.text()
+    except aiohttp.ClientError:
+        return 0, ""
 
 
 async def _answers(health: Callable[[], Awaitable[tuple[int, str]]], text: str) -> bool:
