@@ -163,23 +163,32 @@ class Store:
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path | str, clock: Clock = utcnow) -> AsyncIterator[Store]:
-        """Open (creating if needed, owner-only), migrate, and close on exit."""
-        _private_file(Path(path))
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        """Open (creating if needed, owner-only), migrate, and close on exit.
+
+        A file that cannot be opened as a database (a folder in the way, no permission, some
+        other file) raises StorageUnavailable naming it, so the user is told in one line."""
+        try:
+            _private_file(Path(path))
+            conn = await aiosqlite.connect(str(path), isolation_level=None)
+        except (OSError, sqlite3.Error) as err:
+            raise StorageUnavailable(f"cannot open {path}: {_reason(err)}") from err
         reader: aiosqlite.Connection | None = None
         try:
-            for pragma in (
-                "journal_mode=WAL",
-                "busy_timeout=5000",
-                "synchronous=FULL",
-                "foreign_keys=ON",
-            ):
-                await conn.execute(f"PRAGMA {pragma}")
-            reader = await aiosqlite.connect(str(path), isolation_level=None)
-            await reader.execute("PRAGMA busy_timeout=5000")
-            await reader.execute("PRAGMA query_only=ON")
-            store = cls(conn, reader, clock)
-            await store._migrate()
+            try:
+                for pragma in (
+                    "journal_mode=WAL",
+                    "busy_timeout=5000",
+                    "synchronous=FULL",
+                    "foreign_keys=ON",
+                ):
+                    await conn.execute(f"PRAGMA {pragma}")
+                reader = await aiosqlite.connect(str(path), isolation_level=None)
+                await reader.execute("PRAGMA busy_timeout=5000")
+                await reader.execute("PRAGMA query_only=ON")
+                store = cls(conn, reader, clock)
+                await store._migrate()
+            except (OSError, sqlite3.DatabaseError) as err:
+                raise StorageUnavailable(f"cannot open {path}: {_reason(err)}") from err
             yield store
         finally:
             if reader is not None:
@@ -890,6 +899,11 @@ def _unavailable_on_failure() -> Iterator[None]:
         yield
     except sqlite3.OperationalError as err:
         raise StorageUnavailable(str(err)) from err
+
+
+def _reason(err: Exception) -> str:
+    """An error's own words without its errno prefix (`Permission denied`)."""
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
 def _private_file(path: Path) -> None:

@@ -74,6 +74,17 @@ async def test_a_database_server_that_does_not_answer_stops_the_start_with_one_l
     assert "pw-secret" not in caplog.text
 
 
+async def test_a_file_that_is_not_a_database_stops_the_start_with_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "notes.txt"
+    db.write_text("my notes, not a database\n")
+    assert await asyncio.wait_for(app.run(Settings(db=db)), timeout=30) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line == f"cannot open the database: cannot open {db}: file is not a database"
+    assert db.read_text() == "my notes, not a database\n"
+
+
 def lease_holders(url: str, role: str = app.ENGINE) -> int:
     """How many sessions hold the installation's lease of a role (0 or 1)."""
     with psycopg.connect(url, autocommit=True) as admin:

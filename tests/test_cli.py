@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,35 @@ def test_a_database_server_that_does_not_answer_is_one_line(
         f"tickerbell: cannot connect to postgresql://bot:***@127.0.0.1:{unused_port}/tb"
     )
     assert "pw-secret" not in line
+
+
+@pytest.mark.parametrize(
+    ("make", "told"),
+    [
+        (lambda at: at.write_text("notes, not a database\n"), "cannot open {db}: file is not a"),
+        (lambda at: at.mkdir(), "cannot open {db}: Is a directory"),
+        (
+            lambda at: at.parent.joinpath("file").write_text(""),
+            "cannot create the folder {folder} for the database {db}: a file of that name",
+        ),
+    ],
+    ids=["some other file", "a folder", "a file where its folder should be"],
+)
+def test_a_database_path_that_cannot_be_used_is_one_line(
+    make: Callable[[Path], object],
+    told: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = tmp_path / "x.db"
+    make(db)
+    if "folder" in told:
+        db = tmp_path / "file" / "x.db"
+    monkeypatch.setenv("TICKERBELL_DB", str(db))
+    assert main(["alerts"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert told.format(db=db, folder=db.parent) in line
 
 
 @pytest.mark.parametrize(

@@ -162,10 +162,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings() -> Settings:
     """This run's settings (SettingsError names each bad one); the database's folder exists."""
-    from tickerbell.settings import load
+    from tickerbell.settings import SettingsError, load
 
     settings = load()
-    settings.db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = settings.db.parent
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission
+        exists = isinstance(err, FileExistsError)
+        reason = "a file of that name is in the way" if exists else err.strerror or str(err)
+        raise SettingsError(
+            [f"cannot create the folder {folder} for the database {settings.db}: {reason}"]
+        ) from None
     return settings
 
 
