@@ -225,6 +225,20 @@ def _dump(path: Path) -> list[str]:
         conn.close()
 
 
+@pytest.mark.parametrize("speed", ["0", "-1", "inf", "fast"])
+def test_a_replay_speed_that_would_never_end_is_refused(
+    speed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--speed -1` used to make the scheduler spin and eat memory (18 GB in 10 s); `0`
+    polled every 10 s and never moved."""
+    csv = synthetic_silver(tmp_path / "silver.csv")
+    with pytest.raises(SystemExit) as exit:
+        main(["run", "--feed", "replay", "--data", f"XAG={csv}", "--speed", speed])
+    assert exit.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.endswith(f"argument --speed: expected a number more than 0, e.g. 50, not '{speed}'")
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from tickerbell import __version__
 

@@ -178,6 +178,36 @@ def test_rule_without_data_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "did you mean 'above'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("extra", "told"),
+    [
+        (
+            ["--from", "2026-01-10", "--to", "2026-01-01"],
+            "--from 2026-01-10 is after --to 2026-01-01",
+        ),
+        (["--from", "2030-01-01"], "no bars from 2030-01-01: the data runs from 2026-01-01 to "),
+        (["--to", "1990-01-01"], "no bars up to 1990-01-01: the data runs from 2026-01-01 to "),
+        (["--plot", "no/such/folder/x.png"], "--plot no/such/folder/x.png: no folder no/such"),
+        (["--from", "2026-02-30"], "'2026-02-30' is not a day: expected YYYY-MM-DD"),
+        (["--max-jump", "-5"], "--max-jump: expected a number more than 0"),
+        (["--max-jump", "nan"], "--max-jump: expected a number more than 0"),
+    ],
+)
+def test_bad_options_are_one_line_before_anything_runs(
+    extra: list[str], told: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "xag.csv"
+    good.write_text("date,open,high,low,close\n2026-01-01,1,1,1,1\n2026-01-02,1,1,1,1\n")
+    try:
+        code = main(["replay", "--data", str(good), "--rule", "XAG above 5", *extra])
+    except SystemExit as exit:  # argparse's own refusal, after its usage lines
+        code = exit.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert told in err.splitlines()[-1] and "Traceback" not in err
+    assert not list(tmp_path.glob("**/*.png"))
+
+
 @needs_data
 def test_replay_plot_writes_a_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image

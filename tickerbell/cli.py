@@ -79,12 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         "or the file name's first word",
     )
     rp.add_argument("--rule", action="append", required=True, help='e.g. "XAG above 50"')
-    rp.add_argument("--from", dest="start", type=date.fromisoformat, help="first day (YYYY-MM-DD)")
-    rp.add_argument("--to", dest="end", type=date.fromisoformat, help="last day (YYYY-MM-DD)")
+    rp.add_argument("--from", dest="start", type=_day, help="first day (YYYY-MM-DD)")
+    rp.add_argument("--to", dest="end", type=_day, help="last day (YYYY-MM-DD)")
     rp.add_argument("--json", action="store_true", help="one JSON object per fire on stdout")
     rp.add_argument(
         "--max-jump",
-        type=float,
+        type=_positive,
         default=REPLAY_MAX_JUMP_PCT,
         metavar="PCT",
         help="an isolated move larger than this is held until the next price confirms it",
@@ -108,8 +108,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[SYM=]PATH",
         help="history files for --feed replay",
     )
-    run.add_argument("--speed", type=float, default=10.0, help="replay bars per second")
-    run.add_argument("--from", dest="start", type=date.fromisoformat, help="replay from this day")
+    run.add_argument(
+        "--speed", type=_positive, default=10.0, help="replay bars per second (more than 0)"
+    )
+    run.add_argument("--from", dest="start", type=_day, help="replay from this day")
     run.set_defaults(handler=_run)
 
     alert = sub.add_parser("alert", help="manage the console's alert rules")
@@ -160,6 +162,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> float:
+    """A number over 0 (`--speed 0` would never move, a negative one would spin the scheduler)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number more than 0, e.g. 50, not {text!r}")
+    return value
+
+
+def _day(text: str) -> date:
+    """A day as YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a day: expected YYYY-MM-DD, e.g. 2025-01-31"
+        ) from None
+
+
 def _settings() -> Settings:
     """This run's settings (SettingsError names each bad one); the database's folder exists."""
     from tickerbell.settings import SettingsError, load
@@ -204,10 +227,15 @@ def _replay(args: argparse.Namespace) -> int:
     from alerts.text import number
     from bot.wording import sentence
     from feeds.catalogue import canonical_rule
-    from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, replay
+    from feeds.replay import REPLAY_MAX_AGE, ReplayCatalogue, ReplayError, replay
 
     out = sys.stdout
+    if args.start and args.end and args.start > args.end:
+        raise ReplayError(f"--from {args.start} is after --to {args.end}")
+    if args.plot and not args.plot.parent.is_dir():
+        raise ReplayError(f"--plot {args.plot}: no folder {args.plot.parent}")
     series = load_series(args.data)
+    _check_overlap(series, args.start, args.end)
     catalogue = ReplayCatalogue(frozenset(series))
     parsed = [canonical_rule(rules.parse(text), catalogue.resolve) for text in args.rule]
     result = replay(series, parsed, args.start, args.end, Limits(REPLAY_MAX_AGE, args.max_jump))
@@ -245,6 +273,18 @@ def _replay(args: argparse.Namespace) -> int:
         text = rules.format(rule)
         print(f"   {counts[text]:>4}  {text}", file=summary)
     return 0
+
+
+def _check_overlap(series: dict[str, list[Candle]], start: date | None, end: date | None) -> None:
+    """Refuse --from/--to that miss every file's bars: a typo, not a quiet '0 fires'."""
+    from feeds.replay import ReplayError
+
+    days = [c.day for bars in series.values() for c in bars]
+    if not days or any((not start or day >= start) and (not end or day <= end) for day in days):
+        return
+    asked = f"from {start}" if end is None else f"up to {end}" if start is None else ""
+    asked = asked or f"from {start} to {end}"
+    raise ReplayError(f"no bars {asked}: the data runs from {min(days)} to {max(days)}")
 
 
 def _run(args: argparse.Namespace) -> int:
