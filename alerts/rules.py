@@ -24,6 +24,7 @@ _EG_CHANNEL = "BTC breakout 20d"
 _EG_CHANGE = "BTC up 6% 1d"
 _EG_DOWN = "ETH down 10% 4h"
 _EG_SPREAD = "BTC spread > 0.5%"
+_EG_SYMBOL = "XAG or binance:SOL/USDT"
 _EG_OPTION = {
     "confirm": "XAG above 50 confirm 3",
     "cooldown": "BTC below 85000 cooldown 1h",
@@ -194,9 +195,10 @@ def parse_number(token: str) -> float:
     return number
 
 
-def parse_duration(token: str) -> timedelta:
-    """Read a duration such as `15m`, `90min`, `4h`, `2hr`, `1d`, `2w` (1 minute to 3650 days)."""
-    return _duration(token, _EG_CHANGE)
+def parse_duration(token: str, example: str = _EG_CHANGE) -> timedelta:
+    """Read a duration such as `15m`, `90min`, `4h`, `2hr`, `1d`, `2w` (1 minute to 3650 days);
+    a RuleError shows `example` (a command's own, e.g. `/mute 2h`, where a rule's would mislead)."""
+    return _duration(token, example)
 
 
 def format_duration(td: timedelta) -> str:
@@ -215,9 +217,12 @@ def parse_symbol(text: str) -> str:
     a rule's subject is; a pair is refused. Whether the symbol is known is the catalogue's to say.
     """
     token = text.strip()
-    symbol, other = _parse_subject(token)
+    try:
+        symbol, other = _parse_subject(token)
+    except RuleError:  # its example is a rule's; a command that takes a symbol shows symbols
+        raise _error(f"{_q(token)} is not a valid symbol", _EG_SYMBOL) from None
     if other is not None:
-        raise _error(f"{_q(token)} is a pair; give one symbol", "XAG or binance:SOL/USDT")
+        raise _error(f"{_q(token)} is a pair; give one symbol", _EG_SYMBOL)
     return symbol
 
 

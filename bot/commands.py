@@ -85,6 +85,7 @@ from storage.api import (
 RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
 PLAUSIBLE = 10.0  # a level over 10x or under a tenth of the price is probably a typo
+MUTE_EXAMPLE = "/mute 2h"  # shown with a duration /mute cannot read
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +345,7 @@ class Commands:
             words = duration.split()
             if len(words) > 1:
                 return Usage(Command.MUTE)
-            duration = rules.parse_duration(words[0]) if words else None
+            duration = rules.parse_duration(words[0], MUTE_EXAMPLE) if words else None
         until = FOREVER if duration is None else self.clock() + duration
         chat = await self._chat(caller)
         await self.store.set_muted(chat.id, until)

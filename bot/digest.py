@@ -66,10 +66,9 @@ def zone_name(text: str) -> str:
         return name
     close = difflib.get_close_matches(text.strip().lower(), list(_zones()), n=2, cutoff=0.6)
     hint = " or ".join(_zones()[c] for c in close)
-    suggestion = f"did you mean {hint}? " if hint else ""
+    suggestion = f"did you mean {hint}? Give" if hint else "give"
     raise RuleError(
-        f"unknown time zone '{text[:40]}': {suggestion}Give an IANA name "
-        f"(Region/City), e.g. {EXAMPLE}"
+        f"unknown time zone '{text[:40]}': {suggestion} an IANA name (Region/City), e.g. {EXAMPLE}"
     )
 
 

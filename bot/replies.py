@@ -347,7 +347,7 @@ def refusal_text(refusal: Refusal, spelling: Spelling = CHAT) -> str:
             return "commands start with '/'. Try /help, e.g. /status BTC"
         case UnknownCommand(name=name, suggestion=suggestion):
             hint = f" — did you mean /{suggestion}?" if suggestion else ""
-            return f"unknown command '/{printable(name)}'{hint} Try /help."
+            return f"unknown command '/{printable(name)}'{hint or '.'} Try /help."
         case TooFast(per_minute=per_minute):
             return f"slow down: at most {per_minute} commands a minute."
         case AdminsOnly():

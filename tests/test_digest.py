@@ -44,7 +44,7 @@ def test_a_setting_as_people_type_it(typed: tuple[str, ...], expected: DigestSet
         (("08:60", "Europe/London"), "is not a time of day"),
         (("8am", "Europe/London"), "is not a time of day"),
         (("08:00", "Europe/Londn"), "unknown time zone 'Europe/Londn': did you mean Europe/London"),
-        (("08:00", "Mars/Olympus"), "unknown time zone 'Mars/Olympus': Give an IANA name"),
+        (("08:00", "Mars/Olympus"), "unknown time zone 'Mars/Olympus': give an IANA name"),
         (("08:00", "BST"), "unknown time zone 'BST'"),
         (("08:00", "Europe/London", "weekends"), "'weekends' is not a choice of days"),
     ],

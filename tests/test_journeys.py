@@ -297,3 +297,23 @@ async def test_two_chats_with_the_same_rule_each_hear_once(world: World) -> None
         await until(lambda: world.alerts(USER) and world.alerts(FRIEND))
         await world.ticks()
         assert len(world.alerts(USER)) == len(world.alerts(FRIEND)) == 1
+
+
+async def test_malformed_commands_get_their_own_command_as_the_example(world: World) -> None:
+    """Each refusal shows the form of the command typed: `/mute abc` used to answer with a
+    rule (`e.g. BTC up 6% 1d`), `/status 🚀` with `e.g. XAG above 50`."""
+    answers = {
+        "/mute abc": "⚠️ 'abc' is not a duration like 15m, 4h, 1d or 2w. e.g. /mute 2h",
+        "/mute 99999d": "⚠️ '99999d' is out of range (1m to 3650d). e.g. /mute 2h",
+        "/status 🚀": "⚠️ '🚀' is not a valid symbol. e.g. XAG or binance:SOL/USDT",
+        "/chart BTC/": "⚠️ 'BTC/' is not a valid symbol. e.g. XAG or binance:SOL/USDT",
+        "/foo": "⚠️ unknown command '/foo'. Try /help.",
+        "/alrets": "⚠️ unknown command '/alrets' — did you mean /alerts? Try /help.",
+        "/digest 08:00 Mars/Base": "⚠️ unknown time zone 'Mars/Base': give an IANA name "
+        "(Region/City), e.g. /digest 08:00 Europe/London",
+    }
+    world.price(86000)
+    async with running(world):
+        for command, answer in answers.items():
+            assert await world.say(command) == answer
+        assert await world.say("/alerts") == "No alerts yet. Add one, e.g. /alert XAG above 50"
