@@ -55,17 +55,26 @@ def test_console_chat_commands_on_postgresql(
     assert "pg_dump" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["alerts"], ["migrate-db", "--from", "sqlite:cli.db"]])
 def test_a_database_server_that_does_not_answer_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], unused_port: int
+    command: list[str], tmp_path: Path, unused_port: int
 ) -> None:
+    """In the real process: psycopg_pool's own warning for each try to connect (four, with
+    libpq's two-line reason) used to come before the line."""
     url = f"postgresql://bot:pw-secret@127.0.0.1:{unused_port}/tb"
-    monkeypatch.setenv("TICKERBELL_DATABASE_URL", url)
-    assert main(["alerts"]) == 2
-    [line] = capsys.readouterr().err.splitlines()
+    args = [*command, "--to", url] if command[0] == "migrate-db" else command
+    asyncio.run(_create(tmp_path / "cli.db"))
+    env = {**os.environ, "TICKERBELL_DATABASE_URL": url}
+    tickerbell = Path(sys.executable).with_name("tickerbell")
+    done = subprocess.run(
+        [tickerbell, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
     assert line.startswith(
         f"tickerbell: cannot connect to postgresql://bot:***@127.0.0.1:{unused_port}/tb"
     )
-    assert "pw-secret" not in line
+    assert "pw-secret" not in done.stderr + done.stdout
 
 
 @pytest.mark.parametrize(
@@ -215,6 +224,11 @@ async def test_replay_run_reads_console_rules_from_postgresql_and_never_writes_i
     async with PostgresStore.open(postgres_url) as store:
         after = (await store.rules(), await store.rules_revision(), await store.outbox_counts())
     assert after == before
+
+
+async def _create(path: Path) -> None:
+    async with Store.open(path):
+        pass
 
 
 def _dump(path: Path) -> list[str]:

@@ -8,6 +8,7 @@ libraries take seconds to import), so `--help`, `--version` and a bad setting an
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -35,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # psycopg_pool logs each failed try to connect (a warning, four in ten seconds, through
+    # Python's last-resort handler when nothing is configured); the command then says it once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     try:
         return int(args.handler(args))
     except _user_errors() as err:  # evaluated only once something was raised
@@ -379,7 +383,6 @@ def _console_command(text: str) -> int:
     the feeds' outage warnings and yfinance's own lines are not printed beside it.
     """
     import asyncio
-    import logging
 
     from bot.commands import Caller, Commands
     from bot.render import plain
