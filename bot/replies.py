@@ -101,6 +101,7 @@ class Spelling:
     remove: str = "/remove"
     confirm_add: str = "/alert {rule} confirm"
     confirm_remove_all: str = "/remove all confirm"
+    admins: str = "only admins change alerts in a group"  # who may, in the platform's words
 
 
 CHAT = Spelling()  # Telegram: the commands as typed in a chat
@@ -351,10 +352,7 @@ def refusal_text(refusal: Refusal, spelling: Spelling = CHAT) -> str:
         case TooFast(per_minute=per_minute):
             return f"slow down: at most {per_minute} commands a minute."
         case AdminsOnly():
-            return (
-                "only admins change alerts in a group; "
-                f"everyone can use /status and {spelling.list}."
-            )
+            return f"{spelling.admins}; everyone can use /status and {spelling.list}."
         case Usage(command=command):
             return usage(command, spelling)
         case Problem(message=message):

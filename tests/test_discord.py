@@ -411,7 +411,9 @@ async def test_a_member_is_refused_privately_and_nothing_is_stored(
             answer = only(fake.answers(payload))
             assert answer.ephemeral
             assert answer.embeds[0]["color"] == RED.value
-            assert "only admins change alerts" in answer.embeds[0]["description"]
+            assert (
+                "only those with Manage Server or the admin role" in answer.embeds[0]["description"]
+            )
         assert await r.store.find_chat("discord", str(CHANNEL)) is None
         assert await r.store.rules() == []
 
@@ -1103,7 +1105,7 @@ async def test_buttons_in_a_server_admins_change_once_members_chart(
         assert (
             answer.type == 4
             and answer.ephemeral
-            and "only admins" in answer.embeds[0]["description"]
+            and "only those with Manage Server" in answer.embeds[0]["description"]
         )
         assert len(await r.store.rules()) == 1
         # a double press by an admin: one snooze, one "done already"
@@ -1187,7 +1189,7 @@ async def test_digest_slash_command_sets_refuses_and_shows(
         private, said = await digest(time="08:00")
         assert private and said.startswith("⚠️ usage: /digest HH:MM ZONE [weekdays]")
         private, said = await digest(user=22, time="08:00", zone="Europe/London")
-        assert private and "only admins change alerts" in said
+        assert private and "only those with Manage Server or the admin role change alerts" in said
         assert await r.store.digests() == []
         private, said = await digest(time="08:00", zone="europe/london", days="weekdays")
         assert not private and said.startswith(

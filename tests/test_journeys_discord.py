@@ -217,7 +217,9 @@ async def test_in_a_server_a_member_is_refused_then_a_manager_sets_the_alert(
         refused = await world.say(  # a member without Manage Server
             "alert add", user=MEMBER, permissions=MEMBER_PERMISSIONS, rule=RULE
         )
-        assert refused.private and refused.text.startswith("⚠️ only admins change alerts")
+        assert refused.private and refused.text.startswith(
+            "⚠️ in a server only those with Manage Server or the admin role change alerts"
+        )
         listed = await world.say("alert list", user=MEMBER, permissions=MEMBER_PERMISSIONS)
         assert listed.text == "No alerts yet. Add one, e.g. /alert add XAG above 50"
         accepted = await world.say("alert add", rule=RULE)  # with Manage Server

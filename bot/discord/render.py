@@ -43,6 +43,7 @@ SPELLING = Spelling(
     remove="/alert remove",
     confirm_add="/alert add {rule} confirm",
     confirm_remove_all="/alert remove all confirm",
+    admins="in a server only those with Manage Server or the admin role change alerts",
 )
 
 
