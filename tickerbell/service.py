@@ -60,6 +60,10 @@ QUOTE_PRUNE_EVERY = timedelta(hours=1)
 RULES_REFRESH_SECONDS = 2.0
 DIGEST_EVERY_SECONDS = 15.0  # a digest goes within this long after its time
 QUOTE_SAVE_EVERY = timedelta(seconds=5)  # recent quotes are stored at most this often
+# New rules a tick looks at for the first time, at most: an import of a million rules learns
+# the market over a few dozen ticks (each holding the event loop ~0.1 s) instead of one tick
+# holding it for seconds.
+LEARN_PER_TICK = 20_000
 
 
 class Stream(Protocol):
@@ -129,7 +133,7 @@ class Service:
     def _fresh(self) -> None:
         """What one run holds: an empty rule book (the first refresh reads the rules and their
         states), no feed polled or streamed, a new scheduler."""
-        self.book = RuleBook(self.band)
+        self.book = RuleBook(self.band, learn_per_tick=LEARN_PER_TICK)
         self.rules = RuleSync(self.store, self.book, self.data.canonical, clock=self.clock)
         self._polled: set[str] = set()
         self._ticks: dict[str, asyncio.Task[None]] = {}
