@@ -440,7 +440,10 @@ class Store:
     # --- a tick: states and alerts together ---
 
     async def commit_tick(
-        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
+        self,
+        states: dict[int, RuleState],
+        alerts: Sequence[tuple[int | None, int, Alert]],
+        epoch: int | None = None,  # one process: one engine, nothing to fence
     ) -> int:
         """Save changed rule states and enqueue (rule, chat, alert) in one transaction.
 

@@ -270,7 +270,10 @@ class MemoryStore:
         )
 
     async def commit_tick(
-        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
+        self,
+        states: dict[int, RuleState],
+        alerts: Sequence[tuple[int | None, int, Alert]],
+        epoch: int | None = None,  # one process: one engine, nothing to fence
     ) -> int:
         unknown = {*states, *(rule for rule, _, _ in alerts if rule is not None)} - set(self._rules)
         if unknown:
