@@ -181,9 +181,10 @@ def end_lease_session(url: str, name: str) -> None:
     assert ended == [(True,)]
 
 
-def alerts_decided(url: str) -> int:
+def engine_epoch(url: str) -> int:
+    """The engine's epoch: how many times a replica has started the engine."""
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'alert'").fetchone()
+        row = conn.execute("SELECT epoch FROM fences WHERE name = 'engine'").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -212,12 +213,17 @@ async def test_an_engine_that_lost_its_lease_with_a_tick_in_flight_cannot_commit
             await until(lambda: "engine runs on another replica" in caplog.text, timeout=30)
             await cluster.ticks("a")  # every rule's state committed by a: armed above
 
+            assert engine_epoch(postgres_url) == 1
             cluster.exchange.hold("a")  # a's next poll stays at the venue
             await until(lambda: "a" in cluster.exchange.holding, timeout=30)
             cluster.price(84000)
             end_lease_session(postgres_url, app.ENGINE)
-            await until(lambda: alerts_decided(postgres_url) == 3, timeout=30)  # by b
-            cluster.exchange.let_go("a")  # a's poll comes back: the same crossing
+            # b starts the engine (and decides the crossing); a's poll comes back with the
+            # same crossing once b has taken the engine, whether or not b has decided yet: the
+            # fence, not the order, keeps it from being told twice. (a waits up to 5 s for
+            # its poll once it notices the loss, so the poll must come back within that.)
+            await until(lambda: engine_epoch(postgres_url) == 2, timeout=30)
+            cluster.exchange.let_go("a")
             stopped = ("engine: another replica took", "engine: lost its lease")
             await until(lambda: any(s in caplog.text for s in stopped), timeout=30)
 
