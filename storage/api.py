@@ -182,10 +182,13 @@ class RuleStore(Protocol):
     """Rules of chats and their engine states. A removed rule is kept but inactive: it is no
     longer listed, and its id is never reused."""
 
-    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
-        """Insert a rule (its canonical text) and return its id. Raises LimitReached, adding
-        nothing, when the chat already has `limit` active rules; raises when the chat does not
-        exist."""
+    async def add_rule(
+        self, chat: int, text: str, created_by: str, limit: int, state: RuleState | None = None
+    ) -> int:
+        """Insert a rule (its canonical text) and return its id; `state`, when given, is saved
+        with it (what it learned from the price the person saw when adding it). Raises
+        LimitReached, adding nothing, when the chat already has `limit` active rules; raises
+        when the chat does not exist."""
 
     async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
         """Insert many (chat, canonical text, created_by) rules, all or none, with no limit;

@@ -319,7 +319,9 @@ class PostgresStore:
 
     # --- rules ---
 
-    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
+    async def add_rule(
+        self, chat: int, text: str, created_by: str, limit: int, state: RuleState | None = None
+    ) -> int:
         async with self._transaction() as conn:
             # The chat's row lock makes count-then-insert atomic against another process's add.
             await conn.execute("SELECT 1 FROM chats WHERE id = %s FOR NO KEY UPDATE", (chat,))
@@ -337,7 +339,13 @@ class PostgresStore:
             )
             made = await cursor.fetchone()
             assert made is not None
-            return int(made[0])
+            rule = int(made[0])
+            if state is not None:
+                await conn.execute(
+                    "INSERT INTO rule_state (rule, state, updated_at) VALUES (%s, %s, %s)",
+                    (rule, json.dumps(state.to_dict()), self._clock()),
+                )
+            return rule
 
     async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
         await self._write(
