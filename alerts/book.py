@@ -47,6 +47,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from itertools import islice
 from typing import NamedTuple
 
 from alerts.engine import DEFAULT_BAND, evaluate, rearm_lines
@@ -429,9 +430,10 @@ class RuleBook:
         taken: Sequence[int] | dict[int, None]
         if left is None or left >= len(group.learning):
             taken, group.learning = group.learning, {}
-        else:
-            queue = list(group.learning)
-            taken, group.learning = queue[:left], dict.fromkeys(queue[left:])
+        else:  # the first `left` (deleting them costs what they are, not the whole queue)
+            taken = list(islice(group.learning, left))
+            for rule_id in taken:
+                del group.learning[rule_id]
         for rule_id in taken:
             found[rule_id] = (group, reading)
         if group.lane is _ZONE:  # looked at once, it is visited by zone changes

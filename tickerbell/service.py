@@ -28,6 +28,10 @@ stream delivers again. Recent quotes are stored at most every `QUOTE_SAVE_EVERY`
 A stopped service can start again (on PostgreSQL, a replica that lost the engine's lease and
 took it back): each start builds its rule book afresh, so the rules and their states are read
 from the store as the replica before it committed them, never from this process's memory.
+On PostgreSQL each start first takes the engine's next epoch (storage.api.EngineFence) and
+every tick carries it: a replica that lost its lease but has not noticed yet cannot commit a
+tick once another has started (the tick is reverted, the service stops ticking and says so
+with `fenced`, and its owner, app.Roles, stops it).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from alerts.book import RuleBook
 from alerts.indicators import TICK_MEMORY
 from alerts.models import Alert, Quote
 from bot import digest
-from storage.api import Storage, StorageUnavailable, utcnow
+from storage.api import EngineFence, Fenced, Storage, StorageUnavailable, utcnow
 from tickerbell.market_data import MarketData
 from tickerbell.rule_sync import RuleSync
 
@@ -139,6 +143,8 @@ class Service:
         self._pending: dict[str, dict[str, Quote]] = {}  # source -> native -> latest quote
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
+        self._epoch: int | None = None  # the engine's epoch taken at start (PostgreSQL)
+        self.fenced = False  # a tick was refused: another process runs the engine now
 
     @property
     def running(self) -> bool:
@@ -232,7 +238,11 @@ class Service:
         evaluated = time.perf_counter()
         try:
             if changed or alerts:
-                await self.store.commit_tick(changed, alerts)
+                await self.store.commit_tick(changed, alerts, self._epoch)
+        except Fenced:
+            self.book.revert(evaluation)  # another process decides from here on
+            self.fenced = self._stopping = True  # no more ticks; the owner stops the rest
+            return
         except Exception as err:
             self.book.revert(evaluation)  # decided again next tick, not lost
             self.stats.feed(source).failures += 1
@@ -351,6 +361,8 @@ class Service:
         After a stop, everything starts afresh from the store."""
         if self._stopping:
             self._fresh()
+        if isinstance(self.store, EngineFence):  # before the rules and states are read
+            self._epoch = await self.store.take_engine()
         self.scheduler.start()
         await self.refresh_rules()
         await self._warm_market()
