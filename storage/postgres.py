@@ -106,6 +106,7 @@ OUTBOX_LOCK = 0x7469636B_0002
 LEASE_CLASS = 0x7469636B
 LEASE_KEY = "hashtext(current_schema() || ':' || %s)"
 LEASE_KEEPALIVE = (10, 2, 3)  # TCP keepalive: idle seconds, seconds between probes, probes
+REASON_SECONDS = 5  # the direct try that finds why a server cannot be reached
 CHECK_SECONDS = 5.0  # a lease's session that does not answer this fast is taken as lost
 # Delivery claims: a chat's lock keys are this hash and the chat id (the low 31 bits: ids that
 # far apart share a lock, which only makes one wait for the other).
@@ -192,8 +193,11 @@ class PostgresStore:
             name="tickerbell",
         )
         try:
-            with _unavailable_on_failure(f"cannot connect to {safe_url(url)}"):
+            try:
                 await pool.open(wait=True, timeout=timeout)
+            except psycopg.OperationalError:  # the pool says only that it gave up waiting
+                reason = await _why_unreachable(url)
+                raise StorageUnavailable(f"cannot connect to {safe_url(url)}: {reason}") from None
             store = cls(pool, clock, url)
             if migrate and not read_only:
                 await store._migrate()
@@ -1117,6 +1121,21 @@ def _unavailable_on_failure(what: str = "") -> Iterator[None]:
     except psycopg.OperationalError as err:
         reason = str(err).strip() or type(err).__name__
         raise StorageUnavailable(f"{what}: {reason}" if what else reason) from err
+
+
+async def _why_unreachable(url: str) -> str:
+    """Why the server cannot be reached, in libpq's words (`Connection refused`, `password
+    authentication failed`, `database "x" does not exist`), from one more direct try."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=REASON_SECONDS)
+    except psycopg.Error as err:
+        # libpq: 'connection failed: connection to server at "h" (h), port p failed: reason'
+        # and sometimes a hint on the next line; the reason is what a person can act on.
+        first = next((line for line in str(err).splitlines() if line.strip()), "")
+        reason = first.rpartition(" failed: ")[2].removeprefix("FATAL:").strip()
+        return reason or type(err).__name__
+    await conn.close()
+    return "no connection was free in time"
 
 
 def _float(value: float | None) -> float | None:

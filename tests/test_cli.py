@@ -71,8 +71,9 @@ def test_a_database_server_that_does_not_answer_is_one_line(
     )
     assert done.returncode == 2
     [line] = done.stderr.splitlines()
-    assert line.startswith(
-        f"tickerbell: cannot connect to postgresql://bot:***@127.0.0.1:{unused_port}/tb"
+    assert line == (
+        f"tickerbell: cannot connect to postgresql://bot:***@127.0.0.1:{unused_port}/tb:"
+        " Connection refused"
     )
     assert "pw-secret" not in done.stderr + done.stdout
 
