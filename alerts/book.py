@@ -21,9 +21,14 @@ one engine. A tick costs O(readings + rules it decides), not O(rules):
 - Moving-average and channel rules of one group all compare the price with the same reference
   (the average or the N-day high/low) and its band: the group remembers where the price was
   against those lines (its zone), and its rules are visited only when the zone changes.
-- Rules that must see every observation sit in the group's watch set: those learning where
-  the market is, those in a `confirm` streak or held by a cooldown, rules put back by
-  `revert`, and a zone group's rules until the group has seen a reading.
+- Rules that must see every observation sit in the group's watch set: those in a `confirm`
+  streak or held by a cooldown, rules put back by `revert`, and a zone group's rules until
+  the group has seen a reading. New rules, still learning where the market is, wait in the
+  group's `learning` queue; with `learn_per_tick` set (the live service), an evaluation
+  takes at most that many of them and leaves the rest for the next ones, so that importing a
+  million rules spreads their first look (and the saving of their first states) over ticks
+  instead of holding the event loop for seconds. A rule can never fire on its first look, so
+  a later first look only means it starts watching a few ticks later.
 
 New rules are added cheaply and their lines sorted in, one sort per group, before the next
 evaluation (`add_many` sorts at once), so a million rules load in seconds.
@@ -42,6 +47,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from itertools import islice
 from typing import NamedTuple
 
 from alerts.engine import DEFAULT_BAND, evaluate, rearm_lines
@@ -205,6 +211,7 @@ class _Group:
     falls: _Lines = field(default_factory=_Lines)
     members: set[int] = field(default_factory=set)
     watch: set[int] = field(default_factory=set)
+    learning: dict[int, None] = field(default_factory=dict)  # an ordered set: first in, first out
     size: int = 0
     mark: float | None = None
 
@@ -222,8 +229,10 @@ _UP, _MOVE, _RSI = Condition.UP, Condition.MOVE, Indicator.RSI
 class RuleBook:
     """Rules by id, their states, and the per-reading indexes that make a tick cheap."""
 
-    def __init__(self, band: float = DEFAULT_BAND) -> None:
+    def __init__(self, band: float = DEFAULT_BAND, learn_per_tick: int | None = None) -> None:
         self.band = band
+        self.learn_per_tick = learn_per_tick
+        self._learn_left: int | None = None  # of `learn_per_tick`, during an evaluation
         self.rules: dict[int, Rule] = {}
         self.states: dict[int, RuleState] = {}
         self._groups: dict[GroupKey, _Group] = {}
@@ -249,12 +258,16 @@ class RuleBook:
             refs[rule.other] += 1
         group = self._group(rule)
         group.size += 1
+        learning = _learning(rule, state)
+        if learning and not state.done:
+            group.learning[rule_id] = None
         if group.lane is _ZONE:
-            group.members.add(rule_id)
-            if not state.done:
-                group.watch.add(rule_id)  # the zone it was in is not known
+            if not learning:  # a learning rule joins at its first look (`_take_learners`)
+                group.members.add(rule_id)
+                if not state.done:
+                    group.watch.add(rule_id)  # the zone it was in is not known
             return
-        if _learning(rule, state) or state.streak:
+        if state.streak and not learning:
             group.watch.add(rule_id)
         for line, rises in self._live_lines(rule, state):
             lines = group.rises if rises else group.falls
@@ -278,6 +291,7 @@ class RuleBook:
         group = self._groups[group_key]
         group.size -= 1
         group.watch.discard(rule_id)
+        group.learning.pop(rule_id, None)
         if group.lane is _ZONE:
             group.members.discard(rule_id)
         else:
@@ -289,6 +303,10 @@ class RuleBook:
                 del self._by_symbol[symbol][group_key]
                 if not self._by_symbol[symbol]:
                     del self._by_symbol[symbol]
+
+    def learning(self) -> int:
+        """How many rules wait for their first look at the market."""
+        return sum(len(group.learning) for group in self._groups.values())
 
     def symbols(self) -> set[str]:
         """Every symbol some rule needs a quote for."""
@@ -307,6 +325,7 @@ class RuleBook:
                     touched[group_key] = group
         readings: dict[Key, Observation | None] = {}
         found: dict[int, tuple[_Group, Observation]] = {}
+        self._learn_left = self.learn_per_tick
         for group in touched.values():
             key = group.key
             if key in readings:
@@ -380,6 +399,8 @@ class RuleBook:
             # never shrinks: one that held a group's every learning rule at start would be
             # scanned whole on every tick (17 ms a tick at 1M rules for 55 members).
             group.watch = set()
+        if group.learning:
+            self._take_learners(group, reading, found)
         if lane is _ZONE:
             assert reading.reference is not None
             zone = self._zone(value, reading.reference)
@@ -399,6 +420,26 @@ class RuleBook:
             found[rule_id] = (group, reading)
         for rule_id in group.falls.down_to(low):
             found[rule_id] = (group, reading)
+
+    def _take_learners(
+        self, group: _Group, reading: Observation, found: dict[int, tuple[_Group, Observation]]
+    ) -> None:
+        """Add to `found` the group's rules waiting for their first look, as many as this
+        evaluation may still take (first come, first looked at)."""
+        left = self._learn_left
+        taken: Sequence[int] | dict[int, None]
+        if left is None or left >= len(group.learning):
+            taken, group.learning = group.learning, {}
+        else:  # the first `left` (deleting them costs what they are, not the whole queue)
+            taken = list(islice(group.learning, left))
+            for rule_id in taken:
+                del group.learning[rule_id]
+        for rule_id in taken:
+            found[rule_id] = (group, reading)
+        if group.lane is _ZONE:  # looked at once, it is visited by zone changes
+            group.members.update(taken)
+        if left is not None:
+            self._learn_left = left - len(taken)
 
     def _zone(self, price: float, reference: float) -> int:
         """Every comparison the engine makes between the price and a shared reference (an

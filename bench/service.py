@@ -7,8 +7,8 @@ are the real ones. Everything priced here is synthetic: 32 made-up symbols
 10k chats. A ticker task that wakes every 10 ms measures how long the event loop is held (the
 bots' polling and heartbeats share that loop). Figures:
 
-1. first start: load the rules, then the first tick (each rule learns the market; every state
-   is saved);
+1. first start: load the rules, then the first tick, then the ticks until every rule has
+   learned the market (the service takes `LEARN_PER_TICK` new rules a tick; every state is saved);
 2. ticks: every symbol moves +0.4% per tick, which crosses about 1% of the rules;
 3. running (scheduled polls each second, the timed re-read every 2 s): one rule added and then
    removed by this process's command layer (it sets `rules_changed`), and one added by another
@@ -138,10 +138,22 @@ async def start_up(service: Service, stalls: Stalls, label: str) -> None:
     ticked = time.perf_counter()
     await asyncio.sleep(0.05)
     tick_held = stalls.take()
+    learning = f"{service.book.learning():,} rules still to learn the market"
+    more = 0
+    while service.book.learning():  # new rules learn the market over several ticks
+        await service.poll(SOURCE)
+        more += 1
+    learned = time.perf_counter()
+    await asyncio.sleep(0.05)
+    if more:
+        learning += (
+            f", learned over {more} more ticks in {learned - ticked:.1f} s (event loop held up to"
+            f" {stalls.take():,.0f} ms)"
+        )
     print(
         f"{label}: load {loaded - start:.1f} s (event loop held up to {load_held:,.0f} ms),"
-        f" first tick {ticked - tick_start:.1f} s (held up to"
-        f" {tick_held:,.0f} ms); {len(service.book):,} rules in the book, RSS {rss_mb():,.0f} MB"
+        f" first tick {ticked - tick_start:.1f} s (held up to {tick_held:,.0f} ms; {learning});"
+        f" {len(service.book):,} rules in the book, RSS {rss_mb():,.0f} MB"
     )
 
 

@@ -113,9 +113,10 @@ class MarketView(Protocol):
         unknown or paired one."""
         ...
 
-    def holds_now(self, rule: Rule) -> float | None:
-        """The observed value when the rule's condition already holds now (a new rule then
-        waits for the next crossing), else None."""
+    def first_look(self, rule: Rule) -> tuple[RuleState, float] | None:
+        """The state a new rule takes at the current price (armed, or waiting for the next
+        crossing when its condition already holds) and the value it saw; None without a fresh
+        price."""
         ...
 
     async def fresh_quote(self, symbol: str) -> Quote | None:
@@ -275,11 +276,19 @@ class Commands:
             if doubt is not None:
                 return doubt
         chat = await self._chat(caller)
+        # The rule is saved with what it learns from the price the person sees now, so that
+        # the reply ("set", or "already true: waits for the next crossing") holds even if the
+        # price crosses before the engine's next tick.
+        look = self.view.first_look(rule)
+        state = look[0] if look is not None else None
         try:
-            rule_id = await self.store.add_rule(chat.id, text, caller.user_id, self.rules_per_chat)
+            rule_id = await self.store.add_rule(
+                chat.id, text, caller.user_id, self.rules_per_chat, state
+            )
         except LimitReached as err:
             return AtLimit(str(err))
-        return AlertAdded(rule_id, text, already_true=self.view.holds_now(rule))
+        holds = look[1] if look is not None and look[0].armed is False else None
+        return AlertAdded(rule_id, text, already_true=holds)
 
     async def _implausible(self, rule: Rule) -> NeedsConfirmation | None:
         """A price or ratio level that looks like a typo (`XAG above 50k` with silver at 50),
@@ -659,4 +668,6 @@ def _state(state: RuleState | None) -> AlertState:
         return AlertState.NEW
     if state.done:
         return AlertState.DONE
-    return AlertState.ARMED if state.armed else AlertState.WAITING
+    if state.armed:
+        return AlertState.ARMED
+    return AlertState.WAITING if state.fired_count else AlertState.HOLDS

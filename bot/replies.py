@@ -117,6 +117,7 @@ _STATES = {
     AlertState.NEW: "new",
     AlertState.ARMED: "armed",
     AlertState.WAITING: "fired, waiting to re-arm",
+    AlertState.HOLDS: "already true, waiting for the next crossing",
     AlertState.DONE: "done",
 }
 BUTTONS = {  # the labels of the buttons under an alert

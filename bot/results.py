@@ -234,6 +234,7 @@ class AlertState(Enum):
     NEW = "new"
     ARMED = "armed"
     WAITING = "waiting"  # fired, waits to re-arm
+    HOLDS = "holds"  # already true when set (never fired): waits for the next crossing
     DONE = "done"
 
 

@@ -36,6 +36,11 @@ class LimitReached(Exception):
     """A chat already has as many rules as it may."""
 
 
+class Fenced(Exception):
+    """The engine's write was refused, changing nothing: another process took the engine
+    over (a later epoch, `EngineFence`) since this one took it. It must stop running it."""
+
+
 class StorageUnavailable(Exception):
     """The store cannot be read or written just now (a full disk, an I/O error, a lost
     connection): the call changed nothing, and the same call may work later. Callers hold
@@ -177,10 +182,13 @@ class RuleStore(Protocol):
     """Rules of chats and their engine states. A removed rule is kept but inactive: it is no
     longer listed, and its id is never reused."""
 
-    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
-        """Insert a rule (its canonical text) and return its id. Raises LimitReached, adding
-        nothing, when the chat already has `limit` active rules; raises when the chat does not
-        exist."""
+    async def add_rule(
+        self, chat: int, text: str, created_by: str, limit: int, state: RuleState | None = None
+    ) -> int:
+        """Insert a rule (its canonical text) and return its id; `state`, when given, is saved
+        with it (what it learned from the price the person saw when adding it). Raises
+        LimitReached, adding nothing, when the chat already has `limit` active rules; raises
+        when the chat does not exist."""
 
     async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
         """Insert many (chat, canonical text, created_by) rules, all or none, with no limit;
@@ -231,10 +239,16 @@ class RuleStore(Protocol):
         """
 
     async def commit_tick(
-        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
+        self,
+        states: dict[int, RuleState],
+        alerts: Sequence[tuple[int | None, int, Alert]],
+        epoch: int | None = None,
     ) -> int:
         """Save rule states (replacing earlier ones) and enqueue (rule or None, chat, alert)
-        in one transaction: all of it lands, or none of it.
+        in one transaction: all of it lands, or none of it. With `epoch` (the engine's, from
+        `EngineFence.take_engine`) it lands only while that is still the engine's epoch, else
+        it raises Fenced and nothing lands; a store without epochs (SQLite, memory: one
+        process) ignores it.
 
         Each alert becomes one outbox row, in the given order, stamped with the clock's now:
         'muted' when its chat is muted past now, else 'inactive' when the chat is inactive,
@@ -432,6 +446,20 @@ class BudgetStore(Protocol):
     async def take_slots(self, name: str, count: int, interval: float) -> Slots:
         """Book the next `count` (>= 1) slots of budget `name` (made on first use), spaced
         `interval` seconds (> 0) apart. StorageUnavailable when the server does not answer."""
+
+
+@runtime_checkable
+class EngineFence(Protocol):
+    """The engine's fencing token, for stores shared by processes (PostgreSQL only). The
+    engine runs in one process at a time (under a lease), but a process that lost its lease
+    finds out only at its next check: a tick it commits meanwhile would decide again what its
+    successor decided. So each start of the engine takes a new epoch, and its ticks carry it
+    (`commit_tick(..., epoch)`): a tick of an older epoch is refused."""
+
+    async def take_engine(self) -> int:
+        """Take the engine's next epoch (1 in a new store) and return it. It waits for a tick
+        of the previous holder that is committing, so every tick committed before can be read
+        once this returns. StorageUnavailable when the server does not answer."""
 
 
 class Storage(

@@ -293,8 +293,11 @@ class Store:
 
     # --- rules ---
 
-    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
-        """Insert a rule (its canonical text); raise LimitReached past `limit` active rules."""
+    async def add_rule(
+        self, chat: int, text: str, created_by: str, limit: int, state: RuleState | None = None
+    ) -> int:
+        """Insert a rule (its canonical text) and its first state; raise LimitReached past
+        `limit` active rules."""
         async with self._transaction() as conn:
             async with conn.execute(
                 "SELECT count(*) FROM rules WHERE chat = ? AND active = 1", (chat,)
@@ -302,12 +305,19 @@ class Store:
                 row = await cur.fetchone()
             if row is not None and row[0] >= limit:
                 raise LimitReached(f"this chat already has {row[0]} rules (the limit is {limit})")
+            stamp = _ts(self._clock())
             cursor = await conn.execute(
                 "INSERT INTO rules (chat, text, created_by, created_at) VALUES (?, ?, ?, ?)",
-                (chat, text, created_by, _ts(self._clock())),
+                (chat, text, created_by, stamp),
             )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+            rule = cursor.lastrowid
+            assert rule is not None
+            if state is not None:
+                await conn.execute(
+                    "INSERT INTO rule_state (rule, state, updated_at) VALUES (?, ?, ?)",
+                    (rule, json.dumps(state.to_dict()), stamp),
+                )
+            return rule
 
     async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
         """Insert many (chat, canonical text, created_by) rules in one transaction (no limit)."""
@@ -440,7 +450,10 @@ class Store:
     # --- a tick: states and alerts together ---
 
     async def commit_tick(
-        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
+        self,
+        states: dict[int, RuleState],
+        alerts: Sequence[tuple[int | None, int, Alert]],
+        epoch: int | None = None,  # one process: one engine, nothing to fence
     ) -> int:
         """Save changed rule states and enqueue (rule, chat, alert) in one transaction.
 

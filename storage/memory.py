@@ -158,12 +158,17 @@ class MemoryStore:
 
     # --- rules ---
 
-    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
+    async def add_rule(
+        self, chat: int, text: str, created_by: str, limit: int, state: RuleState | None = None
+    ) -> int:
         count = sum(1 for rule in self._rules.values() if rule.chat == chat and rule.active)
         if count >= limit:
             raise LimitReached(f"this chat already has {count} rules (the limit is {limit})")
         self._check_chat(chat)
-        return self._add_rule(chat, text, created_by, self._now())
+        rule = self._add_rule(chat, text, created_by, self._now())
+        if state is not None:
+            self._states[rule] = state
+        return rule
 
     def _add_rule(self, chat: int, text: str, created_by: str, created_at: datetime) -> int:
         rule = _Rule(_next_id(self._rules), chat, text, created_by, created_at)
@@ -270,7 +275,10 @@ class MemoryStore:
         )
 
     async def commit_tick(
-        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
+        self,
+        states: dict[int, RuleState],
+        alerts: Sequence[tuple[int | None, int, Alert]],
+        epoch: int | None = None,  # one process: one engine, nothing to fence
     ) -> int:
         unknown = {*states, *(rule for rule, _, _ in alerts if rule is not None)} - set(self._rules)
         if unknown:

@@ -180,4 +180,12 @@ MIGRATIONS: tuple[str, ...] = (
         next_slot TIMESTAMPTZ NOT NULL
     );
     """,
+    # 6 (PostgreSQL only; "fences"): per role run by one process at a time (the engine), the
+    # epoch of its current holder, taken anew at each start (storage.api.EngineFence)
+    """
+    CREATE TABLE fences (
+        name TEXT PRIMARY KEY,
+        epoch BIGINT NOT NULL
+    );
+    """,
 )

@@ -34,6 +34,16 @@ retry_after: tens of seconds) and every takeover waits for it; a row lock held a
 would instead keep a transaction, and a pooled connection, open per chat. A host that vanishes
 without closing its socket is found by TCP keepalives (LEASE_KEEPALIVE), as for a `Lease`.
 
+The engine is fenced by an epoch (`take_engine`, table `fences`): a process that starts the
+engine bumps the engine's row, and each of its ticks reads that row FOR SHARE in its own
+transaction and is refused (`Fenced`, rolled back) when the epoch is no longer its own. The
+bump waits for the row's share locks, so it comes after any tick of the old holder that is
+committing, and the new holder then reads every state that tick saved; the old holder's later
+ticks see the new epoch. The lease alone cannot do this: its holder learns that it lost the
+lease only at its next check, and a tick in flight commits meanwhile. Writes without an epoch
+(a TradingView post, taken by every process) are not fenced; nor are daily digests, which
+`enqueue_digest` puts in the outbox at most once per chat and day whoever runs it.
+
 Queued rows wake delivery everywhere: `commit_tick` and `enqueue_digest` send a NOTIFY (payload:
 the schema) in their transaction when they queued pending rows, and a store asked to
 (`on_queued`) keeps a listening connection, reconnecting with backoff (logged once per outage).
@@ -66,6 +76,8 @@ from storage.api import (
     Clock,
     DigestDue,
     DigestSetting,
+    EngineFence,
+    Fenced,
     LimitReached,
     OutboxRow,
     RuleChanges,
@@ -113,6 +125,7 @@ _OUTBOX_ROWS = (
 _WEBHOOK_COLUMNS = "chat, owner, url, secret"
 _HOOKED = "(SELECT %s UNION SELECT chat FROM webhooks WHERE owner = %s)"  # a chat and its webhooks
 _REVISION = "SELECT value FROM meta WHERE key = 'rules_revision'"
+ENGINE_FENCE = "engine"  # the engine's row in `fences`
 
 
 class TargetNotEmpty(Exception):
@@ -306,7 +319,9 @@ class PostgresStore:
 
     # --- rules ---
 
-    async def add_rule(self, chat: int, text: str, created_by: str, limit: int) -> int:
+    async def add_rule(
+        self, chat: int, text: str, created_by: str, limit: int, state: RuleState | None = None
+    ) -> int:
         async with self._transaction() as conn:
             # The chat's row lock makes count-then-insert atomic against another process's add.
             await conn.execute("SELECT 1 FROM chats WHERE id = %s FOR NO KEY UPDATE", (chat,))
@@ -324,7 +339,13 @@ class PostgresStore:
             )
             made = await cursor.fetchone()
             assert made is not None
-            return int(made[0])
+            rule = int(made[0])
+            if state is not None:
+                await conn.execute(
+                    "INSERT INTO rule_state (rule, state, updated_at) VALUES (%s, %s, %s)",
+                    (rule, json.dumps(state.to_dict()), self._clock()),
+                )
+            return rule
 
     async def import_rules(self, rows: list[tuple[int, str, str]]) -> None:
         await self._write(
@@ -451,10 +472,23 @@ class PostgresStore:
     # --- a tick: states and alerts together ---
 
     async def commit_tick(
-        self, states: dict[int, RuleState], alerts: Sequence[tuple[int | None, int, Alert]]
+        self,
+        states: dict[int, RuleState],
+        alerts: Sequence[tuple[int | None, int, Alert]],
+        epoch: int | None = None,
     ) -> int:
         now = self._clock()
         async with self._transaction() as conn:
+            if epoch is not None:
+                # The share lock holds off `take_engine` until this transaction ends, so once
+                # a new epoch is taken no tick of an older one lands (and all before it did).
+                cursor = await conn.execute(
+                    "SELECT epoch FROM fences WHERE name = %s FOR SHARE", (ENGINE_FENCE,)
+                )
+                found = await cursor.fetchone()
+                if found is None or found[0] != epoch:
+                    now_held = "none" if found is None else found[0]
+                    raise Fenced(f"the engine's epoch is {now_held}, this tick's {epoch}")
             if states:
                 await conn.execute(
                     "INSERT INTO rule_state (rule, state, updated_at)"
@@ -499,6 +533,17 @@ class PostgresStore:
             if queued:
                 await conn.execute(_NOTIFY)  # heard once this transaction commits
         return queued
+
+    async def take_engine(self) -> int:
+        """Take the engine's next epoch: the row lock waits for a tick holding it (FOR SHARE)
+        to commit."""
+        row = await self._one(
+            "INSERT INTO fences AS f (name, epoch) VALUES (%s, 1)"
+            " ON CONFLICT (name) DO UPDATE SET epoch = f.epoch + 1 RETURNING f.epoch",
+            (ENGINE_FENCE,),
+        )
+        assert row is not None
+        return int(row[0])
 
     # --- the outbox ---
 
@@ -1045,6 +1090,7 @@ async def _session(url: str) -> Connection:
 
 _POSTGRES_STORE_IS_STORAGE: type[Storage] = PostgresStore  # mypy checks that it keeps the contract
 _POSTGRES_STORE_IS_BUDGET_STORE: type[BudgetStore] = PostgresStore
+_POSTGRES_STORE_IS_ENGINE_FENCE: type[EngineFence] = PostgresStore
 
 
 async def _configure(conn: Connection) -> None:

@@ -5,7 +5,8 @@ It answers the four public spot endpoints the ccxt feed uses, in Binance's own J
 `/api/v3/klines`. Every request is recorded (path, query, arrival time and the client it
 names, for several processes on one fake), prices are settable per symbol,
 and faults can be injected: a hang past the client timeout, 429 with Retry-After, 500,
-malformed JSON, and bad books (empty, crossed, zero or negative prices).
+malformed JSON, and bad books (empty, crossed, zero or negative prices). One client's requests
+can be held (a poll in flight) and let go later.
 
 With `streaming=True` it is also Binance's spot websocket (`/ws/<n>`, the URL ccxt.pro dials):
 a client sends `{"method": "SUBSCRIBE", "params": ["btcusdt@bookTicker", ...], "id": n}`, is
@@ -284,6 +285,8 @@ class FakeExchange:
         self.klines: dict[str, list[list[Any]]] = {}
         self.base_url = ""
         self._release = asyncio.Event()
+        self._held: dict[str, asyncio.Event] = {}  # client -> let go (see `hold`)
+        self.holding: list[str] = []  # clients with a request held now
         self._runner: web.AppRunner | None = None
         self._build(synthetic)
 
@@ -332,6 +335,8 @@ class FakeExchange:
         tb: TracebackType | None,
     ) -> None:
         self._release.set()
+        for client in list(self._held):
+            self.let_go(client)
         await self.drop()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -379,6 +384,17 @@ class FakeExchange:
         self.fault = None
         self.fault_symbols = None
         self._release.set()
+
+    def hold(self, client: str) -> None:
+        """Keep every REST request of one client waiting (a poll in flight) until
+        `let_go(client)`; it is then answered with the prices of that moment."""
+        self._held[client] = asyncio.Event()
+
+    def let_go(self, client: str) -> None:
+        """Answer the client's held requests, and hold no more."""
+        released = self._held.pop(client, None)
+        if released is not None:
+            released.set()
 
     async def publish(self, symbol: str, bid: float, ask: float) -> int:
         """Set a symbol's book (Binance id) and send its bookTicker frame to every connection
@@ -460,6 +476,13 @@ class FakeExchange:
         if request.path.startswith(f"{WS}/"):
             websocket: web.StreamResponse = await handler(request)  # REST faults do not apply
             return websocket
+        held = self._held.get(client)
+        if held is not None:
+            self.holding.append(client)
+            try:
+                await held.wait()
+            finally:
+                self.holding.remove(client)
         fault = self.fault
         if fault is Fault.TIMEOUT:
             with contextlib.suppress(TimeoutError):

@@ -426,6 +426,66 @@ def test_every_kind_matches_naive_loop(
     assert [book.states[i] for i in range(1, len(rule_list) + 1)] == states
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(any_rule(), indicator_rules), min_size=1, max_size=30),
+    st.lists(st.floats(90, 110), min_size=3, max_size=8),
+    st.lists(TICK, min_size=1, max_size=40),
+    st.integers(1, 6),
+)
+def test_a_learning_budget_only_delays_each_rules_first_look(
+    rule_list: list[Rule], closes: list[float], walk: list[Tick], per_tick: int
+) -> None:
+    """With `learn_per_tick`, at most that many new rules take their first look in a tick, every
+    rule takes it in the end, and the book then decides what the naive loop decides for rules
+    that start watching at those ticks."""
+    walk = [(a, b, "") for a, b, _ in walk]
+    book = RuleBook(learn_per_tick=per_tick)
+    book.add_many((i, rule, None) for i, rule in enumerate(rule_list, start=1))
+    first_look: dict[int, datetime] = {}
+
+    def by_book(market: Market, touched: set[str], now: datetime, event: str) -> list[int]:
+        evaluation = book.evaluate(market, touched, now)
+        learned = [i for i in evaluation.changed if i not in first_look]
+        assert len(learned) <= per_tick
+        first_look.update(dict.fromkeys(learned, now))
+        return [fire.rule_id for fire in evaluation.fires]
+
+    states = [RuleState() for _ in rule_list]
+
+    def from_first_look(market: Market, touched: set[str], now: datetime, event: str) -> list[int]:
+        fired = []
+        for i, rule in enumerate(rule_list):
+            looked = first_look.get(i + 1)
+            if not touched & set(rule.symbols) or looked is None or looked > now:
+                continue
+            states[i], alert = evaluate(rule, states[i], observe(rule, market, now), now)
+            if alert is not None:
+                fired.append(i + 1)
+        return fired
+
+    indexed_fires = market_days(closes, [], walk, by_book)
+    assert indexed_fires == market_days(closes, [], walk, from_first_look)
+
+
+def test_new_rules_beyond_the_learning_budget_look_on_later_ticks() -> None:
+    book = RuleBook(learn_per_tick=2)
+    book.add_many((i, rules.parse(f"AAA above {100 + i}"), None) for i in range(1, 6))
+    market = Market(Limits(max_age=None))
+    learned = []
+    for minute in range(3):
+        now = T0 + timedelta(minutes=minute)
+        market.ingest(Quote("AAA", 100, now), now)
+        learned.append(sorted(book.evaluate(market, {"AAA"}, now).changed))
+    assert learned == [[1, 2], [3, 4], [5]] and book.learning() == 0
+    book.add(6, rules.parse("AAA above 103.5"))
+    book.remove(6)  # forgotten before its first look: nothing left waiting
+    assert book.learning() == 0
+    now = T0 + timedelta(minutes=3)
+    market.ingest(Quote("AAA", 103.5, now), now)  # through 101, 102 and 103
+    assert [f.rule_id for f in book.evaluate(market, {"AAA"}, now).fires] == [1, 2, 3]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(st.booleans(), st.integers(0, 40)), max_size=400),

@@ -91,7 +91,8 @@ async def test_alert_list_remove_round_trip(
     )
     assert await say(cmds, "/alert@TickerbellBot GOLD above 5000") == "Alert #2 set: XAU above 5000"
     listing = await say(cmds, "/alerts")
-    assert "#1  BTC below 85000 cooldown 1h  new" in listing and "#2  XAU above 5000" in listing
+    # each learned where the price is when it was set (86,000 and 5,000 at the scripted venue)
+    assert "#1  BTC below 85000 cooldown 1h  armed" in listing and "#2  XAU above 5000" in listing
     assert await say(cmds, "/remove 1") == "Removed alert #1."
     assert await say(cmds, "/remove 1") == "no alert #1 here — see /alerts."
     assert "removes all 1 alert here" in await say(cmds, "/remove all")
@@ -106,6 +107,8 @@ async def test_alert_that_is_already_true_says_so(
     await say(cmds, "/status BTC")  # fetches BTC once: 86,000
     reply = await say(cmds, "/alert BTC above 80000")
     assert reply.endswith("That is already true now (86,000): it fires on the next crossing.")
+    listing = await say(cmds, "/alerts")
+    assert "#1  BTC above 80000  already true, waiting for the next crossing" in listing
 
 
 async def test_status(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None:

@@ -68,22 +68,22 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield World(telegram, exchange, tmp_path / "journey.db")
 
 
-def settings_for(world: World) -> Settings:
+def settings_for(world: World, poll_seconds: float = 0.2) -> Settings:
     return Settings(
         TELEGRAM_BOT_TOKEN=TOKEN,
         TELEGRAM_API_BASE_URL=world.telegram.base_url,
         db=world.db,
         database_url=world.database_url,
         exchange_options={"binance": world.exchange.ccxt_options()},
-        poll_crypto_seconds=0.2,
+        poll_crypto_seconds=poll_seconds,
     )
 
 
 @asynccontextmanager
-async def running(world: World) -> AsyncIterator[None]:
+async def running(world: World, poll_seconds: float = 0.2) -> AsyncIterator[None]:
     """The bot, from start until it answers, to a clean stop."""
     stop = asyncio.Event()
-    task = asyncio.create_task(app.run(settings_for(world), stop=stop))
+    task = asyncio.create_task(app.run(settings_for(world, poll_seconds), stop=stop))
     polls = world.telegram.count("getUpdates")
     try:
         await until(lambda: world.telegram.count("getUpdates") > polls or task.done(), 15)
@@ -105,6 +105,24 @@ async def test_status_then_alert_then_the_crossing(world: World) -> None:
         assert world.alerts(USER) == [world.alerts(USER)[0]] and world.alerts(USER)[0].startswith(
             "🔴▼ BTC fell below 85,000 (now 84,000)"
         )
+
+
+async def test_a_crossing_right_after_the_alert_is_set_is_told(world: World) -> None:
+    """The price crosses the moment after the reply, before the engine's next tick: the rule
+    keeps what it learned from the price the user saw (86,000: not yet below), so the crossing
+    is told, once."""
+    world.price(86000)
+    world.exchange.set_price("ETHUSDT", 3000, 3000)
+    async with running(world, poll_seconds=3):
+        assert await world.say("/alert ETH above 5000") == "Alert #1 set: ETH above 5000"
+        await world.ticks(1)  # the venue is polled already: a new rule waits for the next poll
+        assert (await world.say("/status BTC")).startswith("BTC\n86,000")
+        assert await world.say("/alert BTC below 85000") == "Alert #2 set: BTC below 85000"
+        world.price(84000)
+        await until(lambda: world.alerts(USER))
+        await world.ticks(1)  # a later tick below the level fires nothing more
+        assert len(world.alerts(USER)) == 1
+        assert world.alerts(USER)[0].startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
 
 
 async def test_chart_then_alert_then_the_crossing(world: World) -> None:

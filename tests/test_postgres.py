@@ -20,8 +20,8 @@ from support.scripted import T0
 from support.waiting import until
 
 from alerts import rules
-from alerts.models import Alert, Direction
-from storage.api import Slots, StorageUnavailable
+from alerts.models import Alert, Direction, RuleState
+from storage.api import Fenced, Slots, StorageUnavailable
 from storage.db import alert_to_json
 from storage.pg_migrations import MIGRATIONS
 from storage.postgres import LEASE_CLASS, LEASE_KEY, Lease, PostgresStore, safe_url
@@ -278,6 +278,54 @@ async def test_a_store_whose_claims_session_ends_records_nothing_until_released(
         await one.mark_delivered(later.id, "m3")  # no claims: the marks go through again
         assert await one.outbox_counts() == {"delivered": 2}
         assert await one.claim() == []
+
+
+async def test_an_engine_whose_epoch_was_taken_by_another_commits_nothing(
+    postgres_url: str,
+) -> None:
+    """Two stores take the engine in turn: the first one's ticks are refused from then on,
+    states and alerts alike; the second's land, and so do writes that carry no epoch (a
+    TradingView post, taken by every replica)."""
+    async with PostgresStore.open(postgres_url) as one, PostgresStore.open(postgres_url) as two:
+        chat = await one.chat("telegram", "42")
+        rule = await one.add_rule(chat.id, "XAG above 50", "test", limit=10)
+        state = RuleState(armed=False, last_fired=T0, fired_count=1)
+        assert await one.take_engine() == 1
+        assert await two.take_engine() == 2
+        with pytest.raises(Fenced, match="the engine's epoch is 2, this tick's 1"):
+            await one.commit_tick({rule: state}, [(rule, chat.id, alert())], epoch=1)
+        assert [r.state for r in await two.rules()] == [None]
+        assert await two.outbox_counts() == {}
+        assert await two.commit_tick({rule: state}, [(rule, chat.id, alert())], epoch=2) == 1
+        assert await one.commit_tick({}, [(None, chat.id, alert(51))]) == 1
+        assert [r.state for r in await one.rules()] == [state]
+        assert await one.outbox_counts() == {"pending": 2}
+
+
+async def test_taking_the_engine_waits_for_a_tick_of_the_last_holder_being_committed(
+    postgres_url: str,
+) -> None:
+    """A tick that has read its epoch holds the row until it commits: the next holder's epoch
+    comes after it, so the next holder reads what that tick saved."""
+    async with PostgresStore.open(postgres_url) as one, PostgresStore.open(postgres_url) as two:
+        assert await one.take_engine() == 1
+        with psycopg.connect(postgres_url) as tick:  # a tick between its check and its commit
+            tick.execute("SELECT epoch FROM fences WHERE name = 'engine' FOR SHARE")
+            taking = asyncio.ensure_future(two.take_engine())
+            await until(lambda: waiting_on_a_lock(postgres_url), timeout=10)
+            assert not taking.done()
+            tick.commit()
+        assert await taking == 2
+
+
+def waiting_on_a_lock(url: str) -> bool:
+    """Whether a session of this schema's database waits for a row lock (a lock not granted)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE NOT l.granted AND a.query LIKE '%INTO fences%'"
+        ).fetchone()
+    return bool(row and row[0])
 
 
 async def test_a_listening_store_hears_rows_queued_by_another_and_listens_again_after_an_outage(

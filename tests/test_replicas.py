@@ -8,19 +8,21 @@ The tests need `TICKERBELL_TEST_DATABASE_URL` and skip without it (tests/support
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, plain
 from support.local_server import held_port
 from support.waiting import until
 
-from storage.postgres import PostgresStore
+from storage.postgres import LEASE_CLASS, LEASE_KEY, PostgresStore
 from tickerbell import app
 from tickerbell.settings import Settings
 
@@ -49,6 +51,7 @@ class Cluster:
     exchange: FakeExchange
     url: str
     home: Path
+    venue_timeout_ms: int = 500
     replicas: dict[str, Replica] = field(default_factory=dict)
 
     def settings(self, replica: Replica) -> Settings:
@@ -57,7 +60,9 @@ class Cluster:
             TELEGRAM_API_BASE_URL=self.telegram.base_url,
             db=self.home / f"{replica.name}.db",  # unused: the data is in PostgreSQL
             database_url=self.url,
-            exchange_options={"binance": self.exchange.ccxt_options(client=replica.name)},
+            exchange_options={
+                "binance": self.exchange.ccxt_options(self.venue_timeout_ms, client=replica.name)
+            },
             venue_mode={"binance": "poll"},
             poll_crypto_seconds=0.2,
             webhook_host="127.0.0.1",
@@ -87,12 +92,12 @@ class Cluster:
         seen = len(self.exchange.requests)
         await until(lambda: self.pollers(seen).count(by) >= count, timeout=30)
 
-    def messages(self) -> list[str]:
-        return [plain(text) for text in self.telegram.texts(USER)]
+    def messages(self, chat: int = USER) -> list[str]:
+        return [plain(text) for text in self.telegram.texts(chat)]
 
-    def told(self, needle: str) -> list[str]:
-        """The messages in the user's chat that contain `needle`."""
-        return [text for text in self.messages() if needle in text]
+    def told(self, needle: str, chat: int = USER) -> list[str]:
+        """The messages in a chat (the user's) that contain `needle`."""
+        return [text for text in self.messages(chat) if needle in text]
 
     async def say(self, text: str) -> str:
         before = len(self.telegram.texts(USER))
@@ -111,12 +116,14 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster_of(tmp_path: Path, url: str) -> AsyncIterator[Cluster]:
+async def cluster_of(
+    tmp_path: Path, url: str, venue_timeout_ms: int = 500
+) -> AsyncIterator[Cluster]:
     async with FakeTelegram(TOKEN, poll_cap=0.2) as telegram, FakeExchange() as exchange:
         async with PostgresStore.open(url) as store:
             chat = await store.chat("telegram", str(USER))
             await store.set_inbound_secret(chat.id, SECRET)
-        cluster = Cluster(telegram, exchange, url, tmp_path)
+        cluster = Cluster(telegram, exchange, url, tmp_path, venue_timeout_ms)
         try:
             yield cluster
         finally:
@@ -160,3 +167,78 @@ async def test_two_replicas_share_one_engine_and_the_second_takes_it_over_with_i
     first, second = cluster.told(FELL)
     assert "(now 84,000)" in first and "(now 84,500)" in second
     assert len(cluster.told("posted to a")) == len(cluster.told("posted to b")) == 1
+
+
+def end_lease_session(url: str, name: str) -> None:
+    """End the session holding a lease (as the server does to a connection it drops), leaving
+    the process that held it running."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+            f" AND classid = %s AND objid = {LEASE_KEY}::oid AND granted",
+            (LEASE_CLASS, name),
+        ).fetchall()
+    assert ended == [(True,)]
+
+
+def engine_epoch(url: str) -> int:
+    """The engine's epoch: how many times a replica has started the engine."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT epoch FROM fences WHERE name = 'engine'").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_an_engine_that_lost_its_lease_with_a_tick_in_flight_cannot_commit_it(
+    tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine's replica loses its lease session (the server ends it; the process lives on)
+    while its poll is at the venue; the other replica takes the engine over and decides the
+    crossing; then the old holder's poll comes back with the same crossing. Its tick is
+    refused (the engine's epoch moved on), so every chat is told each crossing once, and the
+    old holder says once that another replica took the engine over."""
+    caplog.set_level(logging.INFO, logger="tickerbell")
+    others = [5001, 5002]
+    with held_port() as port_a, held_port() as port_b:
+        async with cluster_of(tmp_path, postgres_url, venue_timeout_ms=30_000) as cluster:
+            async with PostgresStore.open(postgres_url) as store:
+                for chat_id in others:
+                    chat = await store.chat("telegram", str(chat_id))
+                    await store.set_charts(chat.id, False)
+                    await store.add_rule(chat.id, "BTC below 85000", "test", limit=50)
+            cluster.price(86000)
+            cluster.start("a", port_a)
+            assert await cluster.say("/alert BTC below 85000") == "Alert #3 set: BTC below 85000"
+            await cluster.ticks("a")
+            cluster.start("b", port_b)
+            await until(lambda: "engine runs on another replica" in caplog.text, timeout=30)
+            await cluster.ticks("a")  # every rule's state committed by a: armed above
+
+            assert engine_epoch(postgres_url) == 1
+            cluster.exchange.hold("a")  # a's next poll stays at the venue
+            await until(lambda: "a" in cluster.exchange.holding, timeout=30)
+            cluster.price(84000)
+            end_lease_session(postgres_url, app.ENGINE)
+            # b starts the engine (and decides the crossing); a's poll comes back with the
+            # same crossing once b has taken the engine, whether or not b has decided yet: the
+            # fence, not the order, keeps it from being told twice. (a waits up to 5 s for
+            # its poll once it notices the loss, so the poll must come back within that.)
+            await until(lambda: engine_epoch(postgres_url) == 2, timeout=30)
+            cluster.exchange.let_go("a")
+            stopped = ("engine: another replica took", "engine: lost its lease")
+            await until(lambda: any(s in caplog.text for s in stopped), timeout=30)
+
+            await cluster.ticks("b")
+            cluster.price(86000)  # re-armed, then the next crossing
+            await cluster.ticks("b")
+            cluster.price(84500)
+            await until(lambda: all(cluster.told("84,500", c) for c in [USER, *others]), 30)
+            await cluster.ticks("b")
+    for chat_id in [USER, *others]:
+        told = cluster.told(FELL, chat_id)
+        assert len(told) == 2, (chat_id, told)
+        assert "(now 84,000)" in told[0] and "(now 84,500)" in told[1]
+    said = [r.getMessage() for r in caplog.records if r.name == "tickerbell"]
+    assert [s for s in said if s.startswith(stopped)] == [
+        "engine: another replica took it over (this replica's last tick was refused): "
+        "stopped it here; trying to take it again"
+    ]

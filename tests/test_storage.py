@@ -571,6 +571,19 @@ async def test_rules_keep_their_author_time_and_last_state(store: Storage, clock
         await store.add_rule(one.id, "XAU above 5000", "u1", limit=2)
 
 
+async def test_a_rule_added_with_its_first_state_is_read_back_with_it(store: Storage) -> None:
+    chat = await store.chat("telegram", "1")
+    revision = await store.rules_revision()
+    learned = RuleState(armed=False)  # already true when it was set
+    rule = await store.add_rule(chat.id, "XAG above 50", "u1", limit=5, state=learned)
+    assert [r.state for r in await store.rules(chat.id)] == [learned]
+    changes = await store.rule_changes(revision)
+    assert changes is not None and [(r.id, r.state) for r in changes.rules] == [(rule, learned)]
+    with pytest.raises(LimitReached):  # refused: nothing of it is written
+        await store.add_rule(chat.id, "XAG above 60", "u1", limit=1, state=learned)
+    assert len(await store.rules(chat.id)) == 1
+
+
 async def test_removing_rules_by_author_or_all_at_once(store: Storage) -> None:
     chat, other = await store.chat("telegram", "1"), await store.chat("telegram", "2")
     mine = await store.add_rule(chat.id, "XAG above 50", "u1", limit=50)

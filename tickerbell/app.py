@@ -350,7 +350,7 @@ async def run(
             parts.push_async_callback(service.stop)
         else:
             _import_feeds()
-            roles.start(ENGINE, service.start, service.stop)
+            roles.start(ENGINE, service.start, service.stop, lambda: service.fenced)
             parts.push_async_callback(roles.end, ENGINE)
         for front_end in front_ends:
             parts.push_async_callback(_quietly, f"stopping {front_end.name}", front_end.stop)
@@ -464,8 +464,10 @@ class Roles:
 
     One plain loop per role: take the lease (every LEASE_SECONDS until it is free), start the
     part, check the lease every LEASE_SECONDS; once its session is gone (another replica may
-    take it now), stop the part, say so once, and try again like any other replica. A part
-    that fails to start lets its lease go, so that another replica may try.
+    take it now), or the part says another replica runs it (the engine: a tick of this
+    replica refused, see storage.api.EngineFence), stop the part, say so once, and try again
+    like any other replica. A part that fails to start lets its lease go, so that another
+    replica may try.
     """
 
     def __init__(self, url: str) -> None:
@@ -478,15 +480,21 @@ class Roles:
         return dict(self._held)
 
     def start(
-        self, name: str, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+        self,
+        name: str,
+        start: Callable[[], Awaitable[None]],
+        stop: Callable[[], Awaitable[None]],
+        superseded: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Start the role's loop (in the background)."""
+        """Start the role's loop (in the background). `superseded` says whether the part found
+        that another replica runs it now (the engine: a tick refused by its epoch)."""
         from storage.postgres import Lease
 
         self._held[name] = False
         quit_ = asyncio.Event()
         task = asyncio.create_task(
-            self._hold(name, Lease(self.url, name), start, stop, quit_), name=f"role {name}"
+            self._hold(name, Lease(self.url, name), start, stop, superseded, quit_),
+            name=f"role {name}",
         )
         self._loops[name] = (task, quit_)
 
@@ -502,6 +510,7 @@ class Roles:
         lease: Lease,
         start: Callable[[], Awaitable[None]],
         stop: Callable[[], Awaitable[None]],
+        superseded: Callable[[], bool],
         quit_: asyncio.Event,
     ) -> None:
         told = unreachable = failing = False
@@ -522,7 +531,11 @@ class Roles:
                     try:
                         await start()
                         started = True
-                        while not await _wait(quit_, LEASE_SECONDS) and await lease.check():
+                        while (
+                            not await _wait(quit_, LEASE_SECONDS)
+                            and not superseded()
+                            and await lease.check()
+                        ):
                             pass
                     except Exception:
                         if not failing:
@@ -535,6 +548,13 @@ class Roles:
                     failing = not started
                     if failing:
                         await lease.close()  # another replica may try
+                    elif superseded():  # asked after the stop: a tick in flight may be refused
+                        await lease.close()  # lost already, or taken over without it
+                        log.warning(
+                            "%s: another replica took it over (this replica's last tick was "
+                            "refused): stopped it here; trying to take it again",
+                            name,
+                        )
                     else:
                         log.error(
                             "%s: lost its lease (its database connection ended): stopped it "

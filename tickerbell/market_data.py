@@ -95,15 +95,16 @@ class MarketData:
         unknown or paired one."""
         return self.instrument(rules.parse_symbol(text)).symbol
 
-    def holds_now(self, rule: Rule) -> float | None:
-        """The observed value when the rule's condition already holds now, else None: what the
-        engine would decide for a new rule (it learns where the price is, and waits)."""
+    def first_look(self, rule: Rule) -> tuple[RuleState, float] | None:
+        """What the engine would decide for a new rule at the current price (it learns where
+        the price is: armed, or waiting for a real crossing when its condition already holds),
+        and the value it saw; None without a fresh price."""
         now = self.clock()
         obs = observe(rule, self.market, now)
         if obs is None:
             return None
         state, _ = evaluate(rule, RuleState(), obs, now)
-        return obs.value if state.armed is False else None
+        return state, obs.value
 
     def instrument(self, symbol: str) -> Instrument:
         found = self.instruments.get(symbol)

@@ -28,6 +28,10 @@ stream delivers again. Recent quotes are stored at most every `QUOTE_SAVE_EVERY`
 A stopped service can start again (on PostgreSQL, a replica that lost the engine's lease and
 took it back): each start builds its rule book afresh, so the rules and their states are read
 from the store as the replica before it committed them, never from this process's memory.
+On PostgreSQL each start first takes the engine's next epoch (storage.api.EngineFence) and
+every tick carries it: a replica that lost its lease but has not noticed yet cannot commit a
+tick once another has started (the tick is reverted, the service stops ticking and says so
+with `fenced`, and its owner, app.Roles, stops it).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from alerts.book import RuleBook
 from alerts.indicators import TICK_MEMORY
 from alerts.models import Alert, Quote
 from bot import digest
-from storage.api import Storage, StorageUnavailable, utcnow
+from storage.api import EngineFence, Fenced, Storage, StorageUnavailable, utcnow
 from tickerbell.market_data import MarketData
 from tickerbell.rule_sync import RuleSync
 
@@ -56,6 +60,10 @@ QUOTE_PRUNE_EVERY = timedelta(hours=1)
 RULES_REFRESH_SECONDS = 2.0
 DIGEST_EVERY_SECONDS = 15.0  # a digest goes within this long after its time
 QUOTE_SAVE_EVERY = timedelta(seconds=5)  # recent quotes are stored at most this often
+# New rules a tick looks at for the first time, at most: an import of a million rules learns
+# the market over a few dozen ticks (each holding the event loop ~0.1 s) instead of one tick
+# holding it for seconds.
+LEARN_PER_TICK = 20_000
 
 
 class Stream(Protocol):
@@ -125,7 +133,7 @@ class Service:
     def _fresh(self) -> None:
         """What one run holds: an empty rule book (the first refresh reads the rules and their
         states), no feed polled or streamed, a new scheduler."""
-        self.book = RuleBook(self.band)
+        self.book = RuleBook(self.band, learn_per_tick=LEARN_PER_TICK)
         self.rules = RuleSync(self.store, self.book, self.data.canonical, clock=self.clock)
         self._polled: set[str] = set()
         self._ticks: dict[str, asyncio.Task[None]] = {}
@@ -135,6 +143,8 @@ class Service:
         self._pending: dict[str, dict[str, Quote]] = {}  # source -> native -> latest quote
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
+        self._epoch: int | None = None  # the engine's epoch taken at start (PostgreSQL)
+        self.fenced = False  # a tick was refused: another process runs the engine now
 
     @property
     def running(self) -> bool:
@@ -228,7 +238,11 @@ class Service:
         evaluated = time.perf_counter()
         try:
             if changed or alerts:
-                await self.store.commit_tick(changed, alerts)
+                await self.store.commit_tick(changed, alerts, self._epoch)
+        except Fenced:
+            self.book.revert(evaluation)  # another process decides from here on
+            self.fenced = self._stopping = True  # no more ticks; the owner stops the rest
+            return
         except Exception as err:
             self.book.revert(evaluation)  # decided again next tick, not lost
             self.stats.feed(source).failures += 1
@@ -347,6 +361,8 @@ class Service:
         After a stop, everything starts afresh from the store."""
         if self._stopping:
             self._fresh()
+        if isinstance(self.store, EngineFence):  # before the rules and states are read
+            self._epoch = await self.store.take_engine()
         self.scheduler.start()
         await self.refresh_rules()
         await self._warm_market()
