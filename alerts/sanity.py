@@ -1,7 +1,11 @@
 """Quote sanity: the one place that decides whether an observation may reach any rule.
 
 A quote that is zero, negative, NaN, crossed (bid > ask), stale, or an isolated absurd jump is
-rejected with a reason; the caller counts it and evaluates nothing with it.
+rejected with a reason; the caller counts it and evaluates nothing with it. So is a quote older
+than the symbol's last good one: two paths of one venue (its stream, and the poll that covers
+for the stream while it is down) can hand in their quotes out of order, and a price the rules
+have already seen superseded must not be decided again after the newer one (it would re-arm a
+rule that just fired, and the next crossing would repeat the alert).
 
 Jumps are judged by the time that passed and the symbol's own volatility: a live tick that
 moves more than `max_jump_pct` (more over a longer gap) is held until the next quote confirms
@@ -29,6 +33,7 @@ class Reject(Enum):
     NOT_FINITE = "not_finite"
     CROSSED = "crossed"
     STALE = "stale"
+    SUPERSEDED = "superseded"  # older than the last good quote of its symbol
     JUMP = "jump"
 
 
@@ -121,6 +126,8 @@ class QuoteGuard:
             return problem
         symbol, price = quote.symbol, quote.price
         last = self._last_good.get(symbol)
+        if last is not None and quote.ts < last[1]:
+            return Reject.SUPERSEDED
         if last is not None and not self._believable(quote, last, typical_range_pct):
             return Reject.JUMP
         self._suspect.pop(symbol, None)

@@ -12,11 +12,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from support import postgres
 from support.local_server import held_port
+
+from bot.charts import ChartSpec, Panel, Series, render
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,3 +68,13 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     """A URL of a new, empty schema on the test server, dropped after the test."""
     with postgres.throwaway_schema(postgres_server) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def charts_warm() -> None:
+    """Import matplotlib and draw one chart in this process (as the app warms its render pool
+    at start), for a test that waits a bounded time for a chart from the default renderer.
+    Cold, the first chart costs about a second of CPU (the import, and the font list built
+    afresh in this process's cache): 3 to 10 s at a load of 10 on two cores."""
+    day, next_day = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    render(ChartSpec("warm-up", (Panel((Series("X", points=((day, 1.0), (next_day, 2.0))),)),)))

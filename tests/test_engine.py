@@ -12,7 +12,7 @@ from alerts import rules
 from alerts.engine import evaluate
 from alerts.indicators import DAY, Market, observe
 from alerts.models import Alert, Candle, Condition, Direction, Indicator, Quote, RuleState
-from alerts.sanity import Limits
+from alerts.sanity import Limits, Reject
 from bot.wording import sentence
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -347,6 +347,29 @@ def test_bad_observations_fire_nothing(bad: Quote) -> None:
     assert market.ingest(bad, now) is not None
     state, alert = evaluate(rule, state, observe(rule, market, now), now)
     assert alert is None
+
+
+def test_a_quote_older_than_the_last_good_one_repeats_no_alert() -> None:
+    """A venue's stream and the poll covering for it can hand in quotes out of order: a
+    price already superseded must not re-arm the rule that the newer one fired."""
+    rule = rules.parse("BTC below 85000")
+    market = Market(Limits(max_age=None))
+    state, fires, refused = RuleState(), [], []
+    # (price, its time): the third was observed before the second but arrives after it
+    arrivals = [
+        (86000.0, T0),
+        (84000.0, T0 + 2 * STEP),
+        (86000.0, T0 + STEP),
+        (83900.0, T0 + 3 * STEP),
+    ]
+    for i, (price, at) in enumerate(arrivals):
+        now = T0 + 3 * STEP + i * timedelta(seconds=1)
+        refused.append(market.ingest(Quote("BTC", price, at), now))
+        state, alert = evaluate(rule, state, observe(rule, market, now), now)
+        if alert is not None:
+            fires.append(alert.price)
+    assert refused == [None, None, Reject.SUPERSEDED, None]
+    assert fires == [84000.0]
 
 
 def test_quote_that_goes_stale_fires_nothing() -> None:

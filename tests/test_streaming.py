@@ -107,13 +107,16 @@ async def rig(tmp_path: Path, silence: float = 10.0) -> AsyncIterator[Rig]:
 
 
 async def poll_turns(svc: Service, turns: int) -> None:
-    """Wait until the poll job has come round `turns` more times (it runs every 0.1 s)."""
-    seen: set[int] = set()
+    """Wait until the poll job has come round `turns` more times (it runs every 0.1 s).
+
+    The tasks seen are kept, not their `id()`s: a finished task is freed, and the next
+    turn's task often gets its address, so counting ids can miss turns for good."""
+    seen: list[asyncio.Task[None]] = []
 
     def turned() -> bool:
         task = svc._ticks.get(f"poll:{SOURCE}")
-        if task is not None:
-            seen.add(id(task))
+        if task is not None and all(task is not known for known in seen):
+            seen.append(task)
         return len(seen) > turns
 
     await until(turned)

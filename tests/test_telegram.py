@@ -723,6 +723,7 @@ class FeedWithHistory(ScriptedFeed):
         ]
 
 
+@pytest.mark.usefixtures("charts_warm")  # a cold first chart can outlast the wait
 async def test_chart_command_answers_with_a_photo(tmp_path: Path, fake: FakeTelegram) -> None:
     async with rig(tmp_path / "c.db", fake):
         fake.push("/chart XAG 1d", chat_id=USER)
@@ -809,6 +810,7 @@ async def test_buttons_snooze_once_refuse_tampering_and_remove(
         assert len(fake.edits) == 2 and len(fake.answers) == 7
 
 
+@pytest.mark.usefixtures("charts_warm")  # a cold first chart can outlast the wait
 async def test_buttons_in_a_group_admins_change_everyone_charts(
     tmp_path: Path, fake: FakeTelegram
 ) -> None:
@@ -874,6 +876,7 @@ TV_POST = json.dumps(  # a TradingView alert's JSON message, long and on several
 ).encode()
 
 
+@pytest.mark.usefixtures("charts_warm")  # a cold first chart can outlast the wait
 async def test_a_chat_sets_a_digest_and_gets_it_at_its_local_time(
     tmp_path: Path, fake: FakeTelegram
 ) -> None:
