@@ -505,6 +505,25 @@ async def test_zero_prices_are_counted_and_logged_once(
     assert sum("good BTC quotes again" in line for line in lines) == 1
 
 
+async def test_a_quote_older_than_the_last_good_one_is_counted_but_not_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing is wrong with a symbol whose stream and covering poll hand in quotes out of
+    order: the older one is dropped and counted, with no warning and nothing said in /status."""
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    async with service(tmp_path / "s.db", clock, venue) as (svc, store, _):
+        await add_rule(store, "telegram", "42", "BTC below 85000")
+        venue.prices["BTC/USDT"] = 86000.0
+        await svc.poll("ccxt:binance")
+        clock.tick(-1)  # the venue's next answer is stamped a second before the last one
+        await svc.poll("ccxt:binance")
+        assert svc.stats.feeds["ccxt:binance"].rejected == {"superseded": 1}
+        assert "rejected" not in svc.data.feed_note("BTC")
+    assert not [r for r in caplog.records if "rejecting" in r.getMessage()]
+
+
 async def test_status_says_plainly_when_the_venue_is_down_and_forgets_it_after(
     tmp_path: Path,
 ) -> None:

@@ -18,7 +18,7 @@ from alerts import rules
 from alerts.engine import evaluate
 from alerts.indicators import Market, observe
 from alerts.models import Candle, Quote, Rule, RuleError, RuleState
-from alerts.sanity import Limits
+from alerts.sanity import Limits, Reject
 from feeds.base import Feed, FeedError
 from feeds.catalogue import Instrument, canonical_rule
 from storage.api import utcnow
@@ -185,7 +185,8 @@ class MarketData:
 
     def _ingest(self, source: str, quote: Quote, now: datetime) -> Quote | None:
         """The quote into the market, or None when the guard refuses it (logged once per run of
-        bad quotes, counted by reason)."""
+        bad quotes, counted by reason; one older than the symbol's last good quote is only
+        counted)."""
         symbol = quote.symbol
         problem = self.market.ingest(quote, now)
         if problem is None:
@@ -194,6 +195,8 @@ class MarketData:
             return quote
         rejected = self.stats.feed(source).rejected
         rejected[problem.value] = rejected.get(problem.value, 0) + 1
+        if problem is Reject.SUPERSEDED:
+            return None  # a newer price is in already: nothing wrong with the symbol's quotes
         if symbol not in self.rejecting:
             log.warning(
                 "%s: rejecting %s quotes (%s: %s); no rule sees them",
