@@ -396,10 +396,12 @@ class FakeExchange:
         if released is not None:
             released.set()
 
-    async def publish(self, symbol: str, bid: float, ask: float) -> int:
+    async def publish(self, symbol: str, bid: float, ask: float, rest: bool = True) -> int:
         """Set a symbol's book (Binance id) and send its bookTicker frame to every connection
-        subscribed to it (none while silent); returns how many frames were sent."""
-        self.set_price(symbol, bid, ask)
+        subscribed to it (none while silent); returns how many frames were sent. `rest` False
+        leaves the book that REST answers with as it was (a price only the stream has seen)."""
+        if rest:
+            self.set_price(symbol, bid, ask)
         if self.silent:
             return 0
         self._update_id += 1
