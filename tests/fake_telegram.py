@@ -233,6 +233,8 @@ class FakeTelegram:
         self._shown: dict[int, dict[str, Any]] = {}  # message id -> the message as it is now
         self._queries: dict[str, bool] = {}  # callback query id -> answered
         self._updates: list[dict[str, Any]] = []
+        self._pushed: dict[int, int] = {}  # update id -> its message's id
+        self._allowed: list[str] | None = None  # getUpdates' allowed_updates, kept as Telegram does
         self.webhook: dict[str, Any] | None = None  # url, secret_token, allowed_updates
         self.webhook_failure: str | None = None  # why posts to the webhook fail, while they do
         self._webhook_errors: list[int] = []  # the dates of failed posts, as Telegram keeps them
@@ -275,18 +277,25 @@ class FakeTelegram:
         user_id: int | None = None,
         chat_type: str = "private",
         anonymous_admin: bool = False,
+        edit_of: int | None = None,
     ) -> int:
-        """Queue a message from a user as an update; return its update_id."""
+        """Queue a message from a user as an update (with `edit_of`: an edit of that message,
+        its new text `text`); return its update_id."""
         update = self.update(
             text,
             chat_id=chat_id,
             user_id=user_id,
             chat_type=chat_type,
             anonymous_admin=anonymous_admin,
+            edit_of=edit_of,
         )
         self._updates.append(update)
         self._wake_pollers()
         return int(update["update_id"])
+
+    def message_of(self, update_id: int) -> int:
+        """The message id of a pushed update's message (what an edit of it names)."""
+        return self._pushed[update_id]
 
     def update(
         self,
@@ -296,8 +305,10 @@ class FakeTelegram:
         user_id: int | None = None,
         chat_type: str = "private",
         anonymous_admin: bool = False,
+        edit_of: int | None = None,
     ) -> dict[str, Any]:
-        """A message from a user as an update, not queued (for `post_update`)."""
+        """A message from a user as an update, not queued (for `post_update`); with `edit_of`,
+        an `edited_message` update for that message id."""
         self.chat_types[chat_id] = chat_type
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
@@ -305,11 +316,13 @@ class FakeTelegram:
         else:
             chat["title"] = f"Group {chat_id}"
         message: dict[str, Any] = {
-            "message_id": self._message_id(),
+            "message_id": self._message_id() if edit_of is None else edit_of,
             "date": int(time.time()),
             "chat": chat,
             "text": text,
         }
+        if edit_of is not None:
+            message["edit_date"] = int(time.time())
         if anonymous_admin:
             message["from"], message["sender_chat"] = ANONYMOUS_ADMIN, chat
         else:
@@ -320,7 +333,8 @@ class FakeTelegram:
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(word)}]
         update_id = self._next_update
         self._next_update += 1
-        return {"update_id": update_id, "message": message}
+        self._pushed[update_id] = int(message["message_id"])
+        return {"update_id": update_id, "message" if edit_of is None else "edited_message": message}
 
     async def post_update(
         self, to: str, update: dict[str, Any] | bytes, secret: str | None = None
@@ -487,8 +501,15 @@ class FakeTelegram:
                 "use deleteWebhook to delete the webhook first",
             )
         offset = _int(params.get("offset", "0"))
-        if offset:
-            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        if "allowed_updates" in params:  # kept for later calls that do not say
+            self._allowed = json.loads(params["allowed_updates"]) or None
+        # Telegram never delivers a kind the poller did not ask for
+        self._updates = [
+            u
+            for u in self._updates
+            if u["update_id"] >= offset
+            and (self._allowed is None or any(kind in u for kind in self._allowed))
+        ]
         if not self._updates:
             timeout = min(float(params.get("timeout", "0")), self.poll_cap)
             if timeout > 0:

@@ -246,6 +246,47 @@ async def test_group_admins_change_alerts_everyone_reads(
         assert fake.count("getChatMember") == 2
 
 
+async def test_an_edited_command_is_not_run_and_says_so_once(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """A typo fixed by editing the message: the edit is not read (it cannot add an alert
+    twice), and the user is told to send the command again, once, and only for our commands."""
+    fake.admins[GROUP] = {ADMIN: "administrator"}
+    async with rig(tmp_path / "e.db", fake) as r:
+        typo = fake.push("/alert XAG abve 50", chat_id=USER)
+        await until(lambda: len(fake.texts(USER)) == 1)
+        fixed = fake.message_of(typo)
+        fake.push("/alert XAG above 50", chat_id=USER, edit_of=fixed)
+        await until(lambda: len(fake.texts(USER)) == 2)
+        assert fake.texts(USER)[1] == "Edits are not read: send the command again."
+        fake.push("/alert XAG above 51", chat_id=USER, edit_of=fixed)  # edited again: no note
+        hello = fake.message_of(fake.push("hello", chat_id=USER))
+        fake.push("hello there", chat_id=USER, edit_of=hello)  # not a command: nothing
+        fake.push("/alerts", chat_id=USER)
+        await until(lambda: len(fake.texts(USER)) == 4)
+        assert fake.texts(USER)[2] == "I answer commands: try /help, or /status BTC."
+        assert "no alerts" in plain(fake.texts(USER)[3]).lower()
+        assert await r.store.rules() == []
+
+        def in_group(text: str, edit_of: int | None = None) -> int:
+            update = fake.push(
+                text, chat_id=GROUP, user_id=ADMIN, chat_type="supergroup", edit_of=edit_of
+            )
+            return fake.message_of(update)
+
+        theirs = in_group("/help@some_other_bot")
+        in_group("/alert@some_other_bot XAG above 50", edit_of=theirs)  # not ours: nothing
+        ours = in_group("/alert@tickerbell_test_bot XAG abve 50")
+        await until(lambda: len(fake.texts(GROUP)) == 1)
+        in_group("/alert@tickerbell_test_bot XAG above 50", edit_of=ours)
+        await until(lambda: len(fake.texts(GROUP)) == 2)
+        assert fake.texts(GROUP)[1] == "Edits are not read: send the command again."
+        in_group("/alerts")
+        await until(lambda: len(fake.texts(GROUP)) == 3)
+        assert "no alerts" in plain(fake.texts(GROUP)[2]).lower()
+        assert await r.store.rules() == []
+
+
 # --- 3. to 5. delivery: flood control, a chat that is gone, a chat that moved ---
 
 

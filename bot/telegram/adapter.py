@@ -102,10 +102,12 @@ COMMANDS = (
     ("digest", "A daily digest: /digest 08:00 Europe/London"),
     ("webhook", "Webhooks: /webhook add URL|list|remove ID|in"),
 )
-UPDATES = (Update.MESSAGE, Update.CALLBACK_QUERY)  # what the handlers below take
+UPDATES = (Update.MESSAGE, Update.EDITED_MESSAGE, Update.CALLBACK_QUERY)  # what handlers take
 REFUSAL = "Sorry, this bot only answers the chats its owner has allowed."
 HINT = "I answer commands: try /help, or /status BTC."
 SORRY = "Sorry, something went wrong on my side. Please try again in a minute."
+EDITED = "Edits are not read: send the command again."
+EDITS_KEPT = 1000  # edited messages remembered, so that editing one again gets no second note
 
 
 def _chat_ref(chat_id: str) -> int | str:
@@ -180,6 +182,7 @@ class TelegramBot:
         self._up = asyncio.Event()  # set with _connected
         self._receiving = False  # the last getUpdates (or the connection) succeeded
         self._turns = KeyedLocks()  # one message at a time per chat, in arrival order
+        self._edits: dict[tuple[int, int], None] = {}  # (chat, message) noted, oldest first
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
             .token(token)
@@ -195,6 +198,9 @@ class TelegramBot:
         )
         only_new = filters.UpdateType.MESSAGE  # an edited "/alert ..." must not add it twice
         self.app.add_handler(MessageHandler(only_new & filters.COMMAND, self._on_command))
+        self.app.add_handler(
+            MessageHandler(filters.UpdateType.EDITED_MESSAGE & filters.COMMAND, self._on_edit)
+        )
         self.app.add_handler(
             MessageHandler(
                 only_new & filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND,
@@ -557,6 +563,28 @@ class TelegramBot:
             log.exception("telegram: command %r in chat %s failed", message.text[:40], chat.id)
             with contextlib.suppress(TelegramError):
                 await self._answer(chat.id, SORRY)
+
+    async def _on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """An edited command is not run (an edit must not add an alert twice): say so, once per
+        message, when the command is ours to answer."""
+        message, chat = update.effective_message, update.effective_chat
+        if message is None or chat is None or not message.text:
+            return
+        if not self._addressed_to_me(message.text):
+            return
+        key = (chat.id, message.message_id)
+        if key in self._edits:
+            return
+        self._edits[key] = None
+        if len(self._edits) > EDITS_KEPT:
+            del self._edits[next(iter(self._edits))]
+        async with self._turns.hold(chat.id):
+            try:
+                await self._answer(chat.id, EDITED if self._allowed(chat.id) else REFUSAL)
+            except TelegramError as err:
+                log.warning(
+                    "telegram: could not answer in chat %s: %s", chat.id, self._describe(err)
+                )
 
     async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button under an alert: answered at once, then the message shows what was done."""
