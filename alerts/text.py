@@ -38,4 +38,18 @@ def printable(text: str, limit: int = 30) -> str:
     return kept[:limit] + ("…" if len(kept) > limit else "")
 
 
+def fold(text: str) -> str:
+    """What people type, as NFKC reads it (full-width `ＢＴＣ ８５０００` is `BTC 85000`), except
+    that superscripts, subscripts, fractions and circled forms stay as typed: `5²` must not
+    read as `52`, nor `/remove ①` remove alert #1."""
+    if text.isascii():
+        return text
+    kept = "".join(
+        ch if unicodedata.decomposition(ch).startswith(_KEPT) else unicodedata.normalize("NFKD", ch)
+        for ch in text
+    )
+    return unicodedata.normalize("NFC", kept)
+
+
 _HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_KEPT = ("<super>", "<sub>", "<fraction>", "<circle>")  # forms that change what a number says

@@ -9,6 +9,7 @@ import difflib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias
 
+from alerts.text import fold
 from bot.results import Command, NotACommand, Result, UnknownCommand
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 async def answer(cmds: Commands, caller: Caller, text: str) -> Result:
     """The result of one chat message: a command with its arguments, or why it is none."""
-    words = text.strip().split()
+    words = fold(text).split()  # `/status ＢＴＣ` reads as `/status BTC`
     if not words or not words[0].startswith("/"):
         return NotACommand()
     name = words[0][1:].split("@", 1)[0].lower()

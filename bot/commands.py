@@ -23,6 +23,7 @@ from typing import Concatenate, ParamSpec, Protocol, TypeAlias
 from alerts import rules
 from alerts.indicators import Market
 from alerts.models import Alert, Candle, Quote, Rule, RuleError, RuleState
+from alerts.text import fold
 from bot import actions, chat_text, digest, views
 from bot.actions import Ref, Signer
 from bot.charts import RANGES, AlertCharts, ChartCache
@@ -144,18 +145,27 @@ _WRITES: dict[str, bool] = {}  # operation name -> whether it needs an admin in 
 
 def operation(*, writes: bool = False) -> Callable[[Operation[P]], Operation[P]]:
     """Make a method a typed operation: it runs behind `Commands.gate` (rate limit, and for
-    `writes` the admin check in groups), and a RuleError becomes a Problem."""
+    `writes` the admin check in groups), a RuleError becomes a Problem, and its text
+    arguments arrive folded (alerts.text.fold: full-width `ＢＴＣ` is `BTC`) from every
+    platform."""
 
     def gated(op: Operation[P]) -> Operation[P]:
         _WRITES[op.__name__] = writes
 
         @functools.wraps(op)
         async def run(cmds: Commands, caller: Caller, /, *args: P.args, **kw: P.kwargs) -> Result:
+            # P.args cannot be rebuilt in a way mypy follows; the values keep their types
+            args = tuple(_fold(a) for a in args)  # type: ignore[assignment]
+            kw = {k: _fold(v) for k, v in kw.items()}  # type: ignore[assignment]
             return await cmds.gate(caller, writes, lambda: op(cmds, caller, *args, **kw))
 
         return run
 
     return gated
+
+
+def _fold(value: object) -> object:
+    return fold(value) if isinstance(value, str) else value
 
 
 class Commands:

@@ -126,6 +126,23 @@ async def test_status(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None
     ]
 
 
+async def test_full_width_text_reads_as_ascii(
+    env: tuple[Commands, Store, ScriptedVenue, Clock],
+) -> None:
+    """As an East Asian keyboard may type it: in chat, and as a typed operation's arguments
+    (Discord's slash-command options)."""
+    cmds, store, _, _ = env
+    assert (await say(cmds, "/status ＢＴＣ")).startswith("BTC\n86,000")
+    assert await say(cmds, "/alert ＢＴＣ ａｂｏｖｅ ９００００") == "Alert #1 set: BTC above 90000"
+    # a superscript is not folded into 52
+    assert await say(cmds, "/alert BTC below 5²") == "'5²' is not a price. e.g. XAG above 50"
+    status = await cmds.status(ME, "ｂｔｃ")
+    assert isinstance(status, Status) and status.symbol == "BTC"
+    added = await cmds.add_alert(ME, "ＥＴＨ ｂｅｌｏｗ ３９００")
+    assert isinstance(added, AlertAdded) and added.rule == "ETH below 3900"
+    assert [r.text for r in await store.rules()] == ["BTC above 90000", "ETH below 3900"]
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

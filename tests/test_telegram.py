@@ -287,6 +287,18 @@ async def test_an_edited_command_is_not_run_and_says_so_once(
         assert await r.store.rules() == []
 
 
+async def test_full_width_commands_are_read(tmp_path: Path, fake: FakeTelegram) -> None:
+    """Typed on a full-width keyboard: the symbol, the keyword and the level read as ASCII."""
+    async with rig(tmp_path / "w.db", fake) as r:
+        fake.push("/status ＸＡＧ", chat_id=USER)
+        await until(lambda: len(fake.texts(USER)) == 1)
+        assert plain(fake.texts(USER)[0]).startswith("XAG\n48.5")
+        fake.push("/alert ＸＡＧ ａｂｏｖｅ ５０", chat_id=USER)
+        await until(lambda: len(fake.texts(USER)) == 2)
+        assert fake.texts(USER)[1] == "Alert #1 set: XAG above 50"
+        assert [rule.text for rule in await r.store.rules()] == ["XAG above 50"]
+
+
 # --- 3. to 5. delivery: flood control, a chat that is gone, a chat that moved ---
 
 
