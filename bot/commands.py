@@ -401,8 +401,9 @@ class Commands:
     async def unmute(self, caller: Caller) -> Result:
         """Resume alerts."""
         chat = await self._chat(caller)
+        was_muted = chat.muted_until is not None and chat.muted_until > self.clock()
         await self.store.set_muted(chat.id, None)
-        return Unmuted()
+        return Unmuted(was_muted)
 
     @operation(writes=True)
     async def subscribe(self, caller: Caller, symbol: str) -> Result:

@@ -243,8 +243,10 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
         case Muted(until=until):
             when = "until you /unmute" if until is None else f"until {until:%Y-%m-%d %H:%M} UTC"
             return Reply((f"Muted {when}. Alerts meanwhile are kept in the history, not sent.",))
-        case Unmuted():
-            return Reply(("Alerts are on again.",))
+        case Unmuted(was_muted=was_muted):
+            return Reply(
+                ("Alerts are on again." if was_muted else "Alerts were not muted: they are on.",)
+            )
         case Subscribed(symbol=symbol, added=added):
             return Reply(
                 (f"Subscribed to {symbol}." if added else f"Already subscribed to {symbol}.",)

@@ -286,7 +286,9 @@ class Muted:
 
 @dataclass(frozen=True, slots=True)
 class Unmuted:
-    """Alerts on again."""
+    """Alerts on again; `was_muted` False when they were on already (no mute, or it ran out)."""
+
+    was_muted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,11 +198,16 @@ async def test_group_permissions(env: tuple[Commands, Store, ScriptedVenue, Cloc
 
 
 async def test_mute_subscribe(env: tuple[Commands, Store, ScriptedVenue, Clock]) -> None:
-    cmds, _, _, _ = env
+    cmds, _, _, clock = env
+    assert await say(cmds, "/unmute") == "Alerts were not muted: they are on."
     assert await say(cmds, "/mute 2h") == (
         "Muted until 2026-03-02 14:00 UTC. Alerts meanwhile are kept in the history, not sent."
     )
     assert await say(cmds, "/unmute") == "Alerts are on again."
+    assert await say(cmds, "/unmute") == "Alerts were not muted: they are on."
+    await say(cmds, "/mute 1h")
+    clock.now += timedelta(hours=2)  # the mute ran out by itself
+    assert await say(cmds, "/unmute") == "Alerts were not muted: they are on."
     assert await say(cmds, "/subscribe silver") == "Subscribed to XAG."
     assert await say(cmds, "/subscribe XAG") == "Already subscribed to XAG."
     assert await say(cmds, "/unsubscribe") == "Unsubscribed (1)."
