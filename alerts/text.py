@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from decimal import Decimal
 
 
 def number(x: float) -> str:
-    """A price as people read it: `85,129.43`, `50`, `0.0001234`."""
-    if not math.isfinite(x) or abs(x) >= 1e15:
-        return f"{x:.3e}"
+    """A price as people read it, never in exponent form: `85,129.43`, `50`, `0.0001234`,
+    `0.0000001`, `1,000,000,000,000,000,000`."""
+    if not math.isfinite(x):
+        return str(x)
     if abs(x) >= 1:
         text = f"{x:,.2f}"
         return text[:-3] if text.endswith(".00") else text
-    return f"{x:.4g}"
+    text = f"{x:.4g}"  # four significant digits, in exponent form below 0.0001
+    return f"{Decimal(text):f}" if "e" in text else text
 
 
 def money(x: float) -> str:

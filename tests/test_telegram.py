@@ -299,6 +299,26 @@ async def test_full_width_commands_are_read(tmp_path: Path, fake: FakeTelegram) 
         assert [rule.text for rule in await r.store.rules()] == ["XAG above 50"]
 
 
+async def test_a_tiny_level_is_shown_in_plain_digits(tmp_path: Path, fake: FakeTelegram) -> None:
+    """`/alert XAG below 0.0000001`: the reply asks to confirm a level far from the price and
+    names it as typed, never as `1e-07`; so does the alert once confirmed."""
+    async with rig(tmp_path / "t.db", fake) as r:
+        fake.push("/alert XAG below 0.0000001", chat_id=USER)
+        await until(lambda: len(fake.texts(USER)) == 1)
+        asked = plain(fake.texts(USER)[0])
+        assert asked.startswith("XAG is 48.50 now and 0.0000001 is less than a tenth of that")
+        fake.push("/alert XAG below 0.0000001 confirm", chat_id=USER)
+        await until(lambda: len(fake.texts(USER)) == 2)
+        assert fake.texts(USER)[1] == "Alert #1 set: XAG below 0.0000001"
+        chat = await r.store.chat("telegram", str(USER))
+        await enqueue(r.store, chat, an_alert("XAG below 0.0000001", price=9e-8, reference=1e-7))
+        await r.delivery.drain()
+        assert plain(fake.texts(USER)[2]).startswith(
+            "🔴▼ XAG fell below 0.0000001 (now 0.00000009)"
+        )
+        assert not any("e-0" in plain(text) for text in fake.texts(USER))
+
+
 # --- 3. to 5. delivery: flood control, a chat that is gone, a chat that moved ---
 
 
