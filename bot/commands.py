@@ -519,6 +519,17 @@ class Commands:
         when there is nothing to draw."""
         return await AlertCharts(self.view.market, self.charts, self.view.currency).for_alert(alert)
 
+    async def pressed_chart(self, pressed: Pressed) -> bytes | None:
+        """The chart a Chart press asks for; None when there is nothing to draw yet, and then
+        the button counts as unused: still offered, and kept by a later Remove."""
+        image = None
+        try:
+            image = await self.alert_chart(pressed.alert)
+        finally:
+            if image is None:
+                await self.store.unmark_action(pressed.row, Action.CHART.value)
+        return image
+
     async def _sign(self) -> Signer:
         if self._signer is None:
             key = await self.store.secret(actions.SECRET_NAME)

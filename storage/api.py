@@ -304,6 +304,10 @@ class OutboxStore(Protocol):
         True the first time, False (changing nothing) when it was recorded already or there
         is no such row."""
 
+    async def unmark_action(self, row: int, action: str) -> None:
+        """Forget that the button `action` was used on the row's message (it did nothing, so
+        it stays offered). An unknown row, or a button not recorded, changes nothing."""
+
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
         """The row went out (as platform message `message_id`): delivered, one more attempt.
         An unknown id changes nothing."""

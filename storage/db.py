@@ -589,6 +589,12 @@ class Store:
             )
             return cursor.rowcount > 0
 
+    async def unmark_action(self, row: int, action: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET actions = replace(actions, ?, '') WHERE id = ?", (action, row)
+            )
+
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
         async with self._transaction() as conn:
             await conn.execute(

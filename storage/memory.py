@@ -370,6 +370,11 @@ class MemoryStore:
         found.actions += action
         return True
 
+    async def unmark_action(self, row: int, action: str) -> None:
+        found = self._outbox.get(row)
+        if found is not None:
+            found.actions = found.actions.replace(action, "")
+
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
         found = self._outbox.get(row)
         if found is not None:

@@ -693,6 +693,11 @@ class PostgresStore:
         )
         return marked > 0
 
+    async def unmark_action(self, row: int, action: str) -> None:
+        await self._write(
+            "UPDATE outbox SET actions = replace(actions, %s, '') WHERE id = %s", (action, row)
+        )
+
     async def mark_delivered(self, row: int, message_id: str | None) -> None:
         await self._mark(
             "UPDATE outbox SET status = 'delivered', delivered_at = %s, message_id = %s,"

@@ -1165,6 +1165,26 @@ async def test_a_slow_button_is_deferred_then_its_message_edited(
         assert rule.snoozed_until is not None and rule.snoozed_until.year == 9999
 
 
+async def test_remove_after_a_chart_with_no_history_keeps_the_chart_button(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    """Chart pressed before there is any history to draw: the answer says so and the button
+    stays; a Remove after it must not take that Chart button away."""
+    async with rig(tmp_path / "nc.db", gateway=True) as r:
+        await until(r.bot.listening)
+        message = await deliver_alert(r, fake, OTHER, "private")
+        chart = fake.press(message, "Chart")
+        await fake.dispatch("INTERACTION_CREATE", chart)
+        await fake.wait_for(lambda: fake.answers(chart))
+        assert "no price history" in fake.answers(chart)[0].embeds[0]["description"]
+        assert labels(fake, message) == ["Snooze 1h", "Mute rule", "Remove", "Chart"]
+        remove = fake.press(message, "Remove")
+        await fake.dispatch("INTERACTION_CREATE", remove)
+        await fake.wait_for(lambda: fake.answers(remove))
+        assert await r.store.rules() == []
+        assert labels(fake, message) == ["Chart"]
+
+
 # --- the daily digest ---
 
 

@@ -336,3 +336,24 @@ async def test_malformed_commands_get_their_own_command_as_the_example(world: Wo
         for command, answer in answers.items():
             assert await world.say(command) == answer
         assert await world.say("/alerts") == "No alerts yet. Add one, e.g. /alert XAG above 50"
+
+
+async def test_remove_under_an_alert_keeps_its_chart_button(world: World) -> None:
+    """An alert, its buttons, Remove pressed: the rule is gone, and so are the rule's buttons,
+    while Chart (still meaningful) stays."""
+    world.price(86000)
+    async with running(world):
+        # text alerts, whatever history there is by then: a chart sent with it has no button
+        assert await world.say("/charts off") == "Alerts here are text only."
+        assert await world.say("/alert BTC below 85000") == "Alert #1 set: BTC below 85000"
+        await world.ticks()
+        world.price(84000)
+        await until(lambda: world.alerts(USER))
+        [sent] = [m for m in world.telegram.messages if m.keyboard]
+        assert [label for label, _ in sent.keyboard] == [
+            *("Snooze 1h", "Mute rule", "Remove", "Chart")
+        ]
+        pressed = world.telegram.press(sent.message_id, "Remove", user_id=USER)
+        await until(lambda: world.telegram.answer_to(pressed) is not None and world.telegram.edits)
+        assert await world.say("/alerts") == "No alerts yet. Add one, e.g. /alert XAG above 50"
+        assert [label for label, _ in world.telegram.keyboard(sent.message_id)] == ["Chart"]

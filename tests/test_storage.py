@@ -924,6 +924,12 @@ async def test_an_outbox_row_by_id_and_each_button_recorded_once(store: Storage)
     assert (await store.outbox_row(second.id)) == second and second.rule is None
     assert await store.outbox_row(999) is None
     assert not await store.mark_action(999, "s")
+    await store.unmark_action(first.id, "s")  # it did nothing after all: usable again
+    await store.unmark_action(first.id, "c")  # never recorded
+    await store.unmark_action(999, "s")
+    found = await store.outbox_row(first.id)
+    assert found is not None and found.actions == {"r"}
+    assert await store.mark_action(first.id, "s")
 
 
 async def test_a_secret_is_made_once_and_kept(store: Storage) -> None:

@@ -918,6 +918,34 @@ async def test_buttons_in_a_group_admins_change_everyone_charts(
         assert plain(fake.shown(message)).endswith("Muted by @boss (/snooze 1 off to resume)")
 
 
+@pytest.mark.usefixtures("charts_warm")  # a cold first chart can outlast the wait
+async def test_chart_with_no_history_keeps_its_button_and_remove_keeps_chart(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """Chart pressed before there is history to draw: told so, and the button stays; Remove
+    then takes the rule's buttons only; once there is history, Chart draws."""
+    async with rig(tmp_path / "nh.db", fake) as r:
+        message = await deliver_alert(r, fake, USER)
+        early = fake.press(message, "Chart", user_id=USER)
+        await until(lambda: fake.count("sendMessage") == 2)
+        assert fake.answer_to(early) is not None
+        assert plain(fake.texts(USER)[-1]).startswith("no price history for XAG yet")
+        assert [label for label, _ in fake.keyboard(message)] == [
+            *("Snooze 1h", "Mute rule", "Remove", "Chart")
+        ]
+        removed = fake.press(message, "Remove", user_id=USER)
+        await until(lambda: fake.answer_to(removed) and fake.edits)
+        assert await r.store.rules() == []
+        assert [label for label, _ in fake.keyboard(message)] == ["Chart"]
+        now = datetime.now(UTC)
+        r.bot.commands.view.market.restore(
+            [Quote("XAG", 48 + i / 5, now - timedelta(minutes=40 - i)) for i in range(40)]
+        )
+        fake.press(message, "Chart", user_id=USER)
+        await until(lambda: fake.count("sendPhoto") == 1)
+        await until(lambda: fake.keyboard(message) == ())
+
+
 async def test_an_alert_with_its_chart_has_no_chart_button_and_its_caption_is_edited(
     tmp_path: Path, fake: FakeTelegram
 ) -> None:

@@ -113,7 +113,7 @@ class SlashAnswers:
         """The press's result, and for Chart the chart (None: nothing to draw)."""
         result = await self.commands.press(caller, data, by)
         if isinstance(result, Pressed) and result.action is Action.CHART:
-            return result, await self.commands.alert_chart(result.alert)
+            return result, await self.commands.pressed_chart(result)
         return result, None
 
     async def _show_press(

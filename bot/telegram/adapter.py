@@ -635,19 +635,19 @@ class TelegramBot:
         )
         keyboard = _keyboard(buttons)
         if result.action is Action.CHART:
-            await self.app.bot.edit_message_reply_markup(
-                chat.id, message.message_id, reply_markup=keyboard
-            )
-            image = await self.commands.alert_chart(result.alert)
-            if image is None:
+            image = await self.commands.pressed_chart(result)
+            if image is None:  # the button stays, for when there is history
                 missing = refusal_text(NoHistory(result.alert.symbol))
                 await self.app.bot.send_message(
                     chat.id, missing, reply_to_message_id=message.message_id
                 )
-            else:
-                await self.app.bot.send_photo(
-                    chat.id, image, caption=note, reply_to_message_id=message.message_id
-                )
+                return
+            await self.app.bot.edit_message_reply_markup(
+                chat.id, message.message_id, reply_markup=keyboard
+            )
+            await self.app.bot.send_photo(
+                chat.id, image, caption=note, reply_to_message_id=message.message_id
+            )
             return
         text = f"{render.alert_html(result.alert)}\n{html.escape(note)}"
         if had_chart and len(text) <= CAPTION_LIMIT:
