@@ -111,7 +111,7 @@ def test_a_database_path_that_cannot_be_used_is_one_line(
     ("argv", "needle"),
     [
         (["alert", "add", "BTX", "above", "5"], "unknown symbol 'BTX'"),
-        (["alert", "remove", "x"], "usage: /remove ID"),
+        (["alert", "remove", "x"], "usage: tickerbell alert remove ID (see tickerbell alerts)"),
         (["cmd", "/nope"], "unknown command '/nope'"),
     ],
 )

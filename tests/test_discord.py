@@ -523,9 +523,9 @@ async def test_remove_and_help_speak_discords_command_names(
         payload = fake.interaction("help", channel_id=CHANNEL, guild_id=GUILD)
         await invoke(r.bot, payload)
         text = fake.answers(payload)[0].embeds[0]["description"]
-        assert "/alert add RULE — add an alert (e.g. /alert add XAG above 50)" in text
+        assert "/alert add rule: RULE — add an alert (e.g. /alert add rule: XAG above 50)" in text
         assert "/alert list — this chat's alerts with ids" in text
-        assert "/alert remove ID" in text
+        assert "/alert remove alert: ID" in text
 
         payload = fake.interaction(
             "alert",
@@ -557,17 +557,17 @@ async def test_confirmations_are_asked_for_in_discords_command_names(
 
         assert await say("alert add", rule="BTC above 1m") == (
             "BTC is 86,000 now and 1,000,000 is more than 10x that, so nothing is stored yet. "
-            "If you mean it, send /alert add BTC above 1000000 confirm"
+            "If you mean it, send /alert add rule: BTC above 1000000 confirm"
         )
         assert await say("alert add", rule="BTC above 1000000 confirm") == (
             "Alert #1 set: BTC above 1000000"
         )
         assert await say("alert remove", alert="all") == (
-            "This removes all 1 alert here. Send /alert remove all confirm to do it."
+            "This removes all 1 alert here. Send /alert remove alert: all confirm to do it."
         )
         assert await say("alert remove", alert="all confirm") == "Removed 1 alert."
         assert await say("alert remove", alert="1 2") == (
-            "⚠️ usage: /alert remove ID (see /alert list), e.g. /alert remove 3"
+            "⚠️ usage: /alert remove alert: ID (see /alert list), e.g. /alert remove alert: 3"
         )
 
 
@@ -1158,7 +1158,7 @@ async def test_a_slow_button_is_deferred_then_its_message_edited(
         assert (
             fake.edits[-1]
             .embeds[0]["description"]
-            .endswith("\n*Muted by @user42 (/snooze 1 off to resume)*")
+            .endswith("\n*Muted by @user42 (/snooze alert: 1 duration: off to resume)*")
         )
         assert labels(fake, message) == ["Remove", "Chart"]
         [rule] = await r.store.rules()
@@ -1185,9 +1185,11 @@ async def test_digest_slash_command_sets_refuses_and_shows(
 
         private, said = await digest(time="08:00", zone="Europe/Londn")
         assert private and "unknown time zone 'Europe/Londn'" in said
-        assert "e.g. /digest 08:00 Europe/London" in said
+        assert "e.g. /digest time: 08:00 zone: Europe/London" in said
         private, said = await digest(time="08:00")
-        assert private and said.startswith("⚠️ usage: /digest HH:MM ZONE [weekdays]")
+        assert private and said.startswith(
+            "⚠️ usage: /digest time: HH:MM zone: ZONE [days: weekdays] or /digest time: off"
+        )
         private, said = await digest(user=22, time="08:00", zone="Europe/London")
         assert private and "only those with Manage Server or the admin role change alerts" in said
         assert await r.store.digests() == []

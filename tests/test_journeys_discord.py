@@ -221,7 +221,7 @@ async def test_in_a_server_a_member_is_refused_then_a_manager_sets_the_alert(
             "⚠️ in a server only those with Manage Server or the admin role change alerts"
         )
         listed = await world.say("alert list", user=MEMBER, permissions=MEMBER_PERMISSIONS)
-        assert listed.text == "No alerts yet. Add one, e.g. /alert add XAG above 50"
+        assert listed.text == "No alerts yet. Add one, e.g. /alert add rule: XAG above 50"
         accepted = await world.say("alert add", rule=RULE)  # with Manage Server
         assert accepted == Answer("Alert #1 set: BTC below 85000", False)
         await world.ticks()
@@ -235,7 +235,7 @@ async def test_mute_cross_unmute_cross(world: World) -> None:
     world.price(86000)
     async with running(world):
         await world.say("alert add", rule=RULE)
-        assert (await world.say("mute")).text.startswith("Muted until you /unmute")
+        assert (await world.say("mute")).text.startswith("Muted until you send /unmute")
         await world.ticks()
         world.price(84000)  # crosses while muted: kept in the history, not sent
         await world.ticks()
