@@ -36,6 +36,7 @@ from fake_discord import (
     Fault,
     Guild,
     Posted,
+    as_typed,
 )
 from support import scripted
 from support.scripted import T0, Clock, ScriptedVenue, enqueue, make_service
@@ -46,9 +47,11 @@ from bot.charts import ChartCache
 from bot.commands import Commands
 from bot.digest import Digests, setting
 from bot.discord.adapter import DiscordBot, build
-from bot.discord.render import AMBER, GREEN, RED, alert_embed, reply_embeds
+from bot.discord.render import AMBER, GREEN, RED, SPELLING, alert_embed, reply_embeds
 from bot.discord.sync import sync_file_for
+from bot.discord.tree import TickerClient, make_tree
 from bot.replies import Reply
+from bot.results import Command, Typed
 from storage.api import DigestDue
 from storage.db import Store
 from tickerbell.delivery import Delivery, DeliveryError
@@ -514,6 +517,25 @@ async def test_symbol_and_alert_autocomplete(tmp_path: Path, fake: FakeDiscord) 
         await invoke(r.bot, payload)
         rules_offered = [c["value"] for c in fake.answers(payload)[0].data["choices"]]
         assert rules_offered[:2] == ["XAG ab", "XAG above 50"]
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [Typed(c, ("A", "B", "C")) for c in Command if c is not Command.WEBHOOK]
+    + [Typed(Command.WEBHOOK, (verb, "A")) for verb in ("add", "list", "remove", "in")]
+    + [Typed(Command.MUTE, ("[DURATION]",)), Typed(Command.ALERTS, ("A",))],
+)
+async def test_discords_spelling_names_the_trees_commands_and_options(typed: Typed) -> None:
+    """What a reply tells a Discord user to type is a registered slash command with its own
+    option names (all of them, when given enough words; the last takes the rest)."""
+    tree = make_tree(TickerClient(intents=discord.Intents.none()))
+    (name, *sub), options = as_typed(SPELLING.spell(typed))
+    command = tree.get_command(name)
+    for word in sub:
+        assert isinstance(command, app_commands.Group)
+        command = command.get_command(word)
+    assert isinstance(command, app_commands.Command)
+    assert list(options) == [p.display_name for p in command.parameters]
 
 
 async def test_remove_and_help_speak_discords_command_names(
