@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
 from fake_exchange import FakeExchange, Fault
 from fake_telegram import FakeTelegram
 from fake_telegram import Fault as TelegramFault
+from support.postgres import end_lease_session, lease_sessions
 from support.scripted import an_alert, enqueue
 from support.waiting import until
 
 from storage.db import Store
-from storage.postgres import LEASE_CLASS, LEASE_KEY
 from tickerbell import app
 from tickerbell.settings import Settings
 
@@ -87,13 +86,7 @@ async def test_a_file_that_is_not_a_database_stops_the_start_with_one_line(
 
 def lease_holders(url: str, role: str = app.ENGINE) -> int:
     """How many sessions hold the installation's lease of a role (0 or 1)."""
-    with psycopg.connect(url, autocommit=True) as admin:
-        row = admin.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
-            f" AND objid = {LEASE_KEY}::oid AND granted",
-            (LEASE_CLASS, role),
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return len(lease_sessions(url, role))
 
 
 async def test_on_postgresql_a_replica_that_loses_the_engine_lease_stops_it_and_takes_it_again(
@@ -113,12 +106,7 @@ async def test_on_postgresql_a_replica_that_loses_the_engine_lease_stops_it_and_
         running = asyncio.create_task(app.run(settings, once_rules=["BTC below 85000"], stop=stop))
         await until(lambda: lease_holders(postgres_url) == 1, timeout=15)
         await until(lambda: exchange.count("ticker/bookTicker") > 0, timeout=15)
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-                f" AND classid = %s AND objid = {LEASE_KEY}::oid",
-                (LEASE_CLASS, app.ENGINE),
-            )
+        end_lease_session(postgres_url, app.ENGINE)
         await until(lambda: "engine: lost its lease" in caplog.text, timeout=15)
         await until(lambda: lease_holders(postgres_url) == 1, timeout=15)  # taken again
         polls = exchange.count("ticker/bookTicker")

@@ -20,9 +20,10 @@ import pytest
 from fake_exchange import FakeExchange
 from fake_telegram import FakeTelegram, plain
 from support.local_server import held_port
+from support.postgres import end_lease_session
 from support.waiting import until
 
-from storage.postgres import LEASE_CLASS, LEASE_KEY, PostgresStore
+from storage.postgres import PostgresStore
 from tickerbell import app
 from tickerbell.settings import Settings
 
@@ -167,18 +168,6 @@ async def test_two_replicas_share_one_engine_and_the_second_takes_it_over_with_i
     first, second = cluster.told(FELL)
     assert "(now 84,000)" in first and "(now 84,500)" in second
     assert len(cluster.told("posted to a")) == len(cluster.told("posted to b")) == 1
-
-
-def end_lease_session(url: str, name: str) -> None:
-    """End the session holding a lease (as the server does to a connection it drops), leaving
-    the process that held it running."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        ended = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-            f" AND classid = %s AND objid = {LEASE_KEY}::oid AND granted",
-            (LEASE_CLASS, name),
-        ).fetchall()
-    assert ended == [(True,)]
 
 
 def engine_epoch(url: str) -> int:

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
+from storage.postgres import LEASE_CLASS, LEASE_KEY
 from support.local_server import hold_a_port
 
 SETTING = "TICKERBELL_TEST_DATABASE_URL"
@@ -24,6 +25,26 @@ HOW = (
     f"set {SETTING}=postgresql://USER@HOST:PORT/DATABASE (a server where USER may create "
     "schemas, e.g. postgresql://postgres@127.0.0.1:5432/test) to run them"
 )
+
+
+def lease_sessions(url: str, role: str) -> list[int]:
+    """The server pids of the sessions holding a role's lease in this schema (none or one)."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+            f" AND objid = {LEASE_KEY}::oid AND granted",
+            (LEASE_CLASS, role),
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def end_lease_session(url: str, name: str) -> None:
+    """End the session holding a lease (as the server does to a connection it drops), leaving
+    the process that held it running."""
+    [pid] = lease_sessions(url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        ended = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+    assert ended == (True,)
 
 
 def server_url() -> tuple[str | None, str]:
