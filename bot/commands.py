@@ -27,7 +27,7 @@ from alerts.text import fold
 from bot import actions, chat_text, digest, views
 from bot.actions import Ref, Signer
 from bot.charts import RANGES, AlertCharts, ChartCache
-from bot.replies import CHAT, Reply, Spelling, reply
+from bot.replies import CHAT, WEBHOOK_EXAMPLE, Reply, Spelling, reply
 from bot.results import (
     FOREVER,
     Action,
@@ -40,6 +40,7 @@ from bot.results import (
     BadButton,
     ChartsSet,
     Command,
+    CommandError,
     DigestOff,
     DigestPlan,
     Duplicate,
@@ -64,6 +65,7 @@ from bot.results import (
     StaleButton,
     Subscribed,
     TooFast,
+    Typed,
     Unmuted,
     Unsubscribed,
     Usage,
@@ -86,7 +88,7 @@ from storage.api import (
 RULE_ID = re.compile(r"#?[0-9]{1,12}", re.ASCII)
 WRITE_KINDS = frozenset({"group", "supergroup", "guild"})
 PLAUSIBLE = 10.0  # a level over 10x or under a tenth of the price is probably a typo
-MUTE_EXAMPLE = "/mute 2h"  # shown with a duration /mute cannot read
+MUTE_EXAMPLE = Typed(Command.MUTE, ("2h",))  # shown with a duration /mute cannot read
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,8 @@ class Commands:
             return AdminsOnly()
         try:
             return await work()
+        except CommandError as err:
+            return Problem(err.message, err.example)
         except RuleError as err:
             return Problem(str(err))
         finally:
@@ -364,7 +368,7 @@ class Commands:
             words = duration.split()
             if len(words) > 1:
                 return Usage(Command.MUTE)
-            duration = rules.parse_duration(words[0], MUTE_EXAMPLE) if words else None
+            duration = _duration(words[0]) if words else None
         until = FOREVER if duration is None else self.clock() + duration
         chat = await self._chat(caller)
         await self.store.set_muted(chat.id, until)
@@ -585,8 +589,8 @@ class Commands:
         problem = await self.webhook_targets.check(url)
         if problem is not None:
             return Problem(
-                f"can't post there: {problem}. A webhook is a public http(s) URL, e.g. "
-                "/webhook add https://hooks.slack.com/services/T0/B0/XYZ"
+                f"can't post there: {problem}. A webhook is a public http(s) URL, ",
+                Typed(Command.WEBHOOK, ("add", WEBHOOK_EXAMPLE)),
             )
         kind = kind_of(url)
         chat = await self._chat(caller)
@@ -666,6 +670,15 @@ def _canonical_text(text: str) -> str:
         return rules.format(rules.parse(text))
     except RuleError:
         return text
+
+
+def _duration(text: str) -> timedelta:
+    """A duration for /mute; its error shows /mute's example, spelled per platform."""
+    try:
+        return rules.parse_duration(text)
+    except RuleError as err:  # the house style: the message, then `e.g. ` and an example
+        said = str(err)
+        raise CommandError(said[: said.rindex("e.g. ")], MUTE_EXAMPLE) from None
 
 
 def _rule_id(text: str) -> int | None:

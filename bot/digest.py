@@ -19,17 +19,17 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import TYPE_CHECKING
 
-from alerts.models import Alert, RuleError
+from alerts.models import Alert
 from bot import views
 from bot.charts import ChartCache
-from bot.replies import Reply, reply
-from bot.results import DailyDigest, Rotation
+from bot.replies import DIGEST_AT, Reply, reply
+from bot.results import Command, CommandError, DailyDigest, Rotation, Typed
 from storage.api import Chat, ChatDigest, DigestDue, DigestSetting, Storage
 
 if TYPE_CHECKING:
     from bot.commands import MarketView
 
-EXAMPLE = "/digest 08:00 Europe/London"
+EXAMPLE = Typed(Command.DIGEST, DIGEST_AT)  # what a bad setting's error shows
 TIME = re.compile(r"([0-9]{1,2})[:.h]([0-9]{2})", re.ASCII)
 EVERY_DAY, WEEKDAYS = ("daily", "everyday", "all"), ("weekdays", "workdays")
 SHOWN_ALERTS = 15  # the day's alerts a digest lists; more are counted
@@ -41,9 +41,10 @@ def setting(at: str, zone: str, days: str = "daily") -> DigestSetting:
     RuleError with an example when one is malformed."""
     choice = days.strip().lower()
     if choice not in EVERY_DAY + WEEKDAYS:
-        raise RuleError(
+        raise CommandError(
             f"'{days[:20]}' is not a choice of days: add weekdays (Monday to Friday) or "
-            f"nothing (every day), e.g. {EXAMPLE} weekdays"
+            "nothing (every day), ",
+            Typed(EXAMPLE.command, (*EXAMPLE.args, "weekdays")),
         )
     return DigestSetting(parse_time(at), zone_name(zone), choice in WEEKDAYS)
 
@@ -52,9 +53,7 @@ def parse_time(text: str) -> time:
     """`08:00` (24 hours; `8:00` and `08.00` too) as a time of day; RuleError otherwise."""
     found = TIME.fullmatch(text.strip())
     if found is None or int(found[1]) > 23 or int(found[2]) > 59:
-        raise RuleError(
-            f"'{text[:20]}' is not a time of day: give HH:MM in 24 hours, e.g. {EXAMPLE}"
-        )
+        raise CommandError(f"'{text[:20]}' is not a time of day: give HH:MM in 24 hours, ", EXAMPLE)
     return time(int(found[1]), int(found[2]))
 
 
@@ -67,8 +66,8 @@ def zone_name(text: str) -> str:
     close = difflib.get_close_matches(text.strip().lower(), list(_zones()), n=2, cutoff=0.6)
     hint = " or ".join(_zones()[c] for c in close)
     suggestion = f"did you mean {hint}? Give" if hint else "give"
-    raise RuleError(
-        f"unknown time zone '{text[:40]}': {suggestion} an IANA name (Region/City), e.g. {EXAMPLE}"
+    raise CommandError(
+        f"unknown time zone '{text[:40]}': {suggestion} an IANA name (Region/City), ", EXAMPLE
     )
 
 

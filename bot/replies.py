@@ -1,6 +1,7 @@
 """Results in words: `reply(result, spelling)` turns a command's typed result into a
-platform-neutral `Reply` (title, lines, table, chart), writing the commands it points to the
-way the platform spells them (`/alerts` on Telegram, `/alert list` on Discord, ...).
+platform-neutral `Reply` (title, lines, table, chart), writing every command it points to the
+way people type it where they asked (`/snooze 3 1h` on Telegram, `/snooze alert: 3 duration: 1h`
+on Discord, `tickerbell cmd "/snooze 3 1h"` in the CLI): one `Spelling` per platform.
 
 Markup and escaping are the platform renderers' (bot.render, bot.discord.render).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import textwrap
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -58,6 +60,7 @@ from bot.results import (
     Status,
     Subscribed,
     TooFast,
+    Typed,
     UnknownCommand,
     Unmuted,
     Unsubscribed,
@@ -91,27 +94,41 @@ def error(message: str) -> Reply:
 
 @dataclass(frozen=True, slots=True)
 class Spelling:
-    """How a platform writes the commands a reply points people to.
+    """How a platform writes the commands a reply points people to: `spell(Typed(...))`, or
+    `spelling(Command.SNOOZE, "3", "1h")`, gives the text to type there; `admins` says who
+    may change alerts in a group, in the platform's words."""
 
-    `confirm_add` is a template with `{rule}` for the rule's canonical text.
-    """
+    spell: Callable[[Typed], str]
+    admins: str = "only admins change alerts in a group"
 
-    add: str = "/alert"
-    list: str = "/alerts"
-    remove: str = "/remove"
-    confirm_add: str = "/alert {rule} confirm"
-    confirm_remove_all: str = "/remove all confirm"
-    admins: str = "only admins change alerts in a group"  # who may, in the platform's words
+    def __call__(self, command: Command, *args: str) -> str:
+        return self.spell(Typed(command, args))
 
 
-CHAT = Spelling()  # Telegram: the commands as typed in a chat
-CONSOLE = Spelling(
-    confirm_add='tickerbell alert add "{rule} confirm"',
-    confirm_remove_all="tickerbell alert remove all confirm",
-)
+def chat_command(typed: Typed) -> str:
+    """A command as typed in a Telegram chat (and after `tickerbell cmd`): `/snooze 3 1h`."""
+    return " ".join((f"/{typed.command.value}", *typed.args))
 
-DIGEST_FORM = "/digest HH:MM ZONE [weekdays]"
-DIGEST_EXAMPLE = "/digest 08:00 Europe/London"
+
+def console_command(typed: Typed) -> str:
+    """A command as typed in a shell: the CLI's own commands for adding, listing and removing
+    alerts (`tickerbell alert add "XAG above 50"`), `tickerbell cmd "/..."` for the rest."""
+    words = " ".join(typed.args)
+    match typed.command:
+        case Command.ALERT:
+            return f'tickerbell alert add "{words}"'
+        case Command.ALERTS:
+            return "tickerbell alerts"
+        case Command.REMOVE:
+            return f"tickerbell alert remove {words}"
+    chat = chat_command(typed)
+    return f'tickerbell cmd "{chat}"' if typed.args else f"tickerbell cmd {chat}"
+
+
+CHAT = Spelling(chat_command)  # Telegram
+CONSOLE = Spelling(console_command)  # the CLI (`tickerbell alerts`, `tickerbell cmd ...`)
+
+DIGEST_AT = ("08:00", "Europe/London")  # the digest setting examples show
 LISTED_NOTE = 200  # characters of a TradingView post a digest lists
 GREETING = "I watch gold, silver and crypto and tell you when a rule fires."
 _STATES = {
@@ -131,22 +148,26 @@ BUTTONS = {  # the labels of the buttons under an alert
 
 def help_lines(spelling: Spelling) -> tuple[str, ...]:
     """The commands and the rule language with examples."""
-    add, listing, remove = spelling.add, spelling.list, spelling.remove
+    s, c = spelling, Command
+    hooks = f"{s(c.WEBHOOK, 'add', 'URL')}, {s(c.WEBHOOK, 'list')}, {s(c.WEBHOOK, 'remove', 'ID')}"
     return (
         "Commands:",
-        "/status SYM — price, day change, spread, nearest alerts (e.g. /status XAG)",
-        f"{add} RULE — add an alert (e.g. {add} XAG above 50)",
-        f"{listing} — this chat's alerts with ids",
-        f"{remove} ID — remove one ({remove} all removes every alert)",
-        "/mute [DURATION] — pause alerts (e.g. /mute 2h); /unmute",
-        "/snooze ID DURATION — quiet one alert (e.g. /snooze 3 1h; forever, or off)",
-        "/subscribe SYM|all — notable moves of a symbol; /unsubscribe [SYM]",
-        "/chart SYM [1d|1w|1m|3m|1y] — a price chart (e.g. /chart XAU 3m)",
-        "/rotation — gold, silver, BTC and ETH side by side",
-        "/charts on|off — charts with this chat's alerts",
-        f"{DIGEST_FORM} — a daily digest (e.g. {DIGEST_EXAMPLE}); /digest off",
-        "/webhook add URL|list|remove ID — post this chat's alerts to a URL (Slack, Discord, JSON)",
-        "/webhook in [new|off] — the URL TradingView alerts post to, to arrive here",
+        f"{s(c.STATUS, 'SYM')} — price, day change, spread, nearest alerts "
+        f"(e.g. {s(c.STATUS, 'XAG')})",
+        f"{s(c.ALERT, 'RULE')} — add an alert (e.g. {s(c.ALERT, 'XAG above 50')})",
+        f"{s(c.ALERTS)} — this chat's alerts with ids",
+        f"{s(c.REMOVE, 'ID')} — remove one ({s(c.REMOVE, 'all')} removes every alert)",
+        f"{s(c.MUTE, '[DURATION]')} — pause alerts (e.g. {s(c.MUTE, '2h')}); {s(c.UNMUTE)}",
+        f"{s(c.SNOOZE, 'ID', 'DURATION')} — quiet one alert (e.g. {s(c.SNOOZE, '3', '1h')}; "
+        "forever, or off)",
+        f"{s(c.SUBSCRIBE, 'SYM|all')} — notable moves of a symbol; {s(c.UNSUBSCRIBE, '[SYM]')}",
+        f"{s(c.CHART, 'SYM', f'[{_RANGES}]')} — a price chart (e.g. {s(c.CHART, 'XAU', '3m')})",
+        f"{s(c.ROTATION)} — gold, silver, BTC and ETH side by side",
+        f"{s(c.CHARTS, 'on|off')} — charts with this chat's alerts",
+        f"{s(c.DIGEST, *_DIGEST_FORM)} — a daily digest (e.g. {s(c.DIGEST, *DIGEST_AT)}); "
+        f"{s(c.DIGEST, 'off')}",
+        f"{hooks} — post this chat's alerts to a URL (Slack, Discord, JSON)",
+        f"{s(c.WEBHOOK, 'in', '[new|off]')} — the URL TradingView alerts post to, to arrive here",
         "",
         "Rules:",
         *(f"  {example}" for example in rules.EXAMPLES),
@@ -156,41 +177,51 @@ def help_lines(spelling: Spelling) -> tuple[str, ...]:
     )
 
 
+_RANGES = "|".join(RANGES)
+_DIGEST_FORM = ("HH:MM", "ZONE", "[weekdays]")
+WEBHOOK_EXAMPLE = "https://hooks.slack.com/services/T0/B0/XYZ"
+
+
 def usage(command: Command, spelling: Spelling) -> str:
     """The command's usage line with an example."""
-    add, listing, remove = spelling.add, spelling.list, spelling.remove
+    s, c = spelling, command
+    listing = s(Command.ALERTS)
     match command:
         case Command.ALERT:
-            return f"usage: {add} RULE, e.g. {add} XAG above 50"
+            return f"usage: {s(c, 'RULE')}, e.g. {s(c, 'XAG above 50')}"
         case Command.STATUS:
-            return "usage: /status SYM, e.g. /status BTC"
+            return f"usage: {s(c, 'SYM')}, e.g. {s(c, 'BTC')}"
         case Command.REMOVE:
-            return f"usage: {remove} ID (see {listing}), e.g. {remove} 3"
+            return f"usage: {s(c, 'ID')} (see {listing}), e.g. {s(c, '3')}"
         case Command.MUTE:
-            return "usage: /mute [DURATION], e.g. /mute 2h"
-        case Command.UNMUTE:
-            return "usage: /unmute (no arguments)"
+            return f"usage: {s(c, '[DURATION]')}, e.g. {s(c, '2h')}"
+        case Command.UNMUTE | Command.ROTATION:
+            return f"usage: {s(c)} (no arguments)"
         case Command.SUBSCRIBE:
-            return "usage: /subscribe SYM|all, e.g. /subscribe XAU"
+            return f"usage: {s(c, 'SYM|all')}, e.g. {s(c, 'XAU')}"
         case Command.UNSUBSCRIBE:
-            return "usage: /unsubscribe [SYM], e.g. /unsubscribe XAU"
+            return f"usage: {s(c, '[SYM]')}, e.g. {s(c, 'XAU')}"
         case Command.CHART:
-            return f"usage: /chart SYM [{'|'.join(RANGES)}], e.g. /chart XAU 3m"
-        case Command.ROTATION:
-            return "usage: /rotation (no arguments)"
+            return f"usage: {s(c, 'SYM', f'[{_RANGES}]')}, e.g. {s(c, 'XAU', '3m')}"
         case Command.CHARTS:
-            return "usage: /charts on|off, e.g. /charts off"
+            return f"usage: {s(c, 'on|off')}, e.g. {s(c, 'off')}"
         case Command.SNOOZE:
-            return f"usage: /snooze ID DURATION|forever|off (see {listing}), e.g. /snooze 3 1h"
+            return (
+                f"usage: {s(c, 'ID', 'DURATION|forever|off')} (see {listing}), "
+                f"e.g. {s(c, '3', '1h')}"
+            )
         case Command.DIGEST:
-            return f"usage: {DIGEST_FORM} or /digest off, e.g. {DIGEST_EXAMPLE} weekdays"
+            return (
+                f"usage: {s(c, *_DIGEST_FORM)} or {s(c, 'off')}, "
+                f"e.g. {s(c, *DIGEST_AT, 'weekdays')}"
+            )
         case Command.WEBHOOK:
             return (
-                "usage: /webhook add URL, /webhook list, /webhook remove ID or /webhook in "
-                "[new|off], e.g. /webhook add https://hooks.slack.com/services/T0/B0/XYZ"
+                f"usage: {s(c, 'add', 'URL')}, {s(c, 'list')}, {s(c, 'remove', 'ID')} or "
+                f"{s(c, 'in', '[new|off]')}, e.g. {s(c, 'add', WEBHOOK_EXAMPLE)}"
             )
         case _:  # start, help and alerts take whatever follows
-            return f"usage: /{command.value}"
+            return f"usage: {s(c)}"
 
 
 def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
@@ -219,7 +250,7 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
                 if result.level > result.now
                 else "less than a tenth of"
             )
-            again = spelling.confirm_add.format(rule=result.rule)
+            again = spelling(Command.ALERT, result.rule, "confirm")
             return Reply(
                 (
                     f"{result.subject} is {number(result.now)} now and {number(result.level)} is "
@@ -228,20 +259,25 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
             )
         case AlertList(alerts=alerts):
             if not alerts:
-                return Reply((f"No alerts yet. Add one, e.g. {spelling.add} XAG above 50",))
-            rows = tuple((f"#{a.rule_id}", a.rule, _listed_state(a)) for a in alerts)
+                return Reply(
+                    (f"No alerts yet. Add one, e.g. {spelling(Command.ALERT, 'XAG above 50')}",)
+                )
+            rows = tuple((f"#{a.rule_id}", a.rule, _listed_state(a, spelling)) for a in alerts)
             return Reply((), title=count(len(alerts), "alert"), table=rows)
         case RemoveAllAsked(count=n):
             stored = count(n, "alert")
-            return Reply(
-                (f"This removes all {stored} here. Send {spelling.confirm_remove_all} to do it.",)
-            )
+            confirm = spelling(Command.REMOVE, "all", "confirm")
+            return Reply((f"This removes all {stored} here. Send {confirm} to do it.",))
         case RemovedAll(count=n):
             return Reply((f"Removed {count(n, 'alert')}.",))
         case Removed(rule_id=rule_id):
             return Reply((f"Removed alert #{rule_id}.",))
         case Muted(until=until):
-            when = "until you /unmute" if until is None else f"until {until:%Y-%m-%d %H:%M} UTC"
+            when = (
+                f"until you send {spelling(Command.UNMUTE)}"
+                if until is None
+                else f"until {until:%Y-%m-%d %H:%M} UTC"
+            )
             return Reply((f"Muted {when}. Alerts meanwhile are kept in the history, not sent.",))
         case Unmuted(was_muted=was_muted):
             return Reply(
@@ -268,7 +304,8 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
             )
         case Snoozed(rule_id=rule_id, until=until):
             if until == FOREVER:
-                return Reply((f"Alert #{rule_id} is muted until /snooze {rule_id} off.",))
+                wake = spelling(Command.SNOOZE, str(rule_id), "off")
+                return Reply((f"Alert #{rule_id} is muted until {wake}.",))
             return Reply(
                 (
                     f"Alert #{rule_id} snoozed until {until:%Y-%m-%d %H:%M} UTC; then it waits "
@@ -278,21 +315,28 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
         case Woken(rule_id=rule_id):
             return Reply((f"Alert #{rule_id} is on again; it waits for a fresh crossing.",))
         case Pressed():
-            return Reply((pressed_note(result),))
+            return Reply((pressed_note(result, spelling),))
         case DigestPlan():
-            return _digest_plan(result)
+            return _digest_plan(result, spelling)
         case DigestOff(was_on=was_on):
             if was_on:
                 return Reply(("Daily digest off.",))
-            return Reply((f"No daily digest here. Set one, e.g. {DIGEST_EXAMPLE}",))
+            return Reply(
+                (f"No daily digest here. Set one, e.g. {spelling(Command.DIGEST, *DIGEST_AT)}",)
+            )
         case DailyDigest():
             return _daily_digest(result)
         case WebhookAdded():
             return _webhook_added(result)
         case WebhookList(webhooks=hooks):
+            add = spelling(Command.WEBHOOK, "add", "URL")
             if not hooks:
-                return Reply(("No webhooks here. Add one, e.g. /webhook add https://...",))
-            stopped = "stopped: it answered as if deleted; /webhook add it again to resume"
+                return Reply(
+                    (
+                        f"No webhooks here. Add one, e.g. {spelling(Command.WEBHOOK, 'add', 'https://...')}",
+                    )
+                )
+            stopped = f"stopped: it answered as if deleted; {add} again to resume"
             listed = tuple((f"#{h.webhook_id}", h.kind, h.target, "" if h.working else stopped)
                            for h in hooks)  # fmt: skip
             return Reply((), title=count(len(hooks), "webhook"), table=listed)
@@ -306,7 +350,8 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
                     url,
                     "The alert's message is shown here as sent: plain text, or JSON with a "
                     '"message" (and optionally "ticker"). Anyone with the URL can post here: keep '
-                    "it secret. /webhook in new makes a new one, /webhook in off stops it.",
+                    f"it secret. {spelling(Command.WEBHOOK, 'in', 'new')} makes a new one, "
+                    f"{spelling(Command.WEBHOOK, 'in', 'off')} stops it.",
                 ),
                 private=True,
             )
@@ -318,7 +363,7 @@ def reply(result: Result, spelling: Spelling = CHAT) -> Reply:
             assert_never(result)
 
 
-def pressed_note(pressed: Pressed) -> str:
+def pressed_note(pressed: Pressed, spelling: Spelling = CHAT) -> str:
     """What a button did, by whom: the line added to its alert message."""
     by = pressed.by
     match pressed.action:
@@ -327,7 +372,9 @@ def pressed_note(pressed: Pressed) -> str:
             when = f"{until:%H:%M} UTC" if until is not None else "later"
             return f"Snoozed until {when} by {by}"
         case Action.MUTE:
-            return f"Muted by {by} (/snooze {pressed.rule_id} off to resume)"
+            return (
+                f"Muted by {by} ({spelling(Command.SNOOZE, str(pressed.rule_id), 'off')} to resume)"
+            )
         case Action.REMOVE:
             return f"Removed by {by}"
         case Action.CHART:
@@ -335,52 +382,57 @@ def pressed_note(pressed: Pressed) -> str:
     assert_never(pressed.action)
 
 
-def _listed_state(listed: Listed) -> str:
+def _listed_state(listed: Listed, spelling: Spelling) -> str:
     until = listed.snoozed_until
     if until is None:
         return _STATES[listed.state]
     if until == FOREVER:
-        return f"muted (/snooze {listed.rule_id} off)"
+        return f"muted ({spelling(Command.SNOOZE, str(listed.rule_id), 'off')})"
     return f"snoozed until {until:%Y-%m-%d %H:%M} UTC"
 
 
 def refusal_text(refusal: Refusal, spelling: Spelling = CHAT) -> str:
     """Why nothing was done, in one line."""
+    s = spelling
+    listing = s(Command.ALERTS)
     match refusal:
         case NotACommand():
-            return "commands start with '/'. Try /help, e.g. /status BTC"
+            return (
+                f"commands start with '/'. Try {s(Command.HELP)}, e.g. {s(Command.STATUS, 'BTC')}"
+            )
         case UnknownCommand(name=name, suggestion=suggestion):
-            hint = f" — did you mean /{suggestion}?" if suggestion else ""
-            return f"unknown command '/{printable(name)}'{hint or '.'} Try /help."
+            hint = f" — did you mean {s(Command(suggestion))}?" if suggestion else ""
+            return f"unknown command '/{printable(name)}'{hint or '.'} Try {s(Command.HELP)}."
         case TooFast(per_minute=per_minute):
             return f"slow down: at most {per_minute} commands a minute."
         case AdminsOnly():
-            return f"{spelling.admins}; everyone can use /status and {spelling.list}."
+            return f"{s.admins}; everyone can use {s(Command.STATUS)} and {listing}."
         case Usage(command=command):
             return usage(command, spelling)
-        case Problem(message=message):
-            return message
+        case Problem(message=message, example=example):
+            return message if example is None else f"{message}e.g. {s.spell(example)}"
         case Expired():
+            again = f"{refusal.rule} expires {refusal.suggested_year}-12-31"
             return (
                 f"that rule expired on {refusal.expires}; give a later day, e.g. "
-                f"{spelling.add} {refusal.rule} expires {refusal.suggested_year}-12-31"
+                f"{s(Command.ALERT, again)}"
             )
         case Duplicate(rule_id=rule_id, rule=rule):
-            return f"alert #{rule_id} here is already {rule} (see {spelling.list})."
+            return f"alert #{rule_id} here is already {rule} (see {listing})."
         case AtLimit(reason=reason):
-            return f"{reason}; remove one first, e.g. {spelling.remove} 3 (see {spelling.list})."
+            return f"{reason}; remove one first, e.g. {s(Command.REMOVE, '3')} (see {listing})."
         case NoSuchAlert(rule_id=rule_id):
-            return f"no alert #{rule_id} here — see {spelling.list}."
+            return f"no alert #{rule_id} here — see {listing}."
         case NoHistory(symbol=symbol):
             return f"no price history for {symbol} yet; try again in a minute."
         case BadButton():
-            return f"that button does not check out; use the commands (see {spelling.list})."
+            return f"that button does not check out; use the commands (see {listing})."
         case StaleButton():
-            return f"that button has expired; use the commands (see {spelling.list})."
+            return f"that button has expired; use the commands (see {listing})."
         case AlreadyDone(action=action):
             return f"{BUTTONS[action]}: done already."
         case NoSuchWebhook(webhook_id=webhook_id):
-            return f"no webhook #{webhook_id} here — see /webhook list."
+            return f"no webhook #{webhook_id} here — see {s(Command.WEBHOOK, 'list')}."
         case InboundOff():
             return (
                 "this bot takes no TradingView posts: its owner can turn them on with "
@@ -442,7 +494,7 @@ def _rotation(rotation: Rotation, title: str = "Rotation") -> Reply:
     return Reply(lines, title=title, table=tuple(rows), image=rotation.image)
 
 
-def _digest_plan(plan: DigestPlan) -> Reply:
+def _digest_plan(plan: DigestPlan, spelling: Spelling) -> Reply:
     days = "on weekdays (Monday to Friday)" if plan.weekdays_only else "every day"
     local = plan.next_at.astimezone(zoneinfo.ZoneInfo(plan.zone))
     when = f"{local:%a} {local.day} {local:%b %H:%M %Z}"
@@ -450,7 +502,7 @@ def _digest_plan(plan: DigestPlan) -> Reply:
     return Reply(
         (
             f"{head}: {plan.at:%H:%M} {plan.zone}, {days}. The next: {when}.",
-            "Turn it off with /digest off.",
+            f"Turn it off with {spelling(Command.DIGEST, 'off')}.",
         )
     )
 

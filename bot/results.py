@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from enum import Enum
 
-from alerts.models import Alert
+from alerts.models import Alert, RuleError
 
 
 class Command(Enum):
@@ -33,6 +33,27 @@ class Command(Enum):
     SNOOZE = "snooze"
     DIGEST = "digest"
     WEBHOOK = "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class Typed:
+    """A command as someone would type it, with its arguments: words (`3`, `1h`) or
+    placeholders (`ID`, `[DURATION]` for an optional one). Each platform spells it
+    (bot.replies.Spelling): `/snooze 3 1h` on Telegram, `/snooze alert: 3 duration: 1h` on
+    Discord."""
+
+    command: Command
+    args: tuple[str, ...] = ()
+
+
+class CommandError(RuleError):
+    """A RuleError whose example is a command: answered as a Problem, so that each platform
+    spells the example its own way. `message` ends where `e.g. ` would follow."""
+
+    def __init__(self, message: str, example: Typed) -> None:
+        super().__init__(f"{message}e.g. /{' '.join((example.command.value, *example.args))}")
+        self.message = message
+        self.example = example
 
 
 class Action(Enum):
@@ -86,9 +107,11 @@ class Usage(Refusal):
 
 @dataclass(frozen=True, slots=True)
 class Problem(Refusal):
-    """A user-facing error whose message is already fit to show (a RuleError's)."""
+    """A user-facing error whose message is already fit to show (a RuleError's); with an
+    `example`, the message ends where `e.g. ` and the example, spelled per platform, follow."""
 
     message: str
+    example: Typed | None = None
 
 
 @dataclass(frozen=True, slots=True)

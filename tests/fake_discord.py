@@ -839,3 +839,13 @@ def _guild_payload(guild: Guild) -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def as_typed(spelled: str) -> tuple[list[str], dict[str, str]]:
+    """What a person types in Discord's box (`/snooze alert: 3 duration: 1h`, an optional
+    option in brackets) as Discord reads it: the command's name and subcommand, then its options
+    with their values in order (the name words go to `interaction`, the options as `options`).
+    """
+    head, *rest = re.split(r" \[?(\w+): ", spelled)
+    values = [value.removesuffix("]") for value in rest[1::2]]
+    return head.removeprefix("/").split(), dict(zip(rest[0::2], values, strict=True))

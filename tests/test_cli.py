@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def test_a_database_path_that_cannot_be_used_is_one_line(
     ("argv", "needle"),
     [
         (["alert", "add", "BTX", "above", "5"], "unknown symbol 'BTX'"),
-        (["alert", "remove", "x"], "usage: /remove ID"),
+        (["alert", "remove", "x"], "usage: tickerbell alert remove ID (see tickerbell alerts)"),
         (["cmd", "/nope"], "unknown command '/nope'"),
     ],
 )
@@ -326,3 +327,49 @@ def test_backup_without_a_database_says_so(
 ) -> None:
     assert main(["backup", "copy.db"]) == 2
     assert capsys.readouterr().err == f"tickerbell: no database at {tmp_path / 'cli.db'}\n"
+
+
+def tickerbell(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real `tickerbell` process, in this test's home and database."""
+    exe = Path(sys.executable).with_name("tickerbell")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, check=False)
+
+
+def told(text: str, after: str = "e.g. ") -> list[str]:
+    """The command a reply tells to type (after `e.g. `, to the end of its sentence), split as
+    the shell would."""
+    return shlex.split(text.rpartition(after)[2].strip().removesuffix("."))
+
+
+def test_replies_name_the_cli_forms_and_each_runs_as_told() -> None:
+    """What a console reply tells people to type is a shell command: run as given, it works."""
+    empty = tickerbell("alerts")
+    assert empty.stdout == 'No alerts yet. Add one, e.g. tickerbell alert add "XAG above 50"\n'
+    add = told(empty.stdout)
+    assert add == ["tickerbell", "alert", "add", "XAG above 50"]
+    assert tickerbell(*add[1:]).stdout == "Alert #1 set: XAG above 50\n"
+
+    bad = tickerbell("cmd", "/mute 2x")
+    assert bad.returncode == 2
+    assert bad.stderr.endswith('e.g. tickerbell cmd "/mute 2h"\n')
+    assert tickerbell(*told(bad.stderr)[1:]).stdout.startswith("Muted until ")
+
+    usage = tickerbell("cmd", "/snooze", "1")
+    assert usage.stderr == (
+        'usage: tickerbell cmd "/snooze ID DURATION|forever|off" (see tickerbell alerts), '
+        'e.g. tickerbell cmd "/snooze 3 1h"\n'
+    )
+    forever = tickerbell("cmd", "/snooze 1 forever")
+    assert forever.stdout == 'Alert #1 is muted until tickerbell cmd "/snooze 1 off".\n'
+    assert tickerbell(*told(forever.stdout, "until ")[1:]).stdout == (
+        "Alert #1 is on again; it waits for a fresh crossing.\n"
+    )
+
+    unknown = tickerbell("cmd", "/stauts BTC")
+    assert unknown.stderr == (
+        "unknown command '/stauts' — did you mean tickerbell cmd /status? Try tickerbell cmd "
+        "/help.\n"
+    )
+    helped = tickerbell("cmd", "/help").stdout
+    assert 'tickerbell alert add "RULE" — add an alert' in helped
+    assert [line for line in helped.splitlines() if line.startswith("/")] == []

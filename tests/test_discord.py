@@ -36,6 +36,7 @@ from fake_discord import (
     Fault,
     Guild,
     Posted,
+    as_typed,
 )
 from support import scripted
 from support.scripted import T0, Clock, ScriptedVenue, enqueue, make_service
@@ -46,9 +47,11 @@ from bot.charts import ChartCache
 from bot.commands import Commands
 from bot.digest import Digests, setting
 from bot.discord.adapter import DiscordBot, build
-from bot.discord.render import AMBER, GREEN, RED, alert_embed, reply_embeds
+from bot.discord.render import AMBER, GREEN, RED, SPELLING, alert_embed, reply_embeds
 from bot.discord.sync import sync_file_for
+from bot.discord.tree import TickerClient, make_tree
 from bot.replies import Reply
+from bot.results import Command, Typed
 from storage.api import DigestDue
 from storage.db import Store
 from tickerbell.delivery import Delivery, DeliveryError
@@ -516,6 +519,25 @@ async def test_symbol_and_alert_autocomplete(tmp_path: Path, fake: FakeDiscord) 
         assert rules_offered[:2] == ["XAG ab", "XAG above 50"]
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [Typed(c, ("A", "B", "C")) for c in Command if c is not Command.WEBHOOK]
+    + [Typed(Command.WEBHOOK, (verb, "A")) for verb in ("add", "list", "remove", "in")]
+    + [Typed(Command.MUTE, ("[DURATION]",)), Typed(Command.ALERTS, ("A",))],
+)
+async def test_discords_spelling_names_the_trees_commands_and_options(typed: Typed) -> None:
+    """What a reply tells a Discord user to type is a registered slash command with its own
+    option names (all of them, when given enough words; the last takes the rest)."""
+    tree = make_tree(TickerClient(intents=discord.Intents.none()))
+    (name, *sub), options = as_typed(SPELLING.spell(typed))
+    command = tree.get_command(name)
+    for word in sub:
+        assert isinstance(command, app_commands.Group)
+        command = command.get_command(word)
+    assert isinstance(command, app_commands.Command)
+    assert list(options) == [p.display_name for p in command.parameters]
+
+
 async def test_remove_and_help_speak_discords_command_names(
     tmp_path: Path, fake: FakeDiscord
 ) -> None:
@@ -523,9 +545,9 @@ async def test_remove_and_help_speak_discords_command_names(
         payload = fake.interaction("help", channel_id=CHANNEL, guild_id=GUILD)
         await invoke(r.bot, payload)
         text = fake.answers(payload)[0].embeds[0]["description"]
-        assert "/alert add RULE — add an alert (e.g. /alert add XAG above 50)" in text
+        assert "/alert add rule: RULE — add an alert (e.g. /alert add rule: XAG above 50)" in text
         assert "/alert list — this chat's alerts with ids" in text
-        assert "/alert remove ID" in text
+        assert "/alert remove alert: ID" in text
 
         payload = fake.interaction(
             "alert",
@@ -557,17 +579,17 @@ async def test_confirmations_are_asked_for_in_discords_command_names(
 
         assert await say("alert add", rule="BTC above 1m") == (
             "BTC is 86,000 now and 1,000,000 is more than 10x that, so nothing is stored yet. "
-            "If you mean it, send /alert add BTC above 1000000 confirm"
+            "If you mean it, send /alert add rule: BTC above 1000000 confirm"
         )
         assert await say("alert add", rule="BTC above 1000000 confirm") == (
             "Alert #1 set: BTC above 1000000"
         )
         assert await say("alert remove", alert="all") == (
-            "This removes all 1 alert here. Send /alert remove all confirm to do it."
+            "This removes all 1 alert here. Send /alert remove alert: all confirm to do it."
         )
         assert await say("alert remove", alert="all confirm") == "Removed 1 alert."
         assert await say("alert remove", alert="1 2") == (
-            "⚠️ usage: /alert remove ID (see /alert list), e.g. /alert remove 3"
+            "⚠️ usage: /alert remove alert: ID (see /alert list), e.g. /alert remove alert: 3"
         )
 
 
@@ -1158,7 +1180,7 @@ async def test_a_slow_button_is_deferred_then_its_message_edited(
         assert (
             fake.edits[-1]
             .embeds[0]["description"]
-            .endswith("\n*Muted by @user42 (/snooze 1 off to resume)*")
+            .endswith("\n*Muted by @user42 (/snooze alert: 1 duration: off to resume)*")
         )
         assert labels(fake, message) == ["Remove", "Chart"]
         [rule] = await r.store.rules()
@@ -1205,9 +1227,11 @@ async def test_digest_slash_command_sets_refuses_and_shows(
 
         private, said = await digest(time="08:00", zone="Europe/Londn")
         assert private and "unknown time zone 'Europe/Londn'" in said
-        assert "e.g. /digest 08:00 Europe/London" in said
+        assert "e.g. /digest time: 08:00 zone: Europe/London" in said
         private, said = await digest(time="08:00")
-        assert private and said.startswith("⚠️ usage: /digest HH:MM ZONE [weekdays]")
+        assert private and said.startswith(
+            "⚠️ usage: /digest time: HH:MM zone: ZONE [days: weekdays] or /digest time: off"
+        )
         private, said = await digest(user=22, time="08:00", zone="Europe/London")
         assert private and "only those with Manage Server or the admin role change alerts" in said
         assert await r.store.digests() == []

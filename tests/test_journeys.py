@@ -275,7 +275,7 @@ async def test_mute_cross_unmute_cross(world: World) -> None:
     async with running(world):
         await world.say("/alert BTC below 85000")
         assert await world.say("/unmute") == "Alerts were not muted: they are on."
-        assert (await world.say("/mute")).startswith("Muted until you /unmute")
+        assert (await world.say("/mute")).startswith("Muted until you send /unmute")
         await world.ticks()
         world.price(84000)  # crosses while muted: kept in the history, not sent
         await world.ticks()

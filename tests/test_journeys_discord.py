@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fake_discord import ADMIN_PERMISSIONS, MEMBER_PERMISSIONS, FakeDiscord, Fault, Guild
+from fake_discord import (
+    ADMIN_PERMISSIONS,
+    MEMBER_PERMISSIONS,
+    FakeDiscord,
+    Fault,
+    Guild,
+    as_typed,
+)
 from fake_exchange import FakeExchange
 from support.waiting import until
 
@@ -221,7 +228,7 @@ async def test_in_a_server_a_member_is_refused_then_a_manager_sets_the_alert(
             "⚠️ in a server only those with Manage Server or the admin role change alerts"
         )
         listed = await world.say("alert list", user=MEMBER, permissions=MEMBER_PERMISSIONS)
-        assert listed.text == "No alerts yet. Add one, e.g. /alert add XAG above 50"
+        assert listed.text == "No alerts yet. Add one, e.g. /alert add rule: XAG above 50"
         accepted = await world.say("alert add", rule=RULE)  # with Manage Server
         assert accepted == Answer("Alert #1 set: BTC below 85000", False)
         await world.ticks()
@@ -231,12 +238,46 @@ async def test_in_a_server_a_member_is_refused_then_a_manager_sets_the_alert(
         assert world.channel() == ["BTC below 85000: BTC fell below 85,000 (now 84,000)"]
 
 
+async def test_what_a_reply_tells_to_type_is_typed_and_works(world: World) -> None:
+    """Replies that say what to type say it as a Discord user types it (slash commands with
+    named options); typed as told, it works."""
+
+    async def type_as_told(text: str) -> Answer:
+        (name, *sub), options = as_typed(text.rpartition("e.g. ")[2])
+        return await world.say(" ".join((name, *sub)), **options)
+
+    world.price(86000)
+    async with running(world):
+        listed = await world.say("alert list")
+        assert listed.text == "No alerts yet. Add one, e.g. /alert add rule: XAG above 50"
+        assert (await type_as_told(listed.text)).text == "Alert #1 set: XAG above 50"
+
+        bad = await world.say("mute", duration="2x")
+        assert bad == Answer(
+            "⚠️ '2x' is not a duration like 15m, 4h, 1d or 2w. e.g. /mute duration: 2h", True
+        )
+        assert (await type_as_told(bad.text)).text.startswith("Muted until 20")
+
+        usage = await world.say("snooze", alert="1", duration="soon")
+        assert usage.private and usage.text.startswith(
+            "⚠️ usage: /snooze alert: ID duration: DURATION"
+        )
+        assert usage.text.endswith("(see /alert list), e.g. /snooze alert: 3 duration: 1h")
+        assert (await type_as_told(usage.text)).text == "⚠️ no alert #3 here — see /alert list."
+
+        zone = await world.say("digest", time="08:00", zone="Europe/Londn")
+        assert zone.text.endswith("e.g. /digest time: 08:00 zone: Europe/London")
+        assert (await type_as_told(zone.text)).text.startswith(
+            "Daily digest set: 08:00 Europe/London, every day."
+        )
+
+
 async def test_mute_cross_unmute_cross(world: World) -> None:
     world.price(86000)
     async with running(world):
         await world.say("alert add", rule=RULE)
         assert (await world.say("unmute")).text == "Alerts were not muted: they are on."
-        assert (await world.say("mute")).text.startswith("Muted until you /unmute")
+        assert (await world.say("mute")).text.startswith("Muted until you send /unmute")
         await world.ticks()
         world.price(84000)  # crosses while muted: kept in the history, not sent
         await world.ticks()

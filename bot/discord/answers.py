@@ -144,7 +144,7 @@ class SlashAnswers:
         if image is not None:
             image_url = f"attachment://{CHART}"
             files.append(discord.File(io.BytesIO(image), filename=CHART))
-        embed = pressed_embed(result.alert, replies.pressed_note(result), image_url)
+        embed = pressed_embed(result.alert, replies.pressed_note(result, SPELLING), image_url)
         if not interaction.response.is_done():
             if files:
                 await interaction.response.edit_message(embed=embed, view=view, attachments=files)

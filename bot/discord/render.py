@@ -12,7 +12,7 @@ from alerts import rules
 from alerts.models import Alert, Direction
 from bot import render
 from bot.replies import BUTTONS, Reply, Spelling
-from bot.results import Action
+from bot.results import Action, Command, Typed
 from bot.wording import sentence
 from feeds.catalogue import COMMON_CRYPTO
 from storage.api import StoredRule
@@ -36,13 +36,51 @@ CANNOT_POST = (
     "Send Messages, Embed Links and Attach Files here."
 )
 
-# How Discord writes the commands a reply points to: three of them live in the /alert group.
+# Each chat command as the slash command people type on Discord (bot.discord.tree): its name,
+# some within a group, and its options' names in order. /webhook's first word picks its command.
+SLASH: dict[Command, tuple[str, tuple[str, ...]]] = {
+    Command.START: ("help", ()),
+    Command.HELP: ("help", ()),
+    Command.STATUS: ("status", ("symbol",)),
+    Command.ALERT: ("alert add", ("rule",)),
+    Command.ALERTS: ("alert list", ()),
+    Command.REMOVE: ("alert remove", ("alert",)),
+    Command.MUTE: ("mute", ("duration",)),
+    Command.UNMUTE: ("unmute", ()),
+    Command.SUBSCRIBE: ("subscribe", ("symbol",)),
+    Command.UNSUBSCRIBE: ("unsubscribe", ("symbol",)),
+    Command.CHART: ("chart", ("symbol", "range")),
+    Command.ROTATION: ("rotation", ()),
+    Command.CHARTS: ("charts", ("setting",)),
+    Command.SNOOZE: ("snooze", ("alert", "duration")),
+    Command.DIGEST: ("digest", ("time", "zone", "days")),
+}
+WEBHOOK: dict[str, tuple[str, ...]] = {"add": ("url",), "list": (), "remove": ("webhook",),
+                                       "in": ("action",)}  # fmt: skip
+
+
+def slash_command(typed: Typed) -> str:
+    """A command as typed on Discord: `/snooze alert: 3 duration: 1h`. Each argument names its
+    option; the last option takes the remaining words (`/alert add rule: XAG above 50`), and
+    an optional placeholder `[DURATION]` reads `[duration: DURATION]`."""
+    args = typed.args
+    if typed.command is Command.WEBHOOK:
+        verb = args[0] if args else "list"
+        name, options, args = f"webhook {verb}", WEBHOOK[verb], args[1:]
+    else:
+        name, options = SLASH[typed.command]
+    words = [f"/{name}"]
+    for at, option in enumerate(options):
+        value = " ".join(args[at:] if at == len(options) - 1 else args[at : at + 1])
+        if not value:
+            break
+        optional = value.startswith("[") and value.endswith("]")
+        words.append(f"[{option}: {value[1:-1]}]" if optional else f"{option}: {value}")
+    return " ".join(words)
+
+
 SPELLING = Spelling(
-    add="/alert add",
-    list="/alert list",
-    remove="/alert remove",
-    confirm_add="/alert add {rule} confirm",
-    confirm_remove_all="/alert remove all confirm",
+    slash_command,
     admins="in a server only those with Manage Server or the admin role change alerts",
 )
 
