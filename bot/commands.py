@@ -678,7 +678,7 @@ def _duration(text: str) -> timedelta:
         return rules.parse_duration(text)
     except RuleError as err:  # the house style: the message, then `e.g. ` and an example
         said = str(err)
-        raise CommandError(said[: said.rindex("e.g. ")], MUTE_EXAMPLE) from None
+        raise CommandError(said.rpartition("e.g. ")[0] or said, MUTE_EXAMPLE) from None
 
 
 def _rule_id(text: str) -> int | None:
