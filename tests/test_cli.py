@@ -255,6 +255,22 @@ def test_a_replay_speed_that_would_never_end_is_refused(
     assert last.endswith(f"argument --speed: expected a number more than 0, e.g. 50, not '{speed}'")
 
 
+def test_a_replay_speed_past_what_the_scheduler_keeps_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--speed 1000000` never finished (the scheduler thrashed on a poll every 0.25 us), and
+    100,000 ended in an APScheduler traceback."""
+    csv = synthetic_silver(tmp_path / "silver.csv")
+    with pytest.raises(SystemExit) as exit:
+        main(["run", "--feed", "replay", "--data", f"XAG={csv}", "--speed", "100000"])
+    assert exit.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.endswith(
+        "argument --speed: expected at most 1000 bars a second, not '100000'"
+        " (for every bar at once: tickerbell replay)"
+    )
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from tickerbell import __version__
 

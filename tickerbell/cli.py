@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 CONSOLE = ("console", "console", "console", "console")  # the console chat's Caller
 CHART_FILE = Path("tickerbell-chart.png")  # where `tickerbell cmd "/chart ..."` puts the picture
+MAX_REPLAY_SPEED = 1000.0  # bars a second for `run --feed replay` (see `_speed`)
 REPLAY_MAX_JUMP_PCT = 15.0  # alerts.sanity.Limits' default, kept here so --help imports nothing
 
 
@@ -113,7 +114,10 @@ def _parser() -> argparse.ArgumentParser:
         help="history files for --feed replay",
     )
     run.add_argument(
-        "--speed", type=_positive, default=10.0, help="replay bars per second (more than 0)"
+        "--speed",
+        type=_speed,
+        default=10.0,
+        help=f"replay bars per second (more than 0, at most {MAX_REPLAY_SPEED:g})",
     )
     run.add_argument("--from", dest="start", type=_day, help="replay from this day")
     run.set_defaults(handler=_run)
@@ -174,6 +178,19 @@ def _positive(text: str) -> float:
         value = float("nan")
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number more than 0, e.g. 50, not {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    """Bars a second for `run --feed replay`: each bar is four polls of the live service, whose
+    scheduler keeps up to about 200 bars a second here; far more only thrashes it (100,000 took
+    ten times longer than 1,000, and 1,000,000 never finished)."""
+    value = _positive(text)
+    if value > MAX_REPLAY_SPEED:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_REPLAY_SPEED:g} bars a second, not {text!r} (for every bar"
+            " at once: tickerbell replay)"
+        )
     return value
 
 
