@@ -125,6 +125,25 @@ async def test_outage_fires_nothing_and_health_follows(tmp_path: Path) -> None:
         assert tg.sent == []
 
 
+async def test_stopping_cancels_no_scheduled_job(caplog: pytest.LogCaptureFixture) -> None:
+    """A stop while the scheduler was starting a poll job cancelled it, and APScheduler logged
+    that as an error with a traceback (4 stops in 40 at a poll every 0.2 ms, as a fast replay
+    polls)."""
+    clock = Clock()
+    venue = ScriptedVenue(clock)
+    venue.prices["BTC/USDT"] = 86000.0
+    for _ in range(20):
+        async with MemoryStore.open(clock=clock) as store:
+            delivery = Delivery(store, {}, clock=clock)
+            svc = make_service(store, delivery, venue, clock, poll_seconds=0.0002)
+            await add_rule(store, "telegram", "42", "BTC below 85000")
+            await svc.start()
+            polls = venue.requests
+            await until(lambda: venue.requests > polls + 5)  # noqa: B023 (awaited at once)
+            await svc.stop()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 async def test_a_failing_platform_does_not_stop_the_others(tmp_path: Path) -> None:
     clock = Clock()
     venue = ScriptedVenue(clock)

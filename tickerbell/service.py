@@ -421,6 +421,11 @@ class Service:
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)
         if self.scheduler.running:
+            # A job only starts a task; one just started would be cancelled by the shutdown,
+            # which APScheduler logs as an error with a traceback. Paused, none starts, and
+            # the ones started already finish within one turn of the loop.
+            self.scheduler.pause()
+            await asyncio.sleep(0)
             self.scheduler.shutdown(wait=False)
         for stream in self.streams.values():
             try:
