@@ -117,10 +117,11 @@ class MarketView(Protocol):
         unknown or paired one."""
         ...
 
-    def first_look(self, rule: Rule) -> tuple[RuleState, float] | None:
-        """The state a new rule takes at the current price (armed, or waiting for the next
-        crossing when its condition already holds) and the value it saw; None without a fresh
-        price."""
+    def first_look(self, rule: Rule) -> tuple[RuleState, float | None] | None:
+        """The state a new rule takes at the current price, or a price level at the last price
+        traded while its market is closed (armed, or waiting for the next crossing when its
+        condition already holds), and the value it saw (None when not a current price); None
+        without a price."""
         ...
 
     async def fresh_quote(self, symbol: str) -> Quote | None:
@@ -302,7 +303,7 @@ class Commands:
             )
         except LimitReached as err:
             return AtLimit(str(err))
-        holds = look[1] if look is not None and look[0].armed is False else None
+        holds = look[1] if look is not None and look[0].armed is False else None  # now only
         return AlertAdded(rule_id, text, already_true=holds)
 
     async def _implausible(self, rule: Rule) -> NeedsConfirmation | None:

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_exchange import FakeExchange
+from fake_exchange import Fault as VenueFault
 from fake_telegram import FakeTelegram, Fault, plain
 from support.postgres import Relay
 from support.waiting import until
@@ -80,10 +82,12 @@ def settings_for(world: World, poll_seconds: float = 0.2) -> Settings:
 
 
 @asynccontextmanager
-async def running(world: World, poll_seconds: float = 0.2) -> AsyncIterator[None]:
-    """The bot, from start until it answers, to a clean stop."""
+async def running(world: World, poll_seconds: float = 0.2, **settings: Any) -> AsyncIterator[None]:
+    """The bot, from start until it answers, to a clean stop; `settings` override those of
+    `settings_for`."""
     stop = asyncio.Event()
-    task = asyncio.create_task(app.run(settings_for(world, poll_seconds), stop=stop))
+    chosen = settings_for(world, poll_seconds).model_copy(update=settings)
+    task = asyncio.create_task(app.run(chosen, stop=stop))
     polls = world.telegram.count("getUpdates")
     try:
         await until(lambda: world.telegram.count("getUpdates") > polls or task.done(), 15)
@@ -121,6 +125,27 @@ async def test_a_crossing_right_after_the_alert_is_set_is_told(world: World) -> 
         world.price(84000)
         await until(lambda: world.alerts(USER))
         await world.ticks(1)  # a later tick below the level fires nothing more
+        assert len(world.alerts(USER)) == 1
+        assert world.alerts(USER)[0].startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
+
+
+async def test_an_alert_set_while_the_venue_is_down_starts_from_its_last_price(
+    world: World,
+) -> None:
+    """As for a metal set on a Saturday: the last price (86,000) is no longer current, and the
+    first one after the outage (84,000) is past the level. The rule starts from the last price,
+    so the crossing is told, not taken as already true."""
+    world.price(86000)
+    async with running(world, max_quote_age_seconds=1):
+        assert await world.say("/alert BTC below 70000") == "Alert #1 set: BTC below 70000"
+        await world.ticks(2)
+        world.exchange.inject(VenueFault.SERVER_ERROR)
+        await asyncio.sleep(1.5)  # BTC's last price is now older than the staleness limit
+        assert await world.say("/alert BTC below 85000") == "Alert #2 set: BTC below 85000"
+        world.price(84000)
+        world.exchange.heal()
+        await until(lambda: world.alerts(USER), timeout=15)
+        await world.ticks(2)
         assert len(world.alerts(USER)) == 1
         assert world.alerts(USER)[0].startswith("🔴▼ BTC fell below 85,000 (now 84,000)")
 

@@ -25,6 +25,10 @@ from storage.api import utcnow
 
 log = logging.getLogger(__name__)
 
+# How old the last traded price may be for a new price level to start from it: a weekend and a
+# holiday (metals close Friday evening until Sunday evening, UTC).
+LAST_TRADED_FOR = timedelta(days=4)
+
 
 class Resolver(Protocol):
     """Maps a symbol to where its price comes from (feeds.catalogue.Catalogue, or replay's)."""
@@ -95,16 +99,27 @@ class MarketData:
         unknown or paired one."""
         return self.instrument(rules.parse_symbol(text)).symbol
 
-    def first_look(self, rule: Rule) -> tuple[RuleState, float] | None:
+    def first_look(self, rule: Rule) -> tuple[RuleState, float | None] | None:
         """What the engine would decide for a new rule at the current price (it learns where
         the price is: armed, or waiting for a real crossing when its condition already holds),
-        and the value it saw; None without a fresh price."""
+        and the value it saw (None when that is not a current price); None without a price.
+
+        A price level set while its market is closed (silver on a Saturday) or its feed is
+        down starts from the last price traded, up to LAST_TRADED_FOR ago: set below Friday's
+        close, `XAG above 50` then fires on a Sunday open above 50, as the person expects,
+        where learning at the open would take it as already true."""
         now = self.clock()
         obs = observe(rule, self.market, now)
-        if obs is None:
+        if obs is not None:
+            return evaluate(rule, RuleState(), obs, now)[0], obs.value
+        if not rule.is_price_level:
             return None
-        state, _ = evaluate(rule, RuleState(), obs, now)
-        return state, obs.value
+        quotes = [self.market.history(symbol).last for symbol in rule.symbols]
+        if not all(quotes):
+            return None
+        at = max(quote.ts for quote in quotes if quote is not None)
+        traded = observe(rule, self.market, at) if now - at <= LAST_TRADED_FOR else None
+        return None if traded is None else (evaluate(rule, RuleState(), traded, now)[0], None)
 
     def instrument(self, symbol: str) -> Instrument:
         found = self.instruments.get(symbol)
